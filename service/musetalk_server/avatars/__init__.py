@@ -1,0 +1,1 @@
+"""Avatars: the on-disk format, the atomic store and the preprocessing entry."""

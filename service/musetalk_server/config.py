@@ -1,0 +1,53 @@
+"""Settings: the one place the environment is read (MUSETALK_* variables and `.env`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EngineName = Literal["auto", "lite", "musetalk"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Values below the app factory and the CLI are explicit arguments."""
+
+    model_config = SettingsConfigDict(env_prefix="MUSETALK_", env_file=".env", extra="ignore")
+
+    # The seed's three variables.
+    gpu_id: int = Field(0, ge=0)
+    port: int = Field(8000, ge=1, le=65535)
+    result_dir: Path = Path("./results")
+
+    host: str = "127.0.0.1"
+    engine: EngineName = "auto"
+    fps: float = Field(25.0, gt=0, le=120)
+    model_dir: Path = Path("./models")
+
+    # Limits: a self-hosted server still must not be knocked over by one upload.
+    max_upload_mb: float = Field(200.0, gt=0)
+    max_audio_seconds: float = Field(600.0, gt=0)
+    max_video_seconds: float = Field(120.0, gt=0)
+    max_video_side: int = Field(1920, ge=64)
+    api_key: str | None = None
+
+    # Serving.
+    jpeg_quality: int = Field(85, ge=10, le=100)
+    stream_queue_frames: int = Field(16, ge=1)
+    max_loaded_avatars: int = Field(4, ge=1)
+    batch_size: int = Field(8, ge=1)
+
+    # Cluster mode: `local` runs preprocessing inline; `kubernetes` hands it to the operator.
+    avatar_source: Literal["local", "kubernetes"] = "local"
+    namespace: str = "default"
+    preprocess_timeout_s: float = Field(900.0, gt=0)
+
+    @property
+    def avatar_dir(self) -> Path:
+        return self.result_dir / "avatars"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)

@@ -1,0 +1,1 @@
+"""Faces: landmarks, crop boxes, masks and paste-back."""

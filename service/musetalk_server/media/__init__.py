@@ -1,0 +1,1 @@
+"""Media in and out: numpy arrays in, bytes out. No HTTP here."""
