@@ -1,0 +1,147 @@
+"""Kopf handlers: an Avatar's spec becomes a preprocessing Job; the Job's fate becomes its status.
+
+Who writes `status.phase`: the Job watcher (`follow_job`), for the generation that Job was made
+for, and nothing else while a Job exists. `launch` never writes Pending (that race, Pending
+landing over Running, is in docs/k8s-testing.md); it only reports Failed for a generation that
+cannot get a Job at all. Every write is guarded by the Avatar's generation and resourceVersion,
+so a superseded Job or a stale read cannot overwrite newer state.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Any
+
+import kopf
+
+from . import jobs, kube, metrics, status, volume
+from .config import GROUP, PLURAL, VERSION, OperatorConfig
+
+__all__ = ["configure", "launch", "follow_job", "clean_up", "UPLOAD_ANNOTATION"]
+
+# Set by the service on Avatars it created from an upload; the finalizer removes that file.
+UPLOAD_ANNOTATION = f"{GROUP}/upload"
+TERMINAL = (status.READY, status.FAILED)
+STATUS_ATTEMPTS = 3  # re-read and recompute when the Avatar moved under us (409)
+POD_WAIT_S = 5.0
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    memo.cfg = OperatorConfig.from_env()
+    settings.posting.enabled = memo.cfg.post_events
+    # Namespaced Role RBAC is enough: no cluster-wide watching of namespaces and CRDs.
+    settings.scanning.disabled = True
+    settings.persistence.finalizer = f"{GROUP}/cleanup"
+    # Progress in annotations: the CRD's structural status schema would prune Kopf's status.kopf.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    logger.info("preprocessing image %s, volume claim %s", memo.cfg.image, memo.cfg.pvc_name)
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def launch(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    """Make sure exactly the current generation's Job exists. Idempotent: safe to re-run."""
+    generation = int(body["metadata"].get("generation", 1))
+    try:
+        manifest = jobs.build_job(body, memo.cfg)
+    except jobs.InvalidAvatar as e:
+        outcome = status.Outcome(status.FAILED, "InvalidSpec", str(e))
+        publish(namespace, name, generation, outcome, job_name="", frames=None, logger=logger)
+        raise kopf.PermanentError(str(e)) from e
+    for old in kube.list_jobs(namespace, jobs.AVATAR_LABEL, name):
+        if old["metadata"]["labels"].get(jobs.GENERATION_LABEL) != str(generation):
+            kube.delete_job(namespace, old["metadata"]["name"])
+            logger.info("superseded job %s deleted", old["metadata"]["name"])
+    if kube.create_job(namespace, manifest):
+        metrics.JOBS_STARTED.inc()
+        logger.info("job %s created for generation %d", manifest["metadata"]["name"], generation)
+    else:
+        logger.info("job %s already exists", manifest["metadata"]["name"])
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={jobs.AVATAR_LABEL: kopf.PRESENT})
+def follow_job(event: kopf.RawEvent, body: kopf.Body, name: str, namespace: str, labels: kopf.Labels,
+               memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    """The one writer of status.phase: map this Job's state onto its Avatar."""
+    avatar_name, generation = labels[jobs.AVATAR_LABEL], int(labels.get(jobs.GENERATION_LABEL, "0"))
+    if event.get("type") == "DELETED":
+        outcome = status.Outcome(status.FAILED, "JobDeleted", f"job {name} was deleted before it finished")
+        publish(namespace, avatar_name, generation, outcome, job_name=name, frames=None, logger=logger,
+                only_if_unfinished=True)
+        return
+    outcome, frames = status.job_outcome(body.get("status")), None
+    if outcome.phase in TERMINAL:
+        result = status.pod_result(kube.list_pods(namespace, "job-name", name))
+        outcome, frames = status.refine(outcome, result)
+        if outcome.phase == status.READY and frames is None:
+            frames = volume.stored_frames(memo.cfg.avatar_root, avatar_name)
+    if publish(namespace, avatar_name, generation, outcome, job_name=name, frames=frames, logger=logger):
+        count_finish(outcome, body.get("status") or {})
+
+
+def publish(namespace: str, name: str, generation: int, outcome: status.Outcome, *, job_name: str,
+            frames: int | None, logger: logging.Logger, only_if_unfinished: bool = False) -> bool:
+    """Write the status if it is for the Avatar's current generation and differs. True if written."""
+    for _attempt in range(STATUS_ATTEMPTS):
+        avatar = kube.get_avatar(namespace, name)
+        if avatar is None or avatar["metadata"].get("deletionTimestamp"):
+            return False
+        if int(avatar["metadata"].get("generation", 1)) != generation:
+            return False  # a superseded generation's Job: its news is stale
+        current = avatar.get("status") or {}
+        if only_if_unfinished and (current.get("phase") in TERMINAL or current.get("jobName") != job_name):
+            return False
+        desired = status.avatar_status(outcome, generation=generation, job_name=job_name, frames=frames,
+                                       previous=current, now=_now())
+        if all(current.get(key) == value for key, value in desired.items()):
+            return False  # an unchanged re-delivery: nothing to do
+        try:
+            kube.patch_avatar_status(namespace, name, desired, avatar["metadata"]["resourceVersion"])
+        except kube.ApiException as e:
+            if e.status == 409:
+                continue
+            raise
+        logger.info("avatar %s is %s: %s", name, outcome.phase, outcome.message)
+        return current.get("phase") != outcome.phase or current.get("observedGeneration") != generation
+    raise kopf.TemporaryError(f"avatar {name} kept changing; status not written", delay=1)
+
+
+def count_finish(outcome: status.Outcome, job_status: dict[str, Any]) -> None:
+    if outcome.phase == status.READY:
+        metrics.JOBS_SUCCEEDED.inc()
+    elif outcome.phase == status.FAILED:
+        metrics.JOBS_FAILED.inc()
+    else:
+        return
+    start, end = job_status.get("startTime"), job_status.get("completionTime")
+    if start and end:
+        metrics.JOB_SECONDS.observe((_parse(end) - _parse(start)).total_seconds())
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+def clean_up(name: str, namespace: str, annotations: kopf.Annotations, memo: kopf.Memo,
+             logger: logging.Logger, **_: Any) -> None:
+    """The finalizer: stop the Jobs, wait for their pods, then remove the files from the volume."""
+    for job in kube.list_jobs(namespace, jobs.AVATAR_LABEL, name):
+        kube.delete_job(namespace, job["metadata"]["name"])
+    running = [p for p in kube.list_pods(namespace, jobs.AVATAR_LABEL, name)
+               if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    if running:
+        # A pod still alive could commit its staging folder after we cleaned; wait it out.
+        raise kopf.TemporaryError(f"waiting for {len(running)} preprocessing pod(s) to stop", delay=POD_WAIT_S)
+    removed = volume.remove_avatar(memo.cfg.avatar_root, name)
+    upload = annotations.get(UPLOAD_ANNOTATION)
+    if upload:
+        volume.remove_upload(memo.cfg.data_dir, upload)
+    logger.info("avatar %s cleaned up (files removed: %s)", name, removed)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse(stamp: str) -> datetime.datetime:
+    return datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")

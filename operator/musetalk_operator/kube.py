@@ -1,0 +1,73 @@
+"""The few API calls the handlers make, through the official client (Kopf has no object API).
+
+Reads come back as plain dicts (`_preload_content=False`), the same shape Kopf hands the
+handlers, so the pure functions in jobs.py and status.py never see client model classes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from .config import GROUP, PLURAL, VERSION
+
+__all__ = ["ApiException", "get_avatar", "patch_avatar_status", "list_jobs", "create_job",
+           "delete_job", "list_pods"]
+
+
+def _json(response: Any) -> dict[str, Any]:
+    return json.loads(response.data)
+
+
+def get_avatar(namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return _json(client.CustomObjectsApi().get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, _preload_content=False))
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def patch_avatar_status(namespace: str, name: str, status: dict[str, Any], resource_version: str) -> None:
+    """Merge-patch the status subresource, guarded by resourceVersion (409 if it moved)."""
+    body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+    client.CustomObjectsApi().patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, name, body, _preload_content=False)
+
+
+def list_jobs(namespace: str, label: str, value: str) -> list[dict[str, Any]]:
+    items = _json(client.BatchV1Api().list_namespaced_job(
+        namespace, label_selector=f"{label}={value}", _preload_content=False))["items"]
+    # Filter again: the selector is the server's job, but a stale cache must not widen it.
+    return [j for j in items if (j.get("metadata", {}).get("labels") or {}).get(label) == value]
+
+
+def create_job(namespace: str, job: dict[str, Any]) -> bool:
+    """Create the Job; False if it already exists (a re-run handler, or a restart)."""
+    try:
+        client.BatchV1Api().create_namespaced_job(namespace, job, _preload_content=False)
+        return True
+    except ApiException as e:
+        if e.status == 409:
+            return False
+        raise
+
+
+def delete_job(namespace: str, name: str) -> None:
+    try:
+        # Background: the Job goes now and its pods follow, so a spec change is not held up.
+        client.BatchV1Api().delete_namespaced_job(
+            name, namespace, propagation_policy="Background", _preload_content=False)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+
+
+def list_pods(namespace: str, label: str, value: str) -> list[dict[str, Any]]:
+    items = _json(client.CoreV1Api().list_namespaced_pod(
+        namespace, label_selector=f"{label}={value}", _preload_content=False))["items"]
+    return [p for p in items if (p.get("metadata", {}).get("labels") or {}).get(label) == value]
