@@ -1,0 +1,87 @@
+"""Job status and pods -> Avatar status. Pure, no cluster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from musetalk_operator import status
+
+CRD = yaml.safe_load((Path(__file__).resolve().parents[2] / "crds" / "avatars.musetalk.io.yaml").read_text())
+STATUS_SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+
+
+def pod(message: str, exit_code: int = 0, reason: str = "Completed", finished: str = "2030-01-01T00:00:00Z") -> dict:
+    return {"status": {"containerStatuses": [{"name": "preprocess", "state": {"terminated": {
+        "exitCode": exit_code, "reason": reason, "message": message, "finishedAt": finished}}}]}}
+
+
+def test_phases_follow_the_job() -> None:
+    assert status.job_outcome(None).phase == "Pending"
+    assert status.job_outcome({"active": 1, "ready": 0}).phase == "Pending"  # scheduled, waiting for a GPU
+    assert status.job_outcome({"active": 1, "ready": 1}).phase == "Running"
+    assert status.job_outcome({"active": 1}).phase == "Running"  # API servers without `ready`
+    assert status.job_outcome({"failed": 1}).reason == "JobRetrying"
+    assert status.job_outcome({"conditions": [{"type": "Complete", "status": "True"}]}).phase == "Ready"
+    failed = status.job_outcome({"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                                                 "message": "Job was active longer than specified deadline"}]})
+    assert (failed.phase, failed.reason) == ("Failed", "DeadlineExceeded")
+    assert status.job_outcome({"conditions": [{"type": "Complete", "status": "False"}]}).phase == "Pending"
+
+
+def test_ready_takes_frames_from_the_termination_message() -> None:
+    report = json.dumps({"message": "Avatar processed successfully", "avatar_id": "a", "info": {"frames": 125}})
+    done = status.job_outcome({"conditions": [{"type": "Complete", "status": "True"}]})
+    outcome, frames = status.refine(done, status.pod_result([pod(report)]))
+    assert (outcome.phase, outcome.message, frames) == ("Ready", "Avatar processed successfully", 125)
+
+
+def test_failure_reasons_the_cli_json_then_the_container_then_the_job() -> None:
+    failed = status.job_outcome({"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                                 "message": "Job has reached the specified backoff limit"}]})
+    cli = pod(json.dumps({"detail": "video has no frames", "code": "unsupported_media"}), 1, "Error")
+    outcome, _ = status.refine(failed, status.pod_result([cli]))
+    assert (outcome.reason, outcome.message) == ("UnsupportedMedia", "unsupported_media: video has no frames")
+
+    oom = pod("", 137, "OOMKilled")
+    outcome, _ = status.refine(failed, status.pod_result([oom]))
+    assert outcome.reason == "OOMKilled" and outcome.message.startswith("OOMKilled")
+
+    crash = pod("Traceback (most recent call last):\nImportError: libGL.so.1", 1, "Error")
+    outcome, _ = status.refine(failed, status.pod_result([crash]))
+    assert "ImportError: libGL.so.1" in outcome.message
+
+    outcome, _ = status.refine(failed, None)  # pods already gone
+    assert outcome.reason == "BackoffLimitExceeded"
+
+
+def test_the_newest_attempt_wins() -> None:
+    old = pod(json.dumps({"detail": "first", "code": "a"}), 1, "Error", "2030-01-01T00:00:00Z")
+    new = pod(json.dumps({"detail": "second", "code": "b"}), 1, "Error", "2030-01-01T00:05:00Z")
+    assert status.pod_result([new, old])["json"]["detail"] == "second"
+
+
+def test_status_fits_the_crd_and_keeps_transition_time() -> None:
+    running = status.Outcome("Running", "JobRunning", "preprocessing")
+    first = status.avatar_status(running, generation=2, job_name="j", frames=None, previous=None,
+                                 now="2030-01-01T00:00:00Z")
+    again = status.avatar_status(running, generation=2, job_name="j", frames=None, previous=first,
+                                 now="2030-01-01T00:09:00Z")
+    assert again == first  # a re-delivered event changes nothing, so nothing is written
+    ready = status.avatar_status(status.Outcome("Ready", "Preprocessed", "ok"), generation=2, job_name="j",
+                                 frames=10, previous=first, now="2030-01-01T00:10:00Z")
+    assert ready["conditions"][0]["lastTransitionTime"] == "2030-01-01T00:10:00Z"
+    long = status.Outcome("Failed", "Error", "x" * 10_000)
+    failed = status.avatar_status(long, generation=2, job_name="j", frames=None, previous=ready, now="2030-01-01T00:11:00Z")
+    for doc in (first, ready, failed):
+        jsonschema.validate({k: v for k, v in doc.items() if v is not None}, STATUS_SCHEMA,
+                            format_checker=jsonschema.FormatChecker())
+
+
+def test_reason_names_are_condition_identifiers() -> None:
+    assert status.reason_name("no_face_detected") == "NoFaceDetected"
+    assert status.reason_name("OOMKilled") == "OOMKilled"
+    assert status.reason_name("_") == "Failed"
