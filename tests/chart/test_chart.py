@@ -1,0 +1,144 @@
+"""The Helm chart, rendered and linted by real Helm; every object checked against Kubernetes' schemas."""
+
+from __future__ import annotations
+
+import json
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+
+from chart_helpers import CHART, FULL, GPU_OFF, KUBE_VERSION, container, env_of, find, render
+
+VARIANTS = {"defaults": {}, "gpu-off": GPU_OFF, "everything-on": FULL}
+NOT_BUILT_IN = {"ServiceMonitor"}  # a Prometheus Operator CRD: checked by hand below
+
+
+@pytest.mark.parametrize("values", VARIANTS.values(), ids=VARIANTS.keys())
+def test_helm_lint_is_clean(values: dict) -> None:
+    report = helm.lint(str(CHART), values=values or None, strict=True, kube_version=f"v{KUBE_VERSION}.0")
+    assert report["errors"] == []
+    # Severity 1 is INFO ("icon is recommended"); warnings (2) and errors (3) are not allowed.
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("values", VARIANTS.values(), ids=VARIANTS.keys())
+def test_every_rendered_object_is_valid_kubernetes(values: dict) -> None:
+    docs = render(values)
+    kinds = set()
+    for doc in docs:
+        kinds.add(doc["kind"])
+        if doc["kind"] in NOT_BUILT_IN:
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            raise AssertionError(f"{doc['kind']}/{doc['metadata']['name']}: {e.message} at {list(e.path)}") from e
+    assert {"Deployment", "Service", "PersistentVolumeClaim", "Role", "RoleBinding", "ServiceAccount"} <= kinds
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding"}  # least privilege: nothing cluster-wide
+
+
+def test_defaults_put_inference_on_gpus_with_probes_and_a_shared_volume() -> None:
+    docs = render()
+    server = find(docs, "Deployment", "musetalk-server")
+    c = container(server)
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert c["startupProbe"]["httpGet"]["path"] == "/health/live"
+    env = env_of(c)
+    assert env["MUSETALK_AVATAR_SOURCE"] == "kubernetes" and env["MUSETALK_RESULT_DIR"] == "/data"
+    assert env["MUSETALK_PORT"] == "8000" and env["MUSETALK_HOST"] == "0.0.0.0"
+    assert env["MUSETALK_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    pod = server["spec"]["template"]["spec"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "musetalk-avatars"
+    pvc = find(docs, "PersistentVolumeClaim", "musetalk-avatars")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    operator = find(docs, "Deployment", "musetalk-operator")
+    assert operator["spec"]["replicas"] == 1 and operator["spec"]["strategy"]["type"] == "Recreate"
+    assert container(operator)["command"] == ["musetalk-operator"]
+    service = find(docs, "Service", "musetalk-server")
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert not [d for d in docs if d["kind"] in ("Ingress", "ServiceMonitor", "Secret")]
+
+
+def test_rbac_grants_only_what_the_code_uses() -> None:
+    docs = render()
+    operator = find(docs, "Role", "musetalk-operator")["rules"]
+    grants = {(g, r): set(rule["verbs"]) for rule in operator for g in rule["apiGroups"] for r in rule["resources"]}
+    assert grants == {
+        ("musetalk.io", "avatars"): {"get", "list", "watch", "patch"},
+        ("musetalk.io", "avatars/status"): {"get", "patch"},
+        ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
+        ("", "pods"): {"get", "list"},
+        ("", "events"): {"create"},
+    }
+    server = find(docs, "Role", "musetalk-server")["rules"]
+    assert server == [{"apiGroups": ["musetalk.io"], "resources": ["avatars"],
+                       "verbs": ["get", "list", "watch", "create", "delete"]}]
+    binding = find(docs, "RoleBinding", "musetalk-operator")
+    assert binding["subjects"][0] == {"kind": "ServiceAccount", "name": "musetalk-operator", "namespace": "lipsync"}
+
+
+def test_gpu_off_requests_no_gpu_anywhere() -> None:
+    docs = render(GPU_OFF)
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert "nvidia.com/gpu" not in json.dumps([c["resources"] for c in pod["containers"]])
+        assert "nvidia.com/gpu" not in json.dumps(pod.get("tolerations", []))
+    assert env_of(container(find(docs, "Deployment", "musetalk-operator")))["MUSETALK_OPERATOR_GPUS"] == "0"
+
+
+def test_local_mode_needs_no_api_access() -> None:
+    docs = render({"server": {"avatarSource": "local"}})
+    assert not [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "musetalk-server"]
+    pod = find(docs, "Deployment", "musetalk-server")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_everything_on_adds_ingress_monitoring_secret_and_scheduling() -> None:
+    docs = render(FULL)
+    ingress = find(docs, "Ingress")
+    rule = ingress["spec"]["rules"][0]
+    assert rule["host"] == "lipsync.example.com"
+    assert rule["http"]["paths"][0]["backend"]["service"] == {"name": "musetalk-server", "port": {"name": "http"}}
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    monitors = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceMonitor"}
+    assert set(monitors) == {"musetalk-server", "musetalk-operator"}
+    for name, port in (("musetalk-server", "http"), ("musetalk-operator", "metrics")):
+        monitor = monitors[name]
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        assert monitor["spec"]["endpoints"] == [{"port": port, "path": "/metrics", "interval": "15s"}]
+        # The selector must pick exactly the Service that has that port.
+        selected = [d for d in docs if d["kind"] == "Service"
+                    and monitor["spec"]["selector"]["matchLabels"].items() <= d["metadata"]["labels"].items()]
+        assert [p["name"] for s in selected for p in s["spec"]["ports"]] == [port]
+    server = find(docs, "Deployment", "musetalk-server")
+    c = container(server)
+    assert env_of(c)["MUSETALK_API_KEY"] == {"secretKeyRef": {"name": "musetalk-api-key", "key": "api-key"}}
+    assert find(docs, "Secret", "musetalk-api-key")["data"] == {"api-key": "czNjcmV0"}
+    assert server["spec"]["replicas"] == 3
+    pod = server["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["initContainers"][0]["command"] == ["musetalk-server", "weights", "download"]
+
+
+@pytest.mark.parametrize("values, complaint", [
+    ({"server": {"avatarSource": "cloud"}}, "avatarSource"),
+    ({"settings": {"ENGINE": "lite"}}, "ENGINE"),
+    ({"settings": {"MUSETALK_RESULT_DIR": "/elsewhere"}}, "MUSETALK_RESULT_DIR"),
+    ({"persistence": {"accessModes": []}}, "accessModes"),
+    ({"preprocess": {"backoffLimit": -1}}, "backoffLimit"),
+    ({"replicas": 2}, "replicas"),
+])
+def test_values_schema_rejects_mistakes(values: dict, complaint: str) -> None:
+    with helm.Chart.load(str(CHART)) as chart, pytest.raises(helm.HelmValuesError, match=complaint):
+        chart.validate_schema(values)
+
+
+def test_client_side_install_works_offline() -> None:
+    with helm.Config(namespace="lipsync", storage_driver="memory") as cfg:
+        release = cfg.install(str(CHART), "musetalk", FULL, dry_run="client")
+    assert "kind: Deployment" in release["manifest"]

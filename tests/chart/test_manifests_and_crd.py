@@ -1,0 +1,149 @@
+"""The CRD, the example Avatar, the plain manifests and the dashboard, checked against the chart and code."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from chart_helpers import CHART, KUBE_VERSION, ROOT, container, find, render
+from musetalk_operator import jobs, metrics as operator_metrics
+from musetalk_operator.config import OperatorConfig
+from musetalk_server.api.metrics import Metrics
+from musetalk_server.avatars.store import AVATAR_ID_PATTERN
+
+CRD_PATH = ROOT / "crds" / "avatars.musetalk.io.yaml"
+CRD = yaml.safe_load(CRD_PATH.read_text())
+VERSION = CRD["spec"]["versions"][0]
+SCHEMA = VERSION["schema"]["openAPIV3Schema"]
+MANIFESTS = ROOT / "manifests"
+sys.path.insert(0, str(ROOT / "scripts"))
+import render_manifests  # noqa: E402
+
+
+def validator() -> jsonschema.Draft7Validator:
+    return jsonschema.Draft7Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
+
+
+def test_the_chart_ships_the_same_crd_and_it_is_a_valid_crd() -> None:
+    assert (CHART / "crds" / CRD_PATH.name).read_bytes() == CRD_PATH.read_bytes()
+    kubernetes_validate.validate(CRD, KUBE_VERSION, strict=True)
+    assert VERSION["subresources"] == {"status": {}}
+    assert SCHEMA["properties"]["status"]["properties"]["phase"]["enum"] == ["Pending", "Running", "Ready", "Failed"]
+    columns = {c["name"]: c["jsonPath"] for c in VERSION["additionalPrinterColumns"]}
+    assert columns["Phase"] == ".status.phase" and columns["Frames"] == ".status.frames"
+
+
+def test_the_example_avatar_fits_the_crd() -> None:
+    example = yaml.safe_load((MANIFESTS / "examples" / "avatar.yaml").read_text())
+    validator().validate(example)
+    assert re.fullmatch(AVATAR_ID_PATTERN, example["metadata"]["name"])
+    # The operator can turn it into a valid Job.
+    example["metadata"].update(namespace="musetalk", uid="u", generation=1)
+    kubernetes_validate.validate(jobs.build_job(example, OperatorConfig()), KUBE_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("spec, ok", [
+    ({"videoPath": "uploads/a.mp4"}, True),
+    ({"videoUrl": "https://host/x.mp4", "bboxShift": -20, "engine": "musetalk", "fps": 30}, True),
+    ({"videoPath": "a.mp4", "resources": {"limits": {"memory": "8Gi", "nvidia.com/gpu": 1}}}, True),
+    ({"videoPath": "a.mp4", "videoUrl": "https://host/x.mp4"}, False),
+    ({"bboxShift": 3}, False),
+    ({"videoPath": "a.mp4", "engine": "fast"}, False),
+    ({"videoPath": "a.mp4", "bboxShift": 999}, False),
+    ({"videoPath": "a.mp4", "fps": 0}, False),
+    ({"videoPath": "a.mp4", "resources": {"limits": {"memory": "lots"}}}, False),
+])
+def test_the_crd_schema_validates_specs(spec: dict, ok: bool) -> None:
+    avatar = {"apiVersion": "musetalk.io/v1", "kind": "Avatar", "metadata": {"name": "a"}, "spec": spec}
+    errors = list(validator().iter_errors(avatar))
+    assert (not errors) == ok, errors
+
+
+def test_the_crd_name_rule_only_admits_ids_the_service_accepts() -> None:
+    rule = SCHEMA["x-kubernetes-validations"][0]["rule"]
+    pattern = re.search(r"matches\('([^']+)'\)", rule).group(1)
+    assert "size(self.metadata.name) <= 63" in rule
+    for name in ("a", "news-anchor", "a1-b2", "x" * 63, "A", "a.b", "-a", "a_", "x" * 64):
+        admitted = bool(re.fullmatch(pattern, name)) and len(name) <= 63
+        if admitted:
+            assert AVATAR_ID_PATTERN.fullmatch(name) and jobs.avatar_id(name)
+        else:
+            with pytest.raises(jobs.InvalidAvatar):
+                jobs.avatar_id(name)
+
+
+def test_manifests_are_the_charts_default_install() -> None:
+    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    on_disk = {}
+    for name in kustomization["resources"]:
+        for doc in yaml.safe_load_all((MANIFESTS / name).read_text()):
+            on_disk[(doc["kind"], doc["metadata"]["name"])] = doc
+    fresh = {(d["kind"], d["metadata"]["name"]): d for docs in render_manifests.render_default().values() for d in docs}
+    fresh[("Namespace", "musetalk")] = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "musetalk"}}
+    assert sorted(on_disk) == sorted(fresh), "run: python scripts/render_manifests.py"
+    for key, doc in fresh.items():
+        assert on_disk[key] == doc, f"{key} differs; run: python scripts/render_manifests.py"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def test_kustomize_builds_valid_objects_in_one_namespace() -> None:
+    out = subprocess.run(["kubectl", "kustomize", str(MANIFESTS)], check=True, capture_output=True, text=True,
+                         timeout=60).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    assert len(docs) >= 10
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        if doc["kind"] not in ("Namespace", "CustomResourceDefinition"):
+            assert doc["metadata"]["namespace"] == "musetalk", doc["metadata"]["name"]
+
+
+def test_the_operator_configured_by_the_chart_builds_a_valid_job() -> None:
+    docs = render({"gpu": {"nodeSelector": {"pool": "gpu"}}, "settings": {"MUSETALK_ENGINE": "musetalk"}})
+    env = {e["name"]: e["value"] for e in container(find(docs, "Deployment", "musetalk-operator"))["env"] if "value" in e}
+    cfg = OperatorConfig.from_env(env)
+    avatar = {"metadata": {"name": "demo", "namespace": "lipsync", "uid": "u", "generation": 1},
+              "spec": {"videoPath": "uploads/demo.mp4", "engine": "musetalk"}}
+    job = jobs.build_job(avatar, cfg)
+    kubernetes_validate.validate(job, KUBE_VERSION, strict=True)
+    server = find(docs, "Deployment", "musetalk-server")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == container(server)["image"]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "musetalk-avatars"
+    assert pod["nodeSelector"] == {"pool": "gpu"} and pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["securityContext"] == server["spec"]["template"]["spec"]["securityContext"]
+    job_env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    server_env = {e["name"]: e["value"] for e in container(server)["env"] if "value" in e}
+    # The Job preprocesses with the very settings the server will serve with.
+    for key in ("MUSETALK_ENGINE", "MUSETALK_FPS", "MUSETALK_RESULT_DIR", "MUSETALK_MODEL_DIR"):
+        assert job_env[key] == server_env[key]
+
+
+def series_names(family) -> set[str]:
+    """The series names Prometheus scrapes for a metric family, labelled or not."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    return {family.name + suffix for suffix in suffixes.get(family.type, ("",))}
+
+
+def test_the_dashboard_only_charts_metrics_that_exist() -> None:
+    docs = render()
+    dashboard = json.loads(find(docs, "ConfigMap", "musetalk-dashboard")["data"]["musetalk.json"])
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"musetalk_[a-z_]+", e)}
+    families = [*Metrics().registry.collect()]
+    for metric in (operator_metrics.JOBS_STARTED, operator_metrics.JOBS_SUCCEEDED, operator_metrics.JOBS_FAILED,
+                   operator_metrics.JOB_SECONDS):
+        families += metric.collect()
+    exported = {name for family in families for name in series_names(family)}
+    assert used and used <= exported, used - exported
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in ("frames", "first frame", "active streams", "queue depth", "preprocess jobs"):
+        assert topic in titles
