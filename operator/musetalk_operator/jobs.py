@@ -106,7 +106,9 @@ def container_resources(spec: Mapping[str, Any], cfg: OperatorConfig) -> dict[st
     override = spec.get("resources") or {}
     requests.update(override.get("requests", {}))
     limits.update(override.get("limits", {}))
-    return {key: value for key, value in (("requests", requests), ("limits", limits)) if value}
+    # Quantities as strings: the API takes int-or-string, but the kubernetes client's models only str.
+    return {key: {name: str(q) for name, q in value.items()}
+            for key, value in (("requests", requests), ("limits", limits)) if value}
 
 
 def build_job(avatar: Mapping[str, Any], cfg: OperatorConfig) -> dict[str, Any]:

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     avatar_source: Literal["local", "kubernetes"] = "local"
     namespace: str = "default"
     preprocess_timeout_s: float = Field(900.0, gt=0)
+    # The Avatar CRD (crds/avatars.musetalk.io.yaml) and how often to re-read one while waiting.
+    crd_group: str = "musetalk.io"
+    crd_version: str = "v1"
+    kube_poll_s: float = Field(1.0, gt=0)
 
     @property
     def avatar_dir(self) -> Path:

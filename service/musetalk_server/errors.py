@@ -17,6 +17,7 @@ __all__ = [
     "NotReady",
     "WeightsError",
     "EngineError",
+    "PreprocessTimeout",
 ]
 
 
@@ -87,3 +88,9 @@ class WeightsError(MuseTalkError):
 
 class EngineError(MuseTalkError):
     status, code = 500, "internal_error"
+
+
+class PreprocessTimeout(MuseTalkError):
+    """Cluster mode: the Avatar resource was not Ready in time. It keeps going; poll GET /avatars/{id}."""
+
+    status, code = 504, "preprocess_timeout"

@@ -118,7 +118,7 @@ def test_the_operator_configured_by_the_chart_builds_a_valid_job() -> None:
     pod = job["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == container(server)["image"]
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "musetalk-avatars"
-    assert pod["nodeSelector"] == {"pool": "gpu"} and pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["nodeSelector"] == {"pool": "gpu"} and pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["securityContext"] == server["spec"]["template"]["spec"]["securityContext"]
     job_env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
     server_env = {e["name"]: e["value"] for e in container(server)["env"] if "value" in e}

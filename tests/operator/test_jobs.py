@@ -36,7 +36,7 @@ def test_job_runs_the_cli_on_the_volume_with_gpu_deadline_and_owner() -> None:
     assert c["args"] == ["--avatar-id", "alice", "--video", "/data/uploads/alice.mp4", "--bbox-shift", "-4",
                          "--engine", "musetalk", "--fps", "30", "--result-dir", "/data", "--overwrite",
                          "--result-json", "/dev/termination-log"]
-    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert c["env"] == [{"name": "MUSETALK_MODEL_DIR", "value": "/data/models"}]
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert c["volumeMounts"] == [{"name": "avatars", "mountPath": "/data"}]
@@ -60,7 +60,7 @@ def test_url_source_scheduling_and_resource_overrides() -> None:
                                 resources={"limits": {"memory": "20Gi", "nvidia.com/gpu": 1}}), cfg)
     c = container(job)
     assert c["args"][3] == "https://example.com/v.mp4"
-    assert c["resources"]["limits"] == {"memory": "20Gi", "nvidia.com/gpu": 1}  # the spec wins
+    assert c["resources"]["limits"] == {"memory": "20Gi", "nvidia.com/gpu": "1"}  # the spec wins
     pod = job["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"gpu": "a100"} and pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert pod["imagePullSecrets"] == [{"name": "regcred"}] and job["spec"]["ttlSecondsAfterFinished"] == 600

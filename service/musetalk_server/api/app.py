@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
+from ..avatars.kube import AvatarResources
 from ..avatars.store import AvatarStore
 from ..config import Settings
 from ..engines.base import Engine
@@ -65,6 +66,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             pool=ThreadPoolExecutor(pool_size, thread_name_prefix="encode"), pool_size=pool_size,
             preprocess_slots=asyncio.Semaphore(1),
         )
+        if settings.avatar_source == "kubernetes":
+            state.resources = AvatarResources(settings)
         metrics.queue_depth.set_function(lambda: sum(s.buffered for s in list(state.streams)))
         app.state.musetalk = state
         loader = None

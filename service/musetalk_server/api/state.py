@@ -30,6 +30,7 @@ class AppState:
     engine: Engine | None = None
     cache: AvatarCache | None = None
     load_error: str | None = None
+    resources: Any = None  # avatars.kube.AvatarResources in cluster mode, else None
     streams: set[FrameStream[Any]] = field(default_factory=set)
 
     def set_engine(self, engine: Engine) -> None:

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from ...avatars.preprocess import preprocess_avatar
 from ...avatars.store import validate_avatar_id
 from ...errors import AvatarExists, InvalidInput
+from .. import cluster
 from ..deps import AvatarIdPath, EngineDep, StateDep, require_api_key
 from ..uploads import saved_upload
 
@@ -40,6 +41,8 @@ async def preprocess(
     validate_avatar_id(avatar_id)
     if abs(bbox_shift) > BBOX_SHIFT_LIMIT:
         raise InvalidInput(f"bbox_shift {bbox_shift} is outside [-{BBOX_SHIFT_LIMIT}, {BBOX_SHIFT_LIMIT}]")
+    if state.resources is not None:
+        return await cluster.preprocess(state, video_file, avatar_id, bbox_shift, overwrite)
     if not overwrite and state.store.exists(avatar_id):
         raise AvatarExists(f"avatar {avatar_id!r} already exists; pass overwrite=true to replace it")
     settings = state.settings
@@ -72,6 +75,8 @@ async def preprocess(
 
 @router.get("/avatars")
 async def list_avatars(state: StateDep) -> dict[str, Any]:
+    if state.resources is not None:
+        return await cluster.list_avatars(state)
     manifests = await run_in_threadpool(state.store.manifests)
     loaded = set(state.loaded_avatars())
     return {
@@ -89,6 +94,8 @@ async def show_avatar(state: StateDep, avatar_id: AvatarIdPath) -> dict[str, Any
 
 @router.delete("/avatars/{avatar_id}")
 async def delete_avatar(state: StateDep, avatar_id: AvatarIdPath) -> dict[str, Any]:
+    if state.resources is not None:
+        return await cluster.delete_avatar(state, avatar_id)
     await run_in_threadpool(state.store.delete, avatar_id)
     if state.cache:
         state.cache.evict(avatar_id)

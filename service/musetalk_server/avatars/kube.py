@@ -1,0 +1,144 @@
+"""Cluster mode (MUSETALK_AVATAR_SOURCE=kubernetes): avatars are Avatar resources.
+
+The server never preprocesses here. An upload is kept on the shared volume, an Avatar resource
+names it, the operator's Job builds the avatar onto the same volume, and this module waits for
+the resource to turn Ready. The frames are then read from the volume like any local avatar, so
+every replica serves every avatar, also those created with `kubectl apply`.
+
+All calls are blocking (the official client); the routes run them on worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import errors
+from ..config import Settings
+from ..errors import AvatarExists, AvatarNotFound, MuseTalkError, PreprocessTimeout
+
+__all__ = ["AvatarResources", "UPLOAD_ANNOTATION", "failure_error"]
+
+PLURAL, KIND = "avatars", "Avatar"
+UPLOAD_ANNOTATION = "musetalk.io/upload"  # the operator's finalizer deletes this file with the avatar
+
+
+class AvatarResources:
+    """Avatar resources in one namespace, through the Kubernetes API."""
+
+    def __init__(self, settings: Settings, api: Any = None) -> None:
+        self.namespace = settings.namespace
+        self.group, self.version = settings.crd_group, settings.crd_version
+        self.poll_s = settings.kube_poll_s
+        self._api = api
+
+    @property
+    def api(self) -> Any:
+        if self._api is None:
+            self._api = _custom_objects_api()
+        return self._api
+
+    def get(self, avatar_id: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return _json(self.api.get_namespaced_custom_object(
+                self.group, self.version, self.namespace, PLURAL, avatar_id, _preload_content=False))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def list(self) -> list[dict[str, Any]]:
+        listed = _json(self.api.list_namespaced_custom_object(
+            self.group, self.version, self.namespace, PLURAL, _preload_content=False))
+        return sorted(listed.get("items", []), key=lambda item: item["metadata"]["name"])
+
+    def submit(self, avatar_id: str, spec: dict[str, Any], upload: str, overwrite: bool) -> tuple[int, str | None]:
+        """Create the Avatar, or replace its spec. Returns (generation to wait for, replaced upload)."""
+        body = {"apiVersion": f"{self.group}/{self.version}", "kind": KIND,
+                "metadata": {"name": avatar_id, "annotations": {UPLOAD_ANNOTATION: upload}}, "spec": spec}
+        current = self.get(avatar_id)
+        if current is None:
+            created = _json(self.api.create_namespaced_custom_object(
+                self.group, self.version, self.namespace, PLURAL, body, _preload_content=False))
+            return int(created["metadata"].get("generation", 1)), None
+        if not overwrite:
+            raise AvatarExists(f"avatar {avatar_id!r} already exists; pass overwrite=true to replace it")
+        # Replace the whole spec (null drops fields the new one lacks, e.g. a previous videoUrl).
+        patch_spec = {key: None for key in current.get("spec", {})} | spec
+        patched = _json(self.api.patch_namespaced_custom_object(
+            self.group, self.version, self.namespace, PLURAL, avatar_id,
+            {"metadata": {"annotations": {UPLOAD_ANNOTATION: upload}}, "spec": patch_spec}, _preload_content=False))
+        old = (current["metadata"].get("annotations") or {}).get(UPLOAD_ANNOTATION)
+        return int(patched["metadata"].get("generation", 1)), old if old != upload else None
+
+    def delete(self, avatar_id: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.api.delete_namespaced_custom_object(
+                self.group, self.version, self.namespace, PLURAL, avatar_id, _preload_content=False)
+        except ApiException as e:
+            if e.status == 404:
+                raise AvatarNotFound(f"avatar {avatar_id!r} does not exist") from e
+            raise
+
+    async def wait_ready(self, avatar_id: str, generation: int, timeout_s: float) -> dict[str, Any]:
+        """Poll until the operator reports this generation Ready; raise what it reports otherwise."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            avatar = await asyncio.to_thread(self.get, avatar_id)
+            if avatar is None:
+                raise AvatarNotFound(f"avatar {avatar_id!r} was deleted while it was being preprocessed")
+            status = avatar.get("status") or {}
+            if int(status.get("observedGeneration") or 0) >= generation:
+                if status.get("phase") == "Ready":
+                    return status
+                if status.get("phase") == "Failed":
+                    raise failure_error(status.get("message") or "preprocessing failed")
+            if time.monotonic() >= deadline:
+                raise PreprocessTimeout(
+                    f"avatar {avatar_id!r} is still {status.get('phase') or 'Pending'} after {timeout_s:.0f}s; "
+                    f"it keeps going: watch GET /avatars or `kubectl get avatar {avatar_id}`")
+            await asyncio.sleep(self.poll_s)
+
+
+def failure_error(message: str) -> MuseTalkError:
+    """The operator reports the CLI's failure as '<code>: <detail>'; give the client the same error
+    local mode would have raised (e.g. 422 no_face_detected)."""
+    code, sep, detail = message.partition(": ")
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        if sep and cls.code == code and cls is not MuseTalkError:
+            return cls(detail)
+    return errors.EngineError(f"preprocessing failed: {message}")
+
+
+def upload_name(avatar_id: str, token: str, suffix: str) -> str:
+    """Path of a kept upload, relative to the volume root (the CRD's videoPath rule)."""
+    return f"uploads/{avatar_id}-{token}{suffix.lower() if suffix[1:].isalnum() else ''}"
+
+
+def remove_upload(result_dir: Path, relative: str | None) -> None:
+    if relative:
+        (Path(result_dir) / relative).unlink(missing_ok=True)
+
+
+def _json(response: Any) -> dict[str, Any]:
+    # Raw bodies: the client's typed deserialisation of custom objects is not relied upon.
+    return json.loads(response.data)
+
+
+def _custom_objects_api() -> Any:
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=configuration)  # outside a pod: ~/.kube/config
+    return client.CustomObjectsApi(client.ApiClient(configuration))

@@ -1,0 +1,201 @@
+"""Cluster mode end to end, without a cluster: two server replicas (real uvicorn on loopback) in
+MUSETALK_AVATAR_SOURCE=kubernetes, the real operator (Kopf) and the emulated API server (kmock).
+The test plays the Job controller and the kubelet; the Job's work itself is the real preprocessing
+function on a real clip, writing into the temp "volume" both replicas read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fakes import FakeEngine
+from musetalk_server.api import create_app
+from musetalk_server.api.routes.avatars import avatar_info
+from musetalk_server.avatars.kube import failure_error, upload_name
+from musetalk_server.avatars.preprocess import preprocess_avatar
+from musetalk_server.avatars.store import AvatarStore
+from musetalk_server.config import Settings
+from musetalk_server.errors import EngineError, NoFaceDetected
+from operator_helpers import AVATAR, AVATARS_URL, JOB, NS, current, eventually, finish_pod, operator, set_job_status
+
+MEDIA = Path(__file__).resolve().parents[2].parent / "shared" / "media"
+COMPLETE = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+
+
+def settings_for(volume: Path) -> Settings:
+    return Settings(result_dir=volume, avatar_source="kubernetes", namespace=NS, kube_poll_s=0.05,
+                    preprocess_timeout_s=60, max_video_side=256, _env_file=None)
+
+
+def run_job_work(job: dict[str, Any]) -> dict[str, Any]:
+    """What the Job's container does, minus the process: the CLI's preprocessing on its arguments.
+
+    The fake engine stands in for the CLI's engine so the servers (which serve with it) can load
+    the result; the decoding, face landmarks and atomic store are the real code.
+    """
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    flags = {args[i]: args[i + 1] for i in range(len(args) - 1) if args[i].startswith("--") and not args[i + 1].startswith("--")}
+    assert "--overwrite" in args and flags["--result-json"] == "/dev/termination-log"
+    manifest = preprocess_avatar(
+        Path(flags["--video"]), flags["--avatar-id"], engine=FakeEngine(),
+        store=AvatarStore(Path(flags["--result-dir"]) / "avatars"), bbox_shift=int(flags["--bbox-shift"]),
+        fps=float(flags.get("--fps", 25)), overwrite=True, max_side=256)
+    return {"message": "Avatar processed successfully", "avatar_id": flags["--avatar-id"], "info": avatar_info(manifest)}
+
+
+def first_stream_bytes(url: str, audio: Path, limit: int = 20_000) -> tuple[int, str, bytes]:
+    with open(audio, "rb") as f, httpx.stream("POST", url, files={"audio_file": (audio.name, f, "audio/wav")},
+                                              timeout=60) as response:
+        got = b""
+        for chunk in response.iter_bytes():
+            got += chunk
+            if len(got) >= limit:
+                break
+        return response.status_code, response.headers.get("content-type", ""), got
+
+
+@pytest.fixture
+def job_volume(volume: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # The "Job pods" of this test see the volume where the operator does: at the temp folder.
+    monkeypatch.setenv("MUSETALK_OPERATOR_JOB_DATA_DIR", str(volume))
+    return volume
+
+
+async def test_an_upload_becomes_a_resource_and_every_replica_serves_it(k8s: Any, job_volume: Path,
+                                                                         live_server: Any) -> None:
+    volume = job_volume
+    async with operator() as runner:
+        with live_server(create_app(settings_for(volume), engine=FakeEngine())) as a, \
+             live_server(create_app(settings_for(volume), engine=FakeEngine())) as b:
+            video = (MEDIA / "vr_face2.mp4").read_bytes()
+            post = asyncio.create_task(asyncio.to_thread(
+                httpx.post, f"{a.url}/avatars/preprocess", timeout=60,
+                data={"avatar_id": "anchor", "bbox_shift": "2"}, files={"video_file": ("face.mp4", video, "video/mp4")}))
+
+            job = await eventually(lambda: current(k8s, JOB, "avatar-anchor-g1"))
+            avatar = current(k8s, AVATAR, "anchor")
+            upload = avatar["metadata"]["annotations"]["musetalk.io/upload"]
+            assert avatar["spec"]["videoPath"] == upload and (volume / upload).read_bytes() == video
+            await set_job_status(k8s, "avatar-anchor-g1", {"active": 1, "ready": 1})
+            result = await asyncio.to_thread(run_job_work, job)
+            await finish_pod(k8s, "avatar-anchor-g1", "anchor", exit_code=0, message=json.dumps(result))
+            await set_job_status(k8s, "avatar-anchor-g1", {"active": 0, **COMPLETE})
+
+            response = await post
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["message"] == "Avatar processed successfully" and body["avatar_id"] == "anchor"
+            assert body["info"]["frames"] == 125 and body["info"]["bbox_shift"] == 2
+            assert current(k8s, AVATAR, "anchor")["status"]["frames"] == 125
+
+            # The other replica lists and streams it: it reads the same volume.
+            listed = (await asyncio.to_thread(httpx.get, f"{b.url}/avatars")).json()["avatars"]
+            assert [(x["avatar_id"], x["phase"], x["info"]["frames"]) for x in listed] == [("anchor", "Ready", 125)]
+            status, kind, data = await asyncio.to_thread(first_stream_bytes, f"{b.url}/inference/stream/anchor",
+                                                         MEDIA / "vr_audio1.wav")
+            assert status == 200 and kind.startswith("multipart/x-mixed-replace") and b"\xff\xd8" in data
+
+            # Taken again without overwrite: refused before any upload is kept.
+            again = await asyncio.to_thread(httpx.post, f"{a.url}/avatars/preprocess", timeout=30,
+                                            data={"avatar_id": "anchor"}, files={"video_file": ("f.mp4", b"x", "video/mp4")})
+            assert again.status_code == 409 and again.json()["code"] == "avatar_exists"
+
+            # Deleting through the API deletes the resource; the finalizer removes files and upload.
+            gone = await asyncio.to_thread(httpx.delete, f"{b.url}/avatars/anchor")
+            assert gone.status_code == 200
+            await eventually(lambda: k8s.objects[AVATAR, NS, "anchor"].deleted)
+            assert not (volume / "avatars" / "anchor").exists() and not (volume / upload).exists()
+            assert (await asyncio.to_thread(httpx.get, f"{a.url}/avatars")).json() == {"avatars": []}
+    assert runner.exception is None
+
+
+async def test_a_failed_job_answers_like_local_mode(k8s: Any, job_volume: Path, live_server: Any) -> None:
+    async with operator() as runner:
+        with live_server(create_app(settings_for(job_volume), engine=FakeEngine())) as server:
+            post = asyncio.create_task(asyncio.to_thread(
+                httpx.post, f"{server.url}/avatars/preprocess", timeout=60,
+                data={"avatar_id": "wall"}, files={"video_file": ("wall.mp4", b"not really a face", "video/mp4")}))
+            await eventually(lambda: current(k8s, JOB, "avatar-wall-g1"))
+            report = {"detail": "no face found in the video", "code": "no_face_detected"}
+            await finish_pod(k8s, "avatar-wall-g1", "wall", exit_code=2, message=json.dumps(report))
+            await set_job_status(k8s, "avatar-wall-g1", {"failed": 1, "conditions": [
+                {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]})
+            response = await post
+            assert response.status_code == 422
+            assert response.json() == {"detail": "no face found in the video", "code": "no_face_detected"}
+            listed = (await asyncio.to_thread(httpx.get, f"{server.url}/avatars")).json()["avatars"]
+            assert listed[0]["phase"] == "Failed" and "info" not in listed[0]
+            bad = await asyncio.to_thread(httpx.post, f"{server.url}/avatars/preprocess", timeout=30,
+                                          data={"avatar_id": "Not_A_Dns_Label"}, files={"video_file": ("f.mp4", b"x")})
+            assert bad.status_code == 422 and bad.json()["code"] == "invalid_avatar_id"
+    assert runner.exception is None
+
+
+async def test_an_avatar_applied_with_kubectl_is_served(k8s: Any, job_volume: Path, live_server: Any) -> None:
+    async with operator() as runner:
+        with live_server(create_app(settings_for(job_volume), engine=FakeEngine())) as server:
+            (job_volume / "uploads").mkdir()
+            (job_volume / "uploads" / "clip.mp4").write_bytes((MEDIA / "vr_face2.mp4").read_bytes())
+            body = {"apiVersion": "musetalk.io/v1", "kind": "Avatar", "metadata": {"name": "kubectl-made"},
+                    "spec": {"videoPath": "uploads/clip.mp4", "engine": "lite"}}
+            assert (await k8s.post(AVATARS_URL, json=body)).status in (200, 201)
+            job = await eventually(lambda: current(k8s, JOB, "avatar-kubectl-made-g1"))
+            listed = (await asyncio.to_thread(httpx.get, f"{server.url}/avatars")).json()["avatars"]
+            assert [(x["avatar_id"], x["phase"]) for x in listed] == [("kubectl-made", "Pending")]
+            result = await asyncio.to_thread(run_job_work, job)
+            await finish_pod(k8s, "avatar-kubectl-made-g1", "kubectl-made", exit_code=0, message=json.dumps(result))
+            await set_job_status(k8s, "avatar-kubectl-made-g1", COMPLETE)
+            await eventually(lambda: current(k8s, AVATAR, "kubectl-made")["status"]["phase"] == "Ready")
+            shown = await asyncio.to_thread(httpx.get, f"{server.url}/avatars/kubectl-made")
+            assert shown.status_code == 200 and shown.json()["info"]["frames"] == 125
+    assert runner.exception is None
+
+
+def test_failures_map_back_to_the_local_error() -> None:
+    err = failure_error("no_face_detected: no face in frame 3")
+    assert isinstance(err, NoFaceDetected) and err.detail == "no face in frame 3"
+    assert isinstance(failure_error("OOMKilled: (Job has reached the specified backoff limit)"), EngineError)
+    assert upload_name("a", "0123abcd", ".MP4") == "uploads/a-0123abcd.mp4"
+    assert upload_name("a", "0123abcd", ".m p4") == "uploads/a-0123abcd"
+
+
+class RecordingApi:
+    """Stands in for CustomObjectsApi: returns raw bodies like the real one with _preload_content=False."""
+
+    def __init__(self, existing: dict[str, Any] | None) -> None:
+        self.existing, self.calls = existing, []
+
+    def _raw(self, body: Any) -> Any:
+        return type("Raw", (), {"data": json.dumps(body).encode()})()
+
+    def get_namespaced_custom_object(self, *args: Any, **kw: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        if self.existing is None:
+            raise ApiException(status=404)
+        return self._raw(self.existing)
+
+    def patch_namespaced_custom_object(self, group: str, version: str, ns: str, plural: str, name: str,
+                                       body: dict[str, Any], **kw: Any) -> Any:
+        self.calls.append(body)
+        return self._raw({"metadata": {"name": name, "generation": 2}})
+
+
+def test_overwrite_replaces_the_whole_spec_and_hands_back_the_old_upload(tmp_path: Path) -> None:
+    from musetalk_server.avatars.kube import AvatarResources
+
+    existing = {"metadata": {"name": "a", "generation": 1, "annotations": {"musetalk.io/upload": "uploads/a-old.mp4"}},
+                "spec": {"videoUrl": "https://x/y.mp4", "bboxShift": 1, "engine": "lite"}}
+    api = RecordingApi(existing)
+    resources = AvatarResources(settings_for(tmp_path), api=api)
+    spec = {"videoPath": "uploads/a-new.mp4", "bboxShift": 0, "engine": "lite", "fps": 25.0}
+    assert resources.submit("a", spec, "uploads/a-new.mp4", overwrite=True) == (2, "uploads/a-old.mp4")
+    assert api.calls[0]["spec"] == {"videoUrl": None, **spec}
+    with pytest.raises(Exception, match="already exists"):
+        resources.submit("a", spec, "uploads/a-new.mp4", overwrite=False)
