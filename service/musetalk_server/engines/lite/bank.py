@@ -21,7 +21,8 @@ from .shape import MouthShape, ShapeRange
 __all__ = ["MouthBank", "MouthPicker", "build_bank"]
 
 OPEN_PERCENTILE = 90.0  # the widest target is this percentile of the bank's apertures
-CLOSED_PERCENTILE = 5.0
+SHUT_MARGIN = 0.012  # inter-ocular units above the bank's most closed mouth that still read as shut
+SHUT_PENALTY = 6.0  # in silence, a mouth that is not shut costs this much extra
 APERTURE_TOL = 0.02  # inter-ocular units: shape error that costs 1
 WIDTH_TOL = 0.04
 POSE_TOL = 0.03  # inter-ocular units of nose offset (yaw / pitch proxy) that costs 1
@@ -39,7 +40,7 @@ class MouthBank:
 
     def shape_range(self) -> ShapeRange:
         return ShapeRange(
-            closed=float(np.percentile(self.aperture, CLOSED_PERCENTILE)),
+            closed=float(self.aperture.min()),
             open=float(np.percentile(self.aperture, OPEN_PERCENTILE)),
             width_lo=float(np.percentile(self.width, 10)),
             width_hi=float(np.percentile(self.width, 90)),
@@ -82,6 +83,8 @@ class MouthPicker:
         c += WIDTH_WEIGHT * ((b.width - shape.width) / WIDTH_TOL) ** 2
         pose_err = np.linalg.norm(b.pose - b.pose[background], axis=1) / POSE_TOL
         c += POSE_WEIGHT * pose_err**2
+        if shape.openness == 0.0:
+            c += SHUT_PENALTY * (b.aperture > b.aperture.min() + SHUT_MARGIN)
         return c
 
     def pick(self, shape: MouthShape, background: int) -> int:

@@ -7,7 +7,6 @@ so the first frame does not wait on long audio) and then follows the speech as i
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,14 +16,14 @@ from .audio_features import FrameFeatures, frame_features
 
 __all__ = ["ShapeRange", "MouthShape", "ShapeStream", "openness"]
 
-PRIME_S = 3.0  # seconds of audio read before the first frame to learn the speech level
+PRIME_S = 10.0  # seconds read before the first frame to learn the speech level (bounded cost: ~3 ms)
 LEVEL_PERCENTILE = 95.0  # the speech level is this percentile of frame loudness
-LEVEL_MEMORY_S = 4.0  # the level keeps following the last seconds of speech
 RANGE_DB = 24.0  # from the level down this many dB the mouth goes from open to closed
 SILENCE_DB = 30.0  # below level - SILENCE_DB a frame is silence: mouth shut
-MIN_LEVEL_DB = -60.0  # a level below this is noise, not speech (keeps silence silent)
+MIN_LEVEL_DB = -50.0  # a level below this is noise, not speech (keeps a silent start silent)
 VOWEL_WEIGHT = 0.35  # how much the first-formant position modulates the opening
 WIDTH_GAIN = 0.8  # share of the bank's width range spanned by the second formant
+PAUSE_CLOSE = 0.3  # a silent frame keeps only this share of its neighbours' opening
 CHUNK = 8  # frames of features computed per step
 # Coarticulation: each target blends with its neighbours; two frames of look-ahead.
 SMOOTH_KERNEL = np.array([0.1, 0.2, 0.4, 0.2, 0.1], dtype=np.float32)
@@ -58,27 +57,41 @@ def openness(feat: FrameFeatures, level_db: float) -> np.ndarray:
     return out.astype(np.float32)
 
 
+class LoudnessLevel:
+    """Running percentile of frame loudness, from a histogram: O(1) per frame at any length."""
+
+    LO_DB, HI_DB, STEP_DB = -120.0, 20.0, 0.5
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(int((self.HI_DB - self.LO_DB) / self.STEP_DB) + 1, np.int64)
+
+    def add(self, loudness: np.ndarray) -> None:
+        bins = np.clip(((loudness - self.LO_DB) / self.STEP_DB).astype(int), 0, len(self.counts) - 1)
+        np.add.at(self.counts, bins, 1)
+
+    def level(self) -> float:
+        total = int(self.counts.sum())
+        if total == 0:
+            return MIN_LEVEL_DB
+        k = int(np.searchsorted(np.cumsum(self.counts), total * LEVEL_PERCENTILE / 100.0))
+        return max(self.LO_DB + k * self.STEP_DB, MIN_LEVEL_DB)
+
+
 class ShapeStream:
     """Yields one `MouthShape` per output frame, computing features a chunk at a time."""
 
     def __init__(self, audio: np.ndarray, fps: float, n_frames: int, shapes: ShapeRange) -> None:
         self.audio, self.fps, self.n_frames, self.range = audio, fps, n_frames, shapes
-        prime = frame_features(audio, fps, 0, min(n_frames, int(PRIME_S * fps)))
-        self._recent: deque[float] = deque(maxlen=max(1, int(LEVEL_MEMORY_S * fps)))
-        self._recent.extend(prime.loudness.tolist())
-        self._prime_level = self._level_now()
-
-    def _level_now(self) -> float:
-        if not self._recent:
-            return MIN_LEVEL_DB
-        return max(float(np.percentile(np.fromiter(self._recent, float), LEVEL_PERCENTILE)), MIN_LEVEL_DB)
+        self._level = LoudnessLevel()
+        self._seen = min(n_frames, int(PRIME_S * fps))
+        self._level.add(frame_features(audio, fps, 0, self._seen).loudness)
 
     def _raw(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         feat = frame_features(self.audio, self.fps, start, stop)
-        if start >= len(self._recent):  # the priming window already holds the first frames
-            self._recent.extend(feat.loudness.tolist())
-        level = max(self._level_now(), self._prime_level - SILENCE_DB / 2)
-        opened = openness(feat, level)
+        if stop > self._seen:  # frames past the priming window join the level estimate
+            self._level.add(feat.loudness[max(self._seen - start, 0):])
+            self._seen = stop
+        opened = openness(feat, self._level.level())
         spread = np.clip((feat.f2_share - 0.05) / 0.5, 0.0, 1.0) - 0.5
         return opened, (spread * opened).astype(np.float32)
 
@@ -86,8 +99,6 @@ class ShapeStream:
         r = self.range
         width_mid, width_span = (r.width_lo + r.width_hi) / 2, (r.width_hi - r.width_lo) * WIDTH_GAIN
         # Rolling buffer of raw targets for frames [base, base + len(buf)).
-        open_buf = np.zeros(0, np.float32)
-        spread_buf = np.zeros(0, np.float32)
         base, done = -LOOKAHEAD, 0
         open_buf = np.zeros(LOOKAHEAD, np.float32)  # silence before the start
         spread_buf = np.zeros(LOOKAHEAD, np.float32)
@@ -105,8 +116,8 @@ class ShapeStream:
             swindow = _take(spread_buf, i - LOOKAHEAD, len(SMOOTH_KERNEL))
             o = float(window @ SMOOTH_KERNEL)
             # A frame that is itself silent stays shut: smoothing must not leak opening into pauses.
-            if open_buf[i] == 0.0 and o < 0.15:
-                o = 0.0
+            if open_buf[i] == 0.0:
+                o *= PAUSE_CLOSE
             yield MouthShape(
                 aperture=r.closed + (r.open - r.closed) * o,
                 width=width_mid + width_span * float(swindow @ SMOOTH_KERNEL),
