@@ -10,6 +10,7 @@ __all__ = [
     "AvatarEngineMismatch",
     "TooLarge",
     "UnsupportedMedia",
+    "EmptyMedia",
     "NoFaceDetected",
     "InvalidInput",
     "Unauthorized",
@@ -54,6 +55,12 @@ class TooLarge(MuseTalkError):
 
 class UnsupportedMedia(MuseTalkError):
     status, code = 415, "unsupported_media"
+
+
+class EmptyMedia(UnsupportedMedia):
+    """Decodable, but holds nothing to work with (zero samples, zero frames)."""
+
+    status = 422
 
 
 class NoFaceDetected(MuseTalkError):

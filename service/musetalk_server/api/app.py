@@ -1,0 +1,110 @@
+"""The app factory. Models load in the lifespan, never at import."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from .. import __version__
+from ..avatars.store import AvatarStore
+from ..config import Settings
+from ..engines.base import Engine
+from ..engines.registry import create_engine, resolve_engine_name
+from ..errors import WeightsError
+from .errors import install_error_handlers
+from .metrics import Metrics
+from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
+from .routes import avatars, health, inference
+from .state import AppState
+
+__all__ = ["create_app", "choose_engine"]
+
+log = logging.getLogger(__name__)
+
+
+def choose_engine(settings: Settings) -> tuple[str, str]:
+    """(engine name, device). The one place that looks for a GPU."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    name = resolve_engine_name(settings.engine, model_dir=settings.model_dir, cuda=cuda)
+    device = f"cuda:{settings.gpu_id}" if cuda and name == "musetalk" else "cpu"
+    if name == "musetalk":
+        from ..engines.musetalk.weights import missing_weights
+
+        missing = missing_weights(settings.model_dir)
+        if missing:  # fail start-up loudly instead of falling back behind the user's back
+            raise WeightsError(
+                f"MUSETALK_ENGINE=musetalk but weights are missing under {settings.model_dir}: " + ", ".join(missing)
+            )
+    return name, device
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+    """Build the service. Pass `engine` to serve a ready-made one (tests, embedding)."""
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        name, device = (engine.name, str(engine.describe().get("device", "cpu"))) if engine else choose_engine(settings)
+        pool_size = max(2, os.cpu_count() or 2)
+        store = AvatarStore(settings.avatar_dir)
+        store.ensure()
+        # In local mode this process is the only writer, so any staging folder is a dead one.
+        store.sweep(older_than_s=0 if settings.avatar_source == "local" else 6 * 3600)
+        state = AppState(
+            settings=settings, store=store, metrics=metrics, engine_name=name, device=device,
+            pool=ThreadPoolExecutor(pool_size, thread_name_prefix="encode"), pool_size=pool_size,
+            preprocess_slots=asyncio.Semaphore(1),
+        )
+        metrics.queue_depth.set_function(lambda: sum(s.buffered for s in list(state.streams)))
+        app.state.musetalk = state
+        loader = None
+        if engine is not None:
+            state.set_engine(engine)
+        else:
+            loader = asyncio.create_task(_load_engine(state))
+        log.info("MuseTalk Server %s: engine %s on %s, avatars in %s", __version__, name, device, store.root)
+        try:
+            yield
+        finally:
+            if loader:
+                loader.cancel()
+            for stream in list(state.streams):
+                stream.close()
+            state.pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="MuseTalk Server",
+        version=__version__,
+        description="Audio-driven lip sync: preprocess a face video once, then drive it with audio.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    for module in (health, avatars, inference):
+        app.include_router(module.router)
+    return app
+
+
+async def _load_engine(state: AppState) -> None:
+    s = state.settings
+    try:
+        engine = await run_in_threadpool(
+            create_engine, state.engine_name, model_dir=s.model_dir, device=state.device, batch_size=s.batch_size
+        )
+    except Exception as e:
+        state.load_error = f"engine {state.engine_name} failed to load: {e}"
+        log.exception("engine %s failed to load", state.engine_name)
+        return
+    state.set_engine(engine)
+    log.info("engine %s ready on %s", state.engine_name, state.device)

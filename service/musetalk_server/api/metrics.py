@@ -1,0 +1,38 @@
+"""Prometheus metrics. One registry per app, so tests can build many apps in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_FPS_BUCKETS = (5, 10, 25, 50, 100, 200, 400, 800, 1600)
+_PREPROCESS_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "musetalk_requests", "HTTP requests by route and status", ["method", "route", "status"], registry=r
+        )
+        self.frames = Counter("musetalk_frames_generated", "Frames rendered", ["engine", "mode"], registry=r)
+        self.ttff = Histogram(
+            "musetalk_time_to_first_frame_seconds",
+            "From request to the first rendered frame",
+            ["mode"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.render_fps = Histogram(
+            "musetalk_render_fps", "Frames per second of each finished request", ["mode"], buckets=_FPS_BUCKETS, registry=r
+        )
+        self.active_streams = Gauge("musetalk_active_streams", "Streams and batch renders in progress", registry=r)
+        self.queue_depth = Gauge("musetalk_queue_depth", "Rendered frames waiting to be sent", registry=r)
+        self.preprocess_seconds = Histogram(
+            "musetalk_preprocess_seconds", "Avatar preprocessing duration", ["outcome"], buckets=_PREPROCESS_BUCKETS, registry=r
+        )
+        self.preprocess_active = Gauge("musetalk_preprocess_active", "Preprocessing jobs in progress", registry=r)
+        self.avatars_loaded = Gauge("musetalk_avatars_loaded", "Avatars held in memory", registry=r)

@@ -1,0 +1,1 @@
+"""Route modules: thin handlers over the pipeline and the store."""

@@ -1,0 +1,49 @@
+"""Health, probes and metrics. None of these need the API key: probes and scrapers carry none."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ... import __version__
+from ..deps import StateDep
+from ..errors import error_body
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health(state: StateDep) -> dict:
+    """The seed's status body, plus the engine's own facts."""
+    described = state.engine.describe() if state.engine else {"loaded": False, "device": state.device}
+    return {
+        "status": "running",
+        "models": {"loaded": bool(described.get("loaded")), "device": str(described.get("device", state.device))},
+        "loaded_avatars": state.loaded_avatars(),
+        "engine": state.engine_name,
+        "engine_info": {k: v for k, v in described.items() if k not in ("loaded", "device")},
+        "version": __version__,
+        "avatar_source": state.settings.avatar_source,
+        "active_streams": len(state.streams),
+    }
+
+
+@router.get("/health/live")
+async def live() -> dict:
+    return {"status": "alive"}
+
+
+@router.get("/health/ready")
+async def ready(state: StateDep) -> Response:
+    if state.engine is None:
+        reason = state.load_error or f"engine {state.engine_name} is loading"
+        return JSONResponse(error_body(reason, "not_ready"), status_code=503)
+    if not state.store.writable():
+        return JSONResponse(error_body(f"avatar store {state.store.root} is not writable", "not_ready"), status_code=503)
+    return JSONResponse({"status": "ready", "engine": state.engine_name})
+
+
+@router.get("/metrics")
+async def metrics(state: StateDep) -> Response:
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

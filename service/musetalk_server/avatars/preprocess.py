@@ -1,0 +1,121 @@
+"""Preprocessing: a video (or still) becomes an avatar. The same code runs inline in the
+service, from the CLI, and inside the Kubernetes Job the operator launches."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..engines.base import AvatarFrames, Engine
+from ..errors import NoFaceDetected
+from ..face.landmarks import detect_video, to_ibug68
+from ..media.video import read_video
+from .store import FORMAT_VERSION, MANIFEST, AvatarStore, validate_avatar_id, write_frame
+
+__all__ = ["MAX_MISSING_FACE_SHARE", "preprocess_avatar", "fill_missing"]
+
+# Up to this share of frames may lose the face (a blink of motion blur, a hand): they borrow
+# the nearest detected frame's landmarks. Beyond it the clip is not a usable avatar.
+MAX_MISSING_FACE_SHARE = 0.2
+
+
+def preprocess_avatar(
+    video_path: Path,
+    avatar_id: str,
+    *,
+    engine: Engine,
+    store: AvatarStore,
+    bbox_shift: int = 0,
+    fps: float = 25.0,
+    overwrite: bool = False,
+    max_seconds: float | None = None,
+    max_side: int | None = None,
+    source_name: str | None = None,
+) -> dict[str, Any]:
+    """Build avatar `avatar_id` from `video_path` and store it atomically. Returns its manifest."""
+    started = time.perf_counter()
+    # 1. check inputs before any heavy work
+    validate_avatar_id(avatar_id)
+    if not overwrite and store.exists(avatar_id):
+        from ..errors import AvatarExists
+
+        raise AvatarExists(f"avatar {avatar_id!r} already exists; pass overwrite=true to replace it")
+    # 2. decode onto the output clock
+    clip = read_video(video_path, fps, max_seconds=max_seconds, max_side=max_side)
+    # 3. landmarks, (N, 478, 2)
+    points, found = detect_video(clip.frames)
+    points, missing = fill_missing(points, found)
+    # 4. write frames, landmarks and the engine's artifacts into a staging folder
+    with store.stage(avatar_id, overwrite=overwrite) as staging:
+        (staging / "frames").mkdir()
+        for i, frame in enumerate(clip.frames):
+            write_frame(staging, i, frame)
+        np.save(staging / "landmarks.npy", points)
+        (staging / "engine").mkdir()
+        engine_info = engine.prepare(AvatarFrames(clip.frames, points, fps), bbox_shift, staging / "engine")
+        # 5. the manifest goes last: a folder without one is never an avatar
+        width, height = clip.size
+        manifest = {
+            "format": FORMAT_VERSION,
+            "avatar_id": avatar_id,
+            "engine": engine.name,
+            "engine_version": engine.artifact_version,
+            "fps": fps,
+            "frames": len(clip.frames),
+            "width": width,
+            "height": height,
+            "bbox_shift": bbox_shift,
+            "source": {
+                "filename": source_name or video_path.name,
+                "fps": clip.source_fps,
+                "frames": clip.source_frames,
+                "duration_s": round(clip.duration_s, 3),
+            },
+            "face": face_stats(points, missing),
+            "engine_info": engine_info,
+            "server_version": __version__,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "preprocess_seconds": round(time.perf_counter() - started, 3),
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def fill_missing(points: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Give faceless frames the landmarks of the nearest frame with a face."""
+    missing = [int(i) for i in np.flatnonzero(~found)]
+    if not found.any():
+        raise NoFaceDetected("no face detected in frame 0 (nor in any other frame)")
+    if len(missing) > MAX_MISSING_FACE_SHARE * len(found):
+        raise NoFaceDetected(
+            f"no face detected in frame {missing[0]} and {len(missing) - 1} other frames "
+            f"({len(missing)} of {len(found)}); the face must be visible in most frames"
+        )
+    good = np.flatnonzero(found)
+    filled = points.copy()
+    for i in missing:
+        filled[i] = points[good[np.argmin(np.abs(good - i))]]
+    return filled, missing
+
+
+def face_stats(points: np.ndarray, missing: list[int]) -> dict[str, Any]:
+    """Face box statistics, and upstream's adjustable bbox_shift range for this clip."""
+    lo, hi = points.min(axis=1), points.max(axis=1)  # (N, 2) each
+    sizes = hi - lo
+    lm68 = to_ibug68(points)
+    # Upstream reports [-a, b]: a = mean(lm30.y - lm29.y), b = mean(lm29.y - lm28.y).
+    down = float(np.mean(lm68[:, 30, 1] - lm68[:, 29, 1]))
+    up = float(np.mean(lm68[:, 29, 1] - lm68[:, 28, 1]))
+    return {
+        "box_mean": [round(float(v), 1) for v in np.concatenate([lo.mean(0), hi.mean(0)])],
+        "width_px": {"min": round(float(sizes[:, 0].min()), 1), "max": round(float(sizes[:, 0].max()), 1)},
+        "height_px": {"min": round(float(sizes[:, 1].min()), 1), "max": round(float(sizes[:, 1].max()), 1)},
+        "missing_frames": len(missing),
+        "bbox_shift_range": [-round(down), round(up)],
+    }

@@ -1,0 +1,196 @@
+"""`musetalk-server`: serve, preprocess and render from the command line, over the same pipeline.
+
+`preprocess` is also the entry point of the Kubernetes preprocessing Job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import Settings
+from .errors import MuseTalkError, TooLarge, UnsupportedMedia
+
+__all__ = ["main"]
+
+log = logging.getLogger("musetalk_server")
+EXIT_USER_ERROR = 2  # bad input; 1 is anything unexpected
+_DOWNLOAD_CHUNK = 1 << 20
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.run(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="musetalk-server", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP service (settings from MUSETALK_* / .env)")
+    serve.add_argument("--host", help="overrides MUSETALK_HOST")
+    serve.add_argument("--port", type=int, help="overrides MUSETALK_PORT")
+    serve.set_defaults(run=_serve)
+
+    pre = sub.add_parser("preprocess", help="build an avatar from a video, image, or http(s) URL")
+    pre.add_argument("--avatar-id", required=True)
+    pre.add_argument("--video", required=True, help="a path, or an http(s) URL to download")
+    pre.add_argument("--bbox-shift", type=int, default=0)
+    pre.add_argument("--engine", choices=("auto", "lite", "musetalk"), help="overrides MUSETALK_ENGINE")
+    pre.add_argument("--fps", type=float, help="overrides MUSETALK_FPS")
+    pre.add_argument("--result-dir", type=Path, help="overrides MUSETALK_RESULT_DIR")
+    pre.add_argument("--overwrite", action="store_true")
+    pre.add_argument("--result-json", type=Path, help="also write the JSON outcome here (e.g. /dev/termination-log)")
+    pre.set_defaults(run=_preprocess)
+
+    render = sub.add_parser("render", help="drive an avatar with audio into an MP4")
+    render.add_argument("--avatar-id", required=True)
+    render.add_argument("--audio", type=Path, required=True)
+    render.add_argument("--out", type=Path, required=True)
+    render.add_argument("--engine", choices=("auto", "lite", "musetalk"))
+    render.add_argument("--result-dir", type=Path)
+    render.set_defaults(run=_render)
+
+    _add_weights_commands(sub)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for field in ("engine", "fps", "result_dir", "host", "port"):
+        value = getattr(args, field, None)
+        if value is not None:
+            overrides[field] = value
+    return Settings(**overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .api import create_app
+
+    settings = _settings(args)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def _engine(settings: Settings):
+    from .api.app import choose_engine
+    from .engines.registry import create_engine
+
+    name, device = choose_engine(settings)
+    return create_engine(name, model_dir=settings.model_dir, device=device, batch_size=settings.batch_size)
+
+
+def _preprocess(args: argparse.Namespace) -> int:
+    from .avatars.preprocess import preprocess_avatar
+    from .avatars.store import AvatarStore
+
+    settings = _settings(args)
+    try:
+        with tempfile.TemporaryDirectory(prefix="musetalk-src-") as tmp:
+            source = _fetch(args.video, Path(tmp), settings.max_upload_bytes)
+            manifest = preprocess_avatar(
+                source, args.avatar_id, engine=_engine(settings), store=AvatarStore(settings.avatar_dir),
+                bbox_shift=args.bbox_shift, fps=settings.fps, overwrite=args.overwrite,
+                max_seconds=settings.max_video_seconds, max_side=settings.max_video_side,
+                source_name=Path(urllib.parse.urlparse(args.video).path).name or None,
+            )
+    except MuseTalkError as e:
+        _emit({"detail": e.detail, "code": e.code}, args.result_json, stream=sys.stderr)
+        return EXIT_USER_ERROR if e.status < 500 else 1
+    except Exception as e:
+        log.exception("preprocessing failed")
+        _emit({"detail": f"preprocessing failed: {e}", "code": "internal_error"}, args.result_json, stream=sys.stderr)
+        return 1
+    from .api.routes.avatars import avatar_info
+
+    outcome = {"message": "Avatar processed successfully", "avatar_id": args.avatar_id, "info": avatar_info(manifest)}
+    _emit(outcome, args.result_json, stream=sys.stdout)
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from .avatars.cache import AvatarCache
+    from .avatars.store import AvatarStore
+    from .media.audio import decode_audio
+    from .media.mp4 import AUDIO_RATE
+    from .pipeline import render_mp4
+
+    settings = _settings(args)
+    try:
+        engine = _engine(settings)
+        avatar, renderer = AvatarCache(AvatarStore(settings.avatar_dir), engine, 1).get(args.avatar_id)
+        audio = decode_audio(args.audio, max_seconds=settings.max_audio_seconds)
+        mux = decode_audio(args.audio, rate=AUDIO_RATE)
+        h, w = avatar.frames[0].shape[:2]
+        frames = render_mp4(renderer, audio, settings.fps, args.out, size=(w, h), mux_audio=mux, mux_rate=AUDIO_RATE)
+    except MuseTalkError as e:
+        _emit({"detail": e.detail, "code": e.code}, None, stream=sys.stderr)
+        return EXIT_USER_ERROR if e.status < 500 else 1
+    _emit({"output": str(args.out), "frames": frames, "fps": settings.fps}, None, stream=sys.stdout)
+    return 0
+
+
+def _add_weights_commands(sub: argparse._SubParsersAction) -> None:
+    weights = sub.add_parser("weights", help="download or check the MuseTalk v1.5 weights")
+    wsub = weights.add_subparsers(dest="weights_command", required=True)
+    for name, helptext in (("download", "fetch the upstream files from their public hubs"),
+                           ("check", "verify a weights directory")):
+        cmd = wsub.add_parser(name, help=helptext)
+        cmd.add_argument("--model-dir", type=Path, help="overrides MUSETALK_MODEL_DIR")
+        cmd.set_defaults(run=_weights)
+
+
+def _weights(args: argparse.Namespace) -> int:
+    from .engines.musetalk import download
+
+    model_dir = args.model_dir or Settings().model_dir
+    if args.weights_command == "download":
+        download.download_weights(model_dir)
+    report = download.check_weights(model_dir)
+    _emit(report, None, stream=sys.stdout)
+    return 0 if report.get("ok") else 1
+
+
+def _fetch(source: str, folder: Path, limit: int) -> Path:
+    """A local path as is; an http(s) URL downloaded into `folder`, size-checked."""
+    scheme = urllib.parse.urlparse(source).scheme
+    if scheme not in ("http", "https"):
+        path = Path(source)
+        if not path.is_file():
+            raise UnsupportedMedia(f"video {source!r} is not a file")
+        return path
+    target = folder / (Path(urllib.parse.urlparse(source).path).name or "video")
+    try:
+        with urllib.request.urlopen(source, timeout=60) as response, target.open("wb") as out:  # noqa: S310
+            size = 0
+            while chunk := response.read(_DOWNLOAD_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(f"{source} is over the {limit}-byte limit")
+                out.write(chunk)
+    except OSError as e:
+        raise UnsupportedMedia(f"could not download {source}: {e}") from e
+    return target
+
+
+def _emit(payload: dict[str, Any], path: Path | None, *, stream) -> None:
+    text = json.dumps(payload)
+    stream.write(text + "\n")
+    if path is not None:
+        path.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""JPEG frames and the MJPEG multipart framing (multipart/x-mixed-replace)."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+
+__all__ = ["BOUNDARY", "MJPEG_MEDIA_TYPE", "encode_jpeg", "jpeg_part", "error_part", "closing_boundary"]
+
+BOUNDARY = "frame"
+MJPEG_MEDIA_TYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
+
+
+def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def jpeg_part(jpeg: bytes, index: int, timestamp_ms: float) -> bytes:
+    """One multipart part: headers a client can sync to, then the JPEG."""
+    head = (
+        f"--{BOUNDARY}\r\n"
+        "Content-Type: image/jpeg\r\n"
+        f"Content-Length: {len(jpeg)}\r\n"
+        f"X-Frame-Index: {index}\r\n"
+        f"X-Timestamp-Ms: {timestamp_ms:.1f}\r\n\r\n"
+    )
+    return head.encode() + jpeg + b"\r\n"
+
+
+def error_part(detail: str, code: str) -> bytes:
+    """The last part of a stream that failed after its first byte: never a silent truncation."""
+    body = json.dumps({"detail": detail, "code": code}).encode()
+    head = (
+        f"--{BOUNDARY}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "X-Stream-Error: true\r\n\r\n"
+    )
+    return head.encode() + body + b"\r\n" + closing_boundary()
+
+
+def closing_boundary() -> bytes:
+    return f"--{BOUNDARY}--\r\n".encode()

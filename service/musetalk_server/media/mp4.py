@@ -1,0 +1,66 @@
+"""MP4 sink: H.264 yuv420p video plus AAC audio, muxed in one pass by PyAV (no ffmpeg process).
+
+Frames arrive one by one from the engine; audio is interleaved as the video advances so the
+file stays well ordered without a second pass.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+__all__ = ["AUDIO_RATE", "Mp4Writer"]
+
+AUDIO_RATE = 48_000  # Hz; the muxed track is re-decoded from the upload at this rate, not upsampled from 16 kHz
+_AAC_FRAME = 1024  # samples per AAC frame
+_AUDIO_BITRATE = 128_000
+
+
+class Mp4Writer:
+    """Write BGR frames and one mono float32 track to an MP4 file."""
+
+    def __init__(self, path: Path, *, fps: float, width: int, height: int, audio: np.ndarray, audio_rate: int) -> None:
+        self._out = av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"})
+        rate = Fraction(fps).limit_denominator(1001)
+        self._video = self._out.add_stream("libx264", rate=rate)
+        self._video.width, self._video.height = width - width % 2, height - height % 2
+        self._video.pix_fmt = "yuv420p"
+        self._video.options = {"preset": "veryfast", "crf": "20"}
+        self._audio = self._out.add_stream("aac", rate=audio_rate, layout="mono")
+        self._audio.bit_rate = _AUDIO_BITRATE
+        self._samples = np.ascontiguousarray(audio, dtype=np.float32)
+        self._audio_rate = audio_rate
+        self._fps = float(rate)
+        self._audio_pos = 0
+        self._frames = 0
+
+    def write(self, frame_bgr: np.ndarray) -> None:
+        h, w = self._video.height, self._video.width
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_bgr[:h, :w]), format="bgr24")
+        frame.pts = self._frames
+        self._out.mux(self._video.encode(frame))
+        self._frames += 1
+        self._write_audio_until(self._frames / self._fps)
+
+    def close(self) -> None:
+        """Flush both encoders; the audio track runs to its own end."""
+        self._write_audio_until(None)
+        self._out.mux(self._video.encode(None))
+        self._out.mux(self._audio.encode(None))
+        self._out.close()
+
+    def abort(self) -> None:
+        self._out.close()
+
+    def _write_audio_until(self, seconds: float | None) -> None:
+        end = self._samples.size if seconds is None else min(self._samples.size, int(seconds * self._audio_rate))
+        while self._audio_pos < end:
+            chunk = self._samples[self._audio_pos : self._audio_pos + _AAC_FRAME]
+            frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="flt", layout="mono")
+            frame.sample_rate = self._audio_rate
+            frame.pts = self._audio_pos
+            self._audio_pos += chunk.size
+            self._out.mux(self._audio.encode(frame))

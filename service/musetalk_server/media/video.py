@@ -1,0 +1,102 @@
+"""Video decode onto a fixed output frame rate.
+
+Any container and codec FFmpeg knows (mp4, mov, webm, mkv; h264, mpeg4, vp9), and still
+images (png, jpg), which give a one-frame clip. Source timestamps are mapped onto the output
+clock by taking, for each output tick, the latest source frame shown at that instant; that is
+how a 22.13 fps clip becomes a steady 25 fps avatar without speeding it up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from ..errors import TooLarge, UnsupportedMedia
+
+__all__ = ["VideoClip", "read_video"]
+
+_EPS = 1e-6  # seconds; absorbs timestamp rounding so a frame exactly on a tick counts for it
+
+
+@dataclass(frozen=True)
+class VideoClip:
+    frames: list[np.ndarray]  # (H, W, 3) uint8 BGR at `fps`
+    fps: float
+    source_fps: float | None  # None for a still image
+    source_frames: int
+    duration_s: float
+
+    @property
+    def size(self) -> tuple[int, int]:
+        h, w = self.frames[0].shape[:2]
+        return w, h
+
+
+def read_video(path: Path, fps: float, *, max_seconds: float | None = None, max_side: int | None = None) -> VideoClip:
+    """Decode `path` and resample its timeline to `fps` (nearest previous frame).
+
+    Frames larger than `max_side` on their long edge are scaled down, keeping the aspect.
+    """
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        raise UnsupportedMedia(f"not a decodable video or image: {e}") from e
+    with container:
+        if not container.streams.video:
+            raise UnsupportedMedia("the file has no video stream")
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate) if stream.average_rate else None
+        timed = _decode_timed(container, stream, rate, max_seconds, max_side)
+    if not timed:
+        raise UnsupportedMedia("the video holds no decodable frames")
+    if len(timed) == 1:
+        return VideoClip([timed[0][1]], fps, None, 1, 0.0)
+    frames, duration = _resample(timed, fps, rate)
+    return VideoClip(frames, fps, rate, len(timed), duration)
+
+
+def _decode_timed(container, stream, rate, max_seconds, max_side) -> list[tuple[float, np.ndarray]]:
+    timed: list[tuple[float, np.ndarray]] = []
+    try:
+        for index, frame in enumerate(container.decode(stream)):
+            t = frame.time if frame.time is not None else index / (rate or 25.0)
+            if max_seconds is not None and timed and t - timed[0][0] > max_seconds:
+                raise TooLarge(f"video is longer than the limit of {max_seconds:.0f} s")
+            timed.append((t, _fit(frame.to_ndarray(format="bgr24"), max_side)))
+    except av.FFmpegError as e:
+        if len(timed) < 2:
+            raise UnsupportedMedia(f"video could not be decoded: {e}") from e
+        # A truncated tail after good frames: keep what decoded.
+    timed.sort(key=lambda item: item[0])  # decode order is presentation order only without B-frames
+    return timed
+
+
+def _fit(frame: np.ndarray, max_side: int | None) -> np.ndarray:
+    h, w = frame.shape[:2]
+    if max_side is None or max(h, w) <= max_side:
+        return frame
+    scale = max_side / max(h, w)
+    # Even sizes keep yuv420p encoders happy downstream.
+    size = (max(2, round(w * scale) // 2 * 2), max(2, round(h * scale) // 2 * 2))
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+
+
+def _resample(timed: list[tuple[float, np.ndarray]], fps: float, rate: float | None) -> tuple[list[np.ndarray], float]:
+    start = timed[0][0]
+    times = [t - start for t, _ in timed]
+    # The last frame stays on screen for one source frame interval.
+    last_interval = 1.0 / rate if rate else (times[-1] - times[-2])
+    duration = times[-1] + last_interval
+    n_out = max(1, math.floor(duration * fps + _EPS))
+    frames, j = [], 0
+    for k in range(n_out):
+        tick = k / fps
+        while j + 1 < len(times) and times[j + 1] <= tick + _EPS:
+            j += 1
+        frames.append(timed[j][1])
+    return frames, duration
