@@ -24,8 +24,9 @@ class FakeEngine(Engine):
     name = "fake"
     artifact_version = 1
 
-    def __init__(self, delay_s: float = 0.0, fail_at: int | None = None) -> None:
+    def __init__(self, delay_s: float = 0.0, fail_at: int | None = None, prepare_delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
+        self.prepare_delay_s = prepare_delay_s
         self.fail_at = fail_at
         self.produced = 0  # frames yielded by the latest render
         self.finished_at: float | None = None  # when the latest render stopped, for whatever reason
@@ -35,6 +36,7 @@ class FakeEngine(Engine):
         return {"loaded": True, "device": "cpu", "kind": "fake"}
 
     def prepare(self, avatar: AvatarFrames, bbox_shift: int, out_dir: Path) -> dict:
+        time.sleep(self.prepare_delay_s)
         (out_dir / "fake.json").write_text(json.dumps({"frames": len(avatar.frames)}))
         return {"bbox_shift_seen": bbox_shift}
 

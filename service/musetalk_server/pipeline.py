@@ -97,10 +97,16 @@ def encode_ahead(items: Iterator[T], encode: Callable[[T], U], pool: Executor, a
     JPEG encoding releases the GIL, so this overlaps it with the engine's next frame.
     """
     pending: deque = deque()
-    for item in items:
-        pending.append(pool.submit(encode, item))
-        if len(pending) > ahead:
+    try:
+        for item in items:
+            pending.append(pool.submit(encode, item))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+    except Exception:
+        # Frames the engine made before it failed still go out, then the error does.
+        while pending:
             yield pending.popleft().result()
+        raise
     while pending:
         yield pending.popleft().result()
 

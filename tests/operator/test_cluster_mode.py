@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from fakes import FakeEngine
+from helpers import LiveServer, media
 from musetalk_server.api import create_app
 from musetalk_server.api.routes.avatars import avatar_info
 from musetalk_server.avatars.kube import failure_error, upload_name
@@ -22,9 +24,8 @@ from musetalk_server.avatars.preprocess import preprocess_avatar
 from musetalk_server.avatars.store import AvatarStore
 from musetalk_server.config import Settings
 from musetalk_server.errors import EngineError, NoFaceDetected
-from operator_helpers import AVATAR, AVATARS_URL, JOB, NS, current, eventually, finish_pod, operator, set_job_status
+from operator_helpers import ROOT, AVATAR, AVATARS_URL, JOB, NS, current, eventually, finish_pod, operator, set_job_status
 
-MEDIA = Path(__file__).resolve().parents[2].parent / "shared" / "media"
 COMPLETE = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
 
 
@@ -67,13 +68,12 @@ def job_volume(volume: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return volume
 
 
-async def test_an_upload_becomes_a_resource_and_every_replica_serves_it(k8s: Any, job_volume: Path,
-                                                                         live_server: Any) -> None:
+async def test_an_upload_becomes_a_resource_and_every_replica_serves_it(k8s: Any, job_volume: Path) -> None:
     volume = job_volume
     async with operator() as runner:
-        with live_server(create_app(settings_for(volume), engine=FakeEngine())) as a, \
-             live_server(create_app(settings_for(volume), engine=FakeEngine())) as b:
-            video = (MEDIA / "vr_face2.mp4").read_bytes()
+        with LiveServer(create_app(settings_for(volume), engine=FakeEngine())) as a, \
+             LiveServer(create_app(settings_for(volume), engine=FakeEngine())) as b:
+            video = media("vr_face2.mp4").read_bytes()
             post = asyncio.create_task(asyncio.to_thread(
                 httpx.post, f"{a.url}/avatars/preprocess", timeout=60,
                 data={"avatar_id": "anchor", "bbox_shift": "2"}, files={"video_file": ("face.mp4", video, "video/mp4")}))
@@ -98,7 +98,7 @@ async def test_an_upload_becomes_a_resource_and_every_replica_serves_it(k8s: Any
             listed = (await asyncio.to_thread(httpx.get, f"{b.url}/avatars")).json()["avatars"]
             assert [(x["avatar_id"], x["phase"], x["info"]["frames"]) for x in listed] == [("anchor", "Ready", 125)]
             status, kind, data = await asyncio.to_thread(first_stream_bytes, f"{b.url}/inference/stream/anchor",
-                                                         MEDIA / "vr_audio1.wav")
+                                                         media("vr_audio1.wav"))
             assert status == 200 and kind.startswith("multipart/x-mixed-replace") and b"\xff\xd8" in data
 
             # Taken again without overwrite: refused before any upload is kept.
@@ -115,9 +115,9 @@ async def test_an_upload_becomes_a_resource_and_every_replica_serves_it(k8s: Any
     assert runner.exception is None
 
 
-async def test_a_failed_job_answers_like_local_mode(k8s: Any, job_volume: Path, live_server: Any) -> None:
+async def test_a_failed_job_answers_like_local_mode(k8s: Any, job_volume: Path) -> None:
     async with operator() as runner:
-        with live_server(create_app(settings_for(job_volume), engine=FakeEngine())) as server:
+        with LiveServer(create_app(settings_for(job_volume), engine=FakeEngine())) as server:
             post = asyncio.create_task(asyncio.to_thread(
                 httpx.post, f"{server.url}/avatars/preprocess", timeout=60,
                 data={"avatar_id": "wall"}, files={"video_file": ("wall.mp4", b"not really a face", "video/mp4")}))
@@ -137,11 +137,11 @@ async def test_a_failed_job_answers_like_local_mode(k8s: Any, job_volume: Path, 
     assert runner.exception is None
 
 
-async def test_an_avatar_applied_with_kubectl_is_served(k8s: Any, job_volume: Path, live_server: Any) -> None:
+async def test_an_avatar_applied_with_kubectl_is_served(k8s: Any, job_volume: Path) -> None:
     async with operator() as runner:
-        with live_server(create_app(settings_for(job_volume), engine=FakeEngine())) as server:
+        with LiveServer(create_app(settings_for(job_volume), engine=FakeEngine())) as server:
             (job_volume / "uploads").mkdir()
-            (job_volume / "uploads" / "clip.mp4").write_bytes((MEDIA / "vr_face2.mp4").read_bytes())
+            (job_volume / "uploads" / "clip.mp4").write_bytes(media("vr_face2.mp4").read_bytes())
             body = {"apiVersion": "musetalk.io/v1", "kind": "Avatar", "metadata": {"name": "kubectl-made"},
                     "spec": {"videoPath": "uploads/clip.mp4", "engine": "lite"}}
             assert (await k8s.post(AVATARS_URL, json=body)).status in (200, 201)
@@ -199,3 +199,53 @@ def test_overwrite_replaces_the_whole_spec_and_hands_back_the_old_upload(tmp_pat
     assert api.calls[0]["spec"] == {"videoUrl": None, **spec}
     with pytest.raises(Exception, match="already exists"):
         resources.submit("a", spec, "uploads/a-new.mp4", overwrite=False)
+
+
+async def run_job_for_real(job: dict[str, Any], termination_log: Path) -> int:
+    """Play the kubelet: run the Job's container command as a process, as the pod would.
+
+    Only two things differ from a pod: the console script runs as `python -m musetalk_server`
+    from this checkout, and /dev/termination-log is a temp file the test reads back.
+    """
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["musetalk-server", "preprocess"]
+    args = [str(termination_log) if a == "/dev/termination-log" else a for a in container["args"]]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    env |= {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{ROOT / 'service'}", "GLOG_minloglevel": "2"}
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "musetalk_server", "preprocess", *args,
+                                                   env=env, stdout=asyncio.subprocess.DEVNULL,
+                                                   stderr=asyncio.subprocess.DEVNULL)
+    return await asyncio.wait_for(process.wait(), timeout=120)
+
+
+async def test_the_jobs_real_entry_point_builds_an_avatar_the_service_serves(
+        k8s: Any, job_volume: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Settings reach the Job through the operator's config, as the chart passes them.
+    monkeypatch.setenv("MUSETALK_OPERATOR_JOB_ENV", json.dumps({"MUSETALK_MAX_VIDEO_SIDE": "256"}))
+    settings = settings_for(job_volume).model_copy(update={"engine": "lite"})
+    async with operator() as runner:
+        with LiveServer(create_app(settings)) as server:  # the real lite engine, loaded in the lifespan
+            await eventually(lambda: httpx.get(f"{server.url}/health/ready").status_code == 200, timeout=60)
+            video = media("vr_face2.mp4").read_bytes()
+            post = asyncio.create_task(asyncio.to_thread(
+                httpx.post, f"{server.url}/avatars/preprocess", timeout=120,
+                data={"avatar_id": "news"}, files={"video_file": ("news.mp4", video, "video/mp4")}))
+            job = await eventually(lambda: current(k8s, JOB, "avatar-news-g1"))
+            assert current(k8s, AVATAR, "news")["spec"]["engine"] == "lite"
+            await set_job_status(k8s, "avatar-news-g1", {"active": 1, "ready": 1})
+
+            log = tmp_path / "termination-log"
+            code = await run_job_for_real(job, log)
+            await finish_pod(k8s, "avatar-news-g1", "news", exit_code=code, message=log.read_text())
+            assert code == 0, log.read_text()
+            await set_job_status(k8s, "avatar-news-g1", {"active": 0, **COMPLETE})
+
+            response = await post
+            assert response.status_code == 200, response.text
+            info = response.json()["info"]
+            assert info["frames"] == 125 and info["engine"] == "lite" and info["width"] == 256
+            status, kind, data = await asyncio.to_thread(first_stream_bytes, f"{server.url}/inference/stream/news",
+                                                         media("vr_audio1.wav"))
+            assert status == 200 and b"\xff\xd8" in data
+    assert current(k8s, AVATAR, "news")["status"]["frames"] == 125
+    assert runner.exception is None

@@ -11,6 +11,7 @@ import av
 import numpy as np
 
 from ..errors import EmptyMedia, TooLarge, UnsupportedMedia
+from .errors import ffmpeg_reason
 from .timeline import SAMPLE_RATE
 
 __all__ = ["decode_audio"]
@@ -25,7 +26,7 @@ def decode_audio(path: Path, *, rate: int = SAMPLE_RATE, max_seconds: float | No
     try:
         container = av.open(str(path))
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as e:
-        raise UnsupportedMedia(f"not a decodable audio file: {e}") from e
+        raise UnsupportedMedia(f"not a decodable audio file ({ffmpeg_reason(e)})") from e
     with container:
         if not container.streams.audio:
             raise UnsupportedMedia("the file has no audio stream")
@@ -52,6 +53,6 @@ def _decode_chunks(container: av.container.InputContainer, rate: int, limit: int
             chunks.append(out.to_ndarray().reshape(-1))
     except av.FFmpegError as e:
         if not chunks:
-            raise UnsupportedMedia(f"audio could not be decoded: {e}") from e
+            raise UnsupportedMedia(f"audio could not be decoded ({ffmpeg_reason(e)})") from e
         # A damaged tail after good audio: keep what decoded, as players do.
     return chunks

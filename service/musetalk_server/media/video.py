@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from ..errors import TooLarge, UnsupportedMedia
+from .errors import ffmpeg_reason
 
 __all__ = ["VideoClip", "read_video"]
 
@@ -45,7 +46,7 @@ def read_video(path: Path, fps: float, *, max_seconds: float | None = None, max_
     try:
         container = av.open(str(path))
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as e:
-        raise UnsupportedMedia(f"not a decodable video or image: {e}") from e
+        raise UnsupportedMedia(f"not a decodable video or image ({ffmpeg_reason(e)})") from e
     with container:
         if not container.streams.video:
             raise UnsupportedMedia("the file has no video stream")
@@ -70,7 +71,7 @@ def _decode_timed(container, stream, rate, max_seconds, max_side) -> list[tuple[
             timed.append((t, _fit(frame.to_ndarray(format="bgr24"), max_side)))
     except av.FFmpegError as e:
         if len(timed) < 2:
-            raise UnsupportedMedia(f"video could not be decoded: {e}") from e
+            raise UnsupportedMedia(f"video could not be decoded ({ffmpeg_reason(e)})") from e
         # A truncated tail after good frames: keep what decoded.
     timed.sort(key=lambda item: item[0])  # decode order is presentation order only without B-frames
     return timed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -20,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ...avatars.cache import AvatarCache
 from ...engines.base import LoadedAvatar, Renderer
-from ...errors import AvatarNotFound, InvalidInput, MuseTalkError
+from ...errors import AvatarNotFound, EngineError, InvalidInput, MuseTalkError
 from ...media.audio import decode_audio
 from ...media.jpeg import MJPEG_MEDIA_TYPE, closing_boundary, encode_jpeg, error_part, jpeg_part
 from ...media.mp4 import AUDIO_RATE
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 AudioFile = Annotated[UploadFile, File(description="Audio in any format FFmpeg decodes (wav, mp3, m4a, ogg, flac)")]
 _DISCONNECT_POLL_S = 0.25
+RENDER_FAILED = "rendering failed; the server log has the details"
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,13 @@ async def stream(
     parts = aiter(frames)
     try:
         first = await anext(parts)  # an engine failure before any byte still gets a status code
-    except BaseException:
+    except MuseTalkError:
         frames.close()
         raise
+    except Exception as e:
+        frames.close()
+        log.exception("stream for %s failed before its first frame", avatar_id)
+        raise EngineError(RENDER_FAILED) from e
     state.metrics.ttff.labels("stream").observe(time.perf_counter() - started)
     body = _mjpeg_body(state, job, frames, parts, first, realtime, started)
     return StreamingResponse(body, media_type=MJPEG_MEDIA_TYPE, headers=stream_headers(job))
@@ -148,7 +154,9 @@ async def batch(
     assert mux is not None
     out_dir = state.settings.result_dir / "outputs"
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = Path(tempfile.mkstemp(prefix=f"{avatar_id}-", suffix=".mp4", dir=out_dir)[1])
+    fd, name = tempfile.mkstemp(prefix=f"{avatar_id}-", suffix=".mp4", dir=out_dir)
+    os.close(fd)  # PyAV opens the file by name
+    out = Path(name)
     cancel = threading.Event()
     h, w = job.avatar.frames[0].shape[:2]
     state.metrics.active_streams.inc()
@@ -158,9 +166,13 @@ async def batch(
             size=(w, h), mux_audio=mux, mux_rate=AUDIO_RATE, cancel=cancel,
         )
         written = await _until_done_or_gone(request, render, cancel)
-    except BaseException:
+    except MuseTalkError:
         out.unlink(missing_ok=True)
         raise
+    except Exception as e:
+        out.unlink(missing_ok=True)
+        log.exception("batch for %s failed", avatar_id)
+        raise EngineError(RENDER_FAILED) from e
     finally:
         state.metrics.active_streams.dec()
     elapsed = time.perf_counter() - started

@@ -1,0 +1,344 @@
+"""Lip-sync quality on ground-truth clips, for any engine (issue 5).
+
+For a clip that carries the speaker's own speech:
+1. build an avatar from the first half of the video;
+2. drive it with the audio of the second half;
+3. measure on the rendered frames with FaceMesh:
+   - aperture: inner-lip gap / inter-ocular distance, per frame;
+   - r_env: Pearson r of aperture against the speech envelope (log RMS of 300-3000 Hz per frame,
+     lightly smoothed) at the best lag in [-3, +3]; lag k pairs aperture[t + k] with envelope[t],
+     so a positive lag means the mouth follows the sound;
+   - r_gt: r against the filmed aperture of the second half (same frames, no lag); `env_gt` is
+     what the envelope itself gives against the filmed mouth (lag 0, and best lag in brackets);
+   - closed_in_silence: share of silent frames (envelope below the speech threshold) whose
+     rendered mouth is closed;
+   - psnr_outside: PSNR of rendered frames against their background frames outside the lower
+     face (the region a lip-sync engine may repaint: the jaw line up to the nose, grown a little);
+   - jitter: mean frame-to-frame aperture change over consecutive silent frames.
+4. write a PNG strip: mouth crops with the envelope and the rendered aperture drawn under them.
+
+Cross-driven runs pair clip A's avatar with other audio (clip B's second half, mt_eng.wav);
+they have no r_gt.
+
+    python bench/lipsync_eval.py [--engine lite] [--out results/lipsync] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy.signal import butter, sosfiltfilt
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "service"), str(ROOT / "bench")]
+
+from clipio import read_audio, read_frames  # noqa: E402
+from musetalk_server.engines.base import AvatarFrames, Engine, LoadedAvatar  # noqa: E402
+from musetalk_server.face.landmarks import JAW, detect_video, inner_lip_gap, interocular  # noqa: E402
+from musetalk_server.media.timeline import SAMPLE_RATE, frame_count, pingpong_index  # noqa: E402
+
+log = logging.getLogger("lipsync_eval")
+
+MEDIA = ROOT.parent / "shared" / "media"
+GROUND_TRUTH = ("vr_face1", "vr_face2", "lp_d11", "lp_d12")
+FPS = 25.0
+MAX_LAG = 3
+ENV_BAND_HZ = (300.0, 3000.0)
+ENV_SMOOTH = np.array([0.25, 0.5, 0.25])  # light smoothing of the per-frame envelope
+SILENCE_BELOW_PEAK_DB = 25.0  # silent: envelope this far under its 95th percentile
+CLOSED_APERTURE = 0.03  # inter-ocular units; FaceMesh reads shut lips at 0.00-0.02
+REGION_GROW = 0.25  # inter-ocular units the lower-face region grows by, for psnr_outside
+LOWER_JAW = JAW[3:-3]  # jaw line between the ears' lobes
+NOSE_BASE = (98, 97, 2, 326, 327, 203, 423)
+PSNR_CAP = 99.0  # identical pixels have infinite PSNR; report this instead
+
+BARS = {"r_env": 0.5, "lag": (-1, 2), "r_gt": 0.3, "closed_in_silence": 0.95, "psnr_outside": 35.0}
+
+
+@dataclass
+class ClipResult:
+    clip: str
+    audio: str
+    frames: int
+    r_env: float
+    lag: int
+    r_gt: float | None
+    env_gt: float | None  # the envelope's own r against the filmed mouth, lag 0
+    env_gt_best: float | None  # ... at its best lag
+    closed_in_silence: float | None
+    silent_frames: int
+    psnr_outside: float
+    jitter: float | None
+    render_ms_per_frame: float
+    first_frame_ms: float
+    strip: str
+
+
+def envelope(audio: np.ndarray, n_frames: int, fps: float = FPS) -> np.ndarray:
+    """(n_frames,) log RMS (dB) of the 300-3000 Hz band per frame, lightly smoothed."""
+    sos = butter(4, ENV_BAND_HZ, btype="band", fs=SAMPLE_RATE, output="sos")
+    x = sosfiltfilt(sos, audio.astype(np.float64)) if len(audio) > 30 else np.zeros(len(audio))
+    hop = SAMPLE_RATE / fps
+    rms = np.array([np.sqrt(np.mean(x[int(i * hop):int((i + 1) * hop)] ** 2) + 1e-12) for i in range(n_frames)])
+    db = 20 * np.log10(rms + 1e-6)
+    return np.convolve(np.pad(db, 1, mode="edge"), ENV_SMOOTH, "valid")
+
+
+def silent_mask(env_db: np.ndarray) -> np.ndarray:
+    return env_db < np.percentile(env_db, 95) - SILENCE_BELOW_PEAK_DB
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3 or np.std(a) < 1e-9 or np.std(b) < 1e-9:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def lagged_r(aperture: np.ndarray, env: np.ndarray, max_lag: int = MAX_LAG) -> tuple[float, int]:
+    """Best r over lags; lag k pairs aperture[t + k] with env[t] (positive: mouth follows sound)."""
+    best = (-2.0, 0)
+    for k in range(-max_lag, max_lag + 1):
+        a = aperture[k:] if k >= 0 else aperture[:k]
+        e = env[:len(env) - k] if k >= 0 else env[-k:]
+        n = min(len(a), len(e))
+        r = pearson(a[:n], e[:n])
+        if r > best[0]:
+            best = (r, k)
+    return best
+
+
+def lower_face_mask(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """bool (H, W): hull of the jaw line and nose base, grown by REGION_GROW inter-ocular units."""
+    poly = np.vstack([points[list(LOWER_JAW)], points[list(NOSE_BASE)]])
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillConvexPoly(mask, cv2.convexHull(poly.astype(np.int32)), 1)
+    grow = max(int(REGION_GROW * float(interocular(points))), 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+    return cv2.dilate(mask, kernel).astype(bool)
+
+
+def aperture_of(points: np.ndarray) -> np.ndarray:
+    return inner_lip_gap(points) / interocular(points)
+
+
+def build_avatar(engine: Engine, frames: list[np.ndarray], work: Path, avatar_id: str) -> LoadedAvatar:
+    """Prepare `frames` as an avatar with `engine`, in `work`."""
+    points, found = detect_video(frames)
+    if not found.all():
+        # Fill gaps from the nearest detected frame, as the service's preprocessing does.
+        ok = np.flatnonzero(found)
+        points = points[ok[np.abs(np.arange(len(frames))[:, None] - ok[None, :]).argmin(1)]]
+    path = work / avatar_id
+    engine.prepare(AvatarFrames(frames, points, FPS), 0, path / "engine")
+    manifest = {"fps": FPS, "frames": len(frames), "engine": engine.name}
+    return LoadedAvatar(avatar_id, path, manifest, list(frames), points)
+
+
+def render_all(engine: Engine, avatar: LoadedAvatar, audio: np.ndarray) -> tuple[list[np.ndarray], float, float]:
+    """All frames, plus (first-frame ms, mean ms per frame) of the engine's render alone."""
+    renderer = engine.open(avatar)
+    t0 = time.perf_counter()
+    out, first = [], 0.0
+    for frame in renderer.render(audio, FPS):
+        if not out:
+            first = (time.perf_counter() - t0) * 1000
+        out.append(frame.copy())
+    total = (time.perf_counter() - t0) * 1000
+    return out, first, total / max(len(out), 1)
+
+
+def draw_strip(frames: list[np.ndarray], points: np.ndarray, env_db: np.ndarray, aperture: np.ndarray,
+               path: Path, count: int = 12, start: int = 0) -> None:
+    """Mouth crops of `count` consecutive frames, with envelope (green) and aperture (red) below."""
+    n = min(count, len(frames) - start)
+    if n <= 0:
+        return
+    tile = 160
+    crops = []
+    for i in range(start, start + n):
+        p = points[i]
+        c = p[[61, 291, 13, 14]].mean(0)
+        half = 0.55 * float(interocular(p))
+        x0, y0 = int(c[0] - half), int(c[1] - half * 0.8)
+        x1, y1 = int(c[0] + half), int(c[1] + half * 1.2)
+        h, w = frames[i].shape[:2]
+        crop = frames[i][max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)]
+        crops.append(cv2.resize(crop, (tile, tile)))
+    top = np.hstack(crops)
+    plot = np.full((100, top.shape[1], 3), 255, np.uint8)
+    xs = (np.arange(start, start + n) - start + 0.5) * tile
+    e = env_db[start:start + n]
+    e_n = (e - env_db.min()) / max(env_db.max() - env_db.min(), 1e-6)
+    a_n = np.clip(aperture[start:start + n] / max(float(np.nanmax(aperture)), 1e-6), 0, 1)
+    for series, colour in ((e_n, (0, 160, 0)), (a_n, (0, 0, 220))):
+        pts = np.stack([xs, 95 - 90 * series], 1).astype(np.int32)
+        cv2.polylines(plot, [pts], False, colour, 2, cv2.LINE_AA)
+    cv2.putText(plot, "green: speech envelope  red: rendered aperture", (5, 14), cv2.FONT_HERSHEY_SIMPLEX,
+                0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.vstack([top, plot]))
+
+
+def score(engine: Engine, clip: str, avatar_frames: list[np.ndarray], audio: np.ndarray,
+          audio_name: str, filmed: np.ndarray | None, out_dir: Path, work: Path) -> ClipResult:
+    """Render `audio` on an avatar made of `avatar_frames` and measure it."""
+    avatar = build_avatar(engine, avatar_frames, work, f"{clip}-{audio_name}")
+    rendered, first_ms, per_frame_ms = render_all(engine, avatar, audio)
+    n = len(rendered)
+    points, _found = detect_video(rendered)
+    aperture = np.nan_to_num(aperture_of(points), nan=0.0)
+    env_db = envelope(audio, n)
+    r_env, lag = lagged_r(aperture, env_db)
+    silent = silent_mask(env_db)
+    closed = aperture < CLOSED_APERTURE
+    both = silent[1:] & silent[:-1]
+    jitter = float(np.mean(np.abs(np.diff(aperture))[both])) if both.any() else None
+    # PSNR outside the lower face, pooled over all frames.
+    sq_err, count = 0.0, 0
+    for i, frame in enumerate(rendered):
+        b = pingpong_index(i, len(avatar.frames))
+        keep = ~lower_face_mask(avatar.landmarks[b], frame.shape[:2])
+        diff = frame[keep].astype(np.float64) - avatar.frames[b][keep].astype(np.float64)
+        sq_err += float(np.sum(diff**2))
+        count += diff.size
+    mse = sq_err / max(count, 1)
+    psnr = PSNR_CAP if mse <= 0 else min(PSNR_CAP, 10 * np.log10(255.0**2 / mse))
+    r_gt = env_gt = env_gt_best = None
+    if filmed is not None:
+        m = min(n, len(filmed))
+        r_gt = pearson(aperture[:m], filmed[:m])
+        env_gt = pearson(env_db[:m], filmed[:m])
+        env_gt_best = lagged_r(filmed[:m], env_db[:m])[0]
+    strip = out_dir / f"strip_{clip}_{audio_name}.png"
+    loud = int(np.argmax(np.convolve(env_db, np.ones(12), "valid"))) if n > 12 else 0
+    draw_strip(rendered, np.nan_to_num(points), env_db, aperture, strip, start=max(0, loud - 2))
+    return ClipResult(
+        clip=clip, audio=audio_name, frames=n, r_env=round(r_env, 3), lag=lag,
+        r_gt=None if r_gt is None else round(r_gt, 3),
+        env_gt=None if env_gt is None else round(env_gt, 3),
+        env_gt_best=None if env_gt_best is None else round(env_gt_best, 3),
+        closed_in_silence=round(float(closed[silent].mean()), 3) if silent.any() else None,
+        silent_frames=int(silent.sum()), psnr_outside=round(float(psnr), 2),
+        jitter=None if jitter is None else round(jitter, 4),
+        render_ms_per_frame=round(per_frame_ms, 2), first_frame_ms=round(first_ms, 1), strip=str(strip),
+    )
+
+
+def load_clip(name: str) -> tuple[list[np.ndarray], np.ndarray]:
+    frames = read_frames(MEDIA / f"{name}.mp4", FPS)
+    audio = read_audio(MEDIA / f"{name}.mp4")
+    return frames, audio
+
+
+def halves(frames: list[np.ndarray], audio: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """(first-half frames, second-half frames, second-half audio), on the frame grid."""
+    half = len(frames) // 2
+    start = int(round(half / FPS * SAMPLE_RATE))
+    stop = int(round(len(frames) / FPS * SAMPLE_RATE))
+    return frames[:half], frames[half:], audio[start:stop]
+
+
+def evaluate_clip(engine: Engine, clip: str, out_dir: Path, work: Path) -> ClipResult:
+    """The ground-truth run: first half as avatar, second half's audio as driver."""
+    frames, audio = load_clip(clip)
+    first, second, drive = halves(frames, audio)
+    n = frame_count(len(drive), FPS)
+    filmed_pts, _ = detect_video(second[:n])
+    filmed = np.nan_to_num(aperture_of(filmed_pts), nan=0.0)
+    return score(engine, clip, first, drive, f"{clip}_2nd", filmed, out_dir, work)
+
+
+def evaluate_cross(engine: Engine, clip: str, audio: np.ndarray, audio_name: str, out_dir: Path,
+                   work: Path) -> ClipResult:
+    frames, _ = load_clip(clip)
+    first, _, _ = halves(frames, np.zeros(0, np.float32))
+    return score(engine, clip, first, audio, audio_name, None, out_dir, work)
+
+
+def median_row(rows: list[ClipResult]) -> dict[str, float | None]:
+    def med(key: str) -> float | None:
+        vals = [getattr(r, key) for r in rows if getattr(r, key) is not None]
+        return round(float(np.median(vals)), 3) if vals else None
+    keys = ("r_env", "lag", "r_gt", "env_gt", "env_gt_best", "closed_in_silence", "psnr_outside", "jitter",
+            "render_ms_per_frame", "first_frame_ms")
+    return {k: med(k) for k in keys}
+
+
+def meets_bar(med: dict[str, float | None]) -> dict[str, bool]:
+    lo, hi = BARS["lag"]
+    return {
+        "r_env": (med["r_env"] or 0) >= BARS["r_env"],
+        "lag": med["lag"] is not None and lo <= med["lag"] <= hi,
+        "r_gt": (med["r_gt"] or 0) >= BARS["r_gt"] and (med["r_gt"] or 0) > (med["env_gt"] or 0),
+        "closed_in_silence": (med["closed_in_silence"] or 0) >= BARS["closed_in_silence"],
+        "psnr_outside": (med["psnr_outside"] or 0) >= BARS["psnr_outside"],
+    }
+
+
+def markdown(rows: list[ClipResult], med: dict[str, float | None], cross: list[ClipResult]) -> str:
+    def fmt(v: object) -> str:
+        return "–" if v is None else str(v)
+    head = ("| clip | audio | frames | r_env | lag | r_gt | env→gt (best lag) | closed_in_silence | "
+            "psnr_outside dB | jitter | render ms/frame | first frame ms |")
+    lines = [head, "|" + "---|" * 12]
+    for r in rows + cross:
+        lines.append(f"| {r.clip} | {r.audio} | {r.frames} | {r.r_env} | {r.lag:+d} | {fmt(r.r_gt)} | "
+                     f"{fmt(r.env_gt)} ({fmt(r.env_gt_best)}) | {fmt(r.closed_in_silence)} "
+                     f"({r.silent_frames}) | {r.psnr_outside} | {fmt(r.jitter)} | {r.render_ms_per_frame} | "
+                     f"{r.first_frame_ms} |")
+    lines.insert(2 + len(rows), f"| **median** (ground truth) | | | {med['r_env']} | {fmt(med['lag'])} | "
+                 f"{fmt(med['r_gt'])} | {fmt(med['env_gt'])} ({fmt(med['env_gt_best'])}) | "
+                 f"{fmt(med['closed_in_silence'])} | {med['psnr_outside']} | {fmt(med['jitter'])} | "
+                 f"{med['render_ms_per_frame']} | {med['first_frame_ms']} |")
+    return "\n".join(lines)
+
+
+def make_engine(name: str) -> Engine:
+    if name == "lite":
+        from musetalk_server.engines.lite import LiteEngine
+        return LiteEngine()
+    raise SystemExit(f"engine {name!r}: only 'lite' can be built by this script without a model dir")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--engine", default="lite")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "lipsync")
+    ap.add_argument("--clips", nargs="*", default=list(GROUND_TRUTH))
+    ap.add_argument("--no-cross", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    engine = make_engine(args.engine)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        rows = [evaluate_clip(engine, c, args.out, work) for c in args.clips]
+        cross: list[ClipResult] = []
+        if not args.no_cross:
+            eng = read_audio(MEDIA / "mt_eng.wav")
+            cross.append(evaluate_cross(engine, "vr_face2", eng, "mt_eng", args.out, work))
+            cross.append(evaluate_cross(engine, "lp_d12", eng[: 20 * SAMPLE_RATE], "mt_eng_20s", args.out, work))
+            _, a1 = load_clip("vr_face1")
+            cross.append(evaluate_cross(engine, "lp_d11", halves(*load_clip("vr_face1"))[2], "vr_face1_2nd",
+                                        args.out, work) if len(a1) else cross[0])
+    med = median_row(rows)
+    table = markdown(rows, med, cross)
+    log.info("%s\n\nbar met: %s", table, meets_bar(med))
+    (args.out / "table.md").write_text(table + "\n")
+    (args.out / "results.json").write_text(json.dumps(
+        {"rows": [asdict(r) for r in rows], "cross": [asdict(r) for r in cross], "median": med,
+         "bar_met": meets_bar(med)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

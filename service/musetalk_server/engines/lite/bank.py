@@ -1,0 +1,99 @@
+"""The mouth bank: the avatar's own mouth appearances, indexed by shape and head pose.
+
+Built once at preprocess from the avatar's landmarks; the pixels stay in the avatar's frames.
+At render time `MouthPicker` chooses, per output frame, the bank frame whose mouth best matches
+the target shape, preferring frames whose head pose matches the background frame (so the pasted
+mouth sits right) and sticking with its last choice unless another is clearly better (so the
+mouth does not flicker between near-equal candidates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...face.landmarks import interocular
+from .geometry import mouth_aperture, mouth_width
+from .shape import MouthShape, ShapeRange
+
+__all__ = ["MouthBank", "MouthPicker", "build_bank"]
+
+OPEN_PERCENTILE = 90.0  # the widest target is this percentile of the bank's apertures
+SHUT_MARGIN = 0.012  # inter-ocular units above the bank's most closed mouth that still read as shut
+SHUT_PENALTY = 6.0  # in silence, a mouth that is not shut costs this much extra
+APERTURE_TOL = 0.02  # inter-ocular units: shape error that costs 1
+WIDTH_TOL = 0.04
+POSE_TOL = 0.03  # inter-ocular units of nose offset (yaw / pitch proxy) that costs 1
+WIDTH_WEIGHT = 0.3
+POSE_WEIGHT = 0.5
+STICKY_COST = 0.6  # a new choice must beat the current one by this much
+NEIGHBOUR_BONUS = 0.3  # moving to the next frame of the source keeps real motion
+
+
+@dataclass(frozen=True)
+class MouthBank:
+    aperture: np.ndarray  # (N,) float32, inter-ocular units
+    width: np.ndarray  # (N,)
+    pose: np.ndarray  # (N, 2) nose offset from the eyes' midpoint, inter-ocular units
+
+    def shape_range(self) -> ShapeRange:
+        return ShapeRange(
+            closed=float(self.aperture.min()),
+            open=float(np.percentile(self.aperture, OPEN_PERCENTILE)),
+            width_lo=float(np.percentile(self.width, 10)),
+            width_hi=float(np.percentile(self.width, 90)),
+        )
+
+    def save(self, path: Path) -> None:
+        np.savez(path, aperture=self.aperture, width=self.width, pose=self.pose)
+
+    @classmethod
+    def load(cls, path: Path) -> MouthBank:
+        with np.load(path) as z:
+            return cls(aperture=z["aperture"], width=z["width"], pose=z["pose"])
+
+
+def head_pose(points: np.ndarray) -> np.ndarray:
+    """(N, 2) nose-tip offset from the eye midpoint over inter-ocular distance: turns and nods."""
+    eyes = (points[:, 33] + points[:, 263]) / 2
+    return ((points[:, 4] - eyes) / interocular(points)[:, None]).astype(np.float32)
+
+
+def build_bank(landmarks: np.ndarray) -> MouthBank:
+    """Shape and pose of every avatar frame, from (N, 478, 2) landmarks."""
+    return MouthBank(
+        aperture=mouth_aperture(landmarks).astype(np.float32),
+        width=mouth_width(landmarks).astype(np.float32),
+        pose=head_pose(landmarks),
+    )
+
+
+class MouthPicker:
+    """Chooses a bank frame per output frame; one instance per render (it remembers the last pick)."""
+
+    def __init__(self, bank: MouthBank) -> None:
+        self.bank = bank
+        self.last: int | None = None
+
+    def costs(self, shape: MouthShape, background: int) -> np.ndarray:
+        b = self.bank
+        c = ((b.aperture - shape.aperture) / APERTURE_TOL) ** 2
+        c += WIDTH_WEIGHT * ((b.width - shape.width) / WIDTH_TOL) ** 2
+        pose_err = np.linalg.norm(b.pose - b.pose[background], axis=1) / POSE_TOL
+        c += POSE_WEIGHT * pose_err**2
+        if shape.openness == 0.0:
+            c += SHUT_PENALTY * (b.aperture > b.aperture.min() + SHUT_MARGIN)
+        return c
+
+    def pick(self, shape: MouthShape, background: int) -> int:
+        c = self.costs(shape, background)
+        if self.last is not None:
+            nxt = self.last + 1
+            if nxt < len(c):
+                c[nxt] -= NEIGHBOUR_BONUS
+            c[self.last] -= STICKY_COST
+        k = int(np.argmin(c))
+        self.last = k
+        return k

@@ -1,0 +1,71 @@
+"""Paste one frame's mouth into another frame, in the background's head pose, without seams.
+
+Only a box around the mouth-and-chin region is touched; the rest of the frame is copied as is.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ...face.landmarks import interocular
+from .geometry import STABLE_POINTS, apply_affine, region_polygon, similarity
+
+__all__ = ["FEATHER", "paste_mouth", "mouth_transform"]
+
+FEATHER = 0.07  # soft-edge width of the pasted region, inter-ocular units
+RING_LO, RING_HI = 0.05, 0.5  # mask levels whose pixels set the colour correction
+_STABLE = list(STABLE_POINTS)
+
+
+def mouth_transform(src_points: np.ndarray, dst_points: np.ndarray) -> np.ndarray:
+    """2x3 similarity taking the source frame's face onto the destination frame's pose."""
+    return similarity(src_points[_STABLE].astype(np.float64), dst_points[_STABLE].astype(np.float64))
+
+
+def paste_mouth(
+    background: np.ndarray,
+    bg_points: np.ndarray,
+    source: np.ndarray,
+    src_points: np.ndarray,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """`background` with its mouth region replaced by `source`'s mouth, aligned and colour-matched.
+
+    `out` may be a preallocated frame buffer; it receives a copy of the background first.
+    """
+    if out is None:
+        out = background.copy()
+    else:
+        np.copyto(out, background)
+    m = mouth_transform(src_points, bg_points)
+    poly = np.vstack([region_polygon(bg_points), apply_affine(m, region_polygon(src_points))])
+    iod = float(interocular(bg_points))
+    feather = max(FEATHER * iod, 1.0)
+    margin = int(np.ceil(3 * feather)) + 2
+    h, w = background.shape[:2]
+    x0, y0 = np.floor(poly.min(0)).astype(int) - margin
+    x1, y1 = np.ceil(poly.max(0)).astype(int) + margin
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return out
+    # 1. The region's hull, softened: full strength inside, fading out over `feather`.
+    mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+    hull = cv2.convexHull((poly - (x0, y0)).astype(np.float32)).astype(np.int32)
+    cv2.fillConvexPoly(mask, hull, 1.0, lineType=cv2.LINE_AA)
+    ksize = int(2 * round(2 * feather) + 1)
+    mask = cv2.GaussianBlur(mask, (ksize, ksize), feather / 1.5)
+    # 2. The source warped straight into the box (one resampling).
+    m_box = m.copy()
+    m_box[:, 2] -= (x0, y0)
+    patch = cv2.warpAffine(source, m_box, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REFLECT)
+    bg = background[y0:y1, x0:x1]
+    # 3. Colour: match the patch to the background along the soft edge, where the two meet.
+    ring = cv2.inRange(mask, RING_LO, RING_HI)
+    if cv2.countNonZero(ring):
+        offset = np.subtract(cv2.mean(bg, ring), cv2.mean(patch, ring))
+        patch = cv2.add(patch, tuple(float(v) for v in offset))
+    # 4. Blend (cv2 keeps this ~5x cheaper than the same in numpy floats).
+    out[y0:y1, x0:x1] = cv2.blendLinear(patch, bg, mask, 1.0 - mask)
+    return out

@@ -1,0 +1,118 @@
+"""The `lite` engine: lip sync on the CPU from the avatar's own mouth images, no weights.
+
+prepare: measure every avatar frame's mouth (aperture, width) and head pose -> `bank.npz`.
+render:  audio -> target mouth shape per frame (shape.py) -> best bank frame (bank.py) ->
+         its mouth pasted into the ping-pong background frame (compose.py).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ...errors import AvatarEngineMismatch, InvalidInput
+from ...face.landmarks import interocular
+from ...media.timeline import SAMPLE_RATE, frame_count, pingpong_index
+from ..base import AvatarFrames, Engine, LoadedAvatar, Renderer
+from .bank import MouthBank, MouthPicker, build_bank
+from .compose import paste_mouth
+from .shape import ShapeStream
+
+__all__ = ["LiteEngine", "LiteRenderer"]
+
+ENGINE_NAME = "lite"
+ARTIFACT_VERSION = 1
+STAMP_FILE = "lite.json"
+BANK_FILE = "bank.npz"
+
+
+class LiteRenderer(Renderer):
+    """Renders one prepared avatar. Stateless between calls, so requests may share it."""
+
+    def __init__(self, frames: list[np.ndarray], landmarks: np.ndarray, bank: MouthBank) -> None:
+        self.frames, self.landmarks, self.bank = frames, landmarks, bank
+        self.shape_range = bank.shape_range()
+
+    def render(
+        self, audio: np.ndarray, fps: float, cancel: threading.Event | None = None
+    ) -> Iterator[np.ndarray]:
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if fps <= 0:
+            raise InvalidInput(f"fps must be positive, got {fps}")
+        n_out = frame_count(len(audio), fps)
+        n_src = len(self.frames)
+        shapes = ShapeStream(audio, fps, n_out, self.shape_range)
+        picker = MouthPicker(self.bank)
+        for i, shape in enumerate(shapes):
+            if cancel is not None and cancel.is_set():
+                return
+            b = pingpong_index(i, n_src)
+            k = picker.pick(shape, b)
+            yield paste_mouth(self.frames[b], self.landmarks[b], self.frames[k], self.landmarks[k])
+
+
+class LiteEngine(Engine):
+    """CPU engine that needs no downloaded weights; the embedded default."""
+
+    name: ClassVar[str] = ENGINE_NAME
+    artifact_version: ClassVar[int] = ARTIFACT_VERSION
+
+    def describe(self) -> dict[str, Any]:
+        return {"loaded": True, "device": "cpu", "engine": self.name, "version": self.artifact_version}
+
+    def prepare(self, avatar: AvatarFrames, bbox_shift: int, out_dir: Path) -> dict[str, Any]:
+        landmarks = np.asarray(avatar.landmarks, dtype=np.float32)
+        if landmarks.ndim != 3 or len(landmarks) != len(avatar.frames) or len(landmarks) == 0:
+            raise InvalidInput(f"need one (478, 2) landmark set per frame, got {landmarks.shape}")
+        bank = build_bank(landmarks)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        bank.save(out_dir / BANK_FILE)
+        stamp = {"engine": self.name, "artifact_version": self.artifact_version}
+        (out_dir / STAMP_FILE).write_text(json.dumps(stamp))
+        r = bank.shape_range()
+        return {
+            "mouth_aperture": {"closed": round(r.closed, 4), "open": round(r.open, 4)},
+            "mouth_width": {"lo": round(r.width_lo, 4), "hi": round(r.width_hi, 4)},
+            "interocular_px": round(float(np.median(interocular(landmarks))), 1),
+            "face_box": face_box_stats(landmarks, bbox_shift),
+        }
+
+    def open(self, avatar: LoadedAvatar) -> Renderer:
+        stamp_path = avatar.engine_dir / STAMP_FILE
+        try:
+            stamp = json.loads(stamp_path.read_text())
+        except (OSError, ValueError) as e:
+            raise AvatarEngineMismatch(
+                f"avatar {avatar.avatar_id!r} has no lite engine artifacts; preprocess it with the lite engine"
+            ) from e
+        if stamp.get("engine") != self.name or stamp.get("artifact_version") != self.artifact_version:
+            raise AvatarEngineMismatch(
+                f"avatar {avatar.avatar_id!r} was prepared by {stamp.get('engine')!r} "
+                f"v{stamp.get('artifact_version')}; this is {self.name!r} v{self.artifact_version}"
+            )
+        bank = MouthBank.load(avatar.engine_dir / BANK_FILE)
+        if len(bank.aperture) != len(avatar.frames):
+            raise AvatarEngineMismatch(
+                f"avatar {avatar.avatar_id!r}: bank has {len(bank.aperture)} frames, avatar {len(avatar.frames)}"
+            )
+        return LiteRenderer(list(avatar.frames), np.asarray(avatar.landmarks, np.float32), bank)
+
+
+def face_box_stats(landmarks: np.ndarray, bbox_shift: int) -> dict[str, Any]:
+    """Median face box (landmark extent), moved down by `bbox_shift` px as the seed defines it."""
+    lo, hi = landmarks.min(axis=1), landmarks.max(axis=1)  # (N, 2) each
+    box = np.concatenate([lo, hi], axis=1) + np.array([0, bbox_shift, 0, bbox_shift])
+    med = np.median(box, axis=0)
+    return {
+        "median_xyxy": [round(float(v), 1) for v in med],
+        "width_px": {"min": round(float((box[:, 2] - box[:, 0]).min()), 1),
+                     "max": round(float((box[:, 2] - box[:, 0]).max()), 1)},
+        "bbox_shift": int(bbox_shift),
+        "audio_rate": SAMPLE_RATE,
+    }

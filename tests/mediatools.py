@@ -1,0 +1,120 @@
+"""Test helpers: transcode shared clips into other formats, parse MJPEG, read MP4s back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def transcode_audio(src: Path, dst: Path, codec: str, *, rate: int, layout: str = "mono",
+                    fmt: str | None = None, seconds: float | None = None) -> Path:
+    """Re-encode the audio of `src` into `dst` with `codec` (e.g. libmp3lame, aac, libopus, flac)."""
+    from musetalk_server.media.audio import decode_audio
+
+    samples = decode_audio(src, rate=rate)
+    if seconds is not None:
+        samples = samples[: int(seconds * rate)]
+    channels = 2 if layout == "stereo" else 1
+    with av.open(str(dst), "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=rate, layout=layout)
+        if codec == "pcm_s24le":
+            stream.format = "s32"
+        resampler = av.AudioResampler(format=stream.format.name, layout=layout, rate=rate)
+        for start in range(0, samples.size, 1024):
+            block = np.repeat(samples[None, start:start + 1024], channels, axis=0)
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp", layout=layout)
+            frame.sample_rate = rate
+            for chunk in resampler.resample(frame):
+                out.mux(stream.encode(chunk))
+        out.mux(stream.encode(None))
+    return dst
+
+
+def write_video(frames: list[np.ndarray], dst: Path, codec: str, fps: float, fmt: str | None = None,
+                pix_fmt: str = "yuv420p") -> Path:
+    with av.open(str(dst), "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        h, w = frames[0].shape[:2]
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="bgr24")))
+        out.mux(stream.encode(None))
+    return dst
+
+
+def first_frames(src: Path, n: int) -> list[np.ndarray]:
+    out = []
+    with av.open(str(src)) as c:
+        for f in c.decode(video=0):
+            out.append(f.to_ndarray(format="bgr24"))
+            if len(out) == n:
+                break
+    return out
+
+
+def silent_wav(dst: Path, seconds: float, rate: int = 16_000) -> Path:
+    import wave
+
+    with wave.open(str(dst), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\0\0" * int(seconds * rate))
+    return dst
+
+
+@dataclass
+class Part:
+    headers: dict[str, str]
+    body: bytes
+
+
+def parse_mjpeg(data: bytes, boundary: str = "frame") -> tuple[list[Part], bool]:
+    """Split a multipart/x-mixed-replace body by Content-Length. Returns (parts, closed)."""
+    parts, pos, delim = [], 0, f"--{boundary}".encode()
+    while True:
+        assert data.startswith(delim, pos), f"expected a boundary at byte {pos}"
+        pos += len(delim)
+        if data.startswith(b"--", pos):
+            return parts, True
+        assert data.startswith(b"\r\n", pos)
+        end = data.index(b"\r\n\r\n", pos)
+        headers = dict(line.split(": ", 1) for line in data[pos + 2:end].decode().split("\r\n"))
+        size = int(headers["Content-Length"])
+        body = data[end + 4:end + 4 + size]
+        assert len(body) == size, "part shorter than its Content-Length"
+        parts.append(Part(headers, body))
+        pos = end + 4 + size
+        assert data.startswith(b"\r\n", pos)
+        pos += 2
+        if pos >= len(data):
+            return parts, False
+
+
+@dataclass
+class Mp4Facts:
+    video_codec: str
+    pix_fmt: str
+    frames: int
+    fps: float
+    width: int
+    height: int
+    audio_codec: str
+    audio_seconds: float
+
+
+def read_mp4(path: Path) -> Mp4Facts:
+    with av.open(str(path)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        video = (v.codec_context.name, v.codec_context.pix_fmt, float(v.average_rate), v.width, v.height)
+        audio_codec = a.codec_context.name
+        frames = sum(1 for _ in c.decode(v))
+    with av.open(str(path)) as c:
+        samples = sum(f.samples for f in c.decode(audio=0))
+        rate = c.streams.audio[0].rate
+    codec, pix_fmt, fps, width, height = video
+    return Mp4Facts(codec, pix_fmt, frames, fps, width, height, audio_codec, samples / rate)

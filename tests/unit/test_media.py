@@ -1,0 +1,121 @@
+"""Decoders and encoders on real clips from ../shared/media."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import media
+from mediatools import read_mp4, silent_wav, transcode_audio, write_video, first_frames
+from musetalk_server.errors import EmptyMedia, TooLarge, UnsupportedMedia
+from musetalk_server.media.audio import decode_audio
+from musetalk_server.media.mp4 import Mp4Writer
+from musetalk_server.media.timeline import SAMPLE_RATE
+from musetalk_server.media.video import read_video
+
+AUDIO_FORMATS = [
+    ("mp3", "libmp3lame", 44_100, "stereo", "mp3"),
+    ("m4a", "aac", 44_100, "stereo", "mp4"),
+    ("ogg", "libopus", 48_000, "stereo", "ogg"),
+    ("flac", "flac", 22_050, "mono", "flac"),
+    ("wav", "pcm_s24le", 24_000, "stereo", "wav"),
+]
+
+
+@pytest.mark.parametrize(("ext", "codec", "rate", "layout", "fmt"), AUDIO_FORMATS)
+def test_decode_audio_formats_to_16k_mono(tmp_path, ext, codec, rate, layout, fmt):
+    src = transcode_audio(media("mt_yongen.wav"), tmp_path / f"a.{ext}", codec, rate=rate, layout=layout,
+                          fmt=fmt, seconds=2.0)
+    audio = decode_audio(src)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    # Codec padding and priming may add a little; never a whole 50 ms.
+    assert abs(audio.size / SAMPLE_RATE - 2.0) < 0.05
+    assert 0.01 < float(np.abs(audio).max()) <= 1.0
+
+
+def test_decode_audio_matches_known_durations():
+    assert decode_audio(media("mt_eng.wav")).size == 60 * SAMPLE_RATE
+    assert decode_audio(media("mt_yongen.wav")).size == 8 * SAMPLE_RATE  # 48 kHz stereo source
+
+
+def test_decode_audio_rejects_non_audio(tmp_path):
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio\n" * 50)
+    with pytest.raises(UnsupportedMedia):
+        decode_audio(text)
+    with pytest.raises(UnsupportedMedia, match="no audio stream"):
+        decode_audio(media("mt_yongen.mp4"))
+
+
+def test_decode_audio_empty_and_too_long(tmp_path):
+    with pytest.raises(EmptyMedia):
+        decode_audio(silent_wav(tmp_path / "empty.wav", 0.0))
+    with pytest.raises(TooLarge):
+        decode_audio(media("mt_eng.wav"), max_seconds=10)
+
+
+def test_odd_frame_rate_is_resampled_to_output_clock():
+    clip = read_video(media("vr_face1.mp4"), 25.0)
+    assert clip.source_fps == pytest.approx(22.13, abs=0.01)
+    assert clip.source_frames == 135
+    # 135 frames at 22.131 fps last 6.1 s: floor(6.1 x 25) output frames, never a sped-up 135.
+    assert len(clip.frames) == int(clip.duration_s * 25) == 152
+    assert clip.size == (700, 700)
+
+
+def test_still_image_is_one_frame(tmp_path):
+    import cv2
+
+    frame = first_frames(media("vr_face2.mp4"), 1)[0]
+    for ext in ("png", "jpg"):
+        path = tmp_path / f"face.{ext}"
+        cv2.imwrite(str(path), frame)
+        clip = read_video(path, 25.0)
+        assert len(clip.frames) == 1 and clip.source_fps is None
+        assert clip.frames[0].shape == frame.shape
+
+
+@pytest.mark.parametrize(("ext", "codec", "fmt"), [("mov", "libx264", "mov"), ("webm", "libvpx-vp9", "webm"),
+                                                    ("mkv", "mpeg4", "matroska")])
+def test_containers_and_codecs(tmp_path, ext, codec, fmt):
+    frames = first_frames(media("vr_face2.mp4"), 10)
+    path = write_video([cv2_small(f) for f in frames], tmp_path / f"v.{ext}", codec, 25, fmt)
+    clip = read_video(path, 25.0)
+    assert len(clip.frames) == 10 and clip.size == (256, 256)
+
+
+def cv2_small(frame):
+    import cv2
+
+    return cv2.resize(frame, (256, 256))
+
+
+def test_truncated_and_fake_videos_are_rejected(tmp_path):
+    data = media("vr_face2.mp4").read_bytes()
+    truncated = tmp_path / "cut.mp4"
+    truncated.write_bytes(data[: len(data) // 2])
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("hello")
+    for path in (truncated, fake):
+        with pytest.raises(UnsupportedMedia) as err:
+            read_video(path, 25.0)
+        assert str(tmp_path) not in err.value.detail  # no server paths in client-facing text
+
+
+def test_big_frames_are_scaled_down_keeping_aspect():
+    clip = read_video(media("lp_s18.mp4"), 25.0, max_side=640, max_seconds=60)
+    assert clip.size == (640, 360)
+
+
+def test_mp4_writer_muxes_h264_and_aac(tmp_path):
+    frames = first_frames(media("vr_face2.mp4"), 5)
+    audio = decode_audio(media("vr_audio1.wav"), rate=48_000)[: 48_000 * 2]
+    out = tmp_path / "o.mp4"
+    writer = Mp4Writer(out, fps=25, width=844, height=844, audio=audio, audio_rate=48_000)
+    for i in range(50):
+        writer.write(frames[i % 5])
+    writer.close()
+    facts = read_mp4(out)
+    assert (facts.video_codec, facts.pix_fmt, facts.frames, facts.fps) == ("h264", "yuv420p", 50, 25.0)
+    assert facts.audio_codec == "aac"
+    assert abs(facts.audio_seconds - 2.0) < 0.05
