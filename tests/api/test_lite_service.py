@@ -1,0 +1,77 @@
+"""The embedded default, for real: no fake engine, the lite engine chosen by `auto` on a CPU box."""
+
+from __future__ import annotations
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from helpers import LiveServer, media
+from mediatools import parse_mjpeg, read_mp4
+from musetalk_server.api import create_app
+from musetalk_server.avatars.store import AvatarStore, read_frame
+from musetalk_server.config import Settings
+from musetalk_server.face.landmarks import LIPS_OUTER
+from musetalk_server.media.timeline import pingpong_index
+from servers import post_audio, preprocess
+
+
+@pytest.fixture(scope="module")
+def lite(tmp_path_factory):
+    results = tmp_path_factory.mktemp("lite") / "results"
+    app = create_app(Settings(_env_file=None, result_dir=results, engine="auto"))
+    with LiveServer(app) as server, httpx.Client(base_url=server.url) as client:
+        r = preprocess(client, "face2", media("vr_face2.mp4"))
+        assert r.status_code == 200, r.text
+        yield client, AvatarStore(results / "avatars")
+
+
+def test_auto_picks_lite_without_gpu_or_weights(lite):
+    client, _ = lite
+    body = client.get("/health").json()
+    assert body["engine"] == "lite" and body["models"] == {"loaded": True, "device": "cpu"}
+
+
+def test_stream_changes_the_mouth_and_nothing_far_from_it(lite):
+    client, store = lite
+    r = post_audio(client, "/inference/stream/face2", media("vr_audio1.wav"))
+    parts, closed = parse_mjpeg(r.content)
+    assert r.status_code == 200 and closed and len(parts) == 125
+    avatar = store.load("face2")
+    mouth_diffs, far_diffs = [], []
+    for i in range(0, 125, 5):
+        out = cv2.imdecode(np.frombuffer(parts[i].body, np.uint8), cv2.IMREAD_COLOR).astype(np.float32)
+        k = pingpong_index(i, len(avatar.frames))
+        src = read_frame(avatar.path, k).astype(np.float32)
+        lips = avatar.landmarks[k][list(LIPS_OUTER)]
+        (x0, y0), (x1, y1) = lips.min(0).astype(int), lips.max(0).astype(int)
+        mouth_diffs.append(np.abs(out[y0:y1, x0:x1] - src[y0:y1, x0:x1]).mean())
+        far_diffs.append(np.abs(out[:150] - src[:150]).mean())  # the top of the frame: hair, background
+    assert max(far_diffs) < 3.0, "pixels far from the mouth changed beyond JPEG noise"
+    assert np.mean(mouth_diffs) > 3 * np.mean(far_diffs), "the mouth was not re-rendered"
+
+
+def test_batch_mp4_with_the_lite_engine(lite, tmp_path):
+    client, _ = lite
+    r = post_audio(client, "/inference/batch/face2", media("st_RD_Radio31_000.wav"))
+    assert r.status_code == 200
+    out = tmp_path / "o.mp4"
+    out.write_bytes(r.content)
+    facts = read_mp4(out)
+    assert facts.frames == 200 and facts.audio_codec == "aac" and abs(facts.audio_seconds - 8.0) < 0.06
+
+
+def test_avatar_from_another_engine_is_a_clear_409(lite, tmp_path):
+    client, store = lite
+    manifest_path = store.path("face2") / "manifest.json"
+    import json
+    import shutil
+
+    shutil.copytree(store.path("face2"), store.root / "alien")
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(avatar_id="alien", engine="musetalk")
+    (store.root / "alien" / "manifest.json").write_text(json.dumps(manifest))
+    r = post_audio(client, "/inference/stream/alien", media("vr_audio1.wav"))
+    assert r.status_code == 409 and r.json()["code"] == "avatar_engine_mismatch"
+    assert "musetalk" in r.json()["detail"] and "lite" in r.json()["detail"]
