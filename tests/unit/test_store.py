@@ -96,3 +96,33 @@ def test_kill_9_mid_write_leaves_no_avatar_and_sweep_clears_debris(tmp_path):
     time.sleep(0.01)
     assert store.sweep(older_than_s=0) == 1  # ... unless this process is the only writer
     assert list((tmp_path / ".staging").iterdir()) == []
+
+
+def test_cache_sees_replacement_and_deletion_by_another_writer(tmp_path):
+    import numpy as np
+
+    from fakes import FakeEngine
+    from musetalk_server.avatars.cache import AvatarCache
+    from musetalk_server.avatars.store import write_frame
+
+    def make(value: int) -> None:
+        with store.stage("a1", overwrite=True) as s:
+            (s / "frames").mkdir()
+            (s / "engine").mkdir()
+            (s / "engine" / "fake.json").write_text("{}")
+            write_frame(s, 0, np.full((8, 8, 3), value, np.uint8))
+            np.save(s / "landmarks.npy", np.zeros((1, 478, 2), np.float32))
+            (s / "manifest.json").write_text(json.dumps({"avatar_id": "a1", "frames": 1, "fps": 25.0,
+                                                         "engine": "fake", "engine_version": 1}))
+
+    store = AvatarStore(tmp_path)
+    cache = AvatarCache(store, FakeEngine(), capacity=2)
+    make(10)
+    assert cache.get("a1")[0].frames[0][0, 0, 0] == 10
+    assert cache.get("a1")[0] is cache.get("a1")[0]  # a hit while nothing changed
+    make(20)  # another replica overwrites it
+    assert cache.get("a1")[0].frames[0][0, 0, 0] == 20
+    store.delete("a1")  # and another deletes it
+    with pytest.raises(AvatarNotFound):
+        cache.get("a1")
+    assert cache.ids() == []

@@ -1,15 +1,29 @@
-"""Loaded avatars: frames in memory and an opened renderer, least recently used first out."""
+"""Loaded avatars: frames in memory and an opened renderer, least recently used first out.
+
+Another writer (a second replica, the operator's Job, a CLI run) may replace or delete an
+avatar behind this process's back. Every replacement renames a new folder into place, so the
+manifest's inode and mtime change; a hit re-checks them, which costs one stat.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from ..engines.base import Engine, LoadedAvatar, Renderer
-from ..errors import AvatarEngineMismatch
-from .store import AvatarStore
+from ..errors import AvatarEngineMismatch, AvatarNotFound
+from .store import MANIFEST, AvatarStore
 
 __all__ = ["AvatarCache"]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    avatar: LoadedAvatar
+    renderer: Renderer
+    stamp: tuple[int, int]
 
 
 class AvatarCache:
@@ -17,7 +31,7 @@ class AvatarCache:
         self._store = store
         self._engine = engine
         self._capacity = capacity
-        self._items: OrderedDict[str, tuple[LoadedAvatar, Renderer]] = OrderedDict()
+        self._items: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
 
@@ -26,29 +40,41 @@ class AvatarCache:
             return list(self._items)
 
     def get(self, avatar_id: str) -> tuple[LoadedAvatar, Renderer]:
-        """Blocking: reads the avatar from disk on a miss. Call from a worker thread."""
+        """Blocking: reads the avatar from disk on a miss or when it changed. Call from a worker thread."""
+        stamp = self._stamp(avatar_id)
         with self._lock:
-            if avatar_id in self._items:
+            entry = self._items.get(avatar_id)
+            if entry is not None and entry.stamp == stamp:
                 self._items.move_to_end(avatar_id)
-                return self._items[avatar_id]
+                return entry.avatar, entry.renderer
             gate = self._loading.setdefault(avatar_id, threading.Lock())
         with gate:  # one load per avatar, however many requests ask at once
             with self._lock:
-                if avatar_id in self._items:
-                    return self._items[avatar_id]
-            entry = self._load(avatar_id)
+                entry = self._items.get(avatar_id)
+                if entry is not None and entry.stamp == stamp:
+                    return entry.avatar, entry.renderer
+            entry = self._load(avatar_id, stamp)
             with self._lock:
                 self._items[avatar_id] = entry
+                self._items.move_to_end(avatar_id)
                 while len(self._items) > self._capacity:
                     self._items.popitem(last=False)
                 self._loading.pop(avatar_id, None)
-            return entry
+            return entry.avatar, entry.renderer
 
     def evict(self, avatar_id: str) -> None:
         with self._lock:
             self._items.pop(avatar_id, None)
 
-    def _load(self, avatar_id: str) -> tuple[LoadedAvatar, Renderer]:
+    def _stamp(self, avatar_id: str) -> tuple[int, int]:
+        try:
+            st = os.stat(self._store.path(avatar_id) / MANIFEST)
+        except FileNotFoundError as e:
+            self.evict(avatar_id)
+            raise AvatarNotFound(f"avatar {avatar_id!r} does not exist; preprocess it first") from e
+        return st.st_ino, st.st_mtime_ns
+
+    def _load(self, avatar_id: str, stamp: tuple[int, int]) -> _Entry:
         manifest = self._store.manifest(avatar_id)
         made_by = (manifest.get("engine"), manifest.get("engine_version"))
         wanted = (self._engine.name, self._engine.artifact_version)
@@ -58,4 +84,4 @@ class AvatarCache:
                 f"but this server runs {wanted[0]} (v{wanted[1]}); preprocess it again with overwrite=true"
             )
         avatar = self._store.load(avatar_id)
-        return avatar, self._engine.open(avatar)
+        return _Entry(avatar, self._engine.open(avatar), stamp)
