@@ -92,6 +92,14 @@ def test_list_show_delete(served):
     assert client.delete("/avatars/tmp_one").status_code == 404
 
 
+def test_a_new_avatar_stays_loaded_and_leaves_on_delete(served):
+    _, _, client = served
+    assert preprocess(client, "warm", media("vr_face2.mp4")).status_code == 200
+    assert "warm" in client.get("/health").json()["loaded_avatars"]
+    assert client.delete("/avatars/warm").status_code == 200
+    assert "warm" not in client.get("/health").json()["loaded_avatars"]
+
+
 def test_unknown_avatar_is_404_json(served):
     _, _, client = served
     for path in ("/inference/stream/ghost", "/inference/batch/ghost"):

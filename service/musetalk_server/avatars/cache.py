@@ -54,17 +54,32 @@ class AvatarCache:
                 if entry is not None and entry.stamp == stamp:
                     return entry.avatar, entry.renderer
             entry = self._load(avatar_id, stamp)
+            if self._stamp(avatar_id) != stamp:  # replaced while loading: serve it, don't keep it
+                with self._lock:
+                    self._loading.pop(avatar_id, None)
+                return entry.avatar, entry.renderer
             with self._lock:
-                self._items[avatar_id] = entry
-                self._items.move_to_end(avatar_id)
-                while len(self._items) > self._capacity:
-                    self._items.popitem(last=False)
+                self._keep(avatar_id, entry)
                 self._loading.pop(avatar_id, None)
             return entry.avatar, entry.renderer
+
+    def adopt(self, avatar: LoadedAvatar) -> None:
+        """Keep an avatar that is already in memory (just preprocessed), as if it had been loaded."""
+        stamp = self._stamp(avatar.avatar_id)
+        entry = _Entry(avatar, self._engine.open(avatar), stamp)
+        with self._lock:
+            self._keep(avatar.avatar_id, entry)
 
     def evict(self, avatar_id: str) -> None:
         with self._lock:
             self._items.pop(avatar_id, None)
+
+    def _keep(self, avatar_id: str, entry: _Entry) -> None:
+        """Insert as most recently used and drop the least recently used past capacity. Hold the lock."""
+        self._items[avatar_id] = entry
+        self._items.move_to_end(avatar_id)
+        while len(self._items) > self._capacity:
+            self._items.popitem(last=False)
 
     def _stamp(self, avatar_id: str) -> tuple[int, int]:
         try:

