@@ -229,6 +229,17 @@ def test_parse_gives_512_labels(weights_file):
         bisenet.parse(model, square[..., 0])
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_parse_on_cuda_agrees_with_cpu(weights_file):
+    square = np.random.default_rng(3).integers(0, 256, (390, 390, 3), dtype=np.uint8)
+    cpu = bisenet.parse(bisenet.load_bisenet(weights_file, "cpu"), square)
+    gpu32 = bisenet.parse(bisenet.load_bisenet(weights_file, torch.device("cuda")), square)
+    gpu16 = bisenet.parse(bisenet.load_bisenet(weights_file, torch.device("cuda"), torch.float16), square)
+    assert (gpu32 == cpu).mean() > 0.99
+    assert gpu16.shape == (512, 512) and gpu16.max() < bisenet.N_CLASSES  # random weights: no closer bound
+
+
 @pytest.mark.parametrize("side", [390, 700])
 def test_parse_resize_matches_pil_bilinear(side):
     Image = pytest.importorskip("PIL.Image")

@@ -6,11 +6,21 @@ only inside the face box and below its centre row, and feathers it with a Gaussi
 is an 8-bit alpha composite inside the box. Without BiSeNet weights, `landmark_jaw_mask` draws
 a label map from FaceMesh points and runs the same `jaw` rule on it.
 
-A mask is computed once per avatar frame and reused for every output frame that shows it.
+A mask is computed once per avatar frame and reused for every output frame that shows it:
+
+    box = crop.face_box(lm68, bbox_shift, frame.shape[:2], points478=points)
+    square = crop.blend_square(box)
+    rgb = cv2.cvtColor(crop.crop_square(frame, square), cv2.COLOR_BGR2RGB)
+    region = jaw_parse_mask(bisenet.parse(model, rgb))      # (512, 512), with weights
+    region = landmark_jaw_mask(points, square)               # (2s, 2s), without
+    plan = BlendPlan(box, square, blend_material(frame.shape[:2], box, square, region))
+    ...
+    out = plan.paste(frame, face256)                          # per output frame
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -217,7 +227,7 @@ class BlendPlan:
                 "mask": self.mask}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> BlendPlan:
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> BlendPlan:
         box = tuple(int(v) for v in arrays["box"])
         square = tuple(int(v) for v in arrays["square"])
         return cls(box, square, np.asarray(arrays["mask"], dtype=np.uint8))  # type: ignore[arg-type]
