@@ -194,7 +194,7 @@ def paste_face(frame_bgr: np.ndarray, face256_bgr: np.ndarray, box: Box, square:
     if cx2 <= cx1 or cy2 <= cy1:
         return out
     m = mask[cy1 - sy0:cy2 - sy0, cx1 - sx0:cx2 - sx0]
-    # ...and of that, the rectangle where the mask is set: the upper half of the box is all zero.
+    # ...and of that, the rectangle where the mask is set (most of the box's upper half is zero).
     rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
     if rows.size == 0:
         return out
