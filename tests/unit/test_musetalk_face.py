@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from musetalk_server.engines.musetalk import bisenet, crop
+from musetalk_server.engines.musetalk import bisenet, blend, crop
 from musetalk_server.errors import InvalidInput, NoFaceDetected, WeightsError
+
+MEDIA = Path("/work/shared/media")
+VR_FACE2 = MEDIA / "vr_face2.mp4"
+
 
 # ---------------------------------------------------------------------------------------------
 # crop
@@ -225,6 +229,17 @@ def test_parse_gives_512_labels(weights_file):
         bisenet.parse(model, square[..., 0])
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_parse_on_cuda_agrees_with_cpu(weights_file):
+    square = np.random.default_rng(3).integers(0, 256, (390, 390, 3), dtype=np.uint8)
+    cpu = bisenet.parse(bisenet.load_bisenet(weights_file, "cpu"), square)
+    gpu32 = bisenet.parse(bisenet.load_bisenet(weights_file, torch.device("cuda")), square)
+    gpu16 = bisenet.parse(bisenet.load_bisenet(weights_file, torch.device("cuda"), torch.float16), square)
+    assert (gpu32 == cpu).mean() > 0.99
+    assert gpu16.shape == (512, 512) and gpu16.max() < bisenet.N_CLASSES  # random weights: no closer bound
+
+
 @pytest.mark.parametrize("side", [390, 700])
 def test_parse_resize_matches_pil_bilinear(side):
     Image = pytest.importorskip("PIL.Image")
@@ -236,3 +251,211 @@ def test_parse_resize_matches_pil_bilinear(side):
     ours = np.rint((x[0].permute(1, 2, 0).numpy() * std + mean) * 255).astype(int)
     assert x.shape == (1, 3, 512, 512)
     assert np.abs(ours - pil).max() <= 1  # PIL rounds between its two passes
+
+
+# ---------------------------------------------------------------------------------------------
+# jaw mask
+
+
+def test_jaw_kernel_is_upstreams_tapered_cone():
+    k = blend._JAW_KERNEL
+    widths = k.sum(axis=1)
+    assert k.shape == (33, 33)
+    assert list(widths[:10]) == [0] * 10
+    assert list(widths[10:21]) == list(range(1, 22, 2))
+    assert list(widths[21:]) == [21] * 12
+    rows, cols = np.nonzero(k)
+    assert all(c_lo + c_hi == 32 for c_lo, c_hi in ((cols[rows == r].min(), cols[rows == r].max()) for r in set(rows)))
+
+
+def synthetic_labels() -> np.ndarray:
+    """A face: a skin ellipse (bottom row 450), a nose, lips and an open mouth."""
+    labels = np.zeros((512, 512), np.uint8)
+    cv2.ellipse(labels, (256, 270), (200, 180), 0, 0, 360, bisenet.SKIN, -1)
+    labels[230:300, 236:276] = bisenet.NOSE
+    labels[340:360, 206:306] = bisenet.UPPER_LIP
+    labels[360:366, 206:306] = bisenet.MOUTH
+    labels[366:386, 206:306] = bisenet.LOWER_LIP
+    return labels
+
+
+def test_jaw_mask_nose_out_lips_in():
+    labels = synthetic_labels()
+    mask = blend.jaw_parse_mask(labels)
+    assert set(np.unique(mask)) <= {0, 255}
+    assert (mask[labels == bisenet.NOSE] == 0).all()
+    for cls in (bisenet.UPPER_LIP, bisenet.MOUTH, bisenet.LOWER_LIP):
+        assert (mask[labels == cls] == 255).all()
+    assert mask[420, 256] == 255 and mask[100, 10] == 0
+
+
+def test_jaw_mask_grows_the_chin_down_and_narrows_the_cheeks():
+    labels = synthetic_labels()
+    mask = blend.jaw_parse_mask(labels)
+    # central band: the chin line moves 6 px down (the cone's tip), not 7
+    assert labels[450, 256] == bisenet.SKIN and labels[451, 256] == 0
+    assert mask[456, 256] == 255 and mask[457, 256] == 0
+    # cheek band (x <= 256 - 90): ~34 px of erosion outweigh the dilation's 10 px of width
+    row = 270
+    skin_left = np.nonzero(labels[row] == bisenet.SKIN)[0].min()
+    mask_left = np.nonzero(mask[row])[0].min()
+    assert 20 <= mask_left - skin_left <= 30
+    # wider cheek widths widen the central band that is spared the narrowing
+    assert blend.jaw_parse_mask(labels, 120, 120).sum() > mask.sum()
+    with pytest.raises(InvalidInput):
+        blend.jaw_parse_mask(labels[:256])
+
+
+# ---------------------------------------------------------------------------------------------
+# blend material and paste, synthetic
+
+
+def test_blend_material_cuts_to_the_lower_box_and_blurs_by_path():
+    frame_hw = (480, 640)
+    box = (100, 50, 300, 310)
+    square = crop.blend_square(box)  # (5, -15, 395, 375), side 390
+    region = np.full((390, 390), 255, np.uint8)
+    for blur, k in (("realtime", 39), ("offline", 19)):  # int(0.1 * 390 // 2 * 2) + 1, int(0.05 * ...)
+        expected = np.zeros((390, 390), np.uint8)
+        expected[195:325, 95:295] = 255  # rows >= s, inside the box (box y2 - y0 = 325)
+        expected = cv2.GaussianBlur(expected, (k, k), 0)
+        assert np.array_equal(blend.blend_material(frame_hw, box, square, region, blur), expected), blur
+    assert blend.DEFAULT_BLUR == "realtime"
+    # the 512 parse mask is accepted and resized to the square
+    assert blend.blend_material(frame_hw, box, square, np.full((512, 512), 255, np.uint8)).shape == (390, 390)
+    with pytest.raises(InvalidInput):
+        blend.blend_material(frame_hw, box, square, region[:100])
+    with pytest.raises(InvalidInput):
+        blend.blend_material(frame_hw, (100, 50, 700, 310), square, region)
+
+
+def test_paste_rounds_like_pil():
+    # rows: every mask value; columns: pairs (face value, frame value)
+    face_v, orig_v = np.meshgrid(np.arange(0, 256, 3), np.arange(0, 256, 5), indexing="ij")
+    cols = face_v.size
+    mask = np.repeat(np.arange(256, dtype=np.uint8)[:, None], cols, axis=1)
+    face = np.repeat(np.broadcast_to(face_v.ravel(), (256, cols))[..., None], 3, axis=2).astype(np.uint8)
+    frame = np.repeat(np.broadcast_to(orig_v.ravel(), (256, cols))[..., None], 3, axis=2).astype(np.uint8)
+    whole = (0, 0, cols, 256)  # box = square = frame, so the face needs no resize
+    out = blend.paste_face(frame, face, whole, whole, mask)
+    m = mask.astype(np.float64)
+    expect = np.floor((face[..., 0] * m + frame[..., 0] * (255 - m)) / 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(out[..., 0], expect)
+    assert np.array_equal(out[0], frame[0]) and np.array_equal(out[255], face[255])  # m = 0 and 255 exact
+    assert np.array_equal(blend.paste_face(frame, face, whole, whole, np.zeros_like(mask)), frame)
+
+
+def test_blend_plan_roundtrips_through_savez(tmp_path):
+    mask = np.random.default_rng(2).integers(0, 256, (390, 390), dtype=np.uint8)
+    plan = blend.BlendPlan((100, 50, 300, 310), (5, -15, 395, 375), mask)
+    np.savez(tmp_path / "plan.npz", **plan.arrays())
+    with np.load(tmp_path / "plan.npz") as z:
+        back = blend.BlendPlan.from_arrays(dict(z))
+    assert back.box == plan.box and back.square == plan.square and np.array_equal(back.mask, mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# blend material and paste on a real frame with real FaceMesh points
+
+
+def mask_in_frame(mask: np.ndarray, square, frame_hw) -> np.ndarray:
+    """The square's mask placed in frame coordinates, cut at the frame edges."""
+    h, w = frame_hw
+    full = np.zeros((h, w), np.uint8)
+    x0, y0, x1, y1 = square
+    fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    full[fy0:fy1, fx0:fx1] = mask[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+    return full
+
+
+@pytest.fixture(scope="module")
+def real_face():
+    if not VR_FACE2.exists():
+        pytest.skip("shared media not present")
+    from musetalk_server.face.landmarks import detect_video, to_ibug68
+
+    cap = cv2.VideoCapture(str(VR_FACE2))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    pts, found = detect_video([frame])
+    assert found[0]
+    return frame, pts[0], to_ibug68(pts[0])
+
+
+def test_real_frame_box_and_landmark_mask(real_face):
+    frame, pts, lm68 = real_face
+    box = crop.face_box(lm68, 0, frame.shape[:2], points478=pts)
+    x1, y1, x2, y2 = box
+    assert 0 <= x1 < x2 <= frame.shape[1] and 0 <= y1 < y2 <= frame.shape[0]
+    assert y2 == int(lm68[:, 1].max()) + crop.EXTRA_MARGIN_V15
+    square = crop.blend_square(box)
+    region = blend.landmark_jaw_mask(pts, square)
+    side = square[2] - square[0]
+    assert region.shape == (side, side) and region.dtype == np.uint8
+
+    def at(vertex):
+        x, y = np.round(pts[vertex] - square[:2]).astype(int)
+        return region[y, x]
+
+    assert at(13) == 255 and at(14) == 255  # inner lips (mouth)
+    assert at(17) == 255 and at(200) == 255  # lower lip, chin
+    assert at(4) == 0  # nose tip
+    assert at(234) == 0 and at(454) == 0  # cheek edges at ear level: narrowed away
+
+
+def test_real_frame_paste(real_face):
+    frame, pts, lm68 = real_face
+    box = crop.face_box(lm68, 0, frame.shape[:2], points478=pts)
+    square = crop.blend_square(box)
+    region = blend.landmark_jaw_mask(pts, square)
+    mask = blend.blend_material(frame.shape[:2], box, square, region)
+    s = (square[2] - square[0]) // 2
+    k = int(blend.BLUR_SPAN["realtime"] * 2 * s // 2 * 2) + 1
+    # only rows from the box centre down are kept; the blur spills at most k // 2 rows above
+    assert square[1] + s == (box[1] + box[3]) // 2
+    assert mask[: s - k // 2].max() == 0 and mask[s:].max() == 255
+
+    face = cv2.flip(crop.crop_face(frame, box), 1)  # a visibly different lower face
+    out = blend.paste_face(frame, face, box, square, mask)
+    assert out.shape == frame.shape and out is not frame
+    full = mask_in_frame(mask, square, frame.shape[:2])
+    untouched = full == 0
+    assert np.array_equal(out[untouched], frame[untouched])
+    x1, y1, x2, y2 = box
+    pasted = cv2.resize(face, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
+    inside = np.zeros_like(untouched)
+    inside[y1:y2, x1:x2] = True
+    solid = inside & (full == 255)
+    assert solid.sum() > 1000
+    face_full = np.zeros_like(frame)
+    face_full[y1:y2, x1:x2] = pasted
+    assert np.array_equal(out[solid], face_full[solid])
+    # where the mask is partial, every pixel moved toward the face (1 level of rounding slack)
+    soft = inside & (full > 0)
+    d_out = np.abs(out[soft].astype(int) - face_full[soft])
+    d_src = np.abs(frame[soft].astype(int) - face_full[soft])
+    assert (d_out <= d_src + 1).all() and (d_out < d_src).mean() > 0.5
+
+
+@pytest.mark.parametrize("corner", ["top_left", "bottom_right"])
+def test_square_running_off_the_frame(real_face, corner):
+    frame = real_face[0]
+    h, w = frame.shape[:2]
+    box = (0, 0, 120, 150) if corner == "top_left" else (w - 130, h - 160, w, h)
+    square = crop.blend_square(box)
+    assert square[0] < 0 or square[2] > w
+    side = square[2] - square[0]
+    mask = blend.blend_material(frame.shape[:2], box, square, np.full((side, side), 255, np.uint8))
+    face = np.full((256, 256, 3), 255, np.uint8)
+    out = blend.paste_face(frame, face, box, square, mask)
+    x1, y1, x2, y2 = box
+    outside = np.ones((h, w), bool)
+    outside[y1:y2, x1:x2] = False
+    assert np.array_equal(out[outside], frame[outside])
+    k = int(blend.BLUR_SPAN["realtime"] * side // 2 * 2) + 1
+    top = (y1 + y2) // 2 - k // 2  # above the centre row and its blur spill: untouched
+    assert np.array_equal(out[:top], frame[:top])
+    deep = (y2 - k // 2 - 1, (x1 + x2) // 2)  # a blur radius in from the box edges: all face
+    assert mask[deep[0] - square[1], deep[1] - square[0]] == 255
+    assert (out[deep] == 255).all()
