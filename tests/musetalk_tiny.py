@@ -37,15 +37,15 @@ UNET_FULL = {
 UNET_TINY = {
     **UNET_FULL,
     "attention_head_dim": 2,
-    "block_out_channels": [32, 64],
+    "block_out_channels": [16, 32],
     "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
     "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
     "layers_per_block": 1,
-    "norm_num_groups": 16,
+    "norm_num_groups": 8,
     "sample_size": 32,
 }
 # A v1.0 tiny UNet that differs in shape from the v1.5 one, so a config/weights mix-up shows.
-UNET_TINY_V10 = {**UNET_TINY, "block_out_channels": [16, 32], "norm_num_groups": 8}
+UNET_TINY_V10 = {**UNET_TINY, "block_out_channels": [8, 16], "norm_num_groups": 4}
 
 VAE_FULL = {
     "_class_name": "AutoencoderKL",
@@ -61,7 +61,7 @@ VAE_FULL = {
     "sample_size": 256,
     "up_block_types": ["UpDecoderBlock2D"] * 4,
 }
-VAE_TINY = {**VAE_FULL, "block_out_channels": [8, 8, 16, 16], "layers_per_block": 1, "norm_num_groups": 4}
+VAE_TINY = {**VAE_FULL, "block_out_channels": [4, 8, 8, 8], "layers_per_block": 1, "norm_num_groups": 4}
 
 WHISPER_FULL = {
     "architectures": ["WhisperForConditionalGeneration"],

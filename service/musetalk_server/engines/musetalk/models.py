@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .crop import FACE_SIZE
+
 __all__ = [
     "FACE_SIZE",
     "MASK_ROW",
@@ -24,7 +26,6 @@ __all__ = [
     "generate",
 ]
 
-FACE_SIZE = 256  # the UNet's face crop, pixels per side
 MASK_ROW = FACE_SIZE // 2  # rows from here down are blanked in the masked copy (the mouth half)
 LATENT_SCALE = 0.18215  # SD-1.x VAE latent scale; sd-vae-ft-mse's config leaves diffusers' default
 TIMESTEP = 0  # one UNet pass at t = 0 predicts the clean latent: no scheduler, no noise

@@ -357,6 +357,8 @@ def dtype_for(device: str):
 
 def load_models(model_dir: Path, device: str):
     """Every model of the engine, checked against each other, on `device` in its dtype."""
+    import torch
+
     from .models import MuseTalkModels
 
     layout = detect_layout(model_dir)
@@ -366,8 +368,9 @@ def load_models(model_dir: Path, device: str):
     check_compatible(layout, read_config(layout, layout.unet_config), read_config(layout, VAE_CONFIG),
                      read_config(layout, WHISPER_CONFIG))
     dtype = dtype_for(device)
-    unet = load_unet(layout).to(device=device, dtype=dtype)
-    vae = load_vae(layout).to(device=device, dtype=dtype)
+    # nn.Module.to directly: diffusers' override only adds a warning about fp32 modules it has none of.
+    unet = torch.nn.Module.to(load_unet(layout), device=device, dtype=dtype)
+    vae = torch.nn.Module.to(load_vae(layout), device=device, dtype=dtype)
     extractor, whisper = load_whisper(layout)
     whisper = whisper.to(device=device, dtype=dtype)
     bisenet = None
