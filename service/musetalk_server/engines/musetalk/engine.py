@@ -87,7 +87,9 @@ class MuseTalkRenderer(Renderer):
                 return
             frames = range(start, min(start + self.engine.batch_size, n_out))
             src = [pingpong_index(i, n_src) for i in frames]
-            faces = self.engine.faces(windows(frames), self.latents[src])  # (B, 256, 256, 3) BGR
+            with torch.inference_mode():
+                tokens = windows(frames)  # (B, 50, 384)
+            faces = self.engine.faces(tokens, self.latents[src])  # (B, 256, 256, 3) uint8 BGR
             for k, face in zip(src, faces):
                 if cancel is not None and cancel.is_set():
                     return
