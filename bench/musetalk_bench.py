@@ -84,7 +84,7 @@ def time_batch(engine: MuseTalkEngine, renderer, batch: int, repeat: int) -> tup
         model.append((time.perf_counter() - t0) / batch)
         t0 = time.perf_counter()
         for k, face in zip(src, faces):
-            blend.paste_face(renderer.frames[k], face, renderer._box(k), renderer._square(k), renderer.masks[k])
+            blend.paste_face(renderer.frames[k], face, renderer.box(k), renderer.square(k), renderer.masks[k])
         paste.append((time.perf_counter() - t0) / batch)
     return statistics.median(model), statistics.median(paste)
 

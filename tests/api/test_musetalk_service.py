@@ -150,3 +150,24 @@ def test_musetalk_with_missing_weights_refuses_to_start(tmp_path):
     with pytest.raises(RuntimeError, match="did not start"):
         with LiveServer(create_app(settings)):
             pass
+
+
+def test_broken_weights_keep_the_server_unready_naming_the_file(musetalk_dir, tmp_path):
+    import shutil
+
+    import torch
+
+    models = Path(shutil.copytree(musetalk_dir, tmp_path / "models"))
+    state = torch.load(models / "musetalkV15" / "unet.pth", weights_only=True)
+    state["conv_in.weight"] = state["conv_in.weight"][:, :4]  # a 4-channel (plain SD) input layer
+    torch.save(state, models / "musetalkV15" / "unet.pth")
+    app = create_app(Settings(_env_file=None, result_dir=tmp_path / "results", engine="musetalk", model_dir=models))
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        deadline = time.monotonic() + 60
+        while app.state.musetalk.load_error is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        r = client.get("/health/ready")
+        assert r.status_code == 503 and "musetalkV15/unet.pth" in r.json()["detail"]
+        assert "conv_in.weight" in r.json()["detail"]
+        assert client.get("/health").json()["models"]["loaded"] is False

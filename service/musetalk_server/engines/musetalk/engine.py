@@ -16,8 +16,9 @@ Decisions on upstream's quirks (spec §9), each also noted where it is implement
 6. Double encoding, no -shortest: not ours; media/mp4.py encodes once and muxes (fixed).
 7. int(fps) for audio indexing: we index with the float fps the timeline uses, so 29.97 fps
    output stays in sync; identical to upstream at integer rates such as 25 (fixed; audio.py).
-8. Blur 0.025 (offline) vs 0.05 (realtime): masks are made once per avatar frame, as upstream's
-   realtime avatars are, and take face/blend.py's choice (see `blend_material`).
+8. Blur k = 2*floor(0.025*2s)+1 (offline) vs 2*floor(0.05*2s)+1 (realtime): masks are made once
+   per avatar frame, as upstream's realtime avatars are, so the realtime (softer) kernel is kept
+   (blend.DEFAULT_BLUR).
 9. 2N PNGs and double parsing: each unique frame is parsed and stored once; the cycle is index
    arithmetic (media/timeline.pingpong_index) (fixed).
 10. get_bbox_range's second detection pass: the range is computed from the same landmarks
@@ -93,12 +94,14 @@ class MuseTalkRenderer(Renderer):
             for k, face in zip(src, faces):
                 if cancel is not None and cancel.is_set():
                     return
-                yield blend.paste_face(self.frames[k], face, self._box(k), self._square(k), self.masks[k])
+                yield blend.paste_face(self.frames[k], face, self.box(k), self.square(k), self.masks[k])
 
-    def _box(self, k: int) -> tuple[int, int, int, int]:
+    def box(self, k: int) -> tuple[int, int, int, int]:
+        """Face box of avatar frame k (x1, y1, x2, y2), margin included."""
         return tuple(int(v) for v in self.boxes[k])  # type: ignore[return-value]
 
-    def _square(self, k: int) -> tuple[int, int, int, int]:
+    def square(self, k: int) -> tuple[int, int, int, int]:
+        """Blend square of avatar frame k; `masks[k]` covers it."""
         return tuple(int(v) for v in self.squares[k])  # type: ignore[return-value]
 
 

@@ -47,6 +47,8 @@ __all__ = [
     "load_whisper",
     "check_compatible",
     "check_state_dict",
+    "rename_legacy_attention",
+    "encoder_state",
     "dtype_for",
     "load_models",
     "verify_weights",
@@ -143,8 +145,12 @@ def read_config(layout: Layout, rel: str) -> dict[str, Any]:
     return config
 
 
-def read_state_dict(layout: Layout, rel: str) -> dict[str, Any]:
-    """A flat {name: tensor} dict, read without executing any pickled code."""
+def read_state_dict(layout: Layout, rel: str, *, mmap: bool = False) -> dict[str, Any]:
+    """A flat {name: tensor} dict, read without executing any pickled code.
+
+    `mmap` maps the file instead of reading it (for checks that only look at shapes); a loaded
+    model never keeps tensors backed by a file someone might rewrite.
+    """
     import torch
 
     path = layout.path(rel)
@@ -156,10 +162,12 @@ def read_state_dict(layout: Layout, rel: str) -> dict[str, Any]:
 
             state = load_file(str(path), device="cpu")
         else:
-            try:  # memory-mapped where the file format allows it: no second copy of 3.4 GB
-                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
             except RuntimeError:
-                state = torch.load(path, map_location="cpu", weights_only=True)
+                if not mmap:
+                    raise
+                state = torch.load(path, map_location="cpu", weights_only=True)  # a pre-zip file: no mmap
     except Exception as e:
         raise WeightsError(f"{rel} under {layout.root} could not be read as a weights-only state dict: {e}") from e
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -401,18 +409,19 @@ def verify_weights(model_dir: Path) -> list[str]:
     def unet() -> None:
         _check_wrong_version_file(layout)
         check_state_dict(build_unet(read_config(layout, layout.unet_config)),
-                         read_state_dict(layout, layout.unet_weights), layout.unet_weights, layout.unet_config)
+                         read_state_dict(layout, layout.unet_weights, mmap=True), layout.unet_weights,
+                         layout.unet_config)
 
     def vae() -> None:
         rel = layout.vae_weights() or VAE_WEIGHTS[-1]
         module = build_vae(read_config(layout, VAE_CONFIG))
-        state = rename_legacy_attention(read_state_dict(layout, rel), set(module.state_dict()))
+        state = rename_legacy_attention(read_state_dict(layout, rel, mmap=True), set(module.state_dict()))
         check_state_dict(module, state, rel, VAE_CONFIG)
 
     def whisper() -> None:
         module = build_whisper_encoder(read_config(layout, WHISPER_CONFIG))
-        check_state_dict(module, encoder_state(read_state_dict(layout, WHISPER_WEIGHTS)), WHISPER_WEIGHTS,
-                         WHISPER_CONFIG)
+        check_state_dict(module, encoder_state(read_state_dict(layout, WHISPER_WEIGHTS, mmap=True)),
+                         WHISPER_WEIGHTS, WHISPER_CONFIG)
         if not layout.path(WHISPER_PREPROCESSOR).is_file():
             raise WeightsError(f"{WHISPER_PREPROCESSOR} is missing under {layout.root}")
 
