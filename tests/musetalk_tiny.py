@@ -140,7 +140,8 @@ def write_model_dir(root: Path, *, size: str = "tiny", version: str = "v1.5", se
     if vae_format == "safetensors":
         from safetensors.torch import save_file
 
-        save_file({k: v.contiguous() for k, v in state.items()}, str(root / "sd-vae" / "diffusion_pytorch_model.safetensors"))
+        target = root / "sd-vae" / "diffusion_pytorch_model.safetensors"
+        save_file({k: v.contiguous() for k, v in state.items()}, str(target))
     else:
         torch.save(state, root / "sd-vae" / "diffusion_pytorch_model.bin")
 

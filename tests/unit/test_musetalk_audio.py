@@ -72,9 +72,11 @@ def test_lazy_segments_match_up_front_and_start_with_one_segment():
     def encode(samples: np.ndarray) -> torch.Tensor:  # a stand-in encoder: depends on the samples
         calls.append(len(samples))
         base = float(np.abs(samples).sum())
-        return torch.full((A.SEGMENT_FEATURES, A.HIDDEN_STATES, 384), base) + torch.arange(A.SEGMENT_FEATURES)[:, None, None]
+        steps = torch.arange(A.SEGMENT_FEATURES, dtype=torch.float32)[:, None, None]
+        return torch.full((A.SEGMENT_FEATURES, A.HIDDEN_STATES, 384), base) + steps
 
-    full = torch.cat([encode(audio[:A.SEGMENT_SAMPLES]), encode(audio[A.SEGMENT_SAMPLES:])])[: A.feature_count(n_samples)]
+    both = [encode(audio[:A.SEGMENT_SAMPLES]), encode(audio[A.SEGMENT_SAMPLES:])]
+    full = torch.cat(both)[: A.feature_count(n_samples)]
     calls.clear()
     lazy = A.SegmentedWindows(audio, 25.0, encode, device="cpu", dtype=torch.float32, width=384)
     first = lazy(range(0, 8))

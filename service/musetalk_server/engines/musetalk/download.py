@@ -57,7 +57,8 @@ def download_weights(model_dir: Path) -> list[str]:
         try:
             hf_hub_download(repo_id=f.repo_id, filename=f.filename, local_dir=str(model_dir / f.folder))
         except Exception as e:
-            raise WeightsError(f"could not download {f.filename} from {f.repo_id} into {model_dir / f.dest}: {e}") from e
+            raise WeightsError(
+                f"could not download {f.filename} from {f.repo_id} into {model_dir / f.dest}: {e}") from e
         fetched.append(f.dest)
     return fetched
 

@@ -59,7 +59,6 @@ LATENTS_FILE = "latents.npy"  # (N, 8, 32, 32) float32
 BOXES_FILE = "boxes.npy"  # (N, 4) int32 face boxes x1, y1, x2, y2 (margin included)
 SQUARES_FILE = "squares.npy"  # (N, 4) int32 blend squares (may run past the frame)
 MASKS_FILE = "masks.npz"  # N blurred (2s, 2s) uint8 blend masks, "m00000"...
-CHEEK_WIDTH = 90  # v1.5's left/right cheek widths for the `jaw` parsing mode (scripts and gradio)
 
 
 def _mask_key(i: int) -> str:
@@ -222,7 +221,7 @@ class MuseTalkEngine(Engine):
 
             labels = parse(self.models.bisenet, cv2.cvtColor(crop_square(frame, square_t), cv2.COLOR_BGR2RGB))
             if self.version == V15:
-                region = blend.jaw_parse_mask(labels, CHEEK_WIDTH, CHEEK_WIDTH)  # (512, 512)
+                region = blend.jaw_parse_mask(labels, blend.CHEEK_WIDTH_V15, blend.CHEEK_WIDTH_V15)  # (512, 512)
             else:  # v1.0's `raw` mode: skin, mouth and both lips
                 region = np.where(np.isin(labels, (SKIN, MOUTH, UPPER_LIP, LOWER_LIP)), 255, 0).astype(np.uint8)
         return blend.blend_material(frame.shape[:2], box_t, square_t, region)
