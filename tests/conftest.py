@@ -4,6 +4,9 @@ import os
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # keep mediapipe's C++ logging quiet
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One OpenMP thread for torch: on a small shared CI VM, two spinning threads with one core free
+# run the tiny models 3-10x slower than one. The server itself keeps torch's defaults.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 
