@@ -74,7 +74,12 @@ def left_pad(fps: float) -> int:
 
 
 def window_indices(frames: Sequence[int] | np.ndarray, fps: float) -> np.ndarray:
-    """(B, WINDOW) unpadded encoder-step indices of each frame's window; < 0 or >= A mean zeros."""
+    """(B, WINDOW) unpadded encoder-step indices of each frame's window; < 0 or >= A mean zeros.
+
+    Quirk §9.7: upstream truncates fps with int() here (29.97 -> 29) while the video runs at the
+    float rate, so long 29.97 fps outputs drift off the audio. We index with the float fps the
+    service's timeline uses; at integer rates (25, the training rate) this is upstream exactly.
+    """
     frames = np.asarray(frames, dtype=np.int64)
     start = np.floor(frames * (WHISPER_FPS / fps) + _EPS).astype(np.int64) - left_pad(fps)
     return start[:, None] + np.arange(WINDOW, dtype=np.int64)[None, :]

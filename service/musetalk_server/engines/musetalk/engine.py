@@ -78,6 +78,7 @@ class MuseTalkRenderer(Renderer):
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         if not fps > 0:
             raise InvalidInput(f"fps must be positive, got {fps}")
+        # Quirk §9.2: upstream's realtime loop stops at T-1 frames; we yield all T.
         n_out, n_src = frame_count(len(audio), fps), len(self.frames)
         # 2. audio windows, encoding each 30 s segment when the first frame needs it
         windows = self.engine.windows(audio, fps)
