@@ -28,6 +28,9 @@ def step_of(tokens: torch.Tensor) -> np.ndarray:
 def test_constants_derive_from_each_other():
     assert (A.WHISPER_FPS, A.SAMPLES_PER_FEATURE, A.SEGMENT_FEATURES) == (50, 320, 1500)
     assert (A.WINDOW, A.TOKENS, A.LEFT_PAD, A.left_pad(25)) == (10, 50, 4, 4)
+    from musetalk_server.engines.musetalk import weights as W
+
+    assert (W.WHISPER_HIDDEN_STATES, W.WHISPER_POSITIONS) == (A.HIDDEN_STATES, A.SEGMENT_FEATURES)
 
 
 def test_windows_at_25_fps_are_2i_minus_4_to_2i_plus_5():

@@ -70,9 +70,9 @@ BISENET_FILE = "face-parse-bisent/79999_iter.pth"
 RESNET_FILE = "face-parse-bisent/resnet18-5c106cde.pth"  # only upstream's constructor reads it
 
 # What the pipeline's math fixes, whatever the files say (spec §1.2-1.4, §8).
-WHISPER_HIDDEN_STATES = 5  # embeddings + 4 layers: whisper-tiny's encoder, all of them
+WHISPER_HIDDEN_STATES = 5  # = audio.HIDDEN_STATES: embeddings + 4 layers, whisper-tiny's whole encoder
 WHISPER_MEL_BINS = 80
-WHISPER_POSITIONS = 1500  # 30 s at 50 Hz
+WHISPER_POSITIONS = 1500  # = audio.SEGMENT_FEATURES: 30 s at 50 Hz (kept here: no torch import)
 VAE_DOWNSCALE = 8  # 256² face -> 32² latent
 _SHOWN = 3  # offending keys quoted per kind in an error message
 
