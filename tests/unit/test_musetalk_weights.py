@@ -195,3 +195,12 @@ def test_download_failure_names_the_file(tmp_path, monkeypatch, capsys):
     assert main(["weights", "download", "--model-dir", str(tmp_path)]) == 1
     err = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert "musetalkV15/unet.pth" in err["detail"] and "TMElyralab/MuseTalk" in err["detail"]
+
+
+def test_auto_takes_musetalk_only_with_weights_and_cuda(musetalk_dir, v10_dir, tmp_path):
+    from musetalk_server.engines.registry import resolve_engine_name
+
+    assert resolve_engine_name("auto", model_dir=musetalk_dir, cuda=True) == "musetalk"
+    assert resolve_engine_name("auto", model_dir=v10_dir, cuda=True) == "musetalk"
+    assert resolve_engine_name("auto", model_dir=musetalk_dir, cuda=False) == "lite"
+    assert resolve_engine_name("auto", model_dir=tmp_path, cuda=True) == "lite"
