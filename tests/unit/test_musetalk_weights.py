@@ -204,3 +204,16 @@ def test_auto_takes_musetalk_only_with_weights_and_cuda(musetalk_dir, v10_dir, t
     assert resolve_engine_name("auto", model_dir=v10_dir, cuda=True) == "musetalk"
     assert resolve_engine_name("auto", model_dir=musetalk_dir, cuda=False) == "lite"
     assert resolve_engine_name("auto", model_dir=tmp_path, cuda=True) == "lite"
+
+
+def test_the_full_size_configs_build_upstream_models():
+    """Spec §1.2-1.4 on the meta device (no memory): 849,947,844 UNet params, 8 heads everywhere."""
+    from musetalk_tiny import UNET_FULL, VAE_FULL, WHISPER_FULL
+
+    unet, vae, whisper = W.build_unet(UNET_FULL), W.build_vae(VAE_FULL), W.build_whisper_encoder(WHISPER_FULL)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(unet) == 849_947_844
+    assert round(count(vae) / 1e6, 1) == 83.7 and round(count(whisper) / 1e6, 1) == 8.2
+    blocks = [b for m in unet.modules() for b in getattr(m, "transformer_blocks", [])]
+    assert len(blocks) == 16 and {b.attn1.heads for b in blocks} == {8}
+    assert {b.attn2.to_k.in_features for b in blocks} == {384}
