@@ -171,3 +171,26 @@ def test_broken_weights_keep_the_server_unready_naming_the_file(musetalk_dir, tm
         assert r.status_code == 503 and "musetalkV15/unet.pth" in r.json()["detail"]
         assert "conv_in.weight" in r.json()["detail"]
         assert client.get("/health").json()["models"]["loaded"] is False
+
+
+def test_cli_preprocess_and_render_with_musetalk(musetalk_dir, tmp_path):
+    """The Kubernetes Job's entry point (`preprocess`) and `render`, on the musetalk engine."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    env = dict(os.environ, PYTHONPATH=str(REPO / "service"), MUSETALK_RESULT_DIR=str(tmp_path / "results"),
+               MUSETALK_ENGINE="musetalk", MUSETALK_MODEL_DIR=str(musetalk_dir), GLOG_minloglevel="2")
+    run = lambda *args: subprocess.run([sys.executable, "-m", "musetalk_server", *args], env=env,  # noqa: E731
+                                       capture_output=True, text=True, timeout=300)
+    p = run("preprocess", "--avatar-id", "cli", "--video", str(media("seed_short_test_video.mp4")))
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout.strip().splitlines()[-1])["info"]
+    assert info["engine"] == "musetalk" and info["engine_info"]["blend_mask"] == "landmarks"
+    wav = speech_wav(tmp_path / "a.wav", 1.0)
+    p = run("render", "--avatar-id", "cli", "--audio", str(wav), "--out", str(tmp_path / "o.mp4"))
+    assert p.returncode == 0, p.stderr
+    assert read_mp4(tmp_path / "o.mp4").frames == FPS
