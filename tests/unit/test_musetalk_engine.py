@@ -162,3 +162,10 @@ def test_render_is_the_spec_pipeline_frame_by_frame(engine, clip, tmp_path):
             diff = np.abs(out.astype(int) - want)
             assert diff.max() <= 1 and diff.mean() < 0.01, f"frame {i}"  # batch-of-4 vs batch-of-1 rounding
     assert len(got) == 12
+
+
+def test_prepare_checks_its_inputs(engine, clip, tmp_path):
+    with pytest.raises(InvalidInput, match="one \\(478, 2\\) landmark set per frame"):
+        engine.prepare(AvatarFrames(clip.frames, clip.landmarks[:1], clip.fps), 0, tmp_path / "engine")
+    with pytest.raises(InvalidInput):
+        engine.prepare(AvatarFrames(clip.frames, clip.landmarks[:, :, 0], clip.fps), 0, tmp_path / "engine")

@@ -167,7 +167,7 @@ class MuseTalkEngine(Engine):
         # 1. check inputs
         points = np.asarray(avatar.landmarks, dtype=np.float32)
         n = len(avatar.frames)
-        if n == 0 or points.shape != (n, points.shape[1], 2):
+        if n == 0 or points.ndim != 3 or len(points) != n or points.shape[2] != 2:
             raise InvalidInput(f"need one (478, 2) landmark set per frame, got {points.shape} for {n} frames")
         # 2. face boxes: upstream geometry on the iBUG-68 points; v1.5 adds 10 px below the chin
         margin = EXTRA_MARGIN_V15 if self.version == V15 else 0
