@@ -156,9 +156,13 @@ def _weights(args: argparse.Namespace) -> int:
     from .engines.musetalk import download
 
     model_dir = args.model_dir or Settings().model_dir
-    if args.weights_command == "download":
-        download.download_weights(model_dir)
-    report = download.check_weights(model_dir)
+    try:
+        if args.weights_command == "download":
+            download.download_weights(model_dir)
+        report = download.check_weights(model_dir)
+    except MuseTalkError as e:
+        _emit({"ok": False, "detail": e.detail, "code": e.code}, None, stream=sys.stderr)
+        return 1
     _emit(report, None, stream=sys.stdout)
     return 0 if report.get("ok") else 1
 

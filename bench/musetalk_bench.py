@@ -1,0 +1,156 @@
+"""MuseTalk engine benchmark: frames/s of UNet + VAE decode + blend, time to first frame, GPU memory.
+
+Models are random-initialised with upstream's exact configs (`--size full`, spec §1.2-1.4) or the
+tests' tiny ones (`--size tiny`): timing does not depend on weight values. The avatar is a real
+clip (vr_face2.mp4, 844x844) prepared by the engine itself.
+
+Rows:
+- batch B: UNet + VAE decode (+ uint8 and copy to the host) per batch, and the paste of each face
+  into its full frame, as frames/s; the paste runs on the host, so "total" is their serial sum;
+- time to first frame of a stream over 5 s and 60 s of speech (whisper on the first 30 s
+  segment, then one batch): it should not grow with the audio's length.
+
+Usage: python bench/musetalk_bench.py [--size tiny|full] [--device cpu|cuda:0] [--batches 1,8,32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+MEDIA = REPO.parent / "shared" / "media"
+sys.path[:0] = [str(REPO / "service"), str(REPO / "tests")]
+
+from musetalk_server.engines.base import AvatarFrames, LoadedAvatar  # noqa: E402
+from musetalk_server.engines.musetalk import blend  # noqa: E402
+from musetalk_server.engines.musetalk.engine import MuseTalkEngine  # noqa: E402
+from musetalk_server.engines.musetalk.models import MuseTalkModels  # noqa: E402
+from musetalk_server.engines.musetalk.weights import dtype_for  # noqa: E402
+from musetalk_server.media.timeline import SAMPLE_RATE, pingpong_index  # noqa: E402
+
+CLIP = "vr_face2.mp4"
+SPEECH = "mt_eng.wav"  # 60 s
+
+
+def load_models(size: str, device: str) -> MuseTalkModels:
+    from musetalk_tiny import build_models
+    from transformers import WhisperFeatureExtractor
+
+    dtype = dtype_for(device)
+    unet, vae, whisper = build_models(size)
+    move = lambda m: torch.nn.Module.to(m, device=device, dtype=dtype).eval().requires_grad_(False)  # noqa: E731
+    return MuseTalkModels(unet=move(unet), vae=move(vae), extractor=WhisperFeatureExtractor(feature_size=80),
+                          whisper=move(whisper.model.encoder), version="v1.5", device=device, dtype=dtype)
+
+
+def make_avatar(engine: MuseTalkEngine, n_frames: int, folder: Path) -> LoadedAvatar:
+    from mediatools import first_frames
+    from musetalk_server.face.landmarks import detect_video
+
+    frames = first_frames(MEDIA / CLIP, n_frames)
+    points, _ = detect_video(frames)
+    engine.prepare(AvatarFrames(frames, points, 25.0), 0, folder / "engine")
+    return LoadedAvatar("bench", folder, {"fps": 25.0}, frames, points)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def time_batch(engine: MuseTalkEngine, renderer, batch: int, repeat: int) -> tuple[float, float]:
+    """Median seconds per frame of (UNet + decode, paste) over `repeat` runs, after one warm-up.
+
+    Medians, because a shared CPU VM has neighbours: single runs vary by several times.
+    """
+    n = len(renderer.frames)
+    src = [pingpong_index(i, n) for i in range(batch)]
+    tokens = torch.randn(batch, 50, 384, device=engine.device, dtype=engine.dtype)
+    faces = engine.faces(tokens, renderer.latents[src])  # warm-up: kernel selection, allocator
+    model, paste = [], []
+    for _ in range(repeat):
+        sync(engine.device)
+        t0 = time.perf_counter()
+        faces = engine.faces(tokens, renderer.latents[src])  # ends with the copy to the host: synchronous
+        model.append((time.perf_counter() - t0) / batch)
+        t0 = time.perf_counter()
+        for k, face in zip(src, faces):
+            blend.paste_face(renderer.frames[k], face, renderer.box(k), renderer.square(k), renderer.masks[k])
+        paste.append((time.perf_counter() - t0) / batch)
+    return statistics.median(model), statistics.median(paste)
+
+
+def ttff(renderer, seconds: float) -> float:
+    from musetalk_server.media.audio import decode_audio
+
+    audio = decode_audio(MEDIA / SPEECH)[: int(seconds * SAMPLE_RATE)]
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        frames = renderer.render(audio, 25.0)
+        next(frames)
+        times.append(time.perf_counter() - t0)
+        frames.close()
+    return statistics.median(times)
+
+
+def machine(device: str) -> str:
+    cpu = f"{platform.machine()}, {torch.get_num_threads()} torch threads"
+    gpu = f", {torch.cuda.get_device_name(device)}" if device.startswith("cuda") else ", no GPU"
+    return f"{platform.node()} ({cpu}{gpu}), torch {torch.__version__}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=("tiny", "full"), default="tiny")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda:N (the caller picks; nothing is guessed)")
+    parser.add_argument("--batches", default="1,8,32")
+    parser.add_argument("--frames", type=int, default=8, help="avatar frames to prepare")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--ttff", default="5,60", help="audio lengths (s) for time to first frame; '' for none")
+    args = parser.parse_args()
+    batches = [int(b) for b in args.batches.split(",") if b]
+
+    t0 = time.perf_counter()
+    models = load_models(args.size, args.device)
+    load_s = time.perf_counter() - t0
+    engine = MuseTalkEngine(models=models, device=args.device, batch_size=max(1, min(8, max(batches))))
+    with tempfile.TemporaryDirectory(prefix="mt-bench-") as tmp:
+        t0 = time.perf_counter()
+        renderer = engine.open(make_avatar(engine, args.frames, Path(tmp)))
+        prep_s = time.perf_counter() - t0
+        if args.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(args.device)
+        rows = []
+        for b in batches:
+            model_s, paste_s = time_batch(engine, renderer, b, args.repeat)
+            rows.append((f"batch {b}", 1 / model_s, 1 / paste_s, 1 / (model_s + paste_s)))
+        ttffs = [(float(s), ttff(renderer, float(s))) for s in args.ttff.split(",") if s]
+        peak = (f"{torch.cuda.max_memory_allocated(args.device) / 2**30:.2f} GiB"
+                if args.device.startswith("cuda") else "n/a (CPU)")
+
+    print(f"MuseTalk engine bench: size {args.size}, {args.device}, {str(engine.dtype).removeprefix('torch.')}, "
+          f"{CLIP} {renderer.frames[0].shape[1]}x{renderer.frames[0].shape[0]}")
+    print(f"machine: {machine(args.device)}")
+    print(f"model build {load_s:.1f} s, avatar preparation ({args.frames} frames) {prep_s:.1f} s\n")
+    print("| step | UNet + VAE decode (fps) | paste (fps) | total (fps) |")
+    print("|---|---:|---:|---:|")
+    for name, model_fps, paste_fps, total in rows:
+        print(f"| {name} | {model_fps:.2f} | {paste_fps:.0f} | {total:.2f} |")
+    for seconds, t in ttffs:
+        print(f"| time to first frame, {seconds:g} s audio (batch {engine.batch_size}) | {t * 1000:.0f} ms | | |")
+    print(f"| peak GPU memory | {peak} | | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
