@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test install bench clean lint
+.PHONY: serve test install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# Speed and quality tables (minutes, not part of the tests): the service over HTTP, lip-sync
+# quality on the ground-truth clips, and the musetalk engine on tiny models (pass
+# MUSETALK_BENCH_ARGS='--size full --device cuda:0' on a GPU machine).
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/service_bench.py
+	$(BIN)/python bench/lipsync_eval.py
+	$(BIN)/python bench/musetalk_bench.py $(MUSETALK_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
