@@ -21,6 +21,7 @@ from .shape import MouthShape, ShapeRange
 __all__ = ["MouthBank", "MouthPicker", "build_bank"]
 
 OPEN_PERCENTILE = 90.0  # the widest target is this percentile of the bank's apertures
+CURVE_PERCENTILES = np.linspace(0.0, OPEN_PERCENTILE, 11)  # openness 0, 0.1, ... 1 -> these
 SHUT_MARGIN = 0.012  # inter-ocular units above the bank's most closed mouth that still read as shut
 SHUT_PENALTY = 6.0  # in silence, a mouth that is not shut costs this much extra
 APERTURE_TOL = 0.02  # inter-ocular units: shape error that costs 1
@@ -47,6 +48,7 @@ class MouthBank:
             open=float(np.percentile(self.aperture, OPEN_PERCENTILE)),
             width_lo=float(np.percentile(self.width, 10)),
             width_hi=float(np.percentile(self.width, 90)),
+            curve=tuple(float(v) for v in np.percentile(self.aperture, CURVE_PERCENTILES)),
         )
 
     def __len__(self) -> int:
