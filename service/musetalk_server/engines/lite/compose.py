@@ -8,14 +8,23 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ...face.landmarks import interocular
+from ...face.landmarks import JAW, interocular
 from .geometry import STABLE_POINTS, apply_affine, region_polygon, similarity
 
 __all__ = ["FEATHER", "paste_mouth", "mouth_transform"]
 
 FEATHER = 0.07  # soft-edge width of the pasted region, inter-ocular units
 RING_LO, RING_HI = 0.05, 0.5  # mask levels whose pixels set the colour correction
+JAW_INSET = 2.0  # feathers: how far inside both jaw lines the pasted region must end
 _STABLE = list(STABLE_POINTS)
+_JAW = list(JAW)
+
+
+def inset_face(points: np.ndarray, inset: float) -> np.ndarray:
+    """(K, 2) the face outline from ear to ear, pulled `inset` px towards the nose tip."""
+    jaw = points[_JAW].astype(np.float64)
+    towards = points[4] - jaw
+    return jaw + towards / np.maximum(np.linalg.norm(towards, axis=1, keepdims=True), 1e-6) * inset
 
 
 def mouth_transform(src_points: np.ndarray, dst_points: np.ndarray) -> np.ndarray:
@@ -53,6 +62,13 @@ def paste_mouth(
     mask = np.zeros((y1 - y0, x1 - x0), np.float32)
     hull = cv2.convexHull((poly - (x0, y0)).astype(np.float32)).astype(np.int32)
     cv2.fillConvexPoly(mask, hull, 1.0, lineType=cv2.LINE_AA)
+    # Inside both faces: where the heads differ in pose, one jaw line would otherwise carry the
+    # scenery behind one head over the other's cheek (a ghost jaw line).
+    inset = JAW_INSET * feather
+    for face in (inset_face(bg_points, inset), apply_affine(m, inset_face(src_points, inset))):
+        inside = np.zeros_like(mask)
+        cv2.fillPoly(inside, [(face - (x0, y0)).astype(np.int32)], 1.0, lineType=cv2.LINE_AA)
+        mask *= inside
     ksize = int(2 * round(2 * feather) + 1)
     mask = cv2.GaussianBlur(mask, (ksize, ksize), feather / 1.5)
     # 2. The source warped straight into the box (one resampling).
