@@ -30,6 +30,7 @@ POSE_TOL = 0.03  # inter-ocular units of nose offset (yaw / pitch proxy) that co
 WIDTH_WEIGHT = 0.3
 POSE_WEIGHT = 0.5
 STICKY_COST = 0.6  # a new choice must beat the current one by this much
+PAUSE_STICKY_COST = 3.0  # ... and by this much more in a pause, where any change shows as a twitch
 NEIGHBOUR_BONUS = 0.3  # moving to the next frame of the source keeps real motion
 SHUT_SOURCES = 8  # at most this many mouths are warped shut, one per stretch of the timeline
 SHUT_LIMIT = 0.1  # inter-ocular units: only mouths opened less than this are warped shut
@@ -125,7 +126,7 @@ class MouthPicker:
             nxt = self.last + 1
             if nxt < self.n_frames:
                 c[nxt] -= NEIGHBOUR_BONUS
-            c[self.last] -= STICKY_COST
+            c[self.last] -= STICKY_COST + (PAUSE_STICKY_COST if shape.openness == 0.0 else 0.0)
         k = int(np.argmin(c))
         self.last = k
         return k

@@ -18,13 +18,30 @@ RING_LO, RING_HI = 0.05, 0.5  # mask levels whose pixels set the colour correcti
 JAW_INSET = 2.0  # feathers: how far inside both jaw lines the pasted region must end
 _STABLE = list(STABLE_POINTS)
 _JAW = list(JAW)
+_CHIN = slice(JAW.index(176), JAW.index(400) + 1)  # the part of the jaw line that drops as the mouth opens
+NOSE_TIP = 4
 
 
-def inset_face(points: np.ndarray, inset: float) -> np.ndarray:
-    """(K, 2) the face outline from ear to ear, pulled `inset` px towards the nose tip."""
-    jaw = points[_JAW].astype(np.float64)
-    towards = points[4] - jaw
-    return jaw + towards / np.maximum(np.linalg.norm(towards, axis=1, keepdims=True), 1e-6) * inset
+def face_limits(bg_points: np.ndarray, src_points_in_bg: np.ndarray, inset: float) -> list[np.ndarray]:
+    """Two (K, 2) face outlines, ear to ear, that the pasted region must stay inside.
+
+    On the sides of the face each outline is its own head's jaw line pulled `inset` px in, so
+    where the two heads differ in pose neither carries the scenery behind it over the other's
+    cheek. Under the chin both take the lower of the two chins, pushed `inset` px out, so the jaw
+    may rise or drop with the mouth that is pasted and the old chin line is covered.
+    """
+    nose = bg_points[NOSE_TIP].astype(np.float64)
+    jaws = [bg_points[_JAW].astype(np.float64), src_points_in_bg[_JAW].astype(np.float64)]
+    far = np.where((np.linalg.norm(jaws[0] - nose, axis=1) >= np.linalg.norm(jaws[1] - nose, axis=1))[:, None],
+                   jaws[0], jaws[1])
+    out = []
+    for jaw in jaws:
+        towards = nose - jaw
+        face = jaw + towards / np.maximum(np.linalg.norm(towards, axis=1, keepdims=True), 1e-6) * inset
+        face[_CHIN] = far[_CHIN] - (towards[_CHIN] / np.maximum(
+            np.linalg.norm(towards[_CHIN], axis=1, keepdims=True), 1e-6)) * inset
+        out.append(face)
+    return out
 
 
 def mouth_transform(src_points: np.ndarray, dst_points: np.ndarray) -> np.ndarray:
@@ -64,8 +81,7 @@ def paste_mouth(
     cv2.fillConvexPoly(mask, hull, 1.0, lineType=cv2.LINE_AA)
     # Inside both faces: where the heads differ in pose, one jaw line would otherwise carry the
     # scenery behind one head over the other's cheek (a ghost jaw line).
-    inset = JAW_INSET * feather
-    for face in (inset_face(bg_points, inset), apply_affine(m, inset_face(src_points, inset))):
+    for face in face_limits(bg_points, apply_affine(m, src_points), JAW_INSET * feather):
         inside = np.zeros_like(mask)
         cv2.fillPoly(inside, [(face - (x0, y0)).astype(np.int32)], 1.0, lineType=cv2.LINE_AA)
         mask *= inside
