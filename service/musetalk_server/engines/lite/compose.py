@@ -15,6 +15,9 @@ __all__ = ["FEATHER", "paste_mouth", "mouth_transform"]
 
 FEATHER = 0.07  # soft-edge width of the pasted region, inter-ocular units
 RING_LO, RING_HI = 0.05, 0.5  # mask levels whose pixels set the colour correction
+SHADE_SCALE = 0.15  # inter-ocular units: the colour correction may vary over this distance
+SAME_CONTENT = 30.0  # summed |BGR| deviation from the ring's typical difference: beyond it, other content
+_SHADE_STEP = 4  # the correction field is computed at 1/4 resolution (it is smooth anyway)
 JAW_INSET = 2.0  # feathers: how far inside both jaw lines the pasted region must end
 _STABLE = list(STABLE_POINTS)
 _JAW = list(JAW)
@@ -96,8 +99,36 @@ def paste_mouth(
     # 3. Colour: match the patch to the background along the soft edge, where the two meet.
     ring = cv2.inRange(mask, RING_LO, RING_HI)
     if cv2.countNonZero(ring):
-        offset = np.subtract(cv2.mean(bg, ring), cv2.mean(patch, ring))
-        patch = cv2.add(patch, tuple(float(v) for v in offset))
+        patch = _match_colour(patch, bg, ring, SHADE_SCALE * iod)
     # 4. Blend (cv2 keeps this ~5x cheaper than the same in numpy floats).
     out[y0:y1, x0:x1] = cv2.blendLinear(patch, bg, mask, 1.0 - mask)
     return out
+
+
+def _match_colour(patch: np.ndarray, bg: np.ndarray, ring: np.ndarray, scale_px: float) -> np.ndarray:
+    """`patch` plus a smooth colour field that makes it equal `bg` on average along `ring`.
+
+    A single offset leaves a pale or dark patch where the head turned and the light falls
+    differently across the face; the field is the ring's difference spread inwards by a
+    normalised blur, so each side of the mouth gets the correction its own edge asks for.
+    """
+    h, w = patch.shape[:2]
+    small = (max(w // _SHADE_STEP, 1), max(h // _SHADE_STEP, 1))
+    weight = cv2.resize(ring, small, interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+    diff = (cv2.resize(bg, small, interpolation=cv2.INTER_LINEAR).astype(np.float32)
+            - cv2.resize(patch, small, interpolation=cv2.INTER_LINEAR))
+    # Only ring pixels that show the same thing in both (skin on skin) say anything about the
+    # light: where a chin meets a collar the difference is content, not colour.
+    on = weight > 0.5
+    if on.any():
+        typical = np.median(diff[on], axis=0)
+        weight = weight * (np.abs(diff - typical).sum(axis=2) < SAME_CONTENT)
+    sigma = max(scale_px / _SHADE_STEP, 1.0)
+    num = cv2.GaussianBlur(diff * weight[..., None], (0, 0), sigma)
+    den = cv2.GaussianBlur(weight, (0, 0), sigma)[..., None]
+    mean = (diff * weight[..., None]).sum((0, 1)) / max(float(weight.sum()), 1e-6)
+    # Far from the ring the blur has no support: fall back on the ring's mean difference there.
+    support = np.clip(den / (den.max() * 0.2 + 1e-6), 0.0, 1.0)
+    field = support * num / np.maximum(den, 1e-6) + (1.0 - support) * mean
+    field = cv2.resize(field.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.add(patch, field, dtype=cv2.CV_8U)  # saturating, in one pass
