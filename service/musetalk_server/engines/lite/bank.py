@@ -18,7 +18,7 @@ from ...face.landmarks import interocular
 from .geometry import mouth_aperture, mouth_width
 from .shape import MouthShape, ShapeRange
 
-__all__ = ["MouthBank", "MouthPicker", "build_bank"]
+__all__ = ["MouthBank", "MouthPicker", "build_bank", "shut_candidates"]
 
 OPEN_PERCENTILE = 90.0  # the widest target is this percentile of the bank's apertures
 CURVE_PERCENTILES = np.linspace(0.0, OPEN_PERCENTILE, 11)  # openness 0, 0.1, ... 1 -> these

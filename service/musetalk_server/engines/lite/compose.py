@@ -1,6 +1,8 @@
 """Paste one frame's mouth into another frame, in the background's head pose, without seams.
 
 Only a box around the mouth-and-chin region is touched; the rest of the frame is copied as is.
+The region stays inside both heads' jaw lines on the sides of the face, reaches under both chins,
+and its colour is matched by a smooth field read off the skin along its soft edge.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ RING_LO, RING_HI = 0.05, 0.5  # mask levels whose pixels set the colour correcti
 SHADE_SCALE = 0.15  # inter-ocular units: the colour correction may vary over this distance
 SAME_CONTENT = 30.0  # summed |BGR| deviation from the ring's typical difference: beyond it, other content
 _SHADE_STEP = 4  # the correction field is computed at 1/4 resolution (it is smooth anyway)
+_FULL_SUPPORT = 0.2  # share of the best-supported point's ring weight that trusts the local field
 JAW_INSET = 2.0  # feathers: how far inside both jaw lines the pasted region must end
 _STABLE = list(STABLE_POINTS)
 _JAW = list(JAW)
@@ -128,7 +131,7 @@ def _match_colour(patch: np.ndarray, bg: np.ndarray, ring: np.ndarray, scale_px:
     den = cv2.GaussianBlur(weight, (0, 0), sigma)[..., None]
     mean = (diff * weight[..., None]).sum((0, 1)) / max(float(weight.sum()), 1e-6)
     # Far from the ring the blur has no support: fall back on the ring's mean difference there.
-    support = np.clip(den / (den.max() * 0.2 + 1e-6), 0.0, 1.0)
+    support = np.clip(den / (den.max() * _FULL_SUPPORT + 1e-6), 0.0, 1.0)
     field = support * num / np.maximum(den, 1e-6) + (1.0 - support) * mean
     field = cv2.resize(field.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     return cv2.add(patch, field, dtype=cv2.CV_8U)  # saturating, in one pass

@@ -1,7 +1,8 @@
 """The `lite` engine: lip sync on the CPU from the avatar's own mouth images, no weights.
 
 prepare: measure every avatar frame's mouth (aperture, width) and head pose -> `bank.npz`.
-render:  audio -> target mouth shape per frame (shape.py) -> best bank frame (bank.py) ->
+open:    add a few of the avatar's least-open mouths warped shut (synth.py) to the bank.
+render:  audio -> target mouth shape per frame (shape.py) -> best bank entry (bank.py) ->
          its mouth pasted into the ping-pong background frame (compose.py).
 """
 

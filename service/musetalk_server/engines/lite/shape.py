@@ -2,7 +2,10 @@
 
 Shapes are in inter-ocular units, like the mouth bank's, so a target can be looked up directly.
 The level of the speech is unknown up front; it is read from the first seconds (a bounded cost,
-so the first frame does not wait on long audio) and then follows the speech as it goes.
+so the first frame does not wait on long audio) and then follows the speech as it goes. So is
+the speech's own wide opening, which scales openness; openness then goes through the bank's
+aperture quantiles, so the mouth opens as this person opens. A frame whose own sound is a pause
+is shut, whatever its neighbours do.
 """
 
 from __future__ import annotations
