@@ -5,8 +5,13 @@ mouth moves before the sound it makes, so a frame shows the shape of the sound a
 From that spectrum come three numbers:
 
 - `loudness`: dB of the 300-3000 Hz band, where the vowels and voiced consonants carry their energy;
-- `f1_share`: how much of the 200-1000 Hz energy lies above 450 Hz. Open vowels (/a/) put the
-  first formant near 700 Hz, closed ones (/i/, /u/) near 300 Hz, so it tracks jaw opening;
+- `gate_loudness`: the same, centred on the frame's own instant (no lead): whether the frame
+  itself is silent, so the anticipation does not open the mouth before the sound starts;
+- `centroid`: the power-weighted mean frequency of 200-3000 Hz. Open vowels (/a/) put the first
+  formant near 700 Hz and most of their energy around it; closed and rounded ones (/u/, /o/) sit
+  near 300 Hz and nasals (/m/, /n/, lips or tongue shut) lower still, so it tracks jaw opening.
+  Measured on the ground-truth clips it predicts the filmed aperture better than the share of
+  200-1000 Hz energy above 450 Hz that an earlier version used;
 - `f2_share`: how much of the 600-3000 Hz energy lies above 1500 Hz. Spread vowels (/i/, /e/)
   have a high second formant, rounded ones (/u/, /o/) a low one, so it tracks lip width.
 """
@@ -28,8 +33,8 @@ _EPS = 1e-10
 
 # Frequency bands as FFT bin ranges [lo, hi).
 _LOUD_BAND = (int(300 / _BIN_HZ), int(3000 / _BIN_HZ))
-_F1_BAND = (int(200 / _BIN_HZ), int(1000 / _BIN_HZ))
-_F1_SPLIT = int(450 / _BIN_HZ)
+_CENTROID_BAND = (int(200 / _BIN_HZ), int(3000 / _BIN_HZ))
+_CENTROID_HZ = np.arange(*_CENTROID_BAND, dtype=np.float32) * _BIN_HZ
 _F2_BAND = (int(600 / _BIN_HZ), int(3000 / _BIN_HZ))
 _F2_SPLIT = int(1500 / _BIN_HZ)
 
@@ -43,7 +48,8 @@ class FrameFeatures:
     """Features for a run of frames, each an (n,) float32 array."""
 
     loudness: np.ndarray  # dB re full scale
-    f1_share: np.ndarray  # [0, 1]
+    gate_loudness: np.ndarray  # dB re full scale
+    centroid: np.ndarray  # Hz, within 200-3000
     f2_share: np.ndarray  # [0, 1]
 
 
@@ -52,20 +58,31 @@ def frame_features(audio: np.ndarray, fps: float, start: int, stop: int) -> Fram
 
     Cost is proportional to stop - start only; audio outside the window reads as silence.
     """
-    idx = np.arange(start, stop)
-    centres = np.round(((idx + 0.5) / fps + LEAD_S) * SAMPLE_RATE).astype(np.int64)
+    mid_s = (np.arange(start, stop) + 0.5) / fps
+    power = _power(audio, mid_s + LEAD_S)  # (n, WINDOW/2+1)
+    loud = power[:, slice(*_LOUD_BAND)].sum(axis=1)
+    gate = _power(audio, mid_s)[:, slice(*_LOUD_BAND)].sum(axis=1)
+    voiced = power[:, slice(*_CENTROID_BAND)]
+    centroid = (voiced @ _CENTROID_HZ) / (voiced.sum(axis=1) + _EPS)
+    f2_all = power[:, slice(*_F2_BAND)].sum(axis=1)
+    f2_high = power[:, _F2_SPLIT:_F2_BAND[1]].sum(axis=1)
+    return FrameFeatures(
+        loudness=_db(loud),
+        gate_loudness=_db(gate),
+        centroid=centroid.astype(np.float32),
+        f2_share=(f2_high / (f2_all + _EPS)).astype(np.float32),
+    )
+
+
+def _power(audio: np.ndarray, centres_s: np.ndarray) -> np.ndarray:
+    """(n, WINDOW/2+1) Hann-windowed power spectra centred at `centres_s` seconds; zeros outside."""
+    centres = np.round(centres_s * SAMPLE_RATE).astype(np.int64)
     # (n, WINDOW) sample indices, then a zero-padded gather.
     pos = centres[:, None] + np.arange(-WINDOW // 2, WINDOW // 2)[None, :]
     valid = (pos >= 0) & (pos < len(audio))
     seg = np.where(valid, audio[np.clip(pos, 0, max(len(audio) - 1, 0))] if len(audio) else 0.0, 0.0)
-    power = np.abs(np.fft.rfft(seg.astype(np.float32) * _HANN, axis=1)) ** 2  # (n, WINDOW/2+1)
-    loud = power[:, slice(*_LOUD_BAND)].sum(axis=1)
-    f1_all = power[:, slice(*_F1_BAND)].sum(axis=1)
-    f1_high = power[:, _F1_SPLIT:_F1_BAND[1]].sum(axis=1)
-    f2_all = power[:, slice(*_F2_BAND)].sum(axis=1)
-    f2_high = power[:, _F2_SPLIT:_F2_BAND[1]].sum(axis=1)
-    return FrameFeatures(
-        loudness=(10 * np.log10(loud / _DB_REF + _EPS)).astype(np.float32),
-        f1_share=(f1_high / (f1_all + _EPS)).astype(np.float32),
-        f2_share=(f2_high / (f2_all + _EPS)).astype(np.float32),
-    )
+    return np.abs(np.fft.rfft(seg.astype(np.float32) * _HANN, axis=1)) ** 2
+
+
+def _db(power: np.ndarray) -> np.ndarray:
+    return (10 * np.log10(power / _DB_REF + _EPS)).astype(np.float32)

@@ -18,18 +18,23 @@ from ...face.landmarks import interocular
 from .geometry import mouth_aperture, mouth_width
 from .shape import MouthShape, ShapeRange
 
-__all__ = ["MouthBank", "MouthPicker", "build_bank"]
+__all__ = ["MouthBank", "MouthPicker", "build_bank", "shut_candidates"]
 
 OPEN_PERCENTILE = 90.0  # the widest target is this percentile of the bank's apertures
+CURVE_PERCENTILES = np.linspace(0.0, OPEN_PERCENTILE, 11)  # openness 0, 0.1, ... 1 -> these
 SHUT_MARGIN = 0.012  # inter-ocular units above the bank's most closed mouth that still read as shut
 SHUT_PENALTY = 6.0  # in silence, a mouth that is not shut costs this much extra
-APERTURE_TOL = 0.02  # inter-ocular units: shape error that costs 1
+APERTURE_TOL = 0.01  # inter-ocular units: shape error that costs 1
 WIDTH_TOL = 0.04
 POSE_TOL = 0.03  # inter-ocular units of nose offset (yaw / pitch proxy) that costs 1
 WIDTH_WEIGHT = 0.3
 POSE_WEIGHT = 0.5
 STICKY_COST = 0.6  # a new choice must beat the current one by this much
+PAUSE_STICKY_COST = 3.0  # ... and by this much more in a pause, where any change shows as a twitch
 NEIGHBOUR_BONUS = 0.3  # moving to the next frame of the source keeps real motion
+SHUT_SOURCES = 8  # at most this many mouths are warped shut, one per stretch of the timeline
+SHUT_LIMIT = 0.1  # inter-ocular units: only mouths opened less than this are warped shut
+ALREADY_SHUT = 0.01  # a mouth this closed needs no warp
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,18 @@ class MouthBank:
             open=float(np.percentile(self.aperture, OPEN_PERCENTILE)),
             width_lo=float(np.percentile(self.width, 10)),
             width_hi=float(np.percentile(self.width, 90)),
+            curve=tuple(float(v) for v in np.percentile(self.aperture, CURVE_PERCENTILES)),
+        )
+
+    def __len__(self) -> int:
+        return len(self.aperture)
+
+    def extended(self, other: MouthBank) -> MouthBank:
+        """This bank followed by `other`'s entries (synthetic mouths appended after the frames)."""
+        return MouthBank(
+            aperture=np.concatenate([self.aperture, other.aperture]),
+            width=np.concatenate([self.width, other.width]),
+            pose=np.concatenate([self.pose, other.pose]),
         )
 
     def save(self, path: Path) -> None:
@@ -70,11 +87,27 @@ def build_bank(landmarks: np.ndarray) -> MouthBank:
     )
 
 
+def shut_candidates(bank: MouthBank, count: int = SHUT_SOURCES) -> list[int]:
+    """Frames worth warping shut: the most closed one of each of `count` stretches of the timeline.
+
+    Spreading them over time spreads them over the head poses the avatar goes through, so a
+    shut mouth exists near every background pose. Frames already shut, or opened too wide to
+    close without squashing the teeth, are left out.
+    """
+    picks = []
+    for part in np.array_split(np.arange(len(bank)), min(count, len(bank))):
+        k = int(part[np.argmin(bank.aperture[part])])
+        if ALREADY_SHUT < bank.aperture[k] < SHUT_LIMIT:
+            picks.append(k)
+    return picks
+
+
 class MouthPicker:
     """Chooses a bank frame per output frame; one instance per render (it remembers the last pick)."""
 
-    def __init__(self, bank: MouthBank) -> None:
+    def __init__(self, bank: MouthBank, n_frames: int | None = None) -> None:
         self.bank = bank
+        self.n_frames = len(bank) if n_frames is None else n_frames  # entries past this are synthetic
         self.last: int | None = None
 
     def costs(self, shape: MouthShape, background: int) -> np.ndarray:
@@ -91,9 +124,9 @@ class MouthPicker:
         c = self.costs(shape, background)
         if self.last is not None:
             nxt = self.last + 1
-            if nxt < len(c):
+            if nxt < self.n_frames:
                 c[nxt] -= NEIGHBOUR_BONUS
-            c[self.last] -= STICKY_COST
+            c[self.last] -= STICKY_COST + (PAUSE_STICKY_COST if shape.openness == 0.0 else 0.0)
         k = int(np.argmin(c))
         self.last = k
         return k

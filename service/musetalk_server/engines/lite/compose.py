@@ -1,6 +1,8 @@
 """Paste one frame's mouth into another frame, in the background's head pose, without seams.
 
 Only a box around the mouth-and-chin region is touched; the rest of the frame is copied as is.
+The region stays inside both heads' jaw lines on the sides of the face, reaches under both chins,
+and its colour is matched by a smooth field read off the skin along its soft edge.
 """
 
 from __future__ import annotations
@@ -8,14 +10,44 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ...face.landmarks import interocular
+from ...face.landmarks import JAW, interocular
 from .geometry import STABLE_POINTS, apply_affine, region_polygon, similarity
 
 __all__ = ["FEATHER", "paste_mouth", "mouth_transform"]
 
 FEATHER = 0.07  # soft-edge width of the pasted region, inter-ocular units
 RING_LO, RING_HI = 0.05, 0.5  # mask levels whose pixels set the colour correction
+SHADE_SCALE = 0.15  # inter-ocular units: the colour correction may vary over this distance
+SAME_CONTENT = 30.0  # summed |BGR| deviation from the ring's typical difference: beyond it, other content
+_SHADE_STEP = 4  # the correction field is computed at 1/4 resolution (it is smooth anyway)
+_FULL_SUPPORT = 0.2  # share of the best-supported point's ring weight that trusts the local field
+JAW_INSET = 2.0  # feathers: how far inside both jaw lines the pasted region must end
 _STABLE = list(STABLE_POINTS)
+_JAW = list(JAW)
+_CHIN = slice(JAW.index(176), JAW.index(400) + 1)  # the part of the jaw line that drops as the mouth opens
+NOSE_TIP = 4
+
+
+def face_limits(bg_points: np.ndarray, src_points_in_bg: np.ndarray, inset: float) -> list[np.ndarray]:
+    """Two (K, 2) face outlines, ear to ear, that the pasted region must stay inside.
+
+    On the sides of the face each outline is its own head's jaw line pulled `inset` px in, so
+    where the two heads differ in pose neither carries the scenery behind it over the other's
+    cheek. Under the chin both take the lower of the two chins, pushed `inset` px out, so the jaw
+    may rise or drop with the mouth that is pasted and the old chin line is covered.
+    """
+    nose = bg_points[NOSE_TIP].astype(np.float64)
+    jaws = [bg_points[_JAW].astype(np.float64), src_points_in_bg[_JAW].astype(np.float64)]
+    far = np.where((np.linalg.norm(jaws[0] - nose, axis=1) >= np.linalg.norm(jaws[1] - nose, axis=1))[:, None],
+                   jaws[0], jaws[1])
+    out = []
+    for jaw in jaws:
+        towards = nose - jaw
+        face = jaw + towards / np.maximum(np.linalg.norm(towards, axis=1, keepdims=True), 1e-6) * inset
+        face[_CHIN] = far[_CHIN] - (towards[_CHIN] / np.maximum(
+            np.linalg.norm(towards[_CHIN], axis=1, keepdims=True), 1e-6)) * inset
+        out.append(face)
+    return out
 
 
 def mouth_transform(src_points: np.ndarray, dst_points: np.ndarray) -> np.ndarray:
@@ -53,6 +85,12 @@ def paste_mouth(
     mask = np.zeros((y1 - y0, x1 - x0), np.float32)
     hull = cv2.convexHull((poly - (x0, y0)).astype(np.float32)).astype(np.int32)
     cv2.fillConvexPoly(mask, hull, 1.0, lineType=cv2.LINE_AA)
+    # Inside both faces: where the heads differ in pose, one jaw line would otherwise carry the
+    # scenery behind one head over the other's cheek (a ghost jaw line).
+    for face in face_limits(bg_points, apply_affine(m, src_points), JAW_INSET * feather):
+        inside = np.zeros_like(mask)
+        cv2.fillPoly(inside, [(face - (x0, y0)).astype(np.int32)], 1.0, lineType=cv2.LINE_AA)
+        mask *= inside
     ksize = int(2 * round(2 * feather) + 1)
     mask = cv2.GaussianBlur(mask, (ksize, ksize), feather / 1.5)
     # 2. The source warped straight into the box (one resampling).
@@ -64,8 +102,36 @@ def paste_mouth(
     # 3. Colour: match the patch to the background along the soft edge, where the two meet.
     ring = cv2.inRange(mask, RING_LO, RING_HI)
     if cv2.countNonZero(ring):
-        offset = np.subtract(cv2.mean(bg, ring), cv2.mean(patch, ring))
-        patch = cv2.add(patch, tuple(float(v) for v in offset))
+        patch = _match_colour(patch, bg, ring, SHADE_SCALE * iod)
     # 4. Blend (cv2 keeps this ~5x cheaper than the same in numpy floats).
     out[y0:y1, x0:x1] = cv2.blendLinear(patch, bg, mask, 1.0 - mask)
     return out
+
+
+def _match_colour(patch: np.ndarray, bg: np.ndarray, ring: np.ndarray, scale_px: float) -> np.ndarray:
+    """`patch` plus a smooth colour field that makes it equal `bg` on average along `ring`.
+
+    A single offset leaves a pale or dark patch where the head turned and the light falls
+    differently across the face; the field is the ring's difference spread inwards by a
+    normalised blur, so each side of the mouth gets the correction its own edge asks for.
+    """
+    h, w = patch.shape[:2]
+    small = (max(w // _SHADE_STEP, 1), max(h // _SHADE_STEP, 1))
+    weight = cv2.resize(ring, small, interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+    diff = (cv2.resize(bg, small, interpolation=cv2.INTER_LINEAR).astype(np.float32)
+            - cv2.resize(patch, small, interpolation=cv2.INTER_LINEAR))
+    # Only ring pixels that show the same thing in both (skin on skin) say anything about the
+    # light: where a chin meets a collar the difference is content, not colour.
+    on = weight > 0.5
+    if on.any():
+        typical = np.median(diff[on], axis=0)
+        weight = weight * (np.abs(diff - typical).sum(axis=2) < SAME_CONTENT)
+    sigma = max(scale_px / _SHADE_STEP, 1.0)
+    num = cv2.GaussianBlur(diff * weight[..., None], (0, 0), sigma)
+    den = cv2.GaussianBlur(weight, (0, 0), sigma)[..., None]
+    mean = (diff * weight[..., None]).sum((0, 1)) / max(float(weight.sum()), 1e-6)
+    # Far from the ring the blur has no support: fall back on the ring's mean difference there.
+    support = np.clip(den / (den.max() * _FULL_SUPPORT + 1e-6), 0.0, 1.0)
+    field = support * num / np.maximum(den, 1e-6) + (1.0 - support) * mean
+    field = cv2.resize(field.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.add(patch, field, dtype=cv2.CV_8U)  # saturating, in one pass

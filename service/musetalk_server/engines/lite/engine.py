@@ -1,7 +1,8 @@
 """The `lite` engine: lip sync on the CPU from the avatar's own mouth images, no weights.
 
 prepare: measure every avatar frame's mouth (aperture, width) and head pose -> `bank.npz`.
-render:  audio -> target mouth shape per frame (shape.py) -> best bank frame (bank.py) ->
+open:    add a few of the avatar's least-open mouths warped shut (synth.py) to the bank.
+render:  audio -> target mouth shape per frame (shape.py) -> best bank entry (bank.py) ->
          its mouth pasted into the ping-pong background frame (compose.py).
 """
 
@@ -19,9 +20,10 @@ from ...errors import AvatarEngineMismatch, InvalidInput
 from ...face.landmarks import interocular
 from ...media.timeline import SAMPLE_RATE, frame_count, pingpong_index
 from ..base import AvatarFrames, Engine, LoadedAvatar, Renderer
-from .bank import MouthBank, MouthPicker, build_bank
+from .bank import MouthBank, MouthPicker, build_bank, shut_candidates
 from .compose import paste_mouth
 from .shape import ShapeStream
+from .synth import close_lips
 
 __all__ = ["LiteEngine", "LiteRenderer"]
 
@@ -35,8 +37,14 @@ class LiteRenderer(Renderer):
     """Renders one prepared avatar. Stateless between calls, so requests may share it."""
 
     def __init__(self, frames: list[np.ndarray], landmarks: np.ndarray, bank: MouthBank) -> None:
-        self.frames, self.landmarks, self.bank = frames, landmarks, bank
-        self.shape_range = bank.shape_range()
+        self.frames, self.landmarks = frames, landmarks
+        # Mouth sources: the avatar's frames, then a few of them warped shut (synth.py), so a
+        # speaker who never closed their lips on camera can still close them in a pause.
+        shut = [close_lips(frames[k], landmarks[k]) for k in shut_candidates(bank)]
+        self.sources = list(frames) + [f for f, _ in shut]
+        self.source_points = np.concatenate([landmarks] + [p[None] for _, p in shut])
+        self.bank = bank.extended(build_bank(self.source_points[len(frames):])) if shut else bank
+        self.shape_range = self.bank.shape_range()
 
     def render(
         self, audio: np.ndarray, fps: float, cancel: threading.Event | None = None
@@ -47,13 +55,13 @@ class LiteRenderer(Renderer):
         n_out = frame_count(len(audio), fps)
         n_src = len(self.frames)
         shapes = ShapeStream(audio, fps, n_out, self.shape_range)
-        picker = MouthPicker(self.bank)
+        picker = MouthPicker(self.bank, n_frames=n_src)
         for i, shape in enumerate(shapes):
             if cancel is not None and cancel.is_set():
                 return
             b = pingpong_index(i, n_src)
             k = picker.pick(shape, b)
-            yield paste_mouth(self.frames[b], self.landmarks[b], self.frames[k], self.landmarks[k])
+            yield paste_mouth(self.frames[b], self.landmarks[b], self.sources[k], self.source_points[k])
 
 
 class LiteEngine(Engine):

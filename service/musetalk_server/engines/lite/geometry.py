@@ -30,6 +30,8 @@ UPPER_LIP_TOP = (164, 167, 393)  # between the nose and the upper lip
 REGION_POINTS = LIPS_OUTER + CHIN_POINTS + CHEEK_POINTS + UPPER_LIP_TOP
 MOUTH_CORNERS = (61, 291)
 LIP_DILATION = 1.25  # the lips' outline grows by this factor about the mouth centre
+CHIN_MARGIN = 0.08  # inter-ocular units the region reaches below the chin, so that a chin which
+# rose or dropped with the pasted mouth covers the old chin line instead of leaving it half-blended
 
 
 def mouth_aperture(points: np.ndarray) -> np.ndarray:
@@ -65,8 +67,12 @@ def region_polygon(points: np.ndarray) -> np.ndarray:
     lips = points[list(LIPS_OUTER)]
     centre = lips.mean(0)
     grown = centre + (lips - centre) * LIP_DILATION
-    others = points[list(CHIN_POINTS + CHEEK_POINTS + UPPER_LIP_TOP)]
-    return np.vstack([grown, others]).astype(np.float32)
+    chin = points[list(CHIN_POINTS)]
+    away = chin - centre
+    chin = chin + away / np.maximum(np.linalg.norm(away, axis=1, keepdims=True), 1e-6) * (
+        CHIN_MARGIN * float(interocular(points)))
+    others = points[list(CHEEK_POINTS + UPPER_LIP_TOP)]
+    return np.vstack([grown, chin, others]).astype(np.float32)
 
 
 def inner_lip_polygon(points: np.ndarray) -> np.ndarray:

@@ -2,7 +2,10 @@
 
 Shapes are in inter-ocular units, like the mouth bank's, so a target can be looked up directly.
 The level of the speech is unknown up front; it is read from the first seconds (a bounded cost,
-so the first frame does not wait on long audio) and then follows the speech as it goes.
+so the first frame does not wait on long audio) and then follows the speech as it goes. So is
+the speech's own wide opening, which scales openness; openness then goes through the bank's
+aperture quantiles, so the mouth opens as this person opens. A frame whose own sound is a pause
+is shut, whatever its neighbours do.
 """
 
 from __future__ import annotations
@@ -18,15 +21,17 @@ __all__ = ["ShapeRange", "MouthShape", "ShapeStream", "openness"]
 
 PRIME_S = 10.0  # seconds read before the first frame to learn the speech level (bounded cost: ~3 ms)
 LEVEL_PERCENTILE = 95.0  # the speech level is this percentile of frame loudness
-RANGE_DB = 24.0  # from the level down this many dB the mouth goes from open to closed
-SILENCE_DB = 30.0  # below level - SILENCE_DB a frame is silence: mouth shut
+RANGE_DB = 30.0  # from the level down this many dB the mouth goes from open to closed
+SILENCE_DB = 24.0  # a frame whose own sound is this far under the level is a pause: mouth shut
 MIN_LEVEL_DB = -50.0  # a level below this is noise, not speech (keeps a silent start silent)
-VOWEL_WEIGHT = 0.35  # how much the first-formant position modulates the opening
+OPEN_REF_PERCENTILE = 90.0  # openness of voiced frames is scaled so this percentile opens fully
+MIN_OPEN_REF = 0.2  # ... but never by more than 1 / this (quiet murmurs stay small)
+VOWEL_WEIGHT = 0.6  # how much the vowel's spectral centroid modulates the opening
+CENTROID_HZ = (400.0, 1200.0)  # centroids from closed (/u/, nasals) to open (/a/) sounds
 WIDTH_GAIN = 0.8  # share of the bank's width range spanned by the second formant
-PAUSE_CLOSE = 0.3  # a silent frame keeps only this share of its neighbours' opening
 CHUNK = 8  # frames of features computed per step
 # Coarticulation: each target blends with its neighbours; two frames of look-ahead.
-SMOOTH_KERNEL = np.array([0.1, 0.2, 0.4, 0.2, 0.1], dtype=np.float32)
+SMOOTH_KERNEL = np.array([1, 2, 3, 2, 1], dtype=np.float32) / 9
 LOOKAHEAD = len(SMOOTH_KERNEL) // 2
 
 
@@ -38,6 +43,14 @@ class ShapeRange:
     open: float  # the widest opening to ask for
     width_lo: float
     width_hi: float
+    # Apertures for openness 0, 1/(n-1), ..., 1: the bank's own quantiles, so that speech is
+    # shown with the spread of openings this person actually makes, not a straight ramp.
+    curve: tuple[float, ...] = ()
+
+    def aperture(self, openness: float) -> float:
+        if not self.curve:
+            return self.closed + (self.open - self.closed) * openness
+        return float(np.interp(openness, np.linspace(0.0, 1.0, len(self.curve)), self.curve))
 
 
 @dataclass(frozen=True)
@@ -51,30 +64,40 @@ def openness(feat: FrameFeatures, level_db: float) -> np.ndarray:
     """(n,) loudness-and-vowel driven opening in [0, 1]; exactly 0 in silence."""
     rel = (feat.loudness - (level_db - RANGE_DB)) / RANGE_DB
     loud = np.clip(rel, 0.0, 1.0)
-    vowel = np.clip((feat.f1_share - 0.2) / 0.6, 0.0, 1.0)
+    lo, hi = CENTROID_HZ
+    vowel = np.clip((feat.centroid - lo) / (hi - lo), 0.0, 1.0)
     out = loud * ((1 - VOWEL_WEIGHT) + VOWEL_WEIGHT * vowel)
-    out[feat.loudness < level_db - SILENCE_DB] = 0.0
+    out[feat.gate_loudness < level_db - SILENCE_DB] = 0.0
     return out.astype(np.float32)
 
 
-class LoudnessLevel:
-    """Running percentile of frame loudness, from a histogram: O(1) per frame at any length."""
+class RunningPercentile:
+    """Running percentile of a stream of values, from a histogram: O(1) per frame at any length."""
 
-    LO_DB, HI_DB, STEP_DB = -120.0, 20.0, 0.5
+    def __init__(self, lo: float, hi: float, step: float, percentile: float, floor: float) -> None:
+        self.lo, self.step, self.percentile, self.floor = lo, step, percentile, floor
+        self.counts = np.zeros(int((hi - lo) / step) + 1, np.int64)
 
-    def __init__(self) -> None:
-        self.counts = np.zeros(int((self.HI_DB - self.LO_DB) / self.STEP_DB) + 1, np.int64)
-
-    def add(self, loudness: np.ndarray) -> None:
-        bins = np.clip(((loudness - self.LO_DB) / self.STEP_DB).astype(int), 0, len(self.counts) - 1)
+    def add(self, values: np.ndarray) -> None:
+        bins = np.clip(((values - self.lo) / self.step).astype(int), 0, len(self.counts) - 1)
         np.add.at(self.counts, bins, 1)
 
-    def level(self) -> float:
+    def value(self) -> float:
         total = int(self.counts.sum())
         if total == 0:
-            return MIN_LEVEL_DB
-        k = int(np.searchsorted(np.cumsum(self.counts), total * LEVEL_PERCENTILE / 100.0))
-        return max(self.LO_DB + k * self.STEP_DB, MIN_LEVEL_DB)
+            return self.floor
+        k = int(np.searchsorted(np.cumsum(self.counts), total * self.percentile / 100.0))
+        return max(self.lo + k * self.step, self.floor)
+
+
+def loudness_level() -> RunningPercentile:
+    """The speech level: LEVEL_PERCENTILE of frame loudness in dB, never below MIN_LEVEL_DB."""
+    return RunningPercentile(-120.0, 20.0, 0.5, LEVEL_PERCENTILE, MIN_LEVEL_DB)
+
+
+def openness_level() -> RunningPercentile:
+    """What a wide-open frame of this speech reaches: OPEN_REF_PERCENTILE of the voiced openness."""
+    return RunningPercentile(0.0, 1.0, 0.01, OPEN_REF_PERCENTILE, MIN_OPEN_REF)
 
 
 class ShapeStream:
@@ -82,16 +105,27 @@ class ShapeStream:
 
     def __init__(self, audio: np.ndarray, fps: float, n_frames: int, shapes: ShapeRange) -> None:
         self.audio, self.fps, self.n_frames, self.range = audio, fps, n_frames, shapes
-        self._level = LoudnessLevel()
+        # Prime both levels on the first seconds, so the first frame is already on scale.
+        self._level, self._open_ref = loudness_level(), openness_level()
         self._seen = min(n_frames, int(PRIME_S * fps))
-        self._level.add(frame_features(audio, fps, 0, self._seen).loudness)
+        feat = frame_features(audio, fps, 0, self._seen)
+        self._level.add(feat.loudness)
+        self._add_voiced(openness(feat, self._level.value()))
+
+    def _add_voiced(self, opened: np.ndarray) -> None:
+        self._open_ref.add(opened[opened > 0])
 
     def _raw(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         feat = frame_features(self.audio, self.fps, start, stop)
-        if stop > self._seen:  # frames past the priming window join the level estimate
-            self._level.add(feat.loudness[max(self._seen - start, 0):])
+        new = slice(max(self._seen - start, 0), None)  # frames past the priming window join the levels
+        if stop > self._seen:
+            self._level.add(feat.loudness[new])
+        opened = openness(feat, self._level.value())
+        if stop > self._seen:
+            self._add_voiced(opened[new])
             self._seen = stop
-        opened = openness(feat, self._level.level())
+        # Relative to this speech's own wide opening, so typical speech spans the bank's shapes.
+        opened = np.clip(opened / self._open_ref.value(), 0.0, 1.0).astype(np.float32)
         spread = np.clip((feat.f2_share - 0.05) / 0.5, 0.0, 1.0) - 0.5
         return opened, (spread * opened).astype(np.float32)
 
@@ -114,12 +148,10 @@ class ShapeStream:
             i = done - base
             window = _take(open_buf, i - LOOKAHEAD, len(SMOOTH_KERNEL))
             swindow = _take(spread_buf, i - LOOKAHEAD, len(SMOOTH_KERNEL))
-            o = float(window @ SMOOTH_KERNEL)
-            # A frame that is itself silent stays shut: smoothing must not leak opening into pauses.
-            if open_buf[i] == 0.0:
-                o *= PAUSE_CLOSE
+            # A frame that is itself silent is shut: smoothing must not leak opening into pauses.
+            o = float(window @ SMOOTH_KERNEL) if open_buf[i] > 0.0 else 0.0
             yield MouthShape(
-                aperture=r.closed + (r.open - r.closed) * o,
+                aperture=r.aperture(o),
                 width=width_mid + width_span * float(swindow @ SMOOTH_KERNEL),
                 openness=o,
             )

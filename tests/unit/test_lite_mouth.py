@@ -1,0 +1,56 @@
+"""The lite engine's mouth pieces on their own: shutting lips by warping, and shut mouths in pauses."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from musetalk_server.engines.lite.bank import MouthBank, shut_candidates
+from musetalk_server.engines.lite.geometry import mouth_aperture
+from musetalk_server.engines.lite.shape import ShapeRange, ShapeStream
+from musetalk_server.engines.lite.synth import close_lips
+from musetalk_server.face.landmarks import LIPS_INNER_LOWER, LIPS_INNER_UPPER
+from musetalk_server.media.timeline import SAMPLE_RATE
+
+FPS = 25.0
+
+
+def open_mouth_face(gap: float = 12.0) -> tuple[np.ndarray, np.ndarray]:
+    """A textured 256x256 frame and the landmarks the warp reads: eyes, nose, chin, lips `gap` px apart."""
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    pts = np.zeros((478, 2), np.float32)
+    pts[33], pts[263], pts[4], pts[152] = (78, 90), (178, 90), (128, 130), (128, 230)
+    pts[61], pts[291] = (98, 170), (158, 170)
+    xs = np.linspace(98, 158, len(LIPS_INNER_UPPER))
+    bulge = np.sin(np.linspace(0, np.pi, len(xs))) * gap / 2
+    pts[list(LIPS_INNER_UPPER)] = np.stack([xs, 170 - bulge], 1)
+    pts[list(LIPS_INNER_LOWER)] = np.stack([xs[::-1], 170 + bulge[::-1]], 1)
+    return frame, pts
+
+
+def test_close_lips_shuts_the_gap_and_leaves_the_upper_face_alone():
+    frame, pts = open_mouth_face()
+    assert mouth_aperture(pts) > 0.1
+    out, moved = close_lips(frame, pts)
+    assert mouth_aperture(moved) < 0.01
+    assert np.array_equal(out[:120], frame[:120]), "eyes and forehead must not move"
+    assert not np.array_equal(out[160:180], frame[160:180]), "the lips must move"
+    assert np.allclose(moved[[33, 263, 4]], pts[[33, 263, 4]])
+
+
+def test_shut_candidates_skip_shut_and_wide_open_frames():
+    aperture = np.array([0.05, 0.3, 0.0, 0.3, 0.08, 0.3], np.float32)
+    bank = MouthBank(aperture=aperture, width=np.full(6, 0.5, np.float32), pose=np.zeros((6, 2), np.float32))
+    assert shut_candidates(bank, count=3) == [0, 4]  # frame 2 is already shut
+
+
+def test_mouth_is_shut_before_during_and_after_silence_around_a_burst_of_voice():
+    t = np.arange(int(3 * SAMPLE_RATE)) / SAMPLE_RATE
+    voice = 0.3 * np.sin(2 * np.pi * 700 * t) * ((t > 1.0) & (t < 2.0))  # a vowel-like tone from 1 s to 2 s
+    rng = ShapeRange(closed=0.0, open=0.2, width_lo=0.5, width_hi=0.6, curve=tuple(np.linspace(0, 0.2, 11)))
+    shapes = list(ShapeStream(voice.astype(np.float32), FPS, int(3 * FPS), rng))
+    opened = np.array([s.openness for s in shapes])
+    assert len(shapes) == 75
+    assert (opened[:24] == 0).all() and (opened[52:] == 0).all(), "silence must be shut, anticipation included"
+    assert opened[28:47].min() > 0.5, "a steady loud vowel opens the mouth"
+    assert all(s.aperture == 0.0 for s in shapes[:24])
