@@ -20,7 +20,7 @@ For a clip that carries the speaker's own speech:
 Cross-driven runs pair clip A's avatar with other audio (clip B's second half, mt_eng.wav);
 they have no r_gt.
 
-    python bench/lipsync_eval.py [--engine lite] [--out results/lipsync] [--quick]
+    python bench/lipsync_eval.py [--engine lite] [--out results/lipsync] [--clips ...] [--no-cross]
 """
 
 from __future__ import annotations
