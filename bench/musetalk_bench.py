@@ -11,6 +11,7 @@ Rows:
   segment, then one batch): it should not grow with the audio's length.
 
 Usage: python bench/musetalk_bench.py [--size tiny|full] [--device cpu|cuda:0] [--batches 1,8,32]
+       [--inputs DIR]  (a folder from bench/gpu_inputs.py, for the GPU machine)
 """
 
 from __future__ import annotations
@@ -52,12 +53,30 @@ def load_models(size: str, device: str) -> MuseTalkModels:
                           whisper=move(whisper.model.encoder), version="v1.5", device=device, dtype=dtype)
 
 
-def make_avatar(engine: MuseTalkEngine, n_frames: int, folder: Path) -> LoadedAvatar:
+def avatar_inputs(n_frames: int, inputs: Path | None) -> tuple[list[np.ndarray], np.ndarray]:
+    """The first frames of the clip and their landmarks: from `inputs` (bench/gpu_inputs.py) when
+    given, for machines without PyAV and MediaPipe, else decoded and detected here."""
+    if inputs is not None:
+        saved = np.load(inputs / "avatar.npz")
+        return list(saved["frames"][:n_frames]), saved["points"][:n_frames]
     from mediatools import first_frames
     from musetalk_server.face.landmarks import detect_video
 
     frames = first_frames(MEDIA / CLIP, n_frames)
     points, _ = detect_video(frames)
+    return frames, points
+
+
+def speech(inputs: Path | None) -> np.ndarray:
+    if inputs is not None:
+        return np.load(inputs / "speech.npy")
+    from musetalk_server.media.audio import decode_audio
+
+    return decode_audio(MEDIA / SPEECH)
+
+
+def make_avatar(engine: MuseTalkEngine, n_frames: int, folder: Path, inputs: Path | None) -> LoadedAvatar:
+    frames, points = avatar_inputs(n_frames, inputs)
     engine.prepare(AvatarFrames(frames, points, 25.0), 0, folder / "engine")
     return LoadedAvatar("bench", folder, {"fps": 25.0}, frames, points)
 
@@ -89,10 +108,8 @@ def time_batch(engine: MuseTalkEngine, renderer, batch: int, repeat: int) -> tup
     return statistics.median(model), statistics.median(paste)
 
 
-def ttff(renderer, seconds: float) -> float:
-    from musetalk_server.media.audio import decode_audio
-
-    audio = decode_audio(MEDIA / SPEECH)[: int(seconds * SAMPLE_RATE)]
+def ttff(renderer, audio: np.ndarray, seconds: float) -> float:
+    audio = audio[: int(seconds * SAMPLE_RATE)]
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
@@ -117,6 +134,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=8, help="avatar frames to prepare")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--ttff", default="5,60", help="audio lengths (s) for time to first frame; '' for none")
+    parser.add_argument("--inputs", type=Path, help="folder written by bench/gpu_inputs.py (no PyAV/MediaPipe needed)")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",") if b]
 
@@ -126,7 +144,7 @@ def main() -> int:
     engine = MuseTalkEngine(models=models, device=args.device, batch_size=max(1, min(8, max(batches))))
     with tempfile.TemporaryDirectory(prefix="mt-bench-") as tmp:
         t0 = time.perf_counter()
-        renderer = engine.open(make_avatar(engine, args.frames, Path(tmp)))
+        renderer = engine.open(make_avatar(engine, args.frames, Path(tmp), args.inputs))
         prep_s = time.perf_counter() - t0
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(args.device)
@@ -134,7 +152,9 @@ def main() -> int:
         for b in batches:
             model_s, paste_s = time_batch(engine, renderer, b, args.repeat)
             rows.append((f"batch {b}", 1 / model_s, 1 / paste_s, 1 / (model_s + paste_s)))
-        ttffs = [(float(s), ttff(renderer, float(s))) for s in args.ttff.split(",") if s]
+        lengths = [float(s) for s in args.ttff.split(",") if s]
+        audio = speech(args.inputs) if lengths else np.zeros(0, np.float32)
+        ttffs = [(s, ttff(renderer, audio, s)) for s in lengths]
         peak = (f"{torch.cuda.max_memory_allocated(args.device) / 2**30:.2f} GiB"
                 if args.device.startswith("cuda") else "n/a (CPU)")
 

@@ -6,16 +6,17 @@ and that frames come out, not what they look like.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from helpers import media
-from mediatools import first_frames
 from musetalk_server.engines.base import AvatarFrames, LoadedAvatar
 from musetalk_server.engines.musetalk.engine import MuseTalkEngine
 from musetalk_server.engines.musetalk.models import MuseTalkModels
-from musetalk_server.face.landmarks import detect_video
 from musetalk_server.media.timeline import SAMPLE_RATE
 
 pytestmark = pytest.mark.gpu
@@ -24,6 +25,13 @@ DEVICE = "cuda:0"
 
 @pytest.fixture(scope="module")
 def clip():
+    # The GPU machine has no PyAV or MediaPipe: there the frames and landmarks come decoded
+    # from bench/gpu_inputs.py (MUSETALK_GPU_INPUTS); elsewhere they are made here.
+    inputs = os.environ.get("MUSETALK_GPU_INPUTS")
+    if inputs:
+        saved = np.load(Path(inputs) / "avatar.npz")
+        return AvatarFrames(list(saved["frames"][:4]), saved["points"][:4], 25.0)
+        
     frames = first_frames(media("vr_face2.mp4"), 4)
     points, found = detect_video(frames)
     assert found.all()

@@ -1,0 +1,49 @@
+"""Inputs for a GPU run, decoded here: the device machine has no PyAV and no MediaPipe.
+
+Writes into OUT_DIR:
+- `avatar.npz`: `frames` (N, H, W, 3) uint8 BGR, the first N frames of vr_face2.mp4 at 25 fps,
+  and `points` (N, 478, 2) float32, their FaceMesh landmarks;
+- `speech.npy`: mt_eng.wav as 16 kHz mono float32 (60 s).
+
+`bench/musetalk_bench.py --inputs OUT_DIR` and the `gpu` tests (MUSETALK_GPU_INPUTS=OUT_DIR) read
+them instead of decoding. Usage: python bench/gpu_inputs.py OUT_DIR [--frames 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+MEDIA = REPO.parent / "shared" / "media"
+sys.path[:0] = [str(REPO / "service"), str(REPO / "tests")]
+
+CLIP = "vr_face2.mp4"  # 844x844, 25 fps: the face the benchmark pastes into
+SPEECH = "mt_eng.wav"  # 60 s of English speech
+
+
+def main() -> int:
+    from mediatools import first_frames
+    from musetalk_server.face.landmarks import detect_video
+    from musetalk_server.media.audio import decode_audio
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--frames", type=int, default=8)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    frames = first_frames(MEDIA / CLIP, args.frames)
+    points, found = detect_video(frames)
+    if not found.all():
+        raise SystemExit(f"no face in {int((~found).sum())} of the first {args.frames} frames of {CLIP}")
+    np.savez_compressed(args.out / "avatar.npz", frames=np.stack(frames), points=points)
+    np.save(args.out / "speech.npy", decode_audio(MEDIA / SPEECH))
+    sys.stdout.write(f"wrote {args.out / 'avatar.npz'} ({args.frames} frames) and {args.out / 'speech.npy'}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
