@@ -31,7 +31,9 @@ def clip():
     if inputs:
         saved = np.load(Path(inputs) / "avatar.npz")
         return AvatarFrames(list(saved["frames"][:4]), saved["points"][:4], 25.0)
-        
+    from mediatools import first_frames
+    from musetalk_server.face.landmarks import detect_video
+
     frames = first_frames(media("vr_face2.mp4"), 4)
     points, found = detect_video(frames)
     assert found.all()

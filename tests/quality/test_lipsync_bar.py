@@ -4,7 +4,7 @@ Each clip: an avatar from its first half, driven by the audio of its second half
 against the mouth that was filmed. The thresholds are the issue's, per clip, not loosened.
 
 - lp_d11 (a child talking, 512x512, 9 s) meets every bar with margin. It has only 3 silent
-  frames, so
+  frames, so a second clip guards the pauses:
 - vr_face2 (a news reader, 844x844, 5 s; 23 silent frames) guards the shut mouth in pauses: the
   speaker never shuts his lips on camera, and the engine must still shut them.
 

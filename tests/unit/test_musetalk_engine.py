@@ -18,7 +18,7 @@ from musetalk_server.engines.musetalk import MuseTalkEngine
 from musetalk_server.engines.musetalk import engine as E
 from musetalk_server.engines.musetalk.crop import crop_face, face_box
 from musetalk_server.engines.musetalk.models import decode_faces, encode_latents
-from musetalk_server.errors import AvatarEngineMismatch, InvalidInput
+from musetalk_server.errors import AvatarEngineMismatch, InvalidInput, NoFaceDetected
 from musetalk_server.face.landmarks import detect_video, to_ibug68
 from musetalk_server.media.timeline import SAMPLE_RATE, frame_count
 from musetalk_tiny import write_bisenet, write_model_dir
@@ -169,3 +169,8 @@ def test_prepare_checks_its_inputs(engine, clip, tmp_path):
         engine.prepare(AvatarFrames(clip.frames, clip.landmarks[:1], clip.fps), 0, tmp_path / "engine")
     with pytest.raises(InvalidInput):
         engine.prepare(AvatarFrames(clip.frames, clip.landmarks[:, :, 0], clip.fps), 0, tmp_path / "engine")
+    nowhere = clip.landmarks.copy()
+    nowhere[1] = np.nan  # a frame whose face was never found and never filled in
+    with pytest.raises(NoFaceDetected, match="^frame 1: "):
+        engine.prepare(AvatarFrames(clip.frames, nowhere, clip.fps), 0, tmp_path / "engine")
+    assert not (tmp_path / "engine" / "musetalk.json").exists()

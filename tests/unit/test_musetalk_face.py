@@ -345,15 +345,6 @@ def test_paste_rounds_like_pil():
     assert np.array_equal(blend.paste_face(frame, face, whole, whole, np.zeros_like(mask)), frame)
 
 
-def test_blend_plan_roundtrips_through_savez(tmp_path):
-    mask = np.random.default_rng(2).integers(0, 256, (390, 390), dtype=np.uint8)
-    plan = blend.BlendPlan((100, 50, 300, 310), (5, -15, 395, 375), mask)
-    np.savez(tmp_path / "plan.npz", **plan.arrays())
-    with np.load(tmp_path / "plan.npz") as z:
-        back = blend.BlendPlan.from_arrays(dict(z))
-    assert back.box == plan.box and back.square == plan.square and np.array_equal(back.mask, mask)
-
-
 # ---------------------------------------------------------------------------------------------
 # blend material and paste on a real frame with real FaceMesh points
 

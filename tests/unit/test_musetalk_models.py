@@ -84,3 +84,28 @@ def test_decode_divides_by_the_scale(tiny):
         want = vae.decode(lat / 0.18215).sample
         want = ((want / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
         assert torch.equal(M.decode_faces(vae, lat), want)
+
+
+class UNetSpy:
+    """Records the UNet call, then runs the real one."""
+
+    def __init__(self, unet) -> None:
+        self.unet, self.calls = unet, []
+
+    def __call__(self, latents, t, encoder_hidden_states):
+        self.calls.append((latents.clone(), t.clone(), encoder_hidden_states.clone()))
+        return self.unet(latents, t, encoder_hidden_states=encoder_hidden_states)
+
+
+def test_generate_is_one_unet_pass_at_t0_then_the_decode_of_its_output(tiny):
+    unet, vae = tiny
+    spy = UNetSpy(unet)
+    with torch.inference_mode():
+        lat = M.encode_latents(vae, faces(3), "cpu", torch.float32)
+        tokens = torch.randn(3, 50, 384)
+        out = M.generate(spy, vae, lat, tokens)
+        [(seen_lat, t, seen_tokens)] = spy.calls  # exactly one pass: no scheduler loop
+        assert t.dtype == torch.long and t.shape == (3,) and torch.all(t == 0)
+        assert torch.equal(seen_lat, lat) and torch.equal(seen_tokens, tokens)
+        want = M.decode_faces(vae, unet(lat, t, encoder_hidden_states=tokens).sample)
+    assert torch.equal(out, want)

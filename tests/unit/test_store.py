@@ -126,3 +126,39 @@ def test_cache_sees_replacement_and_deletion_by_another_writer(tmp_path):
     with pytest.raises(AvatarNotFound):
         cache.get("a1")
     assert cache.ids() == []
+
+
+def test_adopt_keeps_a_fresh_avatar_but_not_one_deleted_while_it_opened(tmp_path):
+    import numpy as np
+
+    from fakes import FakeEngine
+    from musetalk_server.avatars.cache import AvatarCache
+    from musetalk_server.avatars.store import write_frame
+    from musetalk_server.engines.base import LoadedAvatar
+
+    store = AvatarStore(tmp_path)
+
+    def make(avatar_id: str) -> LoadedAvatar:
+        frame = np.full((8, 8, 3), 7, np.uint8)
+        manifest = {"avatar_id": avatar_id, "frames": 1, "fps": 25.0, "engine": "fake", "engine_version": 1}
+        with store.stage(avatar_id) as s:
+            (s / "frames").mkdir()
+            (s / "engine").mkdir()
+            (s / "engine" / "fake.json").write_text("{}")
+            write_frame(s, 0, frame)
+            (s / "manifest.json").write_text(json.dumps(manifest))
+        return LoadedAvatar(avatar_id, store.path(avatar_id), manifest, [frame], np.zeros((1, 478, 2), np.float32))
+
+    class DeletedWhileOpening(FakeEngine):
+        def open(self, avatar):
+            renderer = super().open(avatar)
+            store.delete(avatar.avatar_id)  # a DELETE request lands meanwhile
+            return renderer
+
+    cache = AvatarCache(store, FakeEngine(), capacity=2)
+    fresh = make("kept")
+    cache.adopt(fresh)
+    assert cache.ids() == ["kept"] and cache.get("kept")[0] is fresh  # no read back from disk
+    racing = AvatarCache(store, DeletedWhileOpening(), capacity=2)
+    racing.adopt(make("gone"))
+    assert racing.ids() == [] and not store.exists("gone")

@@ -67,6 +67,12 @@ class AvatarCache:
         """Keep an avatar that is already in memory (just preprocessed), as if it had been loaded."""
         stamp = self._stamp(avatar.avatar_id)
         entry = _Entry(avatar, self._engine.open(avatar), stamp)
+        # Deleted or replaced while it was being opened: keeping it would hold a dead avatar.
+        try:
+            if self._stamp(avatar.avatar_id) != stamp:
+                return
+        except AvatarNotFound:
+            return
         with self._lock:
             self._keep(avatar.avatar_id, entry)
 

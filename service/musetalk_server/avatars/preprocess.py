@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import __version__
 from ..engines.base import AvatarFrames, Engine, LoadedAvatar
+from ..engines.musetalk.crop import bbox_shift_range
 from ..errors import NoFaceDetected
 from ..face.landmarks import detect_video, to_ibug68
 from ..media.video import read_video
@@ -116,14 +117,10 @@ def face_stats(points: np.ndarray, missing: list[int]) -> dict[str, Any]:
     """Face box statistics, and upstream's adjustable bbox_shift range for this clip."""
     lo, hi = points.min(axis=1), points.max(axis=1)  # (N, 2) each
     sizes = hi - lo
-    lm68 = to_ibug68(points)
-    # Upstream reports [-a, b]: a = mean(lm30.y - lm29.y), b = mean(lm29.y - lm28.y).
-    down = float(np.mean(lm68[:, 30, 1] - lm68[:, 29, 1]))
-    up = float(np.mean(lm68[:, 29, 1] - lm68[:, 28, 1]))
     return {
         "box_mean": [round(float(v), 1) for v in np.concatenate([lo.mean(0), hi.mean(0)])],
         "width_px": {"min": round(float(sizes[:, 0].min()), 1), "max": round(float(sizes[:, 0].max()), 1)},
         "height_px": {"min": round(float(sizes[:, 1].min()), 1), "max": round(float(sizes[:, 1].max()), 1)},
         "missing_frames": len(missing),
-        "bbox_shift_range": [-round(down), round(up)],
+        "bbox_shift_range": list(bbox_shift_range(to_ibug68(points))),  # as upstream prints it
     }

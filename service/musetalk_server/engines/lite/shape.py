@@ -90,14 +90,20 @@ class RunningPercentile:
         return max(self.lo + k * self.step, self.floor)
 
 
+# Histogram ranges (lo, hi, step) of the two running percentiles: loudness in dB re full scale,
+# openness in [0, 1]. The steps are far finer than any threshold read from them.
+LOUDNESS_BINS_DB = (-120.0, 20.0, 0.5)
+OPENNESS_BINS = (0.0, 1.0, 0.01)
+
+
 def loudness_level() -> RunningPercentile:
     """The speech level: LEVEL_PERCENTILE of frame loudness in dB, never below MIN_LEVEL_DB."""
-    return RunningPercentile(-120.0, 20.0, 0.5, LEVEL_PERCENTILE, MIN_LEVEL_DB)
+    return RunningPercentile(*LOUDNESS_BINS_DB, LEVEL_PERCENTILE, MIN_LEVEL_DB)
 
 
 def openness_level() -> RunningPercentile:
     """What a wide-open frame of this speech reaches: OPEN_REF_PERCENTILE of the voiced openness."""
-    return RunningPercentile(0.0, 1.0, 0.01, OPEN_REF_PERCENTILE, MIN_OPEN_REF)
+    return RunningPercentile(*OPENNESS_BINS, OPEN_REF_PERCENTILE, MIN_OPEN_REF)
 
 
 class ShapeStream:

@@ -21,6 +21,8 @@ REACH_UP = 0.3  # inter-ocular units above the lip line over which the pull fade
 REACH_DOWN = 0.5  # ... and below it (to the chin)
 BOX_HALF_WIDTH = 0.45  # the warped box spans this far either side of the mouth centre
 MAX_HALF_GAP = 0.06  # a gap wider than twice this is not closed (teeth would be squashed, not hidden)
+CHIN = 152  # FaceMesh's chin vertex
+INVERSE_STEPS = 4  # fixed-point steps that invert the warp for the landmarks
 
 
 def _mouth_frame(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -29,7 +31,7 @@ def _mouth_frame(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     centre = (a + b) / 2
     ex = (b - a) / max(float(np.linalg.norm(b - a)), 1e-6)
     ey = np.array([-ex[1], ex[0]])
-    if ey @ (points[152] - centre) < 0:  # the chin is below the mouth
+    if ey @ (points[CHIN] - centre) < 0:  # the chin is below the mouth
         ey = -ey
     return centre, ex, ey
 
@@ -84,7 +86,7 @@ def close_lips(frame: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.nd
     rel = points - centre
     pu, pv = rel @ ex, rel @ ey
     dst_v = pv.copy()
-    for _ in range(4):
+    for _ in range(INVERSE_STEPS):
         _, half_p, weight_p = pull(pu, dst_v)
         dst_v = pv - half_p * weight_p
     mid_p, half_p, _ = pull(pu, pv)

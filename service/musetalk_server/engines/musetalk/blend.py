@@ -13,15 +13,13 @@ A mask is computed once per avatar frame and reused for every output frame that 
     rgb = cv2.cvtColor(crop.crop_square(frame, square), cv2.COLOR_BGR2RGB)
     region = jaw_parse_mask(bisenet.parse(model, rgb))      # (512, 512), with weights
     region = landmark_jaw_mask(points, square)               # (2s, 2s), without
-    plan = BlendPlan(box, square, blend_material(frame.shape[:2], box, square, region))
+    mask = blend_material(frame.shape[:2], box, square, region)   # cached with box and square
     ...
-    out = plan.paste(frame, face256)                          # per output frame
+    out = paste_face(frame, face256, box, square, mask)           # per output frame
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Literal
 
 import cv2
@@ -37,7 +35,6 @@ __all__ = [
     "BLUR_SPAN",
     "DEFAULT_BLUR",
     "CHEEK_WIDTH_V15",
-    "BlendPlan",
     "jaw_parse_mask",
     "landmark_jaw_mask",
     "square_mask",
@@ -206,28 +203,3 @@ def paste_face(frame_bgr: np.ndarray, face256_bgr: np.ndarray, box: Box, square:
     t = f * m + roi.astype(np.uint16) * (255 - m) + 128
     roi[:] = ((t >> 8) + t) >> 8
     return out
-
-
-@dataclass(frozen=True)
-class BlendPlan:
-    """What one avatar frame needs to take a generated face: box, square and blend mask.
-
-    `arrays()` / `from_arrays()` round-trip through np.savez (int32 box and square, uint8 mask).
-    """
-
-    box: Box
-    square: Box
-    mask: np.ndarray  # (2s, 2s) uint8
-
-    def paste(self, frame_bgr: np.ndarray, face256_bgr: np.ndarray) -> np.ndarray:
-        return paste_face(frame_bgr, face256_bgr, self.box, self.square, self.mask)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {"box": np.asarray(self.box, np.int32), "square": np.asarray(self.square, np.int32),
-                "mask": self.mask}
-
-    @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> BlendPlan:
-        box = tuple(int(v) for v in arrays["box"])
-        square = tuple(int(v) for v in arrays["square"])
-        return cls(box, square, np.asarray(arrays["mask"], dtype=np.uint8))  # type: ignore[arg-type]

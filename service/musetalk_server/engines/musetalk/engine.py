@@ -40,8 +40,8 @@ import cv2
 import numpy as np
 import torch
 
-from ...errors import AvatarEngineMismatch, InvalidInput
-from ...face.landmarks import to_ibug68
+from ...errors import AvatarEngineMismatch, InvalidInput, NoFaceDetected
+from ...face.landmarks import MESH_POINTS, to_ibug68
 from ...media.timeline import frame_count, pingpong_index
 from ..base import AvatarFrames, Engine, LoadedAvatar, Renderer
 from . import blend
@@ -121,6 +121,7 @@ class MuseTalkEngine(Engine):
             models = load_models(Path(model_dir), device)
         self.models, self.device, self.dtype = models, models.device, models.dtype
         self.batch_size = batch_size
+        self._device_turn = threading.Lock()
         width = int(models.unet.config.cross_attention_dim)
         self.pe = positional_encoding(TOKENS, width).to(device=self.device, dtype=self.dtype)  # (50, 384)
 
@@ -156,8 +157,12 @@ class MuseTalkEngine(Engine):
         return SegmentedWindows(audio, fps, encode, device=self.device, dtype=self.dtype, width=self.pe.shape[1])
 
     def faces(self, tokens: torch.Tensor, latents: torch.Tensor) -> np.ndarray:
-        """(B, 50, 384) tokens without PE + (B, 8, 32, 32) latents -> (B, 256, 256, 3) uint8 BGR."""
-        with torch.inference_mode():
+        """(B, 50, 384) tokens without PE + (B, 8, 32, 32) latents -> (B, 256, 256, 3) uint8 BGR.
+
+        One batch on the device at a time: concurrent streams take turns here (their pastes and
+        JPEG encodes still overlap), so N streams need one batch's activations, not N.
+        """
+        with self._device_turn, torch.inference_mode():
             rgb = generate(self.models.unet, self.models.vae, latents, tokens + self.pe)
             return rgb.flip(-1).cpu().numpy()  # RGB -> BGR on the device, then 1 byte/px to the host
 
@@ -167,13 +172,13 @@ class MuseTalkEngine(Engine):
         # 1. check inputs
         points = np.asarray(avatar.landmarks, dtype=np.float32)
         n = len(avatar.frames)
-        if n == 0 or points.ndim != 3 or len(points) != n or points.shape[2] != 2:
+        if n == 0 or points.shape != (n, MESH_POINTS, 2):
             raise InvalidInput(f"need one (478, 2) landmark set per frame, got {points.shape} for {n} frames")
         # 2. face boxes: upstream geometry on the iBUG-68 points; v1.5 adds 10 px below the chin
         margin = EXTRA_MARGIN_V15 if self.version == V15 else 0
         lm68 = to_ibug68(points)  # (N, 68, 2)
-        boxes = np.array([face_box(lm68[i], bbox_shift, avatar.frames[i].shape[:2], extra_margin=margin,
-                                   points478=points[i]) for i in range(n)], dtype=np.int32)  # (N, 4)
+        boxes = np.array([_frame_box(i, lm68[i], points[i], bbox_shift, avatar.frames[i].shape[:2], margin)
+                          for i in range(n)], dtype=np.int32)  # (N, 4)
         # 3. latents, a batch of crops at a time
         latents = self._latents(avatar.frames, boxes)  # (N, 8, 32, 32)
         # 4. blend material: square, jaw mask, blur
@@ -263,3 +268,12 @@ class MuseTalkEngine(Engine):
                 f"avatar {avatar.avatar_id!r} was prepared for MuseTalk {stamp.get('version')}, this server runs "
                 f"{self.version} (different face boxes and masks); preprocess it again with overwrite=true")
         return stamp
+
+
+def _frame_box(i: int, lm68: np.ndarray, points: np.ndarray, bbox_shift: int, frame_hw: tuple[int, int],
+               margin: int) -> tuple[int, int, int, int]:
+    """Frame i's face box; a frame whose box comes out empty is named in the error."""
+    try:
+        return face_box(lm68, bbox_shift, frame_hw, extra_margin=margin, points478=points)
+    except NoFaceDetected as e:
+        raise NoFaceDetected(f"frame {i}: {e.detail}") from e
