@@ -174,3 +174,25 @@ def test_prepare_checks_its_inputs(engine, clip, tmp_path):
     with pytest.raises(NoFaceDetected, match="^frame 1: "):
         engine.prepare(AvatarFrames(clip.frames, nowhere, clip.fps), 0, tmp_path / "engine")
     assert not (tmp_path / "engine" / "musetalk.json").exists()
+
+
+def test_streams_take_turns_on_the_device(engine, monkeypatch):
+    import time
+
+    inside, most = [0], [0]
+
+    def slow_generate(unet, vae, latents, tokens):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.05)
+        inside[0] -= 1
+        return torch.zeros((latents.shape[0], 256, 256, 3), dtype=torch.uint8)
+
+    monkeypatch.setattr(E, "generate", slow_generate)
+    tokens, latents = torch.zeros(2, 50, 384), torch.zeros(2, 8, 32, 32)
+    threads = [threading.Thread(target=engine.faces, args=(tokens, latents)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1  # one batch's activations on the device, however many streams
