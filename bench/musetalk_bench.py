@@ -8,7 +8,8 @@ Rows:
 - batch B: UNet + VAE decode (+ uint8 and copy to the host) per batch, and the paste of each face
   into its full frame, as frames/s; the paste runs on the host, so "total" is their serial sum;
 - time to first frame of a stream over 5 s and 60 s of speech (whisper on the first 30 s
-  segment, then one batch): it should not grow with the audio's length.
+  segment, then one batch): it should not grow with the audio's length;
+- whole stream: frames/s of `render` from the first frame to the last, what one stream gets.
 
 Usage: python bench/musetalk_bench.py [--size tiny|full] [--device cpu|cuda:0] [--batches 1,8,32]
        [--inputs DIR]  (a folder from bench/gpu_inputs.py, for the GPU machine)
@@ -120,6 +121,22 @@ def ttff(renderer, audio: np.ndarray, seconds: float) -> float:
     return statistics.median(times)
 
 
+def render_fps(renderer, audio: np.ndarray, seconds: float) -> float:
+    """Frames/s of a whole stream through `render` (batches, paste, all), first frame to last.
+
+    The per-step rows add up device work and pastes; this row is what one stream gets.
+    """
+    times = []
+    for _ in range(2):
+        frames = renderer.render(audio[: int(seconds * SAMPLE_RATE)], 25.0)
+        next(frames)  # whisper's first segment and the first batch: that is the TTFF row's
+        t0, n = time.perf_counter(), 0
+        for _frame in frames:
+            n += 1
+        times.append(n / (time.perf_counter() - t0))
+    return statistics.median(times)
+
+
 def machine(device: str) -> str:
     cpu = f"{platform.machine()}, {torch.get_num_threads()} torch threads"
     gpu = f", {torch.cuda.get_device_name(device)}" if device.startswith("cuda") else ", no GPU"
@@ -155,6 +172,7 @@ def main() -> int:
         lengths = [float(s) for s in args.ttff.split(",") if s]
         audio = speech(args.inputs) if lengths else np.zeros(0, np.float32)
         ttffs = [(s, ttff(renderer, audio, s)) for s in lengths]
+        stream_fps = render_fps(renderer, audio, min(lengths)) if lengths else None
         peak = (f"{torch.cuda.max_memory_allocated(args.device) / 2**30:.2f} GiB"
                 if args.device.startswith("cuda") else "n/a (CPU)")
 
@@ -168,6 +186,8 @@ def main() -> int:
         print(f"| {name} | {model_fps:.2f} | {paste_fps:.0f} | {total:.2f} |")
     for seconds, t in ttffs:
         print(f"| time to first frame, {seconds:g} s audio (batch {engine.batch_size}) | {t * 1000:.0f} ms | | |")
+    if stream_fps is not None:
+        print(f"| whole stream, {min(lengths):g} s audio (batch {engine.batch_size}) | | | {stream_fps:.2f} |")
     print(f"| peak GPU memory | {peak} | | |")
     return 0
 
