@@ -46,7 +46,7 @@ from ...media.timeline import frame_count, pingpong_index
 from ..base import AvatarFrames, Engine, LoadedAvatar, Renderer
 from . import blend
 from .audio import TOKENS, SegmentedWindows, encode_segment, positional_encoding
-from .crop import EXTRA_MARGIN_V15, blend_square, crop_face, crop_square, face_box
+from .crop import EXTRA_MARGIN_V15, Box, blend_square, crop_face, crop_square, face_box
 from .models import MuseTalkModels, encode_latents, generate
 from .weights import V15, load_models
 
@@ -96,13 +96,13 @@ class MuseTalkRenderer(Renderer):
                     return
                 yield blend.paste_face(self.frames[k], face, self.box(k), self.square(k), self.masks[k])
 
-    def box(self, k: int) -> tuple[int, int, int, int]:
+    def box(self, k: int) -> Box:
         """Face box of avatar frame k (x1, y1, x2, y2), margin included."""
-        return tuple(int(v) for v in self.boxes[k])  # type: ignore[return-value]
+        return _xyxy(self.boxes[k])
 
-    def square(self, k: int) -> tuple[int, int, int, int]:
+    def square(self, k: int) -> Box:
         """Blend square of avatar frame k; `masks[k]` covers it."""
-        return tuple(int(v) for v in self.squares[k])  # type: ignore[return-value]
+        return _xyxy(self.squares[k])
 
 
 class MuseTalkEngine(Engine):
@@ -182,7 +182,7 @@ class MuseTalkEngine(Engine):
         # 3. latents, a batch of crops at a time
         latents = self._latents(avatar.frames, boxes)  # (N, 8, 32, 32)
         # 4. blend material: square, jaw mask, blur
-        squares = np.array([blend_square(tuple(int(v) for v in b)) for b in boxes], dtype=np.int32)
+        squares = np.array([blend_square(_xyxy(b)) for b in boxes], dtype=np.int32)
         masks = [self._mask(avatar.frames[i], points[i], boxes[i], squares[i]) for i in range(n)]
         # 5. write, stamp last
         out_dir = Path(out_dir)
@@ -211,15 +211,14 @@ class MuseTalkEngine(Engine):
         out = []
         for start in range(0, len(frames), self.batch_size):
             idx = range(start, min(start + self.batch_size, len(frames)))
-            crops = np.stack([crop_face(frames[i], tuple(int(v) for v in boxes[i])) for i in idx])  # (B, 256, 256, 3)
+            crops = np.stack([crop_face(frames[i], _xyxy(boxes[i])) for i in idx])  # (B, 256, 256, 3)
             with torch.inference_mode():
                 out.append(encode_latents(self.models.vae, crops, self.device, self.dtype).float().cpu().numpy())
         return np.concatenate(out)
 
     def _mask(self, frame: np.ndarray, points: np.ndarray, box: np.ndarray, square: np.ndarray) -> np.ndarray:
         """The blurred (2s, 2s) uint8 blend mask of one frame."""
-        box_t = tuple(int(v) for v in box)
-        square_t = tuple(int(v) for v in square)
+        box_t, square_t = _xyxy(box), _xyxy(square)
         if self.models.bisenet is None:
             region = blend.landmark_jaw_mask(points, square_t)  # (2s, 2s)
         else:
@@ -271,9 +270,14 @@ class MuseTalkEngine(Engine):
 
 
 def _frame_box(i: int, lm68: np.ndarray, points: np.ndarray, bbox_shift: int, frame_hw: tuple[int, int],
-               margin: int) -> tuple[int, int, int, int]:
+               margin: int) -> Box:
     """Frame i's face box; a frame whose box comes out empty is named in the error."""
     try:
         return face_box(lm68, bbox_shift, frame_hw, extra_margin=margin, points478=points)
     except NoFaceDetected as e:
         raise NoFaceDetected(f"frame {i}: {e.detail}") from e
+
+
+def _xyxy(row: np.ndarray) -> Box:
+    """An (x1, y1, x2, y2) row of a cached int32 array as the plain-int tuple the geometry takes."""
+    return tuple(int(v) for v in row)  # type: ignore[return-value]
