@@ -63,7 +63,8 @@ def test_the_operator_image_needs_only_its_requirements() -> None:
     out = subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120, capture_output=True,
                          text=True, env={"PYTHONPATH": f"{ROOT / 'service'}:{ROOT / 'operator'}", "PATH": "/usr/bin:/bin"})
     loaded = set(json.loads(out.stdout.strip().replace("'", '"')))
-    heavy = {"torch", "fastapi", "starlette", "mediapipe", "librosa", "diffusers", "transformers", "av", "pydantic_settings"}
+    heavy = {"torch", "fastapi", "starlette", "mediapipe", "librosa", "diffusers", "transformers", "av", "pydantic_settings",
+             "numpy", "cv2"}
     assert not loaded & heavy
     wanted = {re.split(r"[<>=!~ ]", line)[0].strip() for line in (ROOT / "operator" / "requirements.txt").read_text().splitlines()
               if line.strip() and not line.startswith("#")}

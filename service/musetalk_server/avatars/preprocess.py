@@ -18,7 +18,8 @@ from ..engines.musetalk.crop import bbox_shift_range
 from ..errors import NoFaceDetected
 from ..face.landmarks import detect_video, to_ibug68
 from ..media.video import read_video
-from .store import FORMAT_VERSION, MANIFEST, AvatarStore, validate_avatar_id, write_frame
+from .layout import FORMAT_VERSION, MANIFEST, validate_avatar_id
+from .store import AvatarStore
 
 __all__ = ["MAX_MISSING_FACE_SHARE", "preprocess_avatar", "fill_missing"]
 
@@ -60,12 +61,8 @@ def preprocess_avatar(
     points, missing = fill_missing(points, found)
     # 4. write frames, landmarks and the engine's artifacts into a staging folder
     with store.stage(avatar_id, overwrite=overwrite) as staging:
-        (staging / "frames").mkdir()
-        for i, frame in enumerate(clip.frames):
-            write_frame(staging, i, frame)
-        np.save(staging / "landmarks.npy", points)
-        (staging / "engine").mkdir()
-        engine_info = engine.prepare(AvatarFrames(clip.frames, points, fps), bbox_shift, staging / "engine")
+        engine_dir = store.write_contents(staging, list(clip.frames), points)
+        engine_info = engine.prepare(AvatarFrames(clip.frames, points, fps), bbox_shift, engine_dir)
         # 5. the manifest goes last: a folder without one is never an avatar
         width, height = clip.size
         manifest = {

@@ -1,173 +1,58 @@
-"""The avatar store: one folder per avatar, written atomically.
-
-Layout under the store root (`MUSETALK_RESULT_DIR/avatars`):
-
-    <id>/manifest.json     facts about the avatar (see `preprocess.py`), with a format stamp
-    <id>/frames/%06d.png   the normalised timeline, lossless BGR
-    <id>/landmarks.npy     (N, 478, 2) float32 FaceMesh points
-    <id>/engine/           the preparing engine's own artifacts
-    .staging/<id>.<token>  an avatar being written; renamed to <id> when complete
-    .trash/<id>.<token>    an avatar being replaced or deleted; removed right after
-
-A rename within one filesystem is atomic, so readers see either no avatar or a whole one,
-also when a writer is killed mid-way (its staging folder is swept later).
-"""
+"""The avatar store: the layout (layout.py) plus the frames and arrays inside each folder."""
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import shutil
-import time
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
 from ..engines.base import LoadedAvatar
-from ..errors import AvatarExists, AvatarNotFound, InvalidAvatarId
+from .layout import (
+    AVATAR_ID_PATTERN, ENGINE_DIR, FORMAT_VERSION, FRAMES_DIR, LANDMARKS_FILE, MANIFEST, AvatarLayout, frame_path,
+    validate_avatar_id,
+)
 
-__all__ = ["AVATAR_ID_PATTERN", "FORMAT_VERSION", "AvatarStore", "validate_avatar_id"]
+__all__ = ["AVATAR_ID_PATTERN", "FORMAT_VERSION", "MANIFEST", "AvatarStore", "validate_avatar_id",
+           "write_frame", "read_frame"]
 
-AVATAR_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-STAGING = ".staging"
-TRASH = ".trash"
-STALE_AFTER_S = 6 * 3600.0  # a staging folder untouched this long belongs to a dead writer
 # PNG decoding releases the GIL, so a few threads load an avatar that many times faster
 # (a 235-frame 720p avatar: 4.4 s on one thread).
 LOAD_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
-def validate_avatar_id(avatar_id: str) -> str:
-    if not isinstance(avatar_id, str) or not AVATAR_ID_PATTERN.fullmatch(avatar_id):
-        raise InvalidAvatarId(f"avatar_id {avatar_id!r} must match {AVATAR_ID_PATTERN.pattern}")
-    return avatar_id
-
-
-class AvatarStore:
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    def ensure(self) -> None:
-        (self.root / STAGING).mkdir(parents=True, exist_ok=True)
-        (self.root / TRASH).mkdir(parents=True, exist_ok=True)
-
-    def writable(self) -> bool:
-        try:
-            self.ensure()
-            probe = self.root / STAGING / f".probe-{uuid.uuid4().hex}"
-            probe.write_bytes(b"")
-            probe.unlink()
-            return True
-        except OSError:
-            return False
-
-    def sweep(self, older_than_s: float = STALE_AFTER_S) -> int:
-        """Remove staging and trash left by killed writers. Returns how many folders went."""
-        removed, now = 0, time.time()
-        for sub in (STAGING, TRASH):
-            folder = self.root / sub
-            if not folder.is_dir():
-                continue
-            for entry in folder.iterdir():
-                if now - entry.stat().st_mtime >= older_than_s:
-                    shutil.rmtree(entry, ignore_errors=True)
-                    removed += 1
-        return removed
-
-    def path(self, avatar_id: str) -> Path:
-        return self.root / validate_avatar_id(avatar_id)
-
-    def exists(self, avatar_id: str) -> bool:
-        return (self.path(avatar_id) / MANIFEST).is_file()
-
-    def ids(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(
-            p.name for p in self.root.iterdir()
-            if AVATAR_ID_PATTERN.fullmatch(p.name) and (p / MANIFEST).is_file()
-        )
-
-    def manifest(self, avatar_id: str) -> dict[str, Any]:
-        path = self.path(avatar_id) / MANIFEST
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError as e:
-            raise AvatarNotFound(f"avatar {avatar_id!r} does not exist; preprocess it first") from e
-
-    def manifests(self) -> list[dict[str, Any]]:
-        out = []
-        for avatar_id in self.ids():
-            try:
-                out.append(self.manifest(avatar_id))
-            except AvatarNotFound:
-                continue  # deleted between listing and reading
-        return out
-
-    def load(self, avatar_id: str) -> LoadedAvatar:
-        manifest = self.manifest(avatar_id)
+class AvatarStore(AvatarLayout):
+    def load(self, avatar_id: str, manifest: dict | None = None) -> LoadedAvatar:
+        """Read an avatar back. Pass the `manifest` already read to skip reading it again."""
+        manifest = manifest if manifest is not None else self.manifest(avatar_id)
         folder = self.path(avatar_id)
         with ThreadPoolExecutor(LOAD_THREADS, thread_name_prefix="avatar-load") as pool:
             frames = list(pool.map(lambda i: read_frame(folder, i), range(int(manifest["frames"]))))
-        landmarks = np.load(folder / "landmarks.npy")
+        landmarks = np.load(folder / LANDMARKS_FILE)
         return LoadedAvatar(avatar_id, folder, manifest, frames, landmarks)
 
-    def delete(self, avatar_id: str) -> None:
-        folder = self.path(avatar_id)
-        if not (folder / MANIFEST).is_file():
-            raise AvatarNotFound(f"avatar {avatar_id!r} does not exist")
-        self.ensure()
-        doomed = self.root / TRASH / f"{avatar_id}.{uuid.uuid4().hex}"
-        os.rename(folder, doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
-
-    @contextmanager
-    def stage(self, avatar_id: str, overwrite: bool = False) -> Iterator[Path]:
-        """Yield an empty staging folder; on clean exit it becomes the avatar, else it vanishes."""
-        validate_avatar_id(avatar_id)
-        if not overwrite and self.exists(avatar_id):
-            raise AvatarExists(f"avatar {avatar_id!r} already exists; pass overwrite=true to replace it")
-        self.ensure()
-        staging = self.root / STAGING / f"{avatar_id}.{uuid.uuid4().hex}"
-        staging.mkdir()
-        try:
-            yield staging
-            self._commit(staging, avatar_id, overwrite)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-
-    def _commit(self, staging: Path, avatar_id: str, overwrite: bool) -> None:
-        target = self.path(avatar_id)
-        if target.exists():
-            if not overwrite and (target / MANIFEST).is_file():
-                raise AvatarExists(f"avatar {avatar_id!r} was created meanwhile")
-            old = self.root / TRASH / f"{avatar_id}.{uuid.uuid4().hex}"
-            os.rename(target, old)
-            os.rename(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(staging, target)
+    def write_contents(self, staging: Path, frames: list[np.ndarray], landmarks: np.ndarray) -> Path:
+        """Write frames and landmarks into a staging folder. Returns the engine's (empty) folder."""
+        (staging / FRAMES_DIR).mkdir()
+        for i, frame in enumerate(frames):
+            write_frame(staging, i, frame)
+        np.save(staging / LANDMARKS_FILE, landmarks)
+        engine_dir = staging / ENGINE_DIR
+        engine_dir.mkdir()
+        return engine_dir
 
 
 def write_frame(folder: Path, index: int, frame: np.ndarray) -> None:
-    path = folder / "frames" / f"{index:06d}.png"
+    path = frame_path(folder, index)
     # Level 1: lossless and ~4x faster to write than the default, for ~15 % more bytes.
     if not cv2.imwrite(str(path), frame, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
         raise OSError(f"could not write {path}")
 
 
 def read_frame(folder: Path, index: int) -> np.ndarray:
-    path = folder / "frames" / f"{index:06d}.png"
+    path = frame_path(folder, index)
     frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if frame is None:
         raise OSError(f"could not read {path}")

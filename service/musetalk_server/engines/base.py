@@ -36,7 +36,7 @@ class AvatarFrames:
 
 @dataclass
 class LoadedAvatar:
-    """A stored avatar, read back from disk (see avatars/store.py for the layout)."""
+    """A stored avatar, read back from disk (see avatars/layout.py for the layout)."""
 
     avatar_id: str
     path: Path
@@ -47,7 +47,9 @@ class LoadedAvatar:
 
     @property
     def engine_dir(self) -> Path:
-        return self.path / "engine"
+        from ..avatars.layout import ENGINE_DIR
+
+        return self.path / ENGINE_DIR
 
     @property
     def fps(self) -> float:
