@@ -52,7 +52,7 @@ class CreateRequest:
     source_name: str | None = None  # the upload's file name, for the manifest
 
     def __post_init__(self) -> None:
-        validate_avatar_id(self.avatar_id)
+        object.__setattr__(self, "avatar_id", validate_avatar_id(self.avatar_id))
         if abs(self.bbox_shift) > BBOX_SHIFT_LIMIT:
             raise InvalidInput(f"bbox_shift {self.bbox_shift} is outside [-{BBOX_SHIFT_LIMIT}, {BBOX_SHIFT_LIMIT}]")
 
