@@ -253,7 +253,8 @@ def test_whisper_safetensors_wins_over_the_bin_and_is_checked_the_same_way(whisp
     shutil.copy(other / "whisper" / "pytorch_model.bin", models / "whisper" / "pytorch_model.bin")
     _, encoder = W.load_whisper(W.detect_layout(models))
     _, want = W.load_whisper(W.detect_layout(st_dir))
-    assert all(torch.equal(a, b) for a, b in zip(encoder.state_dict().values(), want.state_dict().values(), strict=True))
+    pairs = zip(encoder.state_dict().values(), want.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
 
     from safetensors.torch import load_file, save_file
 
