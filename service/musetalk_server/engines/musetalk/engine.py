@@ -190,7 +190,8 @@ class MuseTalkEngine(Engine):
         np.save(out_dir / LATENTS_FILE, latents)
         np.save(out_dir / BOXES_FILE, boxes)
         np.save(out_dir / SQUARES_FILE, squares)
-        np.savez_compressed(out_dir / MASKS_FILE, **{_mask_key(i): m for i, m in enumerate(masks)})
+        named: dict[str, Any] = {_mask_key(i): m for i, m in enumerate(masks)}
+        np.savez_compressed(out_dir / MASKS_FILE, **named)
         stamp = {"engine": self.name, "artifact_version": self.artifact_version, "version": self.version,
                  "blend_mask": self.blend_mask, "frames": n, "extra_margin": margin, "bbox_shift": int(bbox_shift)}
         (out_dir / STAMP_FILE).write_text(json.dumps(stamp))

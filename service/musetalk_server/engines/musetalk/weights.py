@@ -393,11 +393,11 @@ def load_models(model_dir: Path, device: str):
     extractor, whisper = load_whisper(layout)
     whisper = whisper.to(device=device, dtype=dtype)
     bisenet = None
-    if layout.bisenet() is not None:
+    if (bisenet_path := layout.bisenet()) is not None:
         from .bisenet import load_bisenet
 
         # BiSeNet runs once per avatar frame at preparation; fp32 as upstream, whatever the device.
-        bisenet = load_bisenet(layout.bisenet(), device)
+        bisenet = load_bisenet(bisenet_path, device)
     return MuseTalkModels(unet=unet, vae=vae, extractor=extractor, whisper=whisper, version=layout.version,
                           device=str(device), dtype=dtype, bisenet=bisenet)
 
@@ -441,10 +441,10 @@ def verify_weights(model_dir: Path) -> list[str]:
                          read_config(layout, WHISPER_CONFIG))
 
     def bisenet() -> None:
-        if layout.bisenet() is not None:
+        if (bisenet_path := layout.bisenet()) is not None:
             from .bisenet import load_bisenet
 
-            load_bisenet(layout.bisenet(), "cpu")
+            load_bisenet(bisenet_path, "cpu")
 
     for step in (unet, vae, whisper, compatible, bisenet):
         attempt(step)
