@@ -17,6 +17,7 @@ from ..engines.base import AvatarFrames, Engine, LoadedAvatar
 from ..engines.musetalk.crop import bbox_shift_range
 from ..errors import NoFaceDetected
 from ..face.landmarks import detect_video, to_ibug68
+from ..media.audio import soundtrack
 from ..media.video import read_video
 from .layout import FORMAT_VERSION, MANIFEST, validate_avatar_id
 from .store import AvatarStore
@@ -62,7 +63,8 @@ def preprocess_avatar(
     # 4. write frames, landmarks and the engine's artifacts into a staging folder
     with store.stage(avatar_id, overwrite=overwrite) as staging:
         engine_dir = store.write_contents(staging, list(clip.frames), points)
-        engine_info = engine.prepare(AvatarFrames(clip.frames, points, fps), bbox_shift, engine_dir)
+        audio = soundtrack(video_path, len(clip.frames) / fps)  # None for a still or a silent video
+        engine_info = engine.prepare(AvatarFrames(clip.frames, points, fps, audio), bbox_shift, engine_dir)
         # 5. the manifest goes last: a folder without one is never an avatar
         width, height = clip.size
         manifest = {
