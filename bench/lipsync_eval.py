@@ -218,7 +218,8 @@ def score(engine: Engine, clip: str, avatar_frames: list[np.ndarray], audio: np.
           audio_name: str, filmed: np.ndarray | None, out_dir: Path, work: Path,
           avatar_audio: np.ndarray | None = None) -> ClipResult:
     """Render `audio` on an avatar made of `avatar_frames` (soundtrack `avatar_audio`) and measure it."""
-    avatar = build_avatar(engine, avatar_frames, work, f"{clip}-{audio_name}", avatar_audio)
+    suffix = "" if avatar_audio is not None else "-generic"
+    avatar = build_avatar(engine, avatar_frames, work, f"{clip}-{audio_name}{suffix}", avatar_audio)
     rendered, first_ms, per_frame_ms = render_all(engine, avatar, audio)
     n = len(rendered)
     points, _found = detect_video(rendered)
@@ -245,7 +246,7 @@ def score(engine: Engine, clip: str, avatar_frames: list[np.ndarray], audio: np.
         r_gt = pearson(aperture[:m], filmed[:m])
         env_gt = pearson(env_db[:m], filmed[:m])
         env_gt_best = lagged_r(filmed[:m], env_db[:m])[0]
-    strip = out_dir / f"strip_{clip}_{audio_name}{'' if avatar_audio is not None else '_generic'}.png"
+    strip = out_dir / f"strip_{clip}_{audio_name}{suffix.replace('-', '_')}.png"
     draw_strip(rendered, np.nan_to_num(points), env_db, aperture, strip, start=busiest_window(env_db, STRIP_FRAMES),
                count=STRIP_FRAMES)
     return ClipResult(

@@ -90,6 +90,7 @@ class LiteEngine(Engine):
         out_dir.mkdir(parents=True, exist_ok=True)
         bank.save(out_dir / BANK_FILE)
         speaker, speaker_facts = learn_speaker(avatar, bank)
+        (out_dir / SPEAKER_FILE).unlink(missing_ok=True)  # never a stale one from an earlier prepare
         if speaker is not None:
             speaker.save(out_dir / SPEAKER_FILE)
         stamp = {"engine": self.name, "artifact_version": self.artifact_version}
