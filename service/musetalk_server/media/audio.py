@@ -68,4 +68,4 @@ def soundtrack(path: Path, seconds: float, *, rate: int = SAMPLE_RATE) -> np.nda
         audio = decode_audio(path, rate=rate)
     except (UnsupportedMedia, EmptyMedia):
         return None
-    return audio[: int(round(seconds * rate))]
+    return audio[: round(seconds * rate)]
