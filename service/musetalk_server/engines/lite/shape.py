@@ -13,7 +13,9 @@ that is not a pause.
 
 Look-ahead: a frame's shape needs the audio up to four frames past its start at 25 fps (the
 smoothing's two frames, or the speaker model's two frames of context, plus the 20 ms lead and
-half the 64 ms window), so a live caller can render a frame once that much audio has arrived.
+half the 64 ms window). Features are computed CHUNK frames at a time and join the running level
+before any of them is shown, so as written a frame waits on up to CHUNK + 4 frames of audio; the
+levels and the speaker model's band statistics are primed on the first seconds of `audio`.
 """
 
 from __future__ import annotations
