@@ -17,6 +17,7 @@ from .. import __version__
 from ..engines.base import AvatarFrames, Engine, LoadedAvatar
 from ..errors import NoFaceDetected
 from ..face.landmarks import detect_video
+from ..media.audio import soundtrack
 from ..media.video import read_video
 from .layout import FORMAT_VERSION, MANIFEST
 from .store import AvatarStore
@@ -65,7 +66,8 @@ def preprocess_avatar(
     # 3. write frames, landmarks and the engine's artifacts into a staging folder
     with store.stage(avatar_id, overwrite=overwrite) as staging:
         engine_dir = store.write_contents(staging, list(clip.frames), points)
-        engine_info = engine.prepare(AvatarFrames(clip.frames, points, fps), bbox_shift, engine_dir)
+        audio = soundtrack(video_path, len(clip.frames) / fps)  # None for a still or a silent video
+        engine_info = engine.prepare(AvatarFrames(clip.frames, points, fps, audio), bbox_shift, engine_dir)
         # 4. the manifest goes last: a folder without one is never an avatar
         width, height = clip.size
         manifest = {
