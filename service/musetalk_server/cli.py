@@ -104,6 +104,7 @@ def _preprocess(args: argparse.Namespace) -> int:
                 source, args.avatar_id, engine=_engine(settings), store=AvatarStore(settings.avatar_dir),
                 bbox_shift=args.bbox_shift, fps=settings.fps, overwrite=args.overwrite,
                 max_seconds=settings.max_video_seconds, max_side=settings.max_video_side,
+                max_pixels=settings.max_video_pixels, max_frames=settings.max_video_frames,
                 source_name=Path(urllib.parse.urlparse(args.video).path).name or None,
             )
     except MuseTalkError as e:

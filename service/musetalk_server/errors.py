@@ -11,6 +11,7 @@ __all__ = [
     "TooLarge",
     "UnsupportedMedia",
     "EmptyMedia",
+    "InvalidSamples",
     "NoFaceDetected",
     "InvalidInput",
     "Unauthorized",
@@ -18,6 +19,8 @@ __all__ = [
     "WeightsError",
     "EngineError",
     "PreprocessTimeout",
+    "InsufficientStorage",
+    "AvatarCorrupt",
 ]
 
 
@@ -64,6 +67,12 @@ class EmptyMedia(UnsupportedMedia):
     status = 422
 
 
+class InvalidSamples(UnsupportedMedia):
+    """Decodable, but the samples themselves are unusable (NaN or infinite values in float audio)."""
+
+    status = 422
+
+
 class NoFaceDetected(MuseTalkError):
     status, code = 422, "no_face_detected"
 
@@ -94,3 +103,15 @@ class PreprocessTimeout(MuseTalkError):
     """Cluster mode: the Avatar resource was not Ready in time. It keeps going; poll GET /avatars/{id}."""
 
     status, code = 504, "preprocess_timeout"
+
+
+class InsufficientStorage(MuseTalkError):
+    """The disk (or the process's file-size limit) ran out mid-write; nothing half-written is kept."""
+
+    status, code = 507, "insufficient_storage"
+
+
+class AvatarCorrupt(MuseTalkError):
+    """An avatar on disk cannot be read back (a truncated frame, a garbled manifest); names the file."""
+
+    status, code = 500, "avatar_corrupt"

@@ -39,6 +39,8 @@ def preprocess_avatar(
     overwrite: bool = False,
     max_seconds: float | None = None,
     max_side: int | None = None,
+    max_pixels: int | None = None,
+    max_frames: int | None = None,
     source_name: str | None = None,
     on_stored: Callable[[LoadedAvatar], None] | None = None,
 ) -> dict[str, Any]:
@@ -55,7 +57,9 @@ def preprocess_avatar(
 
         raise AvatarExists(f"avatar {avatar_id!r} already exists; pass overwrite=true to replace it")
     # 2. decode onto the output clock
-    clip = read_video(video_path, fps, max_seconds=max_seconds, max_side=max_side)
+    clip = read_video(
+        video_path, fps, max_seconds=max_seconds, max_side=max_side, max_pixels=max_pixels, max_frames=max_frames
+    )
     # 3. landmarks, (N, 478, 2)
     points, found = detect_video(clip.frames)
     points, missing = fill_missing(points, found)

@@ -56,6 +56,7 @@ INNER_LIP_MID = (13, 14)  # upper and lower inner-lip midpoints
 # this resolution, so FaceMesh sees it at a size it was trained for.
 _CROP_SCALE = 2.0
 _CROP_SIDE = 384
+MAX_FACES = 4  # FaceMesh looks for this many; the largest is the avatar
 
 
 def to_ibug68(points: np.ndarray) -> np.ndarray:
@@ -76,6 +77,11 @@ def inner_lip_gap(points: np.ndarray) -> np.ndarray:
     return np.maximum(points[..., lo, 1] - points[..., up, 1], 0.0)
 
 
+def _box_area(points: np.ndarray) -> float:
+    w, h = points.max(axis=0) - points.min(axis=0)
+    return float(w * h)
+
+
 class FaceTracker:
     """FaceMesh over one video: tracking mode for speed, with a detector fallback for small faces."""
 
@@ -85,13 +91,13 @@ class FaceTracker:
 
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=not tracking,
-            max_num_faces=1,
+            max_num_faces=MAX_FACES,
             refine_landmarks=True,
             min_detection_confidence=0.5,
             min_tracking_confidence=0.5,
         )
         self._crop_mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.5
+            static_image_mode=True, max_num_faces=MAX_FACES, refine_landmarks=True, min_detection_confidence=0.5
         )
         self._detector = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
 
@@ -119,8 +125,8 @@ class FaceTracker:
         if not res.multi_face_landmarks:
             return None
         h, w = rgb.shape[:2]
-        lm = res.multi_face_landmarks[0].landmark
-        return np.array([[p.x * w, p.y * h] for p in lm], dtype=np.float32)
+        faces = [np.array([[p.x * w, p.y * h] for p in f.landmark], dtype=np.float32) for f in res.multi_face_landmarks]
+        return max(faces, key=_box_area)  # several faces: always the largest, frame after frame
 
     def _detect_small(self, rgb: np.ndarray) -> np.ndarray | None:
         # FaceMesh's own detector sees the frame at 128 px and misses faces under ~5 % of the

@@ -67,6 +67,8 @@ async def preprocess(
                     overwrite=overwrite,
                     max_seconds=settings.max_video_seconds,
                     max_side=settings.max_video_side,
+                    max_pixels=settings.max_video_pixels,
+                    max_frames=settings.max_video_frames,
                     source_name=video_file.filename,
                     on_stored=keep_loaded(state),
                 )
