@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     max_video_pixels: int = Field(3840 * 2160, ge=64 * 64)
     max_video_frames: int = Field(7200, ge=1)
     api_key: str | None = None
+    # Leftover uploads and MP4s (a killed request) older than this are swept.
+    temp_ttl_s: float = Field(3600.0, gt=0)
 
     # Serving.
     jpeg_quality: int = Field(85, ge=10, le=100)

@@ -19,6 +19,7 @@ from ..config import Settings
 from ..engines.base import Engine
 from ..engines.registry import create_engine, resolve_engine_name
 from ..errors import WeightsError
+from ..sweeper import sweep_forever, sweep_temp
 from .errors import install_error_handlers
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
@@ -61,6 +62,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         store.ensure()
         # In local mode this process is the only writer, so any staging folder is a dead one.
         store.sweep(older_than_s=0 if settings.avatar_source == "local" else 6 * 3600)
+        # Likewise uploads and outputs; on a shared volume other replicas' files wait for the TTL.
+        sweep_temp(settings.result_dir, 0 if settings.avatar_source == "local" else settings.temp_ttl_s)
+        sweeper = asyncio.create_task(sweep_forever(settings.result_dir, settings.temp_ttl_s))
         state = AppState(
             settings=settings, store=store, metrics=metrics, engine_name=name, device=device,
             pool=ThreadPoolExecutor(pool_size, thread_name_prefix="encode"), pool_size=pool_size,
@@ -81,6 +85,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         finally:
             if loader:
                 loader.cancel()
+            sweeper.cancel()
             for stream in list(state.streams):
                 stream.close()
             state.pool.shutdown(wait=False, cancel_futures=True)

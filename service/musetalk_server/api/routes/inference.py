@@ -27,6 +27,7 @@ from ...media.jpeg import MJPEG_MEDIA_TYPE, closing_boundary, encode_jpeg, error
 from ...media.mp4 import AUDIO_RATE
 from ...media.timeline import SAMPLE_RATE, frame_count
 from ...pipeline import FrameStream, encode_ahead, render_mp4
+from ...storage import disk_writes
 from ..deps import AvatarIdPath, CacheDep, StateDep, require_api_key
 from ..state import AppState
 from ..uploads import saved_upload
@@ -153,8 +154,9 @@ async def batch(
     job, mux = await prepare_job(state, cache, avatar_id, audio_file, mux_rate=AUDIO_RATE)
     assert mux is not None
     out_dir = state.settings.result_dir / "outputs"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f"{avatar_id}-", suffix=".mp4", dir=out_dir)
+    with disk_writes("the MP4"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f"{avatar_id}-", suffix=".mp4", dir=out_dir)
     os.close(fd)  # PyAV opens the file by name
     out = Path(name)
     cancel = threading.Event()
@@ -165,7 +167,8 @@ async def batch(
             render_mp4, job.renderer, job.audio, job.fps, out,
             size=(w, h), mux_audio=mux, mux_rate=AUDIO_RATE, cancel=cancel,
         )
-        written = await _until_done_or_gone(request, render, cancel)
+        with disk_writes("the MP4"):
+            written = await _until_done_or_gone(request, render, cancel)
     except MuseTalkError:
         out.unlink(missing_ok=True)
         raise
