@@ -90,6 +90,7 @@ async def list_avatars(state: AppState) -> dict[str, Any]:
 
 async def delete_avatar(state: AppState, avatar_id: str) -> dict[str, Any]:
     """Delete the resource; the operator's finalizer then removes the files from the volume."""
+    check_resource_name(avatar_id)
     await asyncio.to_thread(state.resources.delete, avatar_id)
     if state.cache:
         state.cache.evict(avatar_id)
