@@ -9,7 +9,9 @@ import httpx
 import pytest
 
 from fuzzing import error_shape_problem, fuzz
-from helpers import LiveServer
+from helpers import LiveServer, media
+from mediatools import first_frames, write_video
+from servers import preprocess
 from musetalk_server.api import create_app
 from musetalk_server.config import Settings
 
@@ -31,11 +33,14 @@ def _wait_ready(client: httpx.Client) -> None:
 
 
 def test_fuzzing_finds_no_5xx_no_dropped_connection_and_one_error_shape(tmp_path):
-    with lite_server(tmp_path, api_key=API_KEY) as server, httpx.Client(base_url=server.url) as client:
+    clip = write_video(first_frames(media("vr_face2.mp4"), 10), tmp_path / "short.mp4", "libx264", 25.0, fmt="mp4")
+    key = {"X-API-Key": API_KEY}
+    with lite_server(tmp_path, api_key=API_KEY) as server, httpx.Client(base_url=server.url, headers=key) as client:
         _wait_ready(client)
-        report = fuzz(server.url, cases_per_operation=CASES_PER_OPERATION, seed=SEED, headers={"X-API-Key": API_KEY})
+        assert preprocess(client, "face2", clip).status_code == 200
+        report = fuzz(server.url, cases_per_operation=CASES_PER_OPERATION, seed=SEED, headers=key, avatar_id="face2")
         assert report.failures == []
-        assert report.cases >= 60
+        assert report.cases >= 80
         assert any(400 <= s < 500 for s in report.by_status)  # it did reach the validation paths
         # The server is still whole afterwards.
         assert client.get("/health").json()["status"] == "running"
