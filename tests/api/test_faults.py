@@ -48,15 +48,28 @@ def _in_background(fn) -> threading.Thread:
     return t
 
 
-def test_kill_9_mid_request_leaves_debris_the_restart_sweeps(tmp_path):
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory) -> Path:
+    """Ten frames of vr_face2: a small upload whose avatar frames are large PNGs."""
+    path = tmp_path_factory.mktemp("clip") / "short.mp4"
+    return write_video(first_frames(media("vr_face2.mp4"), 10), path, "libx264", 25.0, fmt="mp4")
+
+
+@pytest.fixture(scope="module")
+def short_speech(tmp_path_factory) -> Path:
+    return silent_wav(tmp_path_factory.mktemp("speech") / "two_seconds.wav", 2.0)
+
+
+def test_kill_9_mid_request_leaves_debris_the_restart_sweeps(tmp_path, short_clip, short_speech):
     results = tmp_path / "results"
     with ServerProcess(results) as srv, httpx.Client(base_url=srv.url) as client:
-        assert preprocess(client, "face2", media("vr_face2.mp4")).status_code == 200
-    # A slow engine, so the kill lands while a batch writes its MP4 and a preprocess its avatar.
+        assert preprocess(client, "face2", short_clip).status_code == 200
+    # A slow engine (50 frames take 10 s; preparing takes minutes), so the kill lands while a
+    # batch writes its MP4 and a preprocess its avatar.
     with ServerProcess(results, engine={"delay_s": 0.2, "prepare_delay_s": 120}) as srv:
         with httpx.Client(base_url=srv.url) as client:
-            _in_background(lambda: post_audio(client, "/inference/batch/face2", media("vr_audio1.wav")))
-            _in_background(lambda: preprocess(client, "victim", media("vr_face1.mp4")))
+            _in_background(lambda: post_audio(client, "/inference/batch/face2", short_speech))
+            _in_background(lambda: preprocess(client, "victim", short_clip))
             _wait_for("an MP4 being written, an upload and a staging folder", lambda: (
                 _files(results / "outputs") and _files(results / "uploads")
                 and _files(results / "avatars" / STAGING)))
@@ -66,7 +79,7 @@ def test_kill_9_mid_request_leaves_debris_the_restart_sweeps(tmp_path):
         assert _files(results / "outputs") == _files(results / "uploads") == []
         assert _files(results / "avatars" / STAGING) == []
         assert client.get("/avatars/victim").status_code == 404
-        assert post_audio(client, "/inference/stream/face2", media("vr_audio1.wav")).status_code == 200
+        assert post_audio(client, "/inference/stream/face2", short_speech).status_code == 200
 
 
 def test_sweep_removes_only_files_older_than_the_ttl(tmp_path):
@@ -117,13 +130,6 @@ def test_an_upload_cut_off_mid_way_leaves_no_file(tmp_path, path, field):
                   and not _files(tmp_path / "results" / "uploads"))
         assert httpx.get(f"{srv.url}/health").status_code == 200
     assert _files(spool) == [] and _files(tmp_path / "results" / "uploads") == []
-
-
-@pytest.fixture(scope="module")
-def short_clip(tmp_path_factory) -> Path:
-    """Ten frames of vr_face2: a small upload whose avatar frames are large PNGs."""
-    path = tmp_path_factory.mktemp("clip") / "short.mp4"
-    return write_video(first_frames(media("vr_face2.mp4"), 10), path, "libx264", 25.0, fmt="mp4")
 
 
 def test_full_disk_during_preprocess_answers_507_and_keeps_nothing(tmp_path, short_clip):
@@ -186,10 +192,6 @@ def two_avatars(tmp_path_factory, short_clip) -> Path:
             assert preprocess(client, avatar_id, short_clip).status_code == 200
     return tmp
 
-
-@pytest.fixture(scope="module")
-def short_speech(tmp_path_factory) -> Path:
-    return silent_wav(tmp_path_factory.mktemp("speech") / "two_seconds.wav", 2.0)
 
 
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
