@@ -21,12 +21,14 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Speed and quality tables (minutes, not part of the tests): the service over HTTP, lip-sync
-# quality on the ground-truth clips, and the musetalk engine on tiny models (pass
-# MUSETALK_BENCH_ARGS='--size full --device cuda:0' on a GPU machine).
+# quality on the ground-truth clips, the musetalk engine on tiny models (pass
+# MUSETALK_BENCH_ARGS='--size full --device cuda:0' on a GPU machine), and reliability
+# (schema-driven fuzzing and the hostile media corpus).
 bench: $(STAMP)
 	$(BIN)/python bench/service_bench.py
 	$(BIN)/python bench/lipsync_eval.py
 	$(BIN)/python bench/musetalk_bench.py $(MUSETALK_BENCH_ARGS)
+	$(BIN)/python bench/fuzz_bench.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -20,7 +20,8 @@ KIND = "Avatar"
 PREFIX = "MUSETALK_OPERATOR_"
 
 # Matches the service image's non-root user (service/Dockerfile), so Job pods can write the volume.
-DEFAULT_POD_SECURITY_CONTEXT = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001}
+DEFAULT_POD_SECURITY_CONTEXT = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                                "seccompProfile": {"type": "RuntimeDefault"}}
 DEFAULT_JOB_RESOURCES = {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"memory": "12Gi"}}
 
 

@@ -67,6 +67,11 @@ def follow_job(event: kopf.RawEvent, body: kopf.Body, name: str, namespace: str,
                memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     """The one writer of status.phase: map this Job's state onto its Avatar."""
     avatar_name, generation = labels[jobs.AVATAR_LABEL], int(labels.get(jobs.GENERATION_LABEL, "0"))
+    try:
+        jobs.avatar_id(avatar_name)  # anyone who may create Jobs can set this label
+    except jobs.InvalidAvatar:
+        logger.warning("job %s names an invalid avatar %r; ignored", name, avatar_name)
+        return
     if event.get("type") == "DELETED":
         outcome = status.Outcome(status.FAILED, "JobDeleted", f"job {name} was deleted before it finished")
         publish(namespace, avatar_name, generation, outcome, job_name=name, frames=None, logger=logger,

@@ -7,6 +7,7 @@ volume. Its result (or error) comes back through the container's termination mes
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from collections.abc import Mapping
@@ -31,6 +32,15 @@ GENERATION_LABEL = f"{GROUP}/generation"
 CONTAINER = "preprocess"
 TERMINATION_LOG = "/dev/termination-log"
 VOLUME = "avatars"
+TMP_VOLUME = "tmp"  # the root filesystem is read-only; a URL source is fetched into /tmp
+# Non-root, read-only, no capabilities, no privilege escalation, the runtime's seccomp filter.
+CONTAINER_SECURITY_CONTEXT = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 # metadata.name is the avatar id; the CRD narrows it to a DNS label, which fits the service's
 # ^[A-Za-z0-9_-]{1,64}$. Checked again here because CEL rules are skipped on old API servers.
@@ -124,18 +134,19 @@ def build_job(avatar: Mapping[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
         "args": container_args(name, spec, cfg.job_data_dir),
         "env": [{"name": key, "value": str(value)} for key, value in sorted(cfg.job_env.items())],
         "resources": container_resources(spec, cfg),
-        "volumeMounts": [{"name": VOLUME, "mountPath": cfg.job_data_dir}],
+        "volumeMounts": [{"name": VOLUME, "mountPath": cfg.job_data_dir}, {"name": TMP_VOLUME, "mountPath": "/tmp"}],
         "terminationMessagePath": TERMINATION_LOG,
         # A crash before the CLI could write its JSON still leaves the log tail as the reason.
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,  # the preprocessing pod never talks to the API
         "securityContext": dict(cfg.pod_security_context),
         "containers": [container],
-        "volumes": [{"name": VOLUME, "persistentVolumeClaim": {"claimName": cfg.pvc_name}}],
+        "volumes": [{"name": VOLUME, "persistentVolumeClaim": {"claimName": cfg.pvc_name}},
+                    {"name": TMP_VOLUME, "emptyDir": {}}],
     }
     if cfg.node_selector:
         pod_spec["nodeSelector"] = dict(cfg.node_selector)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from musetalk_server.avatars.layout import AvatarLayout
+from musetalk_server.errors import AvatarCorrupt
 
 from .jobs import avatar_id
 
@@ -28,8 +29,14 @@ def remove_upload(data_dir: Path, relative: str) -> bool:
 
 
 def stored_frames(root: Path, name: str) -> int | None:
-    """Frames from the committed manifest, for when the Job's pod (and its message) is gone."""
+    """Frames from the committed manifest, for when the Job's pod (and its message) is gone.
+
+    None when there is no avatar, or its manifest cannot be read (the status then lacks a count).
+    """
     store = AvatarLayout(root)
-    if not store.exists(name):
+    if not store.exists(avatar_id(name)):
         return None
-    return int(store.manifest(name)["frames"])
+    try:
+        return int(store.manifest(name)["frames"])
+    except AvatarCorrupt:
+        return None

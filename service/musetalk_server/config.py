@@ -31,7 +31,12 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(600.0, gt=0)
     max_video_seconds: float = Field(120.0, gt=0)
     max_video_side: int = Field(1920, ge=64)
+    # Checked on the header before decoding, then frame by frame: 4K UHD, and 120 s at 60 fps.
+    max_video_pixels: int = Field(3840 * 2160, ge=64 * 64)
+    max_video_frames: int = Field(7200, ge=1)
     api_key: str | None = None
+    # Leftover uploads and MP4s (a killed request) older than this are swept.
+    temp_ttl_s: float = Field(3600.0, gt=0)
 
     # Serving.
     jpeg_quality: int = Field(85, ge=10, le=100)

@@ -10,7 +10,8 @@ status and the machine `code` clients see in `{"detail": ..., "code": ...}` (`er
     ├── AvatarEngineMismatch           409 avatar_engine_mismatch
     ├── TooLarge                       413 too_large
     ├── UnsupportedMedia               415 unsupported_media
-    │   └── EmptyMedia                 422 unsupported_media
+    │   ├── EmptyMedia                 422 unsupported_media
+    │   └── InvalidSamples             422 unsupported_media   (NaN or infinite audio samples)
     ├── NoFaceDetected                 422 no_face_detected
     ├── InvalidInput                   422 invalid_input
     ├── Unauthorized                   401 unauthorized
@@ -18,7 +19,9 @@ status and the machine `code` clients see in `{"detail": ..., "code": ...}` (`er
     ├── WeightsError                   500 weights_error
     ├── EngineError                    500 internal_error
     │   └── RenderError                500 internal_error   (a render that failed or fell short)
-    └── PreprocessTimeout              504 preprocess_timeout
+    ├── PreprocessTimeout              504 preprocess_timeout
+    ├── InsufficientStorage            507 insufficient_storage (nothing half-written is left)
+    └── AvatarCorrupt                  500 avatar_corrupt       (that avatar alone, logged)
 
 Anything else that escapes is a bug: the handler logs its trace and answers a generic 500.
 """
@@ -35,6 +38,7 @@ __all__ = [
     "TooLarge",
     "UnsupportedMedia",
     "EmptyMedia",
+    "InvalidSamples",
     "NoFaceDetected",
     "InvalidInput",
     "Unauthorized",
@@ -43,6 +47,8 @@ __all__ = [
     "EngineError",
     "RenderError",
     "PreprocessTimeout",
+    "InsufficientStorage",
+    "AvatarCorrupt",
 ]
 
 
@@ -97,6 +103,12 @@ class EmptyMedia(UnsupportedMedia):
     status = 422
 
 
+class InvalidSamples(UnsupportedMedia):
+    """Decodable, but the samples themselves are unusable (NaN or infinite values in float audio)."""
+
+    status = 422
+
+
 class NoFaceDetected(MuseTalkError):
     status, code = 422, "no_face_detected"
 
@@ -131,3 +143,15 @@ class PreprocessTimeout(MuseTalkError):
     """Cluster mode: the Avatar resource was not Ready in time. It keeps going; poll GET /avatars/{id}."""
 
     status, code = 504, "preprocess_timeout"
+
+
+class InsufficientStorage(MuseTalkError):
+    """The disk (or the process's file-size limit) ran out mid-write; nothing half-written is kept."""
+
+    status, code = 507, "insufficient_storage"
+
+
+class AvatarCorrupt(MuseTalkError):
+    """An avatar on disk cannot be read back (a truncated frame, a garbled manifest); names the file."""
+
+    status, code = 500, "avatar_corrupt"

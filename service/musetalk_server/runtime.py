@@ -77,7 +77,8 @@ class Runtime:
                 engine=crd_engine(choice.name, settings.engine), fps=settings.fps,
                 timeout_s=settings.preprocess_timeout_s, metrics=metrics)
         else:
-            limits = PreprocessLimits(settings.fps, settings.max_video_seconds, settings.max_video_side)
+            limits = PreprocessLimits(settings.fps, settings.max_video_seconds, settings.max_video_side,
+                                      settings.max_video_pixels, settings.max_video_frames)
             avatars = LocalAvatars(store, limits, metrics)
         return cls(settings, choice, store, avatars, metrics)
 

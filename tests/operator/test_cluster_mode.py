@@ -135,6 +135,8 @@ async def test_a_failed_job_answers_like_local_mode(k8s: Any, job_volume: Path) 
             bad = await asyncio.to_thread(httpx.post, f"{server.url}/avatars/preprocess", timeout=30,
                                           data={"avatar_id": "Not_A_Dns_Label"}, files={"video_file": ("f.mp4", b"x")})
             assert bad.status_code == 422 and bad.json()["code"] == "invalid_avatar_id"
+            bad = await asyncio.to_thread(httpx.delete, f"{server.url}/avatars/Not_A_Dns_Label", timeout=30)
+            assert bad.status_code == 422 and bad.json()["code"] == "invalid_avatar_id"
     assert runner.exception is None
 
 

@@ -39,7 +39,7 @@ def test_job_runs_the_cli_on_the_volume_with_gpu_deadline_and_owner() -> None:
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert c["env"] == [{"name": "MUSETALK_MODEL_DIR", "value": "/data/models"}]
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
-    assert c["volumeMounts"] == [{"name": "avatars", "mountPath": "/data"}]
+    assert c["volumeMounts"] == [{"name": "avatars", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"}]
     spec = job["spec"]
     assert spec["activeDeadlineSeconds"] == 900 and spec["backoffLimit"] == 2
     assert spec["template"]["spec"]["volumes"][0]["persistentVolumeClaim"] == {"claimName": "avatars-pvc"}

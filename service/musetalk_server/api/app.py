@@ -17,6 +17,7 @@ from ..config import Settings
 from ..engines.base import Engine
 from ..metrics import Metrics
 from ..runtime import EngineChoice, Runtime
+from ..sweeper import sweep_forever, sweep_temp
 from .errors import install_error_handlers
 from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from .routes import avatars, health, inference
@@ -39,6 +40,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         runtime.store.ensure()
         # In local mode this process is the only writer, so any staging folder is a dead one.
         runtime.store.sweep(older_than_s=0 if settings.avatar_source == "local" else 6 * 3600)
+        # Likewise uploads and outputs; on a shared volume other replicas' files wait for the TTL.
+        sweep_temp(settings.result_dir, 0 if settings.avatar_source == "local" else settings.temp_ttl_s)
+        sweeper = asyncio.create_task(sweep_forever(settings.result_dir, settings.temp_ttl_s))
         pool_size = max(2, os.cpu_count() or 2)
         state = AppState(runtime, metrics, ThreadPoolExecutor(pool_size, thread_name_prefix="encode"), pool_size)
         metrics.queue_depth.set_function(lambda: sum(s.frames.buffered for s in list(state.streams)))
@@ -56,6 +60,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         finally:
             if loader:
                 loader.cancel()
+            sweeper.cancel()
             for stream in list(state.streams):
                 stream.close()
             state.pool.shutdown(wait=False, cancel_futures=True)

@@ -9,12 +9,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import MuseTalkError, error_body
+from ..errors import InsufficientStorage, MuseTalkError, error_body
+from ..storage import is_full_disk
 
 __all__ = ["install_error_handlers", "error_body"]
 
 log = logging.getLogger(__name__)
 
+_FULL_FOR_REQUEST = "the server ran out of storage for the request"
 _HTTP_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
@@ -35,11 +37,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if is_full_disk(exc.__cause__):  # FastAPI wraps a body it could not spool in a 400
+            return await _ours(request, InsufficientStorage(_FULL_FOR_REQUEST))
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return JSONResponse(error_body(str(exc.detail), code), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_full_disk(exc):  # e.g. the multipart parser spooling a request body to a full disk
+            return await _ours(request, InsufficientStorage(_FULL_FOR_REQUEST))
         # The trace goes to the log, never to the client.
         log.exception("unhandled error on %s", request.url.path)
         return JSONResponse(error_body("internal server error", "internal_error"), status_code=500)

@@ -12,6 +12,7 @@ from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import TooLarge
+from ..storage import disk_writes
 
 __all__ = ["saved_upload"]
 
@@ -23,12 +24,13 @@ async def saved_upload(upload: UploadFile, folder: Path, limit: int) -> AsyncIte
     """Copy `upload` to a temp file under `folder` (size-checked), yield its path, then delete it."""
     if upload.size is not None and upload.size > limit:
         raise TooLarge(f"upload is {upload.size} bytes; the limit is {limit}")
-    folder.mkdir(parents=True, exist_ok=True)
     suffix = Path(upload.filename or "").suffix[:16]
-    fd, name = tempfile.mkstemp(prefix="upload-", suffix=suffix, dir=folder)
+    with disk_writes("the upload"):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="upload-", suffix=suffix, dir=folder)
     path = Path(name)
     try:
-        with os.fdopen(fd, "wb") as out:
+        with disk_writes("the upload"), os.fdopen(fd, "wb") as out:
             size = 0
             while chunk := await upload.read(_CHUNK):
                 size += len(chunk)

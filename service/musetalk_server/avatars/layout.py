@@ -20,6 +20,7 @@ also when a writer is killed mid-way (its staging folder is swept later).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -30,12 +31,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import AvatarExists, AvatarNotFound, InvalidAvatarId
+from ..errors import AvatarCorrupt, AvatarExists, AvatarNotFound, InvalidAvatarId
+from ..storage import disk_writes
 
 __all__ = [
     "AVATAR_ID_PATTERN", "FORMAT_VERSION", "MANIFEST", "FRAMES_DIR", "LANDMARKS_FILE", "ENGINE_DIR",
-    "STAGING", "TRASH", "AvatarId", "AvatarLayout", "validate_avatar_id", "frame_path",
+    "STAGING", "TRASH", "AvatarId", "AvatarLayout", "validate_avatar_id", "frame_path", "corrupt",
 ]
+
+log = logging.getLogger(__name__)
 
 AVATAR_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FORMAT_VERSION = 1
@@ -63,6 +67,11 @@ def validate_avatar_id(avatar_id: str) -> AvatarId:
 
 def frame_path(folder: Path, index: int) -> Path:
     return folder / FRAMES_DIR / f"{index:06d}.png"
+
+
+def corrupt(avatar_id: str, name: str, problem: str) -> AvatarCorrupt:
+    """The error for a damaged file of one avatar; names the file within the avatar, not the server path."""
+    return AvatarCorrupt(f"avatar {avatar_id!r} is corrupt on disk: {name} {problem}; preprocess it again")
 
 
 def not_found(avatar_id: str) -> AvatarNotFound:
@@ -120,9 +129,14 @@ class AvatarLayout:
     def manifest(self, avatar_id: str) -> dict[str, Any]:
         path = self.path(avatar_id) / MANIFEST
         try:
-            return json.loads(path.read_text())
+            manifest = json.loads(path.read_text())
         except FileNotFoundError as e:
             raise not_found(avatar_id) from e
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            raise corrupt(avatar_id, MANIFEST, "is not valid JSON") from e
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("frames"), int) or manifest["frames"] < 1:
+            raise corrupt(avatar_id, MANIFEST, "lacks a positive frame count")
+        return manifest
 
     def manifests(self) -> list[dict[str, Any]]:
         out = []
@@ -131,6 +145,8 @@ class AvatarLayout:
                 out.append(self.manifest(avatar_id))
             except AvatarNotFound:
                 continue  # deleted between listing and reading
+            except AvatarCorrupt as e:
+                log.error("%s: left out of the list", e.detail)  # the others still list
         return out
 
     def stamp(self, avatar_id: str) -> tuple[int, int]:
@@ -172,8 +188,10 @@ class AvatarLayout:
         staging = self.root / STAGING / f"{validate_avatar_id(avatar_id)}.{uuid.uuid4().hex}"
         staging.mkdir()
         try:
-            yield staging
-            self._commit(staging, avatar_id, overwrite)
+            # A full disk anywhere inside (frames, arrays, the engine's files) is one 507.
+            with disk_writes(f"avatar {avatar_id!r}"):
+                yield staging
+                self._commit(staging, avatar_id, overwrite)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

@@ -31,11 +31,14 @@ MAX_MISSING_FACE_SHARE = 0.2
 
 @dataclass(frozen=True)
 class PreprocessLimits:
-    """The output clock and the bounds on a source video (MUSETALK_FPS and MUSETALK_MAX_VIDEO_*)."""
+    """The output clock and the bounds on a source video (MUSETALK_FPS and MUSETALK_MAX_VIDEO_*),
+    enforced while it decodes."""
 
     fps: float = 25.0
     max_seconds: float | None = None
     max_side: int | None = None
+    max_pixels: int | None = None
+    max_frames: int | None = None
 
 
 def preprocess_avatar(
@@ -58,8 +61,9 @@ def preprocess_avatar(
     """
     started = time.perf_counter()
     fps = limits.fps
-    # 1. decode onto the output clock
-    clip = read_video(video_path, fps, max_seconds=limits.max_seconds, max_side=limits.max_side)
+    # 1. decode onto the output clock, within the limits
+    clip = read_video(video_path, fps, max_seconds=limits.max_seconds, max_side=limits.max_side,
+                      max_pixels=limits.max_pixels, max_frames=limits.max_frames)
     # 2. landmarks, (N, 478, 2)
     points, found = detect_video(clip.frames)
     points, missing = fill_missing(points, found)

@@ -177,7 +177,7 @@ class ClusterAvatars(_Shared):
 
     def delete(self, avatar_id: str) -> None:
         """Delete the resource; the operator's finalizer then removes the files from the volume."""
-        self.resources.delete(avatar_id)
+        self.resources.delete(check_resource_name(avatar_id))
         self._evict(avatar_id)
 
 

@@ -56,6 +56,7 @@ INNER_LIP_MID = (13, 14)  # upper and lower inner-lip midpoints
 # this resolution, so FaceMesh sees it at a size it was trained for.
 _CROP_SCALE = 2.0
 _CROP_SIDE = 384
+MAX_FACES = 4  # in a clip with several faces FaceMesh looks for this many; the largest is the avatar
 
 
 def to_ibug68(points: np.ndarray) -> np.ndarray:
@@ -76,22 +77,27 @@ def inner_lip_gap(points: np.ndarray) -> np.ndarray:
     return np.maximum(points[..., lo, 1] - points[..., up, 1], 0.0)
 
 
+def _box_area(points: np.ndarray) -> float:
+    w, h = points.max(axis=0) - points.min(axis=0)
+    return float(w * h)
+
+
 class FaceTracker:
     """FaceMesh over one video: tracking mode for speed, with a detector fallback for small faces."""
 
-    def __init__(self, tracking: bool = True) -> None:
+    def __init__(self, tracking: bool = True, max_faces: int = 1) -> None:
         # Imported here: mediapipe costs ~0.5 s to import and is not needed by every command.
         import mediapipe as mp
 
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=not tracking,
-            max_num_faces=1,
+            max_num_faces=max_faces,
             refine_landmarks=True,
             min_detection_confidence=0.5,
             min_tracking_confidence=0.5,
         )
         self._crop_mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.5
+            static_image_mode=True, max_num_faces=max_faces, refine_landmarks=True, min_detection_confidence=0.5
         )
         self._detector = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
 
@@ -119,8 +125,8 @@ class FaceTracker:
         if not res.multi_face_landmarks:
             return None
         h, w = rgb.shape[:2]
-        lm = res.multi_face_landmarks[0].landmark
-        return np.array([[p.x * w, p.y * h] for p in lm], dtype=np.float32)
+        faces = [np.array([[p.x * w, p.y * h] for p in f.landmark], dtype=np.float32) for f in res.multi_face_landmarks]
+        return max(faces, key=_box_area)  # several faces: always the largest, frame after frame
 
     def _detect_small(self, rgb: np.ndarray) -> np.ndarray | None:
         # FaceMesh's own detector sees the frame at 128 px and misses faces under ~5 % of the
@@ -143,6 +149,23 @@ class FaceTracker:
         return ((pts - m[:, 2]) / scale).astype(np.float32)
 
 
+def faces_to_track(frames: Sequence[np.ndarray]) -> int:
+    """1 when the first, middle and last frames show at most one face, else MAX_FACES.
+
+    Tracking several faces makes FaceMesh run its detector on every frame (2-3x slower), so a
+    clip pays for it only when it holds more than one face; then the largest is the avatar's.
+    """
+    import mediapipe as mp
+
+    picks = {0, len(frames) // 2, len(frames) - 1} if frames else set()
+    with mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5) as detector:
+        for i in sorted(picks):
+            found = detector.process(np.ascontiguousarray(cv2.cvtColor(frames[i], cv2.COLOR_BGR2RGB))).detections
+            if found and len(found) > 1:
+                return MAX_FACES
+    return 1
+
+
 def detect_video(frames: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Landmarks for every frame of one video.
 
@@ -150,7 +173,7 @@ def detect_video(frames: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """
     pts = np.full((len(frames), MESH_POINTS, 2), np.nan, dtype=np.float32)
     found = np.zeros(len(frames), dtype=bool)
-    with FaceTracker(tracking=len(frames) > 1) as tracker:
+    with FaceTracker(tracking=len(frames) > 1, max_faces=faces_to_track(frames)) as tracker:
         for i, frame in enumerate(frames):
             p = tracker.detect(frame)
             if p is not None:

@@ -10,11 +10,29 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..errors import EmptyMedia, TooLarge, UnsupportedMedia
-from .errors import ffmpeg_reason
+from ..errors import EmptyMedia, InvalidSamples, TooLarge, UnsupportedMedia
+from .errors import declared_seconds, ffmpeg_reason, over_declared_limit
 from .timeline import SAMPLE_RATE
 
-__all__ = ["decode_audio", "soundtrack"]
+__all__ = ["decode_audio", "soundtrack", "check_finite"]
+
+
+def check_finite(samples: np.ndarray, *, start: int = 0, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Return `samples` unchanged, or raise InvalidSamples if any is NaN or infinite.
+
+    Float WAVs can carry such values; clipping would hide NaN and the AAC encoder fails on it,
+    so decoders call this on every chunk, and so must any caller that gets samples another way
+    (a real-time socket). `start` is the first sample's offset, for the message.
+    """
+    finite = np.isfinite(samples)
+    if finite.all():
+        return samples
+    first = int(np.flatnonzero(~finite)[0])
+    # Not told apart: a resampler's filter turns an infinity into NaN among its neighbours.
+    raise InvalidSamples(
+        f"the audio holds non-finite sample values (NaN or infinity), first at {(start + first) / rate:.3f} s; "
+        "re-export it as ordinary PCM"
+    )
 
 
 def decode_audio(path: Path, *, rate: int = SAMPLE_RATE, max_seconds: float | None = None) -> np.ndarray:
@@ -30,6 +48,10 @@ def decode_audio(path: Path, *, rate: int = SAMPLE_RATE, max_seconds: float | No
     with container:
         if not container.streams.audio:
             raise UnsupportedMedia("the file has no audio stream")
+        declared = declared_seconds(container, container.streams.audio[0])
+        if max_seconds is not None and over_declared_limit(declared, max_seconds):
+            # Refused from the header alone: a 6-hour WAV is never decoded.
+            raise TooLarge(f"audio declares {declared:.0f} s; the limit is {max_seconds:.0f} s")
         limit = None if max_seconds is None else int(max_seconds * rate)
         chunks = _decode_chunks(container, rate, limit)
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
@@ -45,12 +67,12 @@ def _decode_chunks(container: av.container.InputContainer, rate: int, limit: int
     try:
         for frame in container.decode(audio=0):
             for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1))
+                chunks.append(check_finite(out.to_ndarray().reshape(-1), start=total, rate=rate))
                 total += chunks[-1].size
-            if limit is not None and total > limit:
+            if limit is not None and total > limit:  # stop here, however long the file says it is
                 raise TooLarge(f"audio is longer than the limit of {limit / rate:.0f} s")
         for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().reshape(-1))
+            chunks.append(check_finite(out.to_ndarray().reshape(-1), start=total, rate=rate))
     except av.FFmpegError as e:
         if not chunks:
             raise UnsupportedMedia(f"audio could not be decoded ({ffmpeg_reason(e)})") from e

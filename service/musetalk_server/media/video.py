@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..errors import TooLarge, UnsupportedMedia
-from .errors import ffmpeg_reason
+from .errors import declared_seconds, ffmpeg_reason, over_declared_limit
 
 __all__ = ["VideoClip", "read_video"]
 
@@ -38,11 +38,30 @@ class VideoClip:
         return w, h
 
 
-def read_video(path: Path, fps: float, *, max_seconds: float | None = None, max_side: int | None = None) -> VideoClip:
+@dataclass(frozen=True)
+class _Limits:
+    seconds: float | None
+    side: int | None
+    pixels: int | None
+    frames: int | None
+
+
+def read_video(
+    path: Path,
+    fps: float,
+    *,
+    max_seconds: float | None = None,
+    max_side: int | None = None,
+    max_pixels: int | None = None,
+    max_frames: int | None = None,
+) -> VideoClip:
     """Decode `path` and resample its timeline to `fps` (nearest previous frame).
 
     Frames larger than `max_side` on their long edge are scaled down, keeping the aspect.
+    Raises TooLarge for a stream over `max_pixels` per frame, `max_frames` source frames or
+    `max_seconds`: from the header when it says so, else as soon as decoding gets there.
     """
+    limits = _Limits(max_seconds, max_side, max_pixels, max_frames)
     try:
         container = av.open(str(path))
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as e:
@@ -51,8 +70,9 @@ def read_video(path: Path, fps: float, *, max_seconds: float | None = None, max_
         if not container.streams.video:
             raise UnsupportedMedia("the file has no video stream")
         stream = container.streams.video[0]
+        _check_declared(container, stream, limits)
         rate = float(stream.average_rate) if stream.average_rate else None
-        timed = _decode_timed(container, stream, rate, max_seconds, max_side)
+        timed = _decode_timed(container, stream, rate, limits)
     if not timed:
         raise UnsupportedMedia("the video holds no decodable frames")
     if len(timed) == 1:
@@ -61,14 +81,35 @@ def read_video(path: Path, fps: float, *, max_seconds: float | None = None, max_
     return VideoClip(frames, fps, rate, len(timed), duration)
 
 
-def _decode_timed(container, stream, rate, max_seconds, max_side) -> list[tuple[float, np.ndarray]]:
+def _check_declared(container, stream, limits: _Limits) -> None:
+    """Refuse what the header already says is too big, before a single frame is decoded."""
+    w, h = stream.codec_context.width, stream.codec_context.height
+    if limits.pixels is not None and w * h > limits.pixels:
+        raise TooLarge(f"video frames are {w}x{h} ({w * h} pixels); the limit is {limits.pixels} pixels")
+    if limits.frames is not None and stream.frames > limits.frames:
+        raise TooLarge(f"video declares {stream.frames} frames; the limit is {limits.frames}")
+    declared = declared_seconds(container, stream)
+    if limits.seconds is not None and over_declared_limit(declared, limits.seconds):
+        raise TooLarge(f"video declares {declared:.0f} s; the limit is {limits.seconds:g} s")
+
+
+def _check_frame(index: int, frame: av.VideoFrame, t: float, start: float | None, limits: _Limits) -> None:
+    """The same limits, frame by frame: headers can lie, and sizes can change mid-stream."""
+    if limits.frames is not None and index >= limits.frames:
+        raise TooLarge(f"video has more than the limit of {limits.frames} frames")
+    if limits.pixels is not None and frame.width * frame.height > limits.pixels:
+        raise TooLarge(f"video frame {index} is {frame.width}x{frame.height}; the limit is {limits.pixels} pixels")
+    if limits.seconds is not None and start is not None and t - start > limits.seconds:
+        raise TooLarge(f"video is longer than the limit of {limits.seconds:g} s")
+
+
+def _decode_timed(container, stream, rate, limits: _Limits) -> list[tuple[float, np.ndarray]]:
     timed: list[tuple[float, np.ndarray]] = []
     try:
         for index, frame in enumerate(container.decode(stream)):
             t = frame.time if frame.time is not None else index / (rate or 25.0)
-            if max_seconds is not None and timed and t - timed[0][0] > max_seconds:
-                raise TooLarge(f"video is longer than the limit of {max_seconds:.0f} s")
-            timed.append((t, _fit(frame.to_ndarray(format="bgr24"), max_side)))
+            _check_frame(index, frame, t, timed[0][0] if timed else None, limits)
+            timed.append((t, _fit(frame.to_ndarray(format="bgr24"), limits.side)))
     except av.FFmpegError as e:
         if len(timed) < 2:
             raise UnsupportedMedia(f"video could not be decoded ({ffmpeg_reason(e)})") from e

@@ -13,6 +13,7 @@ from ..errors import RenderError
 from ..media.mp4 import Mp4Writer
 from ..metrics import RenderTracker
 from ..pipeline import RenderJob
+from ..storage import disk_writes
 from . import reraise_as_render_error
 
 __all__ = ["write_mp4", "render_mp4_file"]
@@ -45,18 +46,20 @@ async def render_mp4_file(job: RenderJob, out_dir: Path, *, audio_rate: int, tra
 
     Returns the finished file; on any failure it is removed and a project error raised.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f"{job.avatar.avatar_id}-", suffix=".mp4", dir=out_dir)
+    with disk_writes("the MP4"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f"{job.avatar.avatar_id}-", suffix=".mp4", dir=out_dir)
     os.close(fd)  # PyAV opens the file by name
     out, cancel = Path(name), threading.Event()
     with tracker:
         try:
             task = asyncio.ensure_future(asyncio.to_thread(write_mp4, job, out, audio_rate=audio_rate, cancel=cancel))
-            while not task.done():
-                done, _ = await asyncio.wait({task}, timeout=_DISCONNECT_POLL_S)
-                if not done and await gone():
-                    cancel.set()
-            tracker.frames(task.result())
+            with disk_writes("the MP4"):
+                while not task.done():
+                    done, _ = await asyncio.wait({task}, timeout=_DISCONNECT_POLL_S)
+                    if not done and await gone():
+                        cancel.set()
+                tracker.frames(task.result())
         except BaseException as e:
             out.unlink(missing_ok=True)
             reraise_as_render_error(e, f"batch of {job.avatar.avatar_id}")

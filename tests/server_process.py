@@ -1,0 +1,95 @@
+"""The real app with the fake engine in its own process, for faults a thread cannot take:
+`kill -9`, a file-size limit, a private temp folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from helpers import REPO
+
+_LAUNCH = """
+import json, sys
+import uvicorn
+from fakes import FakeEngine
+from musetalk_server.api import create_app
+from musetalk_server.config import Settings
+result_dir, port, settings, engine = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
+app = create_app(Settings(_env_file=None, result_dir=result_dir, **settings), engine=FakeEngine(**engine))
+uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+"""
+START_TIMEOUT_S = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`with ServerProcess(result_dir) as srv:` runs a server until the block ends (or `kill()`).
+
+    `max_file_bytes` sets RLIMIT_FSIZE with SIGXFSZ ignored, so an oversized write fails with
+    EFBIG, as a full disk fails with ENOSPC. `tmpdir` gives the process its own TMPDIR.
+    """
+
+    def __init__(self, result_dir: Path, *, settings: dict | None = None, engine: dict | None = None,
+                 max_file_bytes: int | None = None, tmpdir: Path | None = None) -> None:
+        self.result_dir, self.port = Path(result_dir), _free_port()
+        self._args = [sys.executable, "-c", _LAUNCH, str(result_dir), str(self.port),
+                      json.dumps(settings or {}), json.dumps(engine or {})]
+        self._max_file_bytes, self._tmpdir = max_file_bytes, tmpdir
+        self.proc: subprocess.Popen | None = None
+        self.log = self.result_dir.parent / f"server-{self.port}.log"  # stderr: its log lines
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _limit(self) -> None:  # runs in the child before exec
+        if self._max_file_bytes is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (self._max_file_bytes, self._max_file_bytes))
+
+    def __enter__(self) -> ServerProcess:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(REPO / p) for p in ("service", "tests")))
+        if self._tmpdir is not None:
+            env["TMPDIR"] = str(self._tmpdir)
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(self._args, env=env, preexec_fn=self._limit,
+                                         stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/health/live", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
