@@ -18,6 +18,8 @@ __all__ = [
     "WeightsError",
     "EngineError",
     "PreprocessTimeout",
+    "SessionTimeout",
+    "Busy",
 ]
 
 
@@ -94,3 +96,15 @@ class PreprocessTimeout(MuseTalkError):
     """Cluster mode: the Avatar resource was not Ready in time. It keeps going; poll GET /avatars/{id}."""
 
     status, code = 504, "preprocess_timeout"
+
+
+class SessionTimeout(MuseTalkError):
+    """A real-time session idled past MUSETALK_REALTIME_IDLE_TIMEOUT_S or ran past its length cap."""
+
+    status, code = 408, "timeout"
+
+
+class Busy(MuseTalkError):
+    """No capacity for another session or job now; try again later (WebSocket close 4429)."""
+
+    status, code = 429, "busy"

@@ -22,7 +22,7 @@ from ..errors import WeightsError
 from .errors import install_error_handlers
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
-from .routes import avatars, health, inference
+from .routes import avatars, health, inference, realtime
 from .state import AppState
 
 __all__ = ["create_app", "choose_engine"]
@@ -48,8 +48,9 @@ def choose_engine(settings: Settings) -> tuple[str, str]:
     return name, device
 
 
-def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
-    """Build the service. Pass `engine` to serve a ready-made one (tests, embedding)."""
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None, admission=None) -> FastAPI:
+    """Build the service. Pass `engine` to serve a ready-made one (tests, embedding), and
+    `admission` to decide who may open a real-time session (realtime.session.Admission)."""
     settings = settings or Settings()
     metrics = Metrics()
 
@@ -64,7 +65,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         state = AppState(
             settings=settings, store=store, metrics=metrics, engine_name=name, device=device,
             pool=ThreadPoolExecutor(pool_size, thread_name_prefix="encode"), pool_size=pool_size,
-            preprocess_slots=asyncio.Semaphore(1),
+            preprocess_slots=asyncio.Semaphore(1), admission=admission,
         )
         if settings.avatar_source == "kubernetes":
             state.resources = AvatarResources(settings)
@@ -94,7 +95,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
-    for module in (health, avatars, inference):
+    for module in (health, avatars, inference, realtime):
         app.include_router(module.router)
     return app
 

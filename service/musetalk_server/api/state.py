@@ -32,6 +32,9 @@ class AppState:
     load_error: str | None = None
     resources: Any = None  # avatars.kube.AvatarResources in cluster mode, else None
     streams: set[FrameStream[Any]] = field(default_factory=set)
+    # Real-time sessions: who may open one (realtime.session.Admission; a scheduler's hook) and those open.
+    admission: Any = None
+    sessions: set[Any] = field(default_factory=set)
 
     def set_engine(self, engine: Engine) -> None:
         self.cache = AvatarCache(self.store, engine, self.settings.max_loaded_avatars)
