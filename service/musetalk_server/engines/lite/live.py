@@ -23,9 +23,28 @@ from ..base import FrameSession
 from .audio_features import LEAD_S, WINDOW
 from .bank import MouthPicker
 from .compose import paste_mouth
-from .shape import LOOKAHEAD, MouthShape, ShapeStream
+from .shape import LOOKAHEAD, LOUDNESS_BINS_DB, MIN_LEVEL_DB, MouthShape, RunningPercentile, ShapeStream, \
+    LEVEL_PERCENTILE, openness_level
 
 __all__ = ["LiteSession", "lookahead_s"]
+
+# The batch path learns the speech level from the first 10 s; live, the first frames may be
+# a breath of room noise at -60 dB, which that level would read as speech. Until WARM_FRAMES
+# have been heard the level is at least PRIOR_LEVEL_DB, a plain speaking level in the
+# 300-3000 Hz band (the media clips' speech sits at -5 to -18 dB there), so noise stays shut.
+PRIOR_LEVEL_DB = -25.0
+WARM_FRAMES = 25
+
+
+class WarmLevel(RunningPercentile):
+    """The loudness level, held at PRIOR_LEVEL_DB or above while it has seen few frames."""
+
+    def __init__(self) -> None:
+        super().__init__(*LOUDNESS_BINS_DB, LEVEL_PERCENTILE, MIN_LEVEL_DB)
+
+    def value(self) -> float:
+        v = super().value()
+        return max(v, PRIOR_LEVEL_DB) if self.counts.sum() < WARM_FRAMES else v
 
 
 def lookahead_s(fps: float) -> float:
@@ -36,8 +55,8 @@ def lookahead_s(fps: float) -> float:
 class _Utterance:
     """One utterance's ShapeStream and MouthPicker, driven frame by frame."""
 
-    def __init__(self, renderer, fps: float) -> None:
-        self.renderer, self.fps = renderer, fps
+    def __init__(self, renderer, fps: float, levels: tuple[RunningPercentile, RunningPercentile]) -> None:
+        self.renderer, self.fps, self.levels = renderer, fps, levels
         self.picker = MouthPicker(renderer.bank, n_frames=len(renderer.frames))
         self.shapes: ShapeStream | None = None
         self.iterator = None
@@ -51,7 +70,7 @@ class _Utterance:
         n = max(total, i + 1) if final else i + LOOKAHEAD + 1
         if self.shapes is None:
             # Priming reads frames [0, n): only audio that is here.
-            self.shapes = ShapeStream(audio, self.fps, n, self.renderer.shape_range)
+            self.shapes = ShapeStream(audio, self.fps, n, self.renderer.shape_range, levels=self.levels)
             self.iterator = iter(self.shapes)
         self.shapes.audio, self.shapes.n_frames = audio, max(n, self.shapes.n_frames)
         self.next += 1
@@ -66,6 +85,8 @@ class LiteSession(FrameSession):
         self._lookahead = lookahead_s(fps)
         self._utterance: tuple[int, _Utterance] | None = None
         self._idle = idle_mouths(renderer)
+        # Speech levels live as long as the session: later utterances start on the voice's scale.
+        self._levels = (WarmLevel(), openness_level())
 
     @property
     def lookahead_s(self) -> float:
@@ -73,7 +94,7 @@ class LiteSession(FrameSession):
 
     def speech_frame(self, utterance: int, i: int, background: int, audio: np.ndarray, final: bool) -> np.ndarray:
         if self._utterance is None or self._utterance[0] != utterance:
-            self._utterance = (utterance, _Utterance(self.renderer, self.fps))
+            self._utterance = (utterance, _Utterance(self.renderer, self.fps, self._levels))
         state = self._utterance[1]
         k = state.picker.pick(state.shape(i, np.asarray(audio, np.float32), final), background)
         return self._paste(background, k)

@@ -109,10 +109,12 @@ def openness_level() -> RunningPercentile:
 class ShapeStream:
     """Yields one `MouthShape` per output frame, computing features a chunk at a time."""
 
-    def __init__(self, audio: np.ndarray, fps: float, n_frames: int, shapes: ShapeRange) -> None:
+    def __init__(self, audio: np.ndarray, fps: float, n_frames: int, shapes: ShapeRange,
+                 levels: tuple[RunningPercentile, RunningPercentile] | None = None) -> None:
         self.audio, self.fps, self.n_frames, self.range = audio, fps, n_frames, shapes
-        # Prime both levels on the first seconds, so the first frame is already on scale.
-        self._level, self._open_ref = loudness_level(), openness_level()
+        # Prime both levels on the first seconds, so the first frame is already on scale. A live
+        # session (live.py) passes in its own, which already know the voice of earlier utterances.
+        self._level, self._open_ref = levels or (loudness_level(), openness_level())
         self._seen = min(n_frames, int(PRIME_S * fps))
         feat = frame_features(audio, fps, 0, self._seen)
         self._level.add(feat.loudness)
