@@ -3,7 +3,8 @@
 Starts `musetalk-server serve` (service_bench.start_server) with a throw-away result dir,
 preprocesses lp_d11 (512², 25 fps), then for 1 and for N concurrent sessions: each session idles
 0.5 s, then speaks `--utterances` utterances of 1 s of mt_eng.wav sent in 20 ms chunks at real
-time, each followed by `end` and 0.3 s of idle. Measured at the client:
+time, each followed by `end` and 0.3 s of idle (plus a random fraction of a frame, so the
+utterances start at every phase of the frame clock). Measured at the client:
 - first-speech latency: first chunk of an utterance sent -> its first speaking frame received;
 - frame lateness: arrival of frame g against the session's clock (origin = the earliest
   arrival minus g/F, so lateness is >= 0 and a perfect clock reads 0);
@@ -60,6 +61,7 @@ def one_session(url: str, avatar: str, speech: np.ndarray, utterances: int, out:
         fps = ready["fps"]
 
         def feed() -> None:
+            rng = np.random.default_rng(len(sent_at))
             time.sleep(LEAD_IDLE_S)
             chunk = int(CHUNK_S * 16_000)
             for n in range(1, utterances + 1):
@@ -73,7 +75,9 @@ def one_session(url: str, avatar: str, speech: np.ndarray, utterances: int, out:
                 ended.clear()
                 ws.send(json.dumps({"type": "end"}))
                 ended.wait(10)
-                time.sleep(PAUSE_S)
+                # A random phase against the frame clock, as real speech has: the wait for the
+                # next tick (0 to 1/F) is part of the latency.
+                time.sleep(PAUSE_S + rng.uniform(0, 1 / fps))
             ws.send(json.dumps({"type": "ping"}))  # the last pong ends the run
 
         feeder = threading.Thread(target=feed, daemon=True)
