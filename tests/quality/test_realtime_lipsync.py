@@ -17,7 +17,6 @@ import pytest
 
 from helpers import REPO, media
 from musetalk_server.media.timeline import SAMPLE_RATE
-from musetalk_server.realtime.session import RENDER_MARGIN_S
 from musetalk_server.realtime.timeline import IDLE, SPEECH, Timeline
 
 FPS = 25.0
@@ -45,7 +44,7 @@ def live_frames(renderer, audio: np.ndarray) -> tuple[list[np.ndarray], int]:
     start = 0.1  # the first chunk arrives 100 ms into the session, off the frame grid
     sent, out, under = 0, [], 0
     while True:
-        decide = t.index / FPS - RENDER_MARGIN_S
+        decide = t.index / FPS - frames.render_s
         while sent < len(chunks) and start + sent * CHUNK_S <= decide:
             t.add_audio(chunks[sent], start + sent * CHUNK_S)
             sent += 1

@@ -65,6 +65,8 @@ class FrameSession(ABC):
     runs on through speech and idle). Calls come from one thread, utterance frames in order.
     """
 
+    render_s: float = 0.015  # a frame is decided this long before it is due: time to render and JPEG it
+
     @property
     @abstractmethod
     def lookahead_s(self) -> float:

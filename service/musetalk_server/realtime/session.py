@@ -2,7 +2,7 @@
 
 1. The receive loop applies client messages to the `Timeline` as they come (an `interrupt`
    is applied the moment it is read, whatever is buffered).
-2. The clock runs on wall time: frame g is decided `render_margin_s` before t0 + g/F, rendered
+2. The clock runs on wall time: frame g is decided the engine's `render_s` before t0 + g/F, rendered
    and JPEG-encoded on the session's own worker thread, then sent at t0 + g/F. Idle frames
    come from a per-avatar cache of JPEGs (one per background frame), so they cost a lookup.
 3. Any end (client gone, error, timeout) cancels both loops; the worker finishes at most the
@@ -33,7 +33,6 @@ from .timeline import IDLE, SPEECH, UNDERRUN_KIND, Plan, Timeline
 __all__ = ["SessionConfig", "RealtimeSession", "IdleFrames", "SessionObserver"]
 
 log = logging.getLogger(__name__)
-RENDER_MARGIN_S = 0.015  # a frame is decided this long before it is due: lite renders and encodes in ~5-8 ms
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,6 @@ class SessionConfig:
     max_buffer_s: float
     max_session_s: float
     max_utterance_s: float
-    render_margin_s: float = RENDER_MARGIN_S
 
 
 class SessionObserver:
@@ -202,7 +200,7 @@ class RealtimeSession:
         start = loop.time()
         while True:
             due = start + t.index / c.fps
-            await asyncio.sleep(max(0.0, due - c.render_margin_s - loop.time()))
+            await asyncio.sleep(max(0.0, due - self.frames.render_s - loop.time()))
             self._check_limits(loop.time() - start)
             plan = t.plan()
             jpeg = await self._jpeg(plan)
