@@ -31,10 +31,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "service"), str(REPO / "bench")]
 
-from service_bench import MEDIA, start_server  # noqa: E402
-
-from musetalk_server.client import Client  # noqa: E402
-from musetalk_server.media.audio import decode_audio  # noqa: E402
+from musetalk_server.client import Client
+from musetalk_server.media.audio import decode_audio
+from service_bench import MEDIA, start_server
 
 CHUNK_S = 0.02
 UTTERANCE_S = 1.0

@@ -183,11 +183,14 @@ class RealtimeSession:
         return body
 
     def _wait_closed(self) -> bool:
+        """After a refusal's error event: wait for the close, so its code is known."""
+        from websockets.exceptions import ConnectionClosed
+
         try:
             self.ws.recv(timeout=5)
-        except Exception:
+        except (ConnectionClosed, TimeoutError):
             return True
-        return True
+        return False
 
     def __enter__(self) -> RealtimeSession:
         return self

@@ -7,7 +7,6 @@ of wall time, so each test lasts as long as the audio it plays (a few seconds).
 from __future__ import annotations
 
 import json
-import math
 import struct
 import threading
 import time
@@ -16,9 +15,6 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
-
 from helpers import LiveServer, media
 from mediatools import first_frames, write_video
 from musetalk_server.api import create_app
@@ -26,6 +22,8 @@ from musetalk_server.config import Settings
 from musetalk_server.errors import Busy
 from musetalk_server.media.audio import decode_audio
 from servers import make_server, preprocess
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 FPS = 25
 AVATAR = "d11"

@@ -14,7 +14,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from helpers import REPO, media
 from musetalk_server.media.timeline import SAMPLE_RATE
 from musetalk_server.realtime.timeline import IDLE, SPEECH, Timeline

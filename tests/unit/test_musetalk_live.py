@@ -14,7 +14,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from helpers import media
 from mediatools import first_frames
 from musetalk_server.engines.base import AvatarFrames, LoadedAvatar
@@ -36,7 +35,7 @@ PIXEL_ERR_BOUND = 0.5
 @pytest.fixture(scope="module")
 def setup(musetalk_dir, tmp_path_factory):
     frames = first_frames(media("seed_short_test_video.mp4"), N_FRAMES)
-    points, found = detect_video(frames)
+    points, _found = detect_video(frames)
     engine = MuseTalkEngine(model_dir=musetalk_dir, device="cpu", batch_size=4)
     folder = tmp_path_factory.mktemp("mt-live")
     info = engine.prepare(AvatarFrames(frames, points, FPS), 0, folder / "engine")
@@ -62,7 +61,7 @@ def test_a_complete_utterance_streams_the_batch_tokens_and_frames(setup):
 
 
 def test_real_time_features_stay_within_the_measured_bound(setup):
-    engine, renderer, audio, batch_tokens, batch_frames = setup
+    _engine, renderer, audio, batch_tokens, batch_frames = setup
     session = renderer.session(FPS)
     feats = session_features(session)
     errors, pixels = [], []

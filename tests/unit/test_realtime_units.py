@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from musetalk_server.media.timeline import pingpong_index
 from musetalk_server.realtime.protocol import HEADER_BYTES, pack_frame, unpack_frame
 from musetalk_server.realtime.resample import StreamResampler
@@ -62,9 +61,8 @@ def test_lite_idle_frames_are_still_and_shut(lite_renderer):
 def lite_renderer(tmp_path_factory):
     from helpers import media
     from mediatools import first_frames
-    from musetalk_server.engines.base import LoadedAvatar
+    from musetalk_server.engines.base import AvatarFrames, LoadedAvatar
     from musetalk_server.engines.lite import LiteEngine
-    from musetalk_server.engines.base import AvatarFrames
     from musetalk_server.face.landmarks import detect_video
 
     frames = first_frames(media("lp_d11.mp4"), 30)

@@ -17,8 +17,23 @@ from typing import Any
 from ..errors import InvalidInput, MuseTalkError
 
 __all__ = [
-    "MAGIC", "HEADER", "HEADER_BYTES", "SPEAKING", "LAST", "UNDERRUN", "MIN_RATE", "MAX_RATE", "DEFAULT_RATE",
-    "FrameHeader", "pack_frame", "unpack_frame", "Control", "parse_text", "check_pcm", "close_code", "error_event",
+    "DEFAULT_RATE",
+    "HEADER",
+    "HEADER_BYTES",
+    "LAST",
+    "MAGIC",
+    "MAX_RATE",
+    "MIN_RATE",
+    "SPEAKING",
+    "UNDERRUN",
+    "Control",
+    "FrameHeader",
+    "check_pcm",
+    "close_code",
+    "error_event",
+    "pack_frame",
+    "parse_text",
+    "unpack_frame",
 ]
 
 MAGIC = b"MTF1"

@@ -25,12 +25,19 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..engines.base import FrameSession, Renderer
-from ..errors import InvalidInput, MuseTalkError, SessionTimeout, TooLarge
+from ..errors import MuseTalkError, SessionTimeout, TooLarge
 from ..media.jpeg import encode_jpeg
-from .protocol import HEADER_BYTES, check_pcm, close_code, error_event, pack_frame, parse_text
+from .protocol import (
+    HEADER_BYTES,
+    check_pcm,
+    close_code,
+    error_event,
+    pack_frame,
+    parse_text,
+)
 from .timeline import IDLE, SPEECH, UNDERRUN_KIND, Plan, Timeline
 
-__all__ = ["SessionConfig", "RealtimeSession", "IdleFrames", "SessionObserver"]
+__all__ = ["IdleFrames", "RealtimeSession", "SessionConfig", "SessionObserver"]
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +95,6 @@ class RealtimeSession:
         self._spoken: dict[int, int] = {}  # utterance -> its last speaking frame sent
         self._previous = IDLE
         self.last_activity = time.monotonic()
-        self.closed = threading.Event()  # set once the worker holds no engine work any more
 
     # --- entry ----------------------------------------------------------------------------
 
@@ -121,13 +127,8 @@ class RealtimeSession:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # The worker ends after the frame it is on, without the event loop waiting for it.
             self.worker.shutdown(wait=False, cancel_futures=True)
-            # The worker ends after the frame it is on; `closed` tells whoever waits on the engine.
-            loop.run_in_executor(None, self._wait_worker)
-
-    def _wait_worker(self) -> None:
-        self.worker.shutdown(wait=True)
-        self.closed.set()
 
     async def fail(self, error: MuseTalkError) -> None:
         async with self._send_lock:
@@ -164,18 +165,18 @@ class RealtimeSession:
                 raise WebSocketDisconnect(message.get("code", 1000))
             self.last_activity = time.monotonic()
             if message.get("bytes") is not None:
-                self._audio(message["bytes"])
+                await self._audio(message["bytes"])
             elif message.get("text") is not None:
                 await self._control(message["text"])
 
-    def _audio(self, data: bytes) -> None:
+    async def _audio(self, data: bytes) -> None:
         check_pcm(data)
         if not data:
             return
         try:
             self.timeline.add_audio(data, time.monotonic())
         except TooLarge as e:  # the chunk is dropped; the session goes on
-            asyncio.get_running_loop().create_task(self.send_json(error_event(e)))
+            await self.send_json(error_event(e))
 
     async def _control(self, text: str) -> None:
         control = parse_text(text)

@@ -30,7 +30,7 @@ from ..media.timeline import SAMPLE_RATE, pingpong_index
 from .protocol import DEFAULT_RATE, LAST, PCM_BYTES, SPEAKING, UNDERRUN
 from .resample import StreamResampler
 
-__all__ = ["Timeline", "Plan", "Utterance", "IDLE", "SPEECH", "UNDERRUN_KIND"]
+__all__ = ["IDLE", "SPEECH", "UNDERRUN_KIND", "Plan", "Timeline", "Utterance"]
 
 IDLE, SPEECH, UNDERRUN_KIND = "idle", "speech", "underrun"
 _PCM_SCALE = 32768.0
@@ -169,8 +169,8 @@ class Timeline:
         """Decide the next frame and advance."""
         g = self.index
         self.index += 1
-        base = dict(index=g, pts_ms=int(g * 1000 // self.fps), background=pingpong_index(g, self.backgrounds),
-                    generation=self.generation)
+        base = {"index": g, "pts_ms": int(g * 1000 // self.fps), "background": pingpong_index(g, self.backgrounds),
+                "generation": self.generation}
         share = self.share(g)
         while self.utterances and self.utterances[0].ended and not self.utterances[0].started \
                 and not self.utterances[0].pcm:

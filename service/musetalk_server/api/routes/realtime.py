@@ -13,7 +13,13 @@ from starlette.concurrency import run_in_threadpool
 
 from ...avatars.store import validate_avatar_id
 from ...errors import AvatarNotFound, MuseTalkError, NotReady, Unauthorized
-from ...realtime.session import IdleFrames, RealtimeSession, SessionConfig, observer_for, unlimited
+from ...realtime.session import (
+    IdleFrames,
+    RealtimeSession,
+    SessionConfig,
+    observer_for,
+    unlimited,
+)
 from ..state import AppState
 
 router = APIRouter(tags=["inference"])

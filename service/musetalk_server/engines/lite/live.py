@@ -23,8 +23,16 @@ from ..base import FrameSession
 from .audio_features import LEAD_S, WINDOW
 from .bank import MouthPicker
 from .compose import paste_mouth
-from .shape import LOOKAHEAD, LOUDNESS_BINS_DB, MIN_LEVEL_DB, MouthShape, RunningPercentile, ShapeStream, \
-    LEVEL_PERCENTILE, openness_level
+from .shape import (
+    LEVEL_PERCENTILE,
+    LOOKAHEAD,
+    LOUDNESS_BINS_DB,
+    MIN_LEVEL_DB,
+    MouthShape,
+    RunningPercentile,
+    ShapeStream,
+    openness_level,
+)
 
 __all__ = ["LiteSession", "lookahead_s"]
 

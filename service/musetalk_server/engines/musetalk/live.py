@@ -18,9 +18,16 @@ import torch
 from ...media.timeline import SAMPLE_RATE
 from ..base import FrameSession
 from . import blend
-from .audio import SAMPLES_PER_FEATURE, SEGMENT_SAMPLES, _gather, encode_segment, feature_count, window_indices
+from .audio import (
+    SAMPLES_PER_FEATURE,
+    SEGMENT_SAMPLES,
+    _gather,
+    encode_segment,
+    feature_count,
+    window_indices,
+)
 
-__all__ = ["MuseTalkSession", "DEFAULT_EXTRA_LOOKAHEAD_S"]
+__all__ = ["DEFAULT_EXTRA_LOOKAHEAD_S", "MuseTalkSession"]
 
 DEFAULT_EXTRA_LOOKAHEAD_S = 0.12  # past the window edge: 200 ms past the frame's end in all, as the study advises
 SILENT_FRAME = 25  # idle tokens: the window of this frame of a silent utterance (well inside it)
