@@ -3,7 +3,7 @@
 The session's own state machine and frame session are driven on a simulated clock: the audio
 arrives in 20 ms chunks at real time (chunk k at 20k ms) and frame g is decided at its time, as
 the WebSocket's clock does, so what each frame could see of the audio is exactly what it sees
-live, without waiting for it. Both runs are measured with bench/lipsync_eval.py's FaceMesh
+live (including the clock's second look at an idle frame when it is due), without waiting for it. Both runs are measured with bench/lipsync_eval.py's FaceMesh
 measures: r_env (best lag) and closed_in_silence must agree within 0.05.
 """
 
@@ -42,14 +42,21 @@ def live_frames(renderer, audio: np.ndarray) -> tuple[list[np.ndarray], int]:
     chunks = [pcm[i:i + chunk] for i in range(0, len(pcm), chunk)]
     start = 0.1  # the first chunk arrives 100 ms into the session, off the frame grid
     sent, out, under = 0, [], 0
-    while True:
-        decide = t.index / FPS - frames.render_s
-        while sent < len(chunks) and start + sent * CHUNK_S <= decide:
+    def arrive(until: float) -> None:
+        nonlocal sent
+        while sent < len(chunks) and start + sent * CHUNK_S <= until:
             t.add_audio(chunks[sent], start + sent * CHUNK_S)
             sent += 1
             if sent == len(chunks):
                 t.end()
+
+    while True:
+        due = t.index / FPS
+        arrive(due - frames.render_s)
         plan = t.plan()
+        arrive(due)
+        if plan.kind == IDLE and t.starts_now():  # as the session's clock does at the frame's time
+            plan = t.replan(plan)
         if plan.kind == SPEECH:
             out.append(frames.speech_frame(plan.utterance, plan.speech_index, plan.background, plan.speech_audio,
                                            plan.final))

@@ -3,7 +3,9 @@
 1. The receive loop applies client messages to the `Timeline` as they come (an `interrupt`
    is applied the moment it is read, whatever is buffered).
 2. The clock runs on wall time: frame g is decided the engine's `render_s` before t0 + g/F, rendered
-   and JPEG-encoded on the session's own worker thread, then sent at t0 + g/F. Idle frames
+   and JPEG-encoded on the session's own worker thread, then sent at t0 + g/F. An idle frame
+   whose utterance became ready meanwhile is decided again at t0 + g/F, so speech starts up to
+   `render_s` sooner, at the cost of that one frame leaving a render late. Idle frames
    come from a per-avatar cache of JPEGs (one per background frame), so they cost a lookup.
 3. Any end (client gone, error, timeout) cancels both loops; the worker finishes at most the
    frame it is on, so the engine is free again within one frame's render time.
@@ -206,6 +208,11 @@ class RealtimeSession:
             plan = t.plan()
             jpeg = await self._jpeg(plan)
             await asyncio.sleep(max(0.0, due - loop.time()))
+            if plan.kind == IDLE and t.starts_now():
+                # Speech became ready after this idle frame was decided: start it on this frame
+                # rather than the next (a render's worth late, not a frame period).
+                plan = t.replan(plan)
+                jpeg = await self._jpeg(plan)
             if plan.kind != IDLE and plan.generation != t.generation:
                 # An interrupt came while this frame rendered: the next frame is idle.
                 plan = replace(plan, kind=IDLE, utterance=0, flags=0, audio=bytes(len(plan.audio)),

@@ -208,6 +208,17 @@ class Timeline:
                     speech_audio=u.audio.view(), final=u.ended, events_before=tuple(before), events_after=after,
                     latency_from=u.first_audio_at if i == 0 else None)
 
+    def starts_now(self) -> bool:
+        """An utterance waits to start and could: its first frame's audio and look-ahead are here."""
+        u = self.utterances[0] if self.utterances else None
+        return u is not None and not u.started and self._ready(u, 0)
+
+    def replan(self, plan: Plan) -> Plan:
+        """Decide again the idle frame just planned (nothing else has been planned since)."""
+        assert plan.kind == IDLE and plan.index == self.index - 1
+        self.index = plan.index
+        return self.plan()
+
     def _ready(self, u: Utterance, i: int) -> bool:
         """Frame i's own audio and the engine's look-ahead are here, or nothing more will come."""
         need = math.ceil(((i + 1) / self.fps + self.lookahead_s) * SAMPLE_RATE - 1e-6)
