@@ -31,9 +31,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "service"), str(REPO / "bench")]
 
-from musetalk_server.client import Client
-from musetalk_server.media.audio import decode_audio
-from service_bench import MEDIA, start_server
+from musetalk_server.client import Client  # noqa: E402
+from musetalk_server.media.audio import decode_audio  # noqa: E402
+from service_bench import MEDIA, start_server  # noqa: E402
 
 CHUNK_S = 0.02
 UTTERANCE_S = 1.0
@@ -106,7 +106,7 @@ def one_session(url: str, avatar: str, speech: np.ndarray, utterances: int, out:
 
 
 def run(url: str, pid: int, avatar: str, speech: np.ndarray, sessions: int, utterances: int) -> dict:
-    outs = [dict() for _ in range(sessions)]
+    outs: list[dict] = [{} for _ in range(sessions)]
     threads = [threading.Thread(target=one_session, args=(url, avatar, speech, utterances, o)) for o in outs]
     cpu0, wall0 = cpu_seconds(pid), time.monotonic()
     for th in threads:

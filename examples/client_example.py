@@ -24,9 +24,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "service"))
 
-from musetalk_server.client import Client, RealtimeFrame
-from musetalk_server.media.audio import decode_audio
-from musetalk_server.media.mp4 import Mp4Writer
+from musetalk_server.client import Client, RealtimeFrame  # noqa: E402
+from musetalk_server.media.audio import decode_audio  # noqa: E402
+from musetalk_server.media.mp4 import Mp4Writer  # noqa: E402
 
 MEDIA = REPO.parent / "shared" / "media"
 CHUNK_S = 0.02  # 20 ms of audio per message, as a microphone or a TTS stream sends it

@@ -15,6 +15,9 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
 from helpers import LiveServer, media
 from mediatools import first_frames, write_video
 from musetalk_server.api import create_app
@@ -22,8 +25,6 @@ from musetalk_server.config import Settings
 from musetalk_server.errors import Busy
 from musetalk_server.media.audio import decode_audio
 from servers import make_server, preprocess
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 FPS = 25
 AVATAR = "d11"
@@ -259,9 +260,13 @@ def test_disconnect_mid_utterance_frees_the_engine(server, speech):
         rec.pump(lambda r: len([f for f in r.frames() if f[1][3] == 1]) >= 5)
         ws.close()  # mid-utterance: 3.8 s of it still buffered
         gone = time.monotonic()
-    while time.monotonic() - gone < 1.0 and any(t.name.startswith(f"realtime-{AVATAR}") for t in threading.enumerate()):
+
+    def rendering() -> bool:
+        return any(t.name.startswith(f"realtime-{AVATAR}") for t in threading.enumerate())
+
+    while time.monotonic() - gone < 1.0 and rendering():
         time.sleep(0.02)
-    assert not any(t.name.startswith(f"realtime-{AVATAR}") for t in threading.enumerate()), "render thread still running"
+    assert not rendering(), "the session's render thread outlived the client by a second"
     metrics = httpx.get(server.url + "/metrics").text
     assert "musetalk_realtime_sessions 0.0" in metrics
     assert 'musetalk_realtime_frames_total{kind="speech"}' in metrics
@@ -294,7 +299,7 @@ def close_of(url: str, send=None, headers=None) -> tuple[dict, int]:
 ])
 def test_bad_messages_close_4400(server, messages, fragment):
     event, code = close_of(ws_url(server), send=messages)
-    assert code == 4400 and event["type"] == "error" and event["code"] == "invalid_input" and fragment in event["detail"]
+    assert (code, event["type"], event["code"]) == (4400, "error", "invalid_input") and fragment in event["detail"]
 
 
 def test_unknown_avatar_closes_4404(server):

@@ -2,9 +2,9 @@
 
 The session's own state machine and frame session are driven on a simulated clock: the audio
 arrives in 20 ms chunks at real time (chunk k at 20k ms) and frame g is decided at its time, as
-the WebSocket's clock does, so what each frame could see of the audio is exactly what it sees
-live (including the clock's second look at an idle frame when it is due), without waiting for it. Both runs are measured with bench/lipsync_eval.py's FaceMesh
-measures: r_env (best lag) and closed_in_silence must agree within 0.05.
+the WebSocket's clock does (with its second look at an idle frame when it is due), so what each
+frame could see of the audio is exactly what it sees live, without waiting for it. Both runs are
+measured with bench/lipsync_eval.py's FaceMesh measures: r_env (best lag) and closed_in_silence must agree within 0.05.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from helpers import REPO, media
 from musetalk_server.media.timeline import SAMPLE_RATE
 from musetalk_server.realtime.timeline import IDLE, SPEECH, Timeline

@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from helpers import media
 from mediatools import first_frames
 from musetalk_server.engines.base import AvatarFrames, LoadedAvatar
@@ -49,7 +50,7 @@ def setup(musetalk_dir, tmp_path_factory):
 
 
 def test_a_complete_utterance_streams_the_batch_tokens_and_frames(setup):
-    engine, renderer, audio, batch_tokens, batch_frames = setup
+    _, renderer, audio, batch_tokens, batch_frames = setup
     session = renderer.session(FPS)
     assert isinstance(session, MuseTalkSession)
     feats = session_features(session)
@@ -57,7 +58,7 @@ def test_a_complete_utterance_streams_the_batch_tokens_and_frames(setup):
         tokens = torch.cat([feats.tokens(i, FPS, audio, True) for i in range(N_OUT)])
     assert torch.equal(tokens, batch_tokens) and feats.encodes == 1
     live = [session.speech_frame(1, i, pingpong_index(i, N_FRAMES), audio, True) for i in range(N_OUT)]
-    assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(live, batch_frames)) < 0.5
+    assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(live, batch_frames, strict=True)) < 0.5
 
 
 def test_real_time_features_stay_within_the_measured_bound(setup):

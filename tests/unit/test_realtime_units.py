@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
+
 from musetalk_server.media.timeline import pingpong_index
 from musetalk_server.realtime.protocol import HEADER_BYTES, pack_frame, unpack_frame
 from musetalk_server.realtime.resample import StreamResampler
@@ -38,7 +41,7 @@ def test_resampling_does_not_depend_on_chunking(rate):
     whole = StreamResampler(rate).push(x, final=True)
     r = StreamResampler(rate)
     cuts = [0, 1, 7, 333, 1000, rate // 2, rate]
-    parts = [r.push(x[a:b]) for a, b in zip(cuts, cuts[1:])] + [r.push(np.zeros(0, np.float32), final=True)]
+    parts = [r.push(x[a:b]) for a, b in itertools.pairwise(cuts)] + [r.push(np.zeros(0, np.float32), final=True)]
     assert np.array_equal(np.concatenate(parts), whole) and abs(len(whole) - 16000) <= 1
     t = np.arange(len(whole)) * rate / 16000
     assert np.allclose(whole[:-1], np.interp(t, np.arange(rate), x)[:-1], atol=1e-5)
@@ -47,14 +50,16 @@ def test_resampling_does_not_depend_on_chunking(rate):
 def test_lite_session_given_the_whole_utterance_renders_the_batch_frames(lite_renderer, speech_2s):
     frames = lite_renderer.session(25.0)
     batch = list(lite_renderer.render(speech_2s, 25.0))
-    live = [frames.speech_frame(1, i, pingpong_index(i, len(lite_renderer.frames)), speech_2s, True) for i in range(len(batch))]
-    assert len(batch) == 50 and all(np.array_equal(a, b) for a, b in zip(batch, live))
+    n = len(lite_renderer.frames)
+    live = [frames.speech_frame(1, i, pingpong_index(i, n), speech_2s, True) for i in range(len(batch))]
+    assert len(batch) == 50 and all(np.array_equal(a, b) for a, b in zip(batch, live, strict=True))
 
 
 def test_lite_idle_frames_are_still_and_shut(lite_renderer):
     frames = lite_renderer.session(25.0)
     again = lite_renderer.session(25.0)
-    assert all(np.array_equal(frames.idle_frame(b), again.idle_frame(b)) for b in range(0, len(lite_renderer.frames), 5))
+    sample = range(0, len(lite_renderer.frames), 5)
+    assert all(np.array_equal(frames.idle_frame(b), again.idle_frame(b)) for b in sample)
 
 
 @pytest.fixture(scope="module")

@@ -260,7 +260,7 @@ class RealtimeSession:
 
 
 def observer_for(metrics: Any) -> SessionObserver:
-    """A SessionObserver that counts into the service's Prometheus metrics (api/metrics.py)."""
+    """A SessionObserver that counts into the service's Prometheus metrics (metrics.py)."""
 
     class _Prometheus(SessionObserver):
         def frame(self, kind: str, lateness_s: float) -> None:

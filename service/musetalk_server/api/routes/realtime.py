@@ -12,7 +12,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.concurrency import run_in_threadpool
 
 from ...avatars.store import validate_avatar_id
-from ...errors import AvatarNotFound, MuseTalkError, NotReady, Unauthorized
+from ...errors import AvatarNotFound, MuseTalkError, Unauthorized
 from ...realtime.session import (
     IdleFrames,
     RealtimeSession,
@@ -43,22 +43,20 @@ async def realtime(ws: WebSocket, avatar_id: str) -> None:
     state: AppState = ws.app.state.musetalk
     s = state.settings
     await ws.accept()
-    config = SessionConfig(fps=s.fps, jpeg_quality=s.jpeg_quality, idle_timeout_s=s.realtime_idle_timeout_s,
-                           max_buffer_s=s.realtime_max_buffer_s, max_session_s=s.realtime_max_session_s,
-                           max_utterance_s=s.max_audio_seconds)
     release = None
-    session: RealtimeSession | None = None
     try:
         # 1. who, and which avatar
         _check_key(ws, state)
         avatar_id = validate_avatar_id(avatar_id)
-        if state.engine is None or state.cache is None:
-            raise NotReady(state.load_error or "the engine is still loading")
-        if not state.store.exists(avatar_id):
+        rendering = state.runtime.rendering  # NotReady while the engine loads
+        if not state.runtime.store.exists(avatar_id):
             raise AvatarNotFound(f"avatar {avatar_id!r} does not exist; preprocess it first")
-        # 2. a place (the capacity hook), then the avatar
+        # 2. a place (the capacity hook), then the avatar, at its own frame rate as every render is
         release = (state.admission or unlimited)(avatar_id)
-        avatar, renderer = await run_in_threadpool(state.cache.get, avatar_id)
+        avatar, renderer = await run_in_threadpool(rendering.cache.get, avatar_id)
+        config = SessionConfig(fps=avatar.fps, jpeg_quality=s.jpeg_quality, idle_timeout_s=s.realtime_idle_timeout_s,
+                               max_buffer_s=s.realtime_max_buffer_s, max_session_s=s.realtime_max_session_s,
+                               max_utterance_s=s.max_audio_seconds)
         h, w = avatar.frames[0].shape[:2]
         session = RealtimeSession(ws, renderer, backgrounds=len(avatar.frames), size=(w, h), config=config,
                                   idle=_IDLE_FRAMES, observer=observer_for(state.metrics), name=f"realtime-{avatar_id}")

@@ -8,7 +8,6 @@ render:  audio -> target mouth shape per frame (shape.py) -> best bank entry (ba
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,6 @@ __all__ = ["LiteEngine", "LiteRenderer"]
 
 ENGINE_NAME = "lite"
 ARTIFACT_VERSION = 1
-STAMP_FILE = "lite.json"
 BANK_FILE = "bank.npz"
 
 
@@ -86,8 +84,6 @@ class LiteEngine(Engine):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         bank.save(out_dir / BANK_FILE)
-        stamp = {"engine": self.name, "artifact_version": self.artifact_version}
-        (out_dir / STAMP_FILE).write_text(json.dumps(stamp))
         r = bank.shape_range()
         return {
             "mouth_aperture": {"closed": round(r.closed, 4), "open": round(r.open, 4)},
@@ -97,19 +93,13 @@ class LiteEngine(Engine):
         }
 
     def open(self, avatar: LoadedAvatar) -> Renderer:
-        stamp_path = avatar.engine_dir / STAMP_FILE
+        # The engine and artifact version were checked on the manifest (avatars/cache.py).
         try:
-            stamp = json.loads(stamp_path.read_text())
-        except (OSError, ValueError) as e:
+            bank = MouthBank.load(avatar.engine_dir / BANK_FILE)
+        except (OSError, ValueError, KeyError) as e:
             raise AvatarEngineMismatch(
-                f"avatar {avatar.avatar_id!r} has no lite engine artifacts; preprocess it with the lite engine"
+                f"avatar {avatar.avatar_id!r} has unreadable lite artifacts ({e}); preprocess it again"
             ) from e
-        if stamp.get("engine") != self.name or stamp.get("artifact_version") != self.artifact_version:
-            raise AvatarEngineMismatch(
-                f"avatar {avatar.avatar_id!r} was prepared by {stamp.get('engine')!r} "
-                f"v{stamp.get('artifact_version')}; this is {self.name!r} v{self.artifact_version}"
-            )
-        bank = MouthBank.load(avatar.engine_dir / BANK_FILE)
         if len(bank.aperture) != len(avatar.frames):
             raise AvatarEngineMismatch(
                 f"avatar {avatar.avatar_id!r}: bank has {len(bank.aperture)} frames, avatar {len(avatar.frames)}"

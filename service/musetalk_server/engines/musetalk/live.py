@@ -73,7 +73,7 @@ class MuseTalkSession(FrameSession):
 
     def __init__(self, renderer, fps: float, extra_lookahead_s: float = DEFAULT_EXTRA_LOOKAHEAD_S) -> None:
         self.renderer, self.engine, self.fps = renderer, renderer.engine, fps
-        self.extra = int(round(extra_lookahead_s * SAMPLE_RATE))
+        self.extra = round(extra_lookahead_s * SAMPLE_RATE)
         # Frame i's window ends 2 video periods after the frame (upstream's right padding).
         edge = int(window_indices([0], fps).max()) + 1
         self._lookahead = edge * SAMPLES_PER_FEATURE / SAMPLE_RATE - 1 / fps + extra_lookahead_s
