@@ -91,8 +91,8 @@ class RealtimeSession:
         self.size, self.backgrounds = size, backgrounds
         self.observer = observer or SessionObserver()
         self.worker = ThreadPoolExecutor(1, thread_name_prefix=name)
-        self.frames: FrameSession | None = None
-        self.timeline: Timeline | None = None
+        self.frames: FrameSession  # both made in `run`, before either loop starts
+        self.timeline: Timeline
         self._send_lock = asyncio.Lock()
         self._spoken: dict[int, int] = {}  # utterance -> its last speaking frame sent
         self._previous = IDLE
@@ -160,7 +160,6 @@ class RealtimeSession:
     # --- the two loops --------------------------------------------------------------------
 
     async def _receive(self) -> None:
-        assert self.timeline is not None
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
@@ -186,6 +185,7 @@ class RealtimeSession:
         if control.type == "ping":
             await self.send_json({"type": "pong"})
         elif control.type == "config":
+            assert control.sample_rate is not None
             t.configure(control.sample_rate)
         elif control.type == "end":
             t.end()
@@ -199,7 +199,6 @@ class RealtimeSession:
     async def _clock(self) -> None:
         loop = asyncio.get_running_loop()
         t, c = self.timeline, self.config
-        assert t is not None
         start = loop.time()
         while True:
             due = start + t.index / c.fps
@@ -248,9 +247,9 @@ class RealtimeSession:
 
     def _render(self, plan: Plan) -> bytes:
         """On the worker thread: the frame, JPEG-encoded."""
-        assert self.frames is not None
         q = self.config.jpeg_quality
         if plan.kind == SPEECH:
+            assert plan.speech_audio is not None
             frame = self.frames.speech_frame(plan.utterance, plan.speech_index, plan.background,
                                              plan.speech_audio, plan.final)
             return encode_jpeg(frame, q)

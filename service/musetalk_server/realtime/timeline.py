@@ -169,8 +169,8 @@ class Timeline:
         """Decide the next frame and advance."""
         g = self.index
         self.index += 1
-        base = {"index": g, "pts_ms": int(g * 1000 // self.fps), "background": pingpong_index(g, self.backgrounds),
-                "generation": self.generation}
+        base: dict[str, Any] = {"index": g, "pts_ms": int(g * 1000 // self.fps),
+                                "background": pingpong_index(g, self.backgrounds), "generation": self.generation}
         share = self.share(g)
         while self.utterances and self.utterances[0].ended and not self.utterances[0].started \
                 and not self.utterances[0].pcm:

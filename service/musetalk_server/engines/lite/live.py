@@ -15,6 +15,7 @@ it, each analysed at its midpoint plus LEAD_S with a half-window of WINDOW/2 sam
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class _Utterance:
         self.renderer, self.fps, self.levels = renderer, fps, levels
         self.picker = MouthPicker(renderer.bank, n_frames=len(renderer.frames))
         self.shapes: ShapeStream | None = None
-        self.iterator = None
+        self.iterator: Iterator[MouthShape] | None = None
         self.next = 0  # the utterance frame the iterator yields next
 
     def shape(self, i: int, audio: np.ndarray, final: bool) -> MouthShape:
@@ -82,6 +83,7 @@ class _Utterance:
             self.iterator = iter(self.shapes)
         self.shapes.audio, self.shapes.n_frames = audio, max(n, self.shapes.n_frames)
         self.next += 1
+        assert self.iterator is not None
         return next(self.iterator)
 
 

@@ -53,6 +53,7 @@ class _Features:
         local = idx - self.start // SAMPLES_PER_FEATURE
         local[idx >= feature_count(self.stop)] = -1  # past the audio encoded: zeros, as past the end in batch
         hidden = self.hidden
+        assert hidden is not None
         return _gather(local, hidden.shape[0], lambda _segment: hidden, hidden)
 
     def _encode(self, audio: np.ndarray, final: bool) -> None:
