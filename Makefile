@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/lipsync_eval.py
 	$(BIN)/python bench/musetalk_bench.py $(MUSETALK_BENCH_ARGS)
 	$(BIN)/python bench/fuzz_bench.py
+	$(BIN)/python bench/realtime_bench.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     max_loaded_avatars: int = Field(4, ge=1)
     batch_size: int = Field(8, ge=1)
 
+    # Real-time sessions (WS /inference/realtime/{avatar_id}).
+    realtime_idle_timeout_s: float = Field(60.0, gt=0)  # no message and nothing to say for this long: close 4408
+    realtime_max_buffer_s: float = Field(30.0, gt=0)  # audio buffered ahead of playback, all utterances
+    realtime_max_session_s: float = Field(3600.0, gt=0)  # a session's length cap
+
     # Cluster mode: `local` runs preprocessing inline; `kubernetes` hands it to the operator.
     avatar_source: Literal["local", "kubernetes"] = "local"
     namespace: str = "default"

@@ -49,6 +49,8 @@ __all__ = [
     "PreprocessTimeout",
     "InsufficientStorage",
     "AvatarCorrupt",
+    "SessionTimeout",
+    "Busy",
 ]
 
 
@@ -155,3 +157,15 @@ class AvatarCorrupt(MuseTalkError):
     """An avatar on disk cannot be read back (a truncated frame, a garbled manifest); names the file."""
 
     status, code = 500, "avatar_corrupt"
+
+
+class SessionTimeout(MuseTalkError):
+    """A real-time session idled past MUSETALK_REALTIME_IDLE_TIMEOUT_S or ran past its length cap."""
+
+    status, code = 408, "timeout"
+
+
+class Busy(MuseTalkError):
+    """No capacity for another session or job now; try again later (WebSocket close 4429)."""
+
+    status, code = 429, "busy"

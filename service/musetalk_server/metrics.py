@@ -12,6 +12,8 @@ __all__ = ["Metrics", "RenderTracker"]
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _FPS_BUCKETS = (5, 10, 25, 50, 100, 200, 400, 800, 1600)
+_FIRST_SPEECH_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0, 2.0)
+_LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 _PREPROCESS_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 
@@ -40,6 +42,24 @@ class Metrics:
         )
         self.preprocess_active = Gauge("musetalk_preprocess_active", "Preprocessing jobs in progress", registry=r)
         self.avatars_loaded = Gauge("musetalk_avatars_loaded", "Avatars held in memory", registry=r)
+        # Real-time sessions.
+        self.realtime_sessions = Gauge("musetalk_realtime_sessions", "Real-time sessions open", registry=r)
+        self.realtime_frames = Counter(
+            "musetalk_realtime_frames", "Real-time frames sent, by kind (idle, speech, underrun)", ["kind"], registry=r
+        )
+        self.realtime_first_speech = Histogram(
+            "musetalk_realtime_first_speech_seconds",
+            "From an utterance's first audio chunk to its first speaking frame sent",
+            buckets=_FIRST_SPEECH_BUCKETS,
+            registry=r,
+        )
+        self.realtime_lateness = Histogram(
+            "musetalk_realtime_frame_lateness_seconds", "How late frames leave against their session's clock",
+            buckets=_LATENESS_BUCKETS, registry=r,
+        )
+        self.realtime_underruns = Counter("musetalk_realtime_underruns", "Runs of frames whose audio had not arrived",
+                                          registry=r)
+        self.realtime_interrupts = Counter("musetalk_realtime_interrupts", "Interrupts received", registry=r)
 
     @contextmanager
     def preprocessing(self) -> Iterator[None]:

@@ -20,7 +20,7 @@ from ..runtime import EngineChoice, Runtime
 from ..sweeper import sweep_forever, sweep_temp
 from .errors import install_error_handlers
 from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
-from .routes import avatars, health, inference
+from .routes import avatars, health, inference, realtime
 from .state import AppState
 
 __all__ = ["create_app"]
@@ -28,8 +28,9 @@ __all__ = ["create_app"]
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
-    """Build the service. Pass `engine` to serve a ready-made one (tests, embedding)."""
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None, admission=None) -> FastAPI:
+    """Build the service. Pass `engine` to serve a ready-made one (tests, embedding), and
+    `admission` to decide who may open a real-time session (realtime.session.Admission)."""
     settings = settings or Settings()
     metrics = Metrics()
 
@@ -44,7 +45,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         sweep_temp(settings.result_dir, 0 if settings.avatar_source == "local" else settings.temp_ttl_s)
         sweeper = asyncio.create_task(sweep_forever(settings.result_dir, settings.temp_ttl_s))
         pool_size = max(2, os.cpu_count() or 2)
-        state = AppState(runtime, metrics, ThreadPoolExecutor(pool_size, thread_name_prefix="encode"), pool_size)
+        state = AppState(runtime, metrics, ThreadPoolExecutor(pool_size, thread_name_prefix="encode"), pool_size,
+                         admission=admission)
         metrics.queue_depth.set_function(lambda: sum(s.frames.buffered for s in list(state.streams)))
         metrics.avatars_loaded.set_function(lambda: len(runtime.loaded_avatars()))
         app.state.musetalk = state
@@ -74,7 +76,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
-    for module in (health, avatars, inference):
+    for module in (health, avatars, inference, realtime):
         app.include_router(module.router)
     return app
 

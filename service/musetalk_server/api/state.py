@@ -19,6 +19,9 @@ class AppState:
     pool: ThreadPoolExecutor  # JPEG encoding
     pool_size: int
     streams: set[Any] = field(default_factory=set)  # the sinks in flight, closed at shutdown
+    # Real-time sessions: who may open one (realtime.session.Admission; a scheduler's hook) and those open.
+    admission: Any = None
+    sessions: set[Any] = field(default_factory=set)
 
     @property
     def settings(self):  # noqa: ANN201 - Settings, shorthand for the routes

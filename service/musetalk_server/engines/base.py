@@ -6,7 +6,8 @@ An engine has two phases:
   artifacts into a folder of the staged avatar.
 - `open` loads those artifacts into a `Renderer`, which turns 16 kHz mono audio into frames.
   `render` is a generator: it yields frames as soon as they exist, so the stream can start
-  before the audio has been processed in full.
+  before the audio has been processed in full. `session` opens a `FrameSession`: the same
+  rendering, fed with audio as it arrives (the real-time WebSocket's source of frames).
 
 Engines never touch HTTP, never pick their device and never read the environment.
 """
@@ -22,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["AvatarFrames", "LoadedAvatar", "Engine", "Renderer"]
+__all__ = ["AvatarFrames", "LoadedAvatar", "Engine", "Renderer", "FrameSession"]
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,41 @@ class LoadedAvatar:
         return float(self.manifest["fps"])
 
 
+class FrameSession(ABC):
+    """Incremental rendering for one live session: frames from audio that is still arriving.
+
+    Utterance frame i covers the utterance's audio [i/fps, (i+1)/fps), as output frame i of
+    `Renderer.render` does; the caller picks its background frame (a live session's background
+    runs on through speech and idle). Calls come from one thread, utterance frames in order.
+    """
+
+    render_s: float = 0.015  # a frame is decided this long before it is due: time to render and JPEG it
+
+    @property
+    @abstractmethod
+    def lookahead_s(self) -> float:
+        """Audio past the end of frame i's own window that frame i needs to render as in batch."""
+
+    @abstractmethod
+    def speech_frame(self, utterance: int, i: int, background: int, audio: np.ndarray, final: bool) -> np.ndarray:
+        """Utterance frame i on avatar frame `background`, full BGR.
+
+        `audio` holds the utterance's 16 kHz samples received so far (it only grows, and covers
+        frame i plus `lookahead_s` unless `final`); `final` means no more will come, the rest is
+        silence. A new `utterance` number starts afresh.
+        """
+
+    @abstractmethod
+    def idle_frame(self, background: int) -> np.ndarray:
+        """Avatar frame `background` with the mouth closed and still: the same for every call."""
+
+
 class Renderer(ABC):
     """Turns audio into frames for one avatar. One instance may serve several requests."""
+
+    def session(self, fps: float) -> FrameSession:
+        """A `FrameSession` over this renderer at `fps`; one per live session."""
+        raise NotImplementedError(f"{type(self).__name__} has no incremental rendering")
 
     @abstractmethod
     def render(

@@ -20,7 +20,7 @@ import numpy as np
 from ...errors import AvatarEngineMismatch, InvalidInput
 from ...face.landmarks import interocular
 from ...media.timeline import SAMPLE_RATE, frame_count, pingpong_index
-from ..base import AvatarFrames, Engine, LoadedAvatar, Renderer
+from ..base import AvatarFrames, Engine, FrameSession, LoadedAvatar, Renderer
 from .bank import MouthBank, MouthPicker, build_bank, shut_candidates
 from .compose import paste_mouth
 from .shape import ShapeStream
@@ -68,6 +68,11 @@ class LiteRenderer(Renderer):
             b = pingpong_index(i, n_src)
             k = picker.pick(shape, b)
             yield paste_mouth(self.frames[b], self.landmarks[b], self.sources[k], self.source_points[k])
+
+    def session(self, fps: float) -> FrameSession:
+        from .live import LiteSession
+
+        return LiteSession(self, fps)
 
 
 class LiteEngine(Engine):

@@ -120,18 +120,25 @@ def openness_level() -> RunningPercentile:
 class ShapeStream:
     """Yields one `MouthShape` per output frame, computing features a chunk at a time."""
 
-    def __init__(
-        self, audio: np.ndarray, fps: float, n_frames: int, shapes: ShapeRange, speaker: SpeakerModel | None = None
-    ) -> None:
+    def __init__(self, audio: np.ndarray, fps: float, n_frames: int, shapes: ShapeRange,
+                 speaker: SpeakerModel | None = None,
+                 levels: tuple[RunningPercentile, RunningPercentile] | None = None) -> None:
         self.audio, self.fps, self.n_frames, self.range = audio, fps, n_frames, shapes
         self.speaker = speaker
         self._speaker_features = SpeakerFeatures(audio, fps) if speaker is not None else None
-        # Prime both levels on the first seconds, so the first frame is already on scale.
-        self._level, self._open_ref = loudness_level(), openness_level()
+        # Prime both levels on the first seconds, so the first frame is already on scale. A live
+        # session (live.py) passes in its own, which already know the voice of earlier utterances.
+        self._level, self._open_ref = levels or (loudness_level(), openness_level())
         self._seen = min(n_frames, int(PRIME_S * fps))
         feat = frame_features(audio, fps, 0, self._seen)
         self._level.add(feat.loudness)
         self._add_voiced(openness(feat, self._level.value()))
+
+    def grow(self, audio: np.ndarray, n_frames: int) -> None:
+        """A live utterance's audio so far (live.py): frames are read lazily, so later ones see it."""
+        self.audio, self.n_frames = audio, n_frames
+        if self._speaker_features is not None:
+            self._speaker_features.update(audio)
 
     def _add_voiced(self, opened: np.ndarray) -> None:
         self._open_ref.add(opened[opened > 0])

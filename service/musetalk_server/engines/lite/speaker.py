@@ -39,6 +39,7 @@ __all__ = [
 
 CONTEXT_BACK, CONTEXT_AHEAD = 2, 2  # frames of spectrum either side of the frame (coarticulation)
 PRIME_S = 10.0  # per-utterance statistics come from the first this many seconds
+STATS_GROWTH = 1.25  # a live utterance's statistics are taken again when its audio grows this much
 VOICED_DB = 24.0  # a frame within this of the 95th-percentile level counts as speech for the statistics
 MIN_STATS_FRAMES = 10  # fewer voiced frames than this: statistics over every frame instead
 MIN_BAND_STD_DB = 1.0  # floor on a band's spread, so a flat band does not blow up
@@ -55,8 +56,23 @@ class SpeakerFeatures:
     """Normalised mel levels with context, for any run of frames of one utterance."""
 
     def __init__(self, audio: np.ndarray, fps: float) -> None:
-        self.audio, self.fps = audio, fps
-        prime = int(PRIME_S * fps)
+        self.fps = fps
+        self._stats_samples = -1
+        self.update(audio)
+
+    def update(self, audio: np.ndarray) -> None:
+        """Use `audio` from now on. A live utterance grows: until its first PRIME_S seconds are
+        all here, the band statistics are taken again over what has arrived (the batch path has
+        them all at once, so it computes them exactly once). They are refreshed as the audio grows
+        by a quarter, so a live utterance pays for a handful of passes, not one per frame."""
+        self.audio = audio
+        prime_samples = int(PRIME_S * SAMPLE_RATE)
+        grown = len(audio) >= min(prime_samples, STATS_GROWTH * self._stats_samples)
+        if self._stats_samples >= prime_samples or not grown or len(audio) <= self._stats_samples:
+            return
+        self._stats_samples = min(len(audio), prime_samples)
+        prime = int(PRIME_S * self.fps)
+        fps = self.fps
         mel = log_mel(audio, fps, 0, prime) if len(audio) else np.zeros((0, N_MELS), np.float32)
         mel = mel[: int(np.ceil(len(audio) / SAMPLE_RATE * fps))]  # frames inside the audio only
         level = 10 * np.log10(np.sum(10 ** (mel / 10), axis=1) + _EPS) if len(mel) else np.zeros(0)

@@ -43,7 +43,7 @@ import torch
 from ...errors import AvatarEngineMismatch, InvalidInput, NoFaceDetected
 from ...face.landmarks import MESH_POINTS, to_ibug68
 from ...media.timeline import frame_count, pingpong_index
-from ..base import AvatarFrames, Engine, LoadedAvatar, Renderer
+from ..base import AvatarFrames, Engine, FrameSession, LoadedAvatar, Renderer
 from . import blend
 from .audio import TOKENS, SegmentedWindows, encode_segment, positional_encoding
 from .crop import EXTRA_MARGIN_V15, Box, bbox_shift_range, blend_square, crop_face, crop_square, face_box
@@ -95,6 +95,11 @@ class MuseTalkRenderer(Renderer):
                 if cancel is not None and cancel.is_set():
                     return
                 yield blend.paste_face(self.frames[k], face, self.box(k), self.square(k), self.masks[k])
+
+    def session(self, fps: float) -> FrameSession:
+        from .live import MuseTalkSession
+
+        return MuseTalkSession(self, fps)
 
     def box(self, k: int) -> Box:
         """Face box of avatar frame k (x1, y1, x2, y2), margin included."""

@@ -1,0 +1,77 @@
+"""WS /inference/realtime/{avatar_id}: audio in as it is spoken, frames with their audio out.
+
+The socket is accepted first, so that every refusal can carry its `error` event before the
+close code (README, "Real-time sessions"); the session itself lives in realtime/session.py.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import APIRouter, WebSocket
+from starlette.concurrency import run_in_threadpool
+
+from ...avatars.store import validate_avatar_id
+from ...errors import AvatarNotFound, MuseTalkError, Unauthorized
+from ...realtime.session import (
+    IdleFrames,
+    RealtimeSession,
+    SessionConfig,
+    observer_for,
+    unlimited,
+)
+from ..state import AppState
+
+router = APIRouter(tags=["inference"])
+_IDLE_FRAMES = IdleFrames()  # JPEG cache shared by every session of a renderer; entries die with it
+
+
+def _check_key(ws: WebSocket, state: AppState) -> None:
+    """The X-API-Key header, Authorization: Bearer, or (browsers cannot set headers) `?key=`."""
+    expected = state.settings.api_key
+    if not expected:
+        return
+    auth = ws.headers.get("authorization", "")
+    given = ws.headers.get("x-api-key") or (auth[7:].strip() if auth.lower().startswith("bearer ") else None)
+    given = given or ws.query_params.get("key")
+    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized("missing or wrong API key (send X-API-Key, or ?key= from a browser)")
+
+
+@router.websocket("/inference/realtime/{avatar_id}")
+async def realtime(ws: WebSocket, avatar_id: str) -> None:
+    state: AppState = ws.app.state.musetalk
+    s = state.settings
+    await ws.accept()
+    release = None
+    try:
+        # 1. who, and which avatar
+        _check_key(ws, state)
+        avatar_id = validate_avatar_id(avatar_id)
+        rendering = state.runtime.rendering  # NotReady while the engine loads
+        if not state.runtime.store.exists(avatar_id):
+            raise AvatarNotFound(f"avatar {avatar_id!r} does not exist; preprocess it first")
+        # 2. a place (the capacity hook), then the avatar, at its own frame rate as every render is
+        release = (state.admission or unlimited)(avatar_id)
+        avatar, renderer = await run_in_threadpool(rendering.cache.get, avatar_id)
+        config = SessionConfig(fps=avatar.fps, jpeg_quality=s.jpeg_quality, idle_timeout_s=s.realtime_idle_timeout_s,
+                               max_buffer_s=s.realtime_max_buffer_s, max_session_s=s.realtime_max_session_s,
+                               max_utterance_s=s.max_audio_seconds)
+        h, w = avatar.frames[0].shape[:2]
+        session = RealtimeSession(ws, renderer, backgrounds=len(avatar.frames), size=(w, h), config=config,
+                                  idle=_IDLE_FRAMES, observer=observer_for(state.metrics), name=f"realtime-{avatar_id}")
+    except MuseTalkError as e:
+        if release is not None:
+            release()
+        await RealtimeSession.fail_socket(ws, e)
+        return
+    # 3. the session, until it ends
+    state.sessions.add(session)
+    state.metrics.realtime_sessions.inc()
+    try:
+        await session.run()
+    finally:
+        state.sessions.discard(session)
+        state.metrics.realtime_sessions.dec()
+        if release is not None:
+            release()

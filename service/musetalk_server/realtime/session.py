@@ -1,0 +1,287 @@
+"""One real-time session on a WebSocket: the receive loop, the frame clock, the render thread.
+
+1. The receive loop applies client messages to the `Timeline` as they come (an `interrupt`
+   is applied the moment it is read, whatever is buffered).
+2. The clock runs on wall time: frame g is decided the engine's `render_s` before t0 + g/F, rendered
+   and JPEG-encoded on the session's own worker thread, then sent at t0 + g/F. An idle frame
+   whose utterance became ready meanwhile is decided again at t0 + g/F, so speech starts up to
+   `render_s` sooner, at the cost of that one frame leaving a render late. Idle frames
+   come from a per-avatar cache of JPEGs (one per background frame), so they cost a lookup.
+3. Any end (client gone, error, timeout) cancels both loops; the worker finishes at most the
+   frame it is on, so the engine is free again within one frame's render time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from ..engines.base import FrameSession, Renderer
+from ..errors import MuseTalkError, SessionTimeout, TooLarge
+from ..media.jpeg import encode_jpeg
+from .protocol import (
+    HEADER_BYTES,
+    check_pcm,
+    close_code,
+    error_event,
+    pack_frame,
+    parse_text,
+)
+from .timeline import IDLE, SPEECH, UNDERRUN_KIND, Plan, Timeline
+
+__all__ = ["IdleFrames", "RealtimeSession", "SessionConfig", "SessionObserver"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    fps: float
+    jpeg_quality: int
+    idle_timeout_s: float
+    max_buffer_s: float
+    max_session_s: float
+    max_utterance_s: float
+
+
+class SessionObserver:
+    """What a session reports as it goes (the service wires it to Prometheus; the default drops it)."""
+
+    def frame(self, kind: str, lateness_s: float) -> None: ...
+    def first_speech(self, latency_s: float) -> None: ...
+    def underrun(self) -> None: ...
+    def interrupt(self) -> None: ...
+
+
+class IdleFrames:
+    """JPEGs of idle frames, one per (renderer, quality, background frame), shared by sessions.
+
+    An idle frame is the same for every session of an avatar, so each is rendered and encoded
+    once, the first time a session shows it; from then on an idle frame is a dict lookup.
+    """
+
+    def __init__(self) -> None:
+        self._cache: weakref.WeakKeyDictionary[Renderer, dict[tuple[int, int], bytes]] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def get(self, renderer: Renderer, quality: int, background: int) -> bytes | None:
+        with self._lock:
+            return self._cache.get(renderer, {}).get((quality, background))
+
+    def put(self, renderer: Renderer, quality: int, background: int, jpeg: bytes) -> None:
+        with self._lock:
+            self._cache.setdefault(renderer, {})[(quality, background)] = jpeg
+
+
+class RealtimeSession:
+    def __init__(self, ws: WebSocket, renderer: Renderer, *, backgrounds: int, size: tuple[int, int],
+                 config: SessionConfig, idle: IdleFrames, observer: SessionObserver | None = None,
+                 name: str = "realtime") -> None:
+        self.ws, self.renderer, self.config, self.idle = ws, renderer, config, idle
+        self.size, self.backgrounds = size, backgrounds
+        self.observer = observer or SessionObserver()
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self.frames: FrameSession  # both made in `run`, before either loop starts
+        self.timeline: Timeline
+        self._send_lock = asyncio.Lock()
+        self._spoken: dict[int, int] = {}  # utterance -> its last speaking frame sent
+        self._previous = IDLE
+        self.last_activity = time.monotonic()
+
+    # --- entry ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the session until it ends; sends the `error` event and closes on any failure."""
+        loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            self.frames = await loop.run_in_executor(self.worker, self.renderer.session, self.config.fps)
+            c = self.config
+            self.timeline = Timeline(fps=c.fps, backgrounds=self.backgrounds, lookahead_s=self.frames.lookahead_s,
+                                     max_buffer_s=c.max_buffer_s, max_utterance_s=c.max_utterance_s)
+            width, height = self.size
+            await self.send_json({"type": "ready", "fps": c.fps, "width": width, "height": height,
+                                  "sample_rate": self.timeline.rate, "header_bytes": HEADER_BYTES})
+            tasks = [asyncio.create_task(self._receive()), asyncio.create_task(self._clock())]
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        except WebSocketDisconnect:
+            pass
+        except MuseTalkError as e:
+            await self.fail(e)
+        except Exception:
+            if self.ws.client_state != WebSocketState.CONNECTED:
+                return  # the client left while a frame was going out
+            log.exception("real-time session failed")
+            await self.fail(MuseTalkError("the session failed; the server log has the details"))
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # The worker ends after the frame it is on, without the event loop waiting for it.
+            self.worker.shutdown(wait=False, cancel_futures=True)
+
+    async def fail(self, error: MuseTalkError) -> None:
+        async with self._send_lock:
+            await self.fail_socket(self.ws, error)
+
+    @staticmethod
+    async def fail_socket(ws: WebSocket, error: MuseTalkError) -> None:
+        """The `error` event, then the close code for it (also for refusals before a session exists)."""
+        with contextlib.suppress(Exception):
+            await ws.send_json(error_event(error))
+            await ws.close(code=close_code(error), reason=error.code)
+
+    # --- sending --------------------------------------------------------------------------
+
+    async def send_json(self, body: dict[str, Any]) -> None:
+        async with self._send_lock:
+            await self.ws.send_json(body)
+
+    async def _send_frame(self, plan: Plan, jpeg: bytes) -> None:
+        async with self._send_lock:
+            for event in plan.events_before:
+                await self.ws.send_json(event)
+            await self.ws.send_bytes(pack_frame(plan.index, plan.pts_ms, plan.utterance, plan.flags, jpeg, plan.audio))
+            for event in plan.events_after:
+                await self.ws.send_json(event)
+
+    # --- the two loops --------------------------------------------------------------------
+
+    async def _receive(self) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            self.last_activity = time.monotonic()
+            if message.get("bytes") is not None:
+                await self._audio(message["bytes"])
+            elif message.get("text") is not None:
+                await self._control(message["text"])
+
+    async def _audio(self, data: bytes) -> None:
+        check_pcm(data)
+        if not data:
+            return
+        try:
+            self.timeline.add_audio(data, time.monotonic())
+        except TooLarge as e:  # the chunk is dropped; the session goes on
+            await self.send_json(error_event(e))
+
+    async def _control(self, text: str) -> None:
+        control = parse_text(text)
+        t = self.timeline
+        if control.type == "ping":
+            await self.send_json({"type": "pong"})
+        elif control.type == "config":
+            assert control.sample_rate is not None
+            t.configure(control.sample_rate)
+        elif control.type == "end":
+            t.end()
+        elif control.type == "interrupt":
+            speaking = t.interrupt()
+            self.observer.interrupt()
+            if speaking is not None and speaking.number in self._spoken:
+                await self.send_json({"type": "speech_ended", "utterance": speaking.number,
+                                      "frame": self._spoken[speaking.number], "reason": "interrupt"})
+
+    async def _clock(self) -> None:
+        loop = asyncio.get_running_loop()
+        t, c = self.timeline, self.config
+        start = loop.time()
+        while True:
+            due = start + t.index / c.fps
+            await asyncio.sleep(max(0.0, due - self.frames.render_s - loop.time()))
+            self._check_limits(loop.time() - start)
+            plan = t.plan()
+            jpeg = await self._jpeg(plan)
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            if plan.kind == IDLE and t.starts_now():
+                # Speech became ready after this idle frame was decided: start it on this frame
+                # rather than the next (a render's worth late, not a frame period).
+                plan = t.replan(plan)
+                jpeg = await self._jpeg(plan)
+            if plan.kind != IDLE and plan.generation != t.generation:
+                # An interrupt came while this frame rendered: the next frame is idle.
+                plan = replace(plan, kind=IDLE, utterance=0, flags=0, audio=bytes(len(plan.audio)),
+                               events_before=(), events_after=(), latency_from=None)
+                jpeg = await self._jpeg(plan)
+            await self._send_frame(plan, jpeg)
+            self._sent(plan, loop.time() - due)
+
+    def _sent(self, plan: Plan, lateness: float) -> None:
+        self.observer.frame(plan.kind, lateness)
+        if plan.latency_from is not None:
+            self.observer.first_speech(time.monotonic() - plan.latency_from)
+        if plan.kind == UNDERRUN_KIND and self._previous != UNDERRUN_KIND:
+            self.observer.underrun()  # the first frame of a run of underruns
+        self._previous = plan.kind
+        if plan.kind != IDLE:
+            self.last_activity = time.monotonic()
+            self._spoken[plan.utterance] = plan.index
+
+    def _check_limits(self, elapsed: float) -> None:
+        c = self.config
+        if elapsed >= c.max_session_s:
+            raise SessionTimeout(f"the session reached MUSETALK_REALTIME_MAX_SESSION_S = {c.max_session_s:g} s")
+        if self.timeline.idle and time.monotonic() - self.last_activity >= c.idle_timeout_s:
+            raise SessionTimeout(f"no message for MUSETALK_REALTIME_IDLE_TIMEOUT_S = {c.idle_timeout_s:g} s")
+
+    async def _jpeg(self, plan: Plan) -> bytes:
+        if plan.kind != SPEECH:
+            cached = self.idle.get(self.renderer, self.config.jpeg_quality, plan.background)
+            if cached is not None:
+                return cached
+        return await asyncio.get_running_loop().run_in_executor(self.worker, self._render, plan)
+
+    def _render(self, plan: Plan) -> bytes:
+        """On the worker thread: the frame, JPEG-encoded."""
+        q = self.config.jpeg_quality
+        if plan.kind == SPEECH:
+            assert plan.speech_audio is not None
+            frame = self.frames.speech_frame(plan.utterance, plan.speech_index, plan.background,
+                                             plan.speech_audio, plan.final)
+            return encode_jpeg(frame, q)
+        jpeg = encode_jpeg(self.frames.idle_frame(plan.background), q)
+        self.idle.put(self.renderer, q, plan.background, jpeg)
+        return jpeg
+
+
+def observer_for(metrics: Any) -> SessionObserver:
+    """A SessionObserver that counts into the service's Prometheus metrics (metrics.py)."""
+
+    class _Prometheus(SessionObserver):
+        def frame(self, kind: str, lateness_s: float) -> None:
+            metrics.realtime_frames.labels(kind).inc()
+            metrics.realtime_lateness.observe(max(lateness_s, 0.0))
+
+        def first_speech(self, latency_s: float) -> None:
+            metrics.realtime_first_speech.observe(latency_s)
+
+        def underrun(self) -> None:
+            metrics.realtime_underruns.inc()
+
+        def interrupt(self) -> None:
+            metrics.realtime_interrupts.inc()
+
+    return _Prometheus()
+
+
+Admission = Callable[[str], Callable[[], None]]
+
+
+def unlimited(avatar_id: str) -> Callable[[], None]:
+    """The default admission: every session gets in. A capacity scheduler replaces it; it may
+    raise errors.Busy (close 4429) and returns the callable that gives the place back."""
+    return lambda: None

@@ -1,0 +1,86 @@
+"""The real-time pieces without a socket: frame shares, resampling, the lite frame session."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from musetalk_server.media.timeline import pingpong_index
+from musetalk_server.realtime.protocol import HEADER_BYTES, pack_frame, unpack_frame
+from musetalk_server.realtime.resample import StreamResampler
+from musetalk_server.realtime.timeline import Timeline
+
+
+def timeline(**kw) -> Timeline:
+    return Timeline(fps=kw.pop("fps", 25.0), backgrounds=7, lookahead_s=0.1, max_buffer_s=30, max_utterance_s=600)
+
+
+@pytest.mark.parametrize(("rate", "fps"), [(16000, 25.0), (11025, 30.0), (22050, 29.97), (8000, 24.0)])
+def test_shares_add_up_with_cumulative_rounding(rate, fps):
+    t = Timeline(fps=fps, backgrounds=7, lookahead_s=0.1, max_buffer_s=30, max_utterance_s=600)
+    t.configure(rate)
+    shares = [t.share(g) for g in range(3000)]
+    assert max(shares) - min(shares) <= 1
+    total = sum(shares)
+    assert total == int(3000 * rate / t._fps)  # floor(3000 R / F): nothing lost or repeated
+
+
+def test_header_is_24_bytes_little_endian():
+    m = pack_frame(7, 280, 3, 5, b"\xff\xd8jpeg\xff\xd9", b"\x01\x00" * 4)
+    assert HEADER_BYTES == 24 and m[:24] == b"MTF1" + (7).to_bytes(4, "little") + (280).to_bytes(4, "little") + \
+        (3).to_bytes(4, "little") + (5).to_bytes(2, "little") + bytes(2) + (8).to_bytes(4, "little")
+    head, jpeg, audio = unpack_frame(m)
+    assert (head.index, head.pts_ms, head.utterance, head.flags, jpeg, audio) == (7, 280, 3, 5, m[24:32], m[32:])
+
+
+@pytest.mark.parametrize("rate", [8000, 44100, 48000])
+def test_resampling_does_not_depend_on_chunking(rate):
+    x = np.random.default_rng(0).standard_normal(rate).astype(np.float32)
+    whole = StreamResampler(rate).push(x, final=True)
+    r = StreamResampler(rate)
+    cuts = [0, 1, 7, 333, 1000, rate // 2, rate]
+    parts = [r.push(x[a:b]) for a, b in itertools.pairwise(cuts)] + [r.push(np.zeros(0, np.float32), final=True)]
+    assert np.array_equal(np.concatenate(parts), whole) and abs(len(whole) - 16000) <= 1
+    t = np.arange(len(whole)) * rate / 16000
+    assert np.allclose(whole[:-1], np.interp(t, np.arange(rate), x)[:-1], atol=1e-5)
+
+
+def test_lite_session_given_the_whole_utterance_renders_the_batch_frames(lite_renderer, speech_2s):
+    frames = lite_renderer.session(25.0)
+    batch = list(lite_renderer.render(speech_2s, 25.0))
+    n = len(lite_renderer.frames)
+    live = [frames.speech_frame(1, i, pingpong_index(i, n), speech_2s, True) for i in range(len(batch))]
+    assert len(batch) == 50 and all(np.array_equal(a, b) for a, b in zip(batch, live, strict=True))
+
+
+def test_lite_idle_frames_are_still_and_shut(lite_renderer):
+    frames = lite_renderer.session(25.0)
+    again = lite_renderer.session(25.0)
+    sample = range(0, len(lite_renderer.frames), 5)
+    assert all(np.array_equal(frames.idle_frame(b), again.idle_frame(b)) for b in sample)
+
+
+@pytest.fixture(scope="module")
+def lite_renderer(tmp_path_factory):
+    from helpers import media
+    from mediatools import first_frames
+    from musetalk_server.engines.base import AvatarFrames, LoadedAvatar
+    from musetalk_server.engines.lite import LiteEngine
+    from musetalk_server.face.landmarks import detect_video
+
+    frames = first_frames(media("lp_d11.mp4"), 30)
+    points, _ = detect_video(frames)
+    path = tmp_path_factory.mktemp("lite-rt") / "a"
+    engine = LiteEngine()
+    engine.prepare(AvatarFrames(frames, points, 25.0), 0, path / "engine")
+    return engine.open(LoadedAvatar("a", path, {"fps": 25.0}, frames, points))
+
+
+@pytest.fixture(scope="module")
+def speech_2s():
+    from helpers import media
+    from musetalk_server.media.audio import decode_audio
+
+    return decode_audio(media("vr_audio1.wav"))[:32000]
