@@ -76,8 +76,8 @@ def scores(tmp_path_factory):
     out = {}
     for clip in CLIPS:
         frames, audio = ev.load_clip(media(f"{clip}.mp4").stem)
-        first, _, drive = ev.halves(frames, audio)
-        avatar = ev.build_avatar(engine, first, work, clip)
+        first, _, drive, own = ev.halves(frames, audio)
+        avatar = ev.build_avatar(engine, first, work, clip, own)  # with its soundtrack, as preprocess does
         renderer = engine.open(avatar)
         batch = [f.copy() for f in renderer.render(drive, FPS)]
         live, under = live_frames(renderer, drive)
