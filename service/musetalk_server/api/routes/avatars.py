@@ -16,11 +16,12 @@ from ...engines.base import LoadedAvatar
 from ...errors import AvatarExists, InvalidInput
 from .. import cluster
 from ..deps import AvatarIdPath, EngineDep, StateDep, require_api_key
+from ..openapi import errors
 from ..state import AppState
 from ..uploads import saved_upload
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["avatars"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["avatars"], dependencies=[Depends(require_api_key)], responses=errors(401))
 
 BBOX_SHIFT_LIMIT = 200  # px; beyond this the crop leaves the face on any real clip
 
@@ -33,7 +34,7 @@ def avatar_info(manifest: dict[str, Any]) -> dict[str, Any]:
     return info
 
 
-@router.post("/avatars/preprocess")
+@router.post("/avatars/preprocess", responses=errors(409, 413, 415, 422, 500, 503, 504))
 async def preprocess(
     state: StateDep,
     engine: EngineDep,
@@ -107,13 +108,13 @@ async def list_avatars(state: StateDep) -> dict[str, Any]:
     }
 
 
-@router.get("/avatars/{avatar_id}")
+@router.get("/avatars/{avatar_id}", responses=errors(404, 422))
 async def show_avatar(state: StateDep, avatar_id: AvatarIdPath) -> dict[str, Any]:
     manifest = await run_in_threadpool(state.store.manifest, avatar_id)
     return {"avatar_id": avatar_id, "loaded": avatar_id in state.loaded_avatars(), "info": avatar_info(manifest)}
 
 
-@router.delete("/avatars/{avatar_id}")
+@router.delete("/avatars/{avatar_id}", responses=errors(404, 422))
 async def delete_avatar(state: StateDep, avatar_id: AvatarIdPath) -> dict[str, Any]:
     if state.resources is not None:
         return await cluster.delete_avatar(state, avatar_id)

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ... import __version__
 from ..deps import StateDep
 from ..errors import error_body
+from ..openapi import METRICS_RESPONSE, errors
 
 router = APIRouter(tags=["health"])
 
@@ -34,7 +35,7 @@ async def live() -> dict:
     return {"status": "alive"}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses=errors(503))
 async def ready(state: StateDep) -> Response:
     if state.engine is None:
         reason = state.load_error or f"engine {state.engine_name} is loading"
@@ -44,6 +45,6 @@ async def ready(state: StateDep) -> Response:
     return JSONResponse({"status": "ready", "engine": state.engine_name})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response, responses=METRICS_RESPONSE)
 async def metrics(state: StateDep) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -28,10 +28,12 @@ from ...media.mp4 import AUDIO_RATE
 from ...media.timeline import SAMPLE_RATE, frame_count
 from ...pipeline import FrameStream, encode_ahead, render_mp4
 from ..deps import AvatarIdPath, CacheDep, StateDep, require_api_key
+from ..openapi import MP4_RESPONSE, STREAM_RESPONSE, errors
 from ..state import AppState
 from ..uploads import saved_upload
 
-router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)], responses=errors(401))
+_RENDER_ERRORS = errors(404, 409, 413, 415, 422, 500, 503)
 log = logging.getLogger(__name__)
 
 AudioFile = Annotated[UploadFile, File(description="Audio in any format FFmpeg decodes (wav, mp3, m4a, ogg, flac)")]
@@ -78,7 +80,8 @@ def stream_headers(job: Job) -> dict[str, str]:
     }
 
 
-@router.post("/inference/stream/{avatar_id}")
+@router.post("/inference/stream/{avatar_id}", response_class=StreamingResponse,
+             responses={**STREAM_RESPONSE, **_RENDER_ERRORS})
 async def stream(
     request: Request,
     state: StateDep,
@@ -144,7 +147,7 @@ async def _mjpeg_body(
             state.metrics.render_fps.labels("stream").observe(sent / elapsed)
 
 
-@router.post("/inference/batch/{avatar_id}")
+@router.post("/inference/batch/{avatar_id}", response_class=FileResponse, responses={**MP4_RESPONSE, **_RENDER_ERRORS})
 async def batch(
     request: Request, state: StateDep, cache: CacheDep, avatar_id: AvatarIdPath, audio_file: AudioFile
 ) -> FileResponse:
