@@ -19,7 +19,7 @@ from ..config import Settings
 from ..engines.base import Engine
 from ..engines.registry import create_engine, resolve_engine_name
 from ..errors import WeightsError
-from .errors import install_error_handlers
+from .errors import UnhandledErrorMiddleware, install_error_handlers
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from .openapi import DESCRIPTION
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         redoc_url=None,
     )
     install_error_handlers(app)
+    app.add_middleware(UnhandledErrorMiddleware)  # innermost: a 500 still passes the metrics below
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     install_cors(app, settings)

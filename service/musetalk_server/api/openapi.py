@@ -88,3 +88,43 @@ METRICS_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
     "description": "Prometheus text exposition format",
     "content": {"text/plain": {"schema": {"type": "string"}}},
 }}
+
+
+# The JSON bodies of the successful answers, as JSON Schema. Written out here rather than as
+# response models so the routes stay as they are; the schema test checks real bodies against them.
+def _object(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"type": "object", "required": list(required), "properties": {**required, **(optional or {})}}
+
+
+_STR, _INT, _NUM, _BOOL = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
+_AVATAR_INFO = _object(
+    {"frames": _INT, "fps": _NUM, "width": _INT, "height": _INT, "bbox_shift": _INT, "engine": _STR,
+     "size": {"type": "array", "items": _INT, "minItems": 2, "maxItems": 2}},
+    {"face": {"type": ["object", "null"], "description": "face box statistics and bbox_shift_range"},
+     "engine_version": {"type": ["integer", "null"]}, "engine_info": {"type": ["object", "null"]},
+     "source": {"type": ["object", "string", "null"]}, "created_at": {"type": ["string", "number", "null"]},
+     "preprocess_seconds": {"type": ["number", "null"]}},
+)
+_AVATAR = _object({"avatar_id": _STR, "loaded": _BOOL},
+                  {"info": _AVATAR_INFO, "phase": {**_STR, "description": "cluster mode: the Avatar's phase"},
+                   "message": {"type": ["string", "null"]}})
+
+
+def ok(schema: dict[str, Any], description: str = "Success") -> dict[int | str, dict[str, Any]]:
+    """A `responses=` entry for a 200 JSON body with this schema."""
+    return {200: {"description": description, "content": {"application/json": {"schema": schema}}}}
+
+
+HEALTH = _object({
+    "status": {"const": "running"},
+    "models": _object({"loaded": _BOOL, "device": _STR}),
+    "loaded_avatars": {"type": "array", "items": _STR},
+    "engine": _STR, "engine_info": {"type": "object"}, "version": _STR, "avatar_source": _STR,
+    "active_streams": _INT,
+})
+LIVE = _object({"status": {"const": "alive"}})
+READY = _object({"status": {"const": "ready"}, "engine": _STR})
+AVATAR = _object({"avatar_id": _STR, "loaded": _BOOL, "info": _AVATAR_INFO})
+AVATAR_LIST = _object({"avatars": {"type": "array", "items": _AVATAR}})
+PREPROCESSED = _object({"message": _STR, "avatar_id": _STR, "info": _AVATAR_INFO})
+DELETED = _object({"message": _STR, "avatar_id": _STR})

@@ -16,7 +16,7 @@ from ...engines.base import LoadedAvatar
 from ...errors import AvatarExists, InvalidInput
 from .. import cluster
 from ..deps import AvatarIdPath, EngineDep, StateDep, require_api_key
-from ..openapi import errors
+from ..openapi import AVATAR, AVATAR_LIST, DELETED, PREPROCESSED, errors, ok
 from ..state import AppState
 from ..uploads import saved_upload
 
@@ -34,7 +34,7 @@ def avatar_info(manifest: dict[str, Any]) -> dict[str, Any]:
     return info
 
 
-@router.post("/avatars/preprocess", responses=errors(409, 413, 415, 422, 500, 503, 504))
+@router.post("/avatars/preprocess", responses={**ok(PREPROCESSED), **errors(409, 413, 415, 422, 500, 503, 504)})
 async def preprocess(
     state: StateDep,
     engine: EngineDep,
@@ -95,7 +95,7 @@ def keep_loaded(state: AppState) -> Callable[[LoadedAvatar], None]:
     return keep
 
 
-@router.get("/avatars")
+@router.get("/avatars", responses=ok(AVATAR_LIST))
 async def list_avatars(state: StateDep) -> dict[str, Any]:
     if state.resources is not None:
         return await cluster.list_avatars(state)
@@ -108,13 +108,13 @@ async def list_avatars(state: StateDep) -> dict[str, Any]:
     }
 
 
-@router.get("/avatars/{avatar_id}", responses=errors(404, 422))
+@router.get("/avatars/{avatar_id}", responses={**ok(AVATAR), **errors(404, 422)})
 async def show_avatar(state: StateDep, avatar_id: AvatarIdPath) -> dict[str, Any]:
     manifest = await run_in_threadpool(state.store.manifest, avatar_id)
     return {"avatar_id": avatar_id, "loaded": avatar_id in state.loaded_avatars(), "info": avatar_info(manifest)}
 
 
-@router.delete("/avatars/{avatar_id}", responses=errors(404, 422))
+@router.delete("/avatars/{avatar_id}", responses={**ok(DELETED), **errors(404, 422)})
 async def delete_avatar(state: StateDep, avatar_id: AvatarIdPath) -> dict[str, Any]:
     if state.resources is not None:
         return await cluster.delete_avatar(state, avatar_id)

@@ -9,12 +9,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ... import __version__
 from ..deps import StateDep
 from ..errors import error_body
-from ..openapi import METRICS_RESPONSE, errors
+from ..openapi import HEALTH, LIVE, METRICS_RESPONSE, READY, errors, ok
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+@router.get("/health", responses=ok(HEALTH))
 async def health(state: StateDep) -> dict:
     """The seed's status body, plus the engine's own facts."""
     described = state.engine.describe() if state.engine else {"loaded": False, "device": state.device}
@@ -30,12 +30,12 @@ async def health(state: StateDep) -> dict:
     }
 
 
-@router.get("/health/live")
+@router.get("/health/live", responses=ok(LIVE))
 async def live() -> dict:
     return {"status": "alive"}
 
 
-@router.get("/health/ready", responses=errors(503))
+@router.get("/health/ready", responses={**ok(READY), **errors(503)})
 async def ready(state: StateDep) -> Response:
     if state.engine is None:
         reason = state.load_error or f"engine {state.engine_name} is loading"
