@@ -15,7 +15,6 @@ import cv2
 import httpx
 import jsonschema
 import pytest
-
 from fakes import FakeEngine
 from helpers import media
 from mediatools import first_frames

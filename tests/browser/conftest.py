@@ -12,9 +12,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import cv2
-import pytest
-
 import fake_realtime
+import pytest
 from helpers import LiveServer, media
 from mediatools import first_frames, transcode_audio, write_video
 from musetalk_server.api import create_app
@@ -85,17 +84,18 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 
 
 class OriginWatch:
-    """Every request a page makes (HTTP and WebSocket), to prove none leaves the server's origin."""
+    """Every request a page makes (HTTP and WebSocket), to prove none leaves the server's origin;
+    and every uncaught script error."""
 
     def __init__(self, page, origin: str) -> None:
-        self.origin, self.urls = origin, []
+        self.origin, self.urls, self.errors = origin, [], []
         page.on("request", lambda r: self.urls.append(r.url))
         page.on("websocket", lambda ws: self.urls.append(ws.url))
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
 
     def foreign(self) -> list[str]:
         def origin_of(url: str) -> str:
-            if url.startswith("blob:"):
-                url = url[len("blob:"):]
+            url = url.removeprefix("blob:")
             parts = urlsplit(url)
             scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
             return f"{scheme}://{parts.netloc}"

@@ -22,7 +22,6 @@ import time
 import cv2
 import numpy as np
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
-
 from musetalk_server.avatars.layout import LANDMARKS_FILE
 from musetalk_server.avatars.store import read_frame
 from musetalk_server.face.landmarks import LIPS_OUTER

@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-
 from conftest import OriginWatch
 from fake_realtime import mouth_box
 from helpers import REPO
@@ -53,7 +52,7 @@ def avatar(browser, site, clips):
     assert "selected" in item.get_attribute("class")
     page.wait_for_function(
         f"() => document.querySelector('#avatars li[data-avatar-id={AVATAR}] img').naturalWidth === 844")
-    assert watch.foreign() == []
+    assert watch.foreign() == [] and watch.errors == []
     context.close()
     with httpx.Client(base_url=site.url) as client:
         info = client.get(f"/avatars/{AVATAR}").json()["info"]
@@ -107,7 +106,7 @@ def test_page_loads_everything_from_its_own_origin(context, site):
     paths = {httpx.URL(u).path for u in watch.urls}
     assert {"/", "/static/style.css", "/static/js/main.js", "/static/js/api.js", "/static/js/live.js",
             "/avatars"} <= paths
-    assert watch.foreign() == []
+    assert watch.foreign() == [] and watch.errors == []
 
 
 def test_a_file_drives_the_avatar_live(context, site, avatar, clips):
@@ -135,7 +134,7 @@ def test_a_file_drives_the_avatar_live(context, site, avatar, clips):
     assert s["latenciesMs"] and page.locator("#fig-latency").inner_text().endswith(" ms")
     assert float(page.locator("#fig-fps").inner_text()) > 0
     assert page.evaluate("() => window.musetalk.audioContext.currentTime") > 3.0
-    assert watch.foreign() == []
+    assert watch.foreign() == [] and watch.errors == []
 
 
 def test_the_microphone_drives_the_avatar(context, site, avatar, tmp_path):
@@ -155,7 +154,7 @@ def test_the_microphone_drives_the_avatar(context, site, avatar, tmp_path):
     if os.environ.get("MUSETALK_SCREENSHOT") == "1":
         shutil.copyfile(shot, SCREENSHOT)
     page.click("#stop")
-    assert watch.foreign() == []
+    assert watch.foreign() == [] and watch.errors == []
 
 
 def test_download_mp4_through_the_batch_endpoint(context, site, avatar, clips, tmp_path):

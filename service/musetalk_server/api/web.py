@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ..config import Settings
 
-__all__ = ["install_page", "install_offline_docs", "install_cors", "STATIC_DIR", "EXPOSED_HEADERS"]
+__all__ = ["EXPOSED_HEADERS", "STATIC_DIR", "install_cors", "install_offline_docs", "install_page"]
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 # Swagger UI and ReDoc, shipped inside the fastapi-offline wheel.
