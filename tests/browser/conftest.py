@@ -6,23 +6,14 @@ package when it is missing (see .ci/chromium.sh).
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import cv2
-import fake_realtime
 import pytest
+from browsing import chromium_path, make_app
 from helpers import LiveServer, media
 from mediatools import first_frames, transcode_audio, write_video
-from musetalk_server.api import create_app
-from musetalk_server.config import Settings
-
-# The real-time endpoint the page talks to. Until `WS /inference/realtime/{avatar_id}` (issue 9)
-# is in the service, the tests add this stand-in that speaks its contract. Once it is, set this
-# to None and the same tests run against the real endpoint (the one-line switch).
-REALTIME_STAND_IN = fake_realtime.install
 
 CLIP_FRAMES = 50  # 2 s of vr_face2: a real face, quick to preprocess
 SPEECH = "vr_audio1.wav"  # English speech; also the fake microphone's input
@@ -32,13 +23,6 @@ LAUNCH_FLAGS = [
     # The microphone: permission granted without a prompt, fed from a speech file (looped).
     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
 ]
-
-
-def chromium_path() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.fail("Debian's chromium is missing: `make test` installs it (.ci/chromium.sh)")
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -52,13 +36,6 @@ def browser(tmp_path_factory) -> Iterator:
                               args=[*LAUNCH_FLAGS, f"--use-file-for-fake-audio-capture={mic}"])
         yield b
         b.close()
-
-
-def make_app(result_dir: Path, **overrides):
-    app = create_app(Settings(_env_file=None, result_dir=result_dir, engine="lite", **overrides))
-    if REALTIME_STAND_IN is not None:
-        REALTIME_STAND_IN(app)
-    return app
 
 
 @pytest.fixture(scope="module")
@@ -83,29 +60,16 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     return {"face": face, "still": still, "speech": speech, "fake": fake}
 
 
-class OriginWatch:
-    """Every request a page makes (HTTP and WebSocket), to prove none leaves the server's origin;
-    and every uncaught script error."""
-
-    def __init__(self, page, origin: str) -> None:
-        self.origin, self.urls, self.errors = origin, [], []
-        page.on("request", lambda r: self.urls.append(r.url))
-        page.on("websocket", lambda ws: self.urls.append(ws.url))
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-
-    def foreign(self) -> list[str]:
-        def origin_of(url: str) -> str:
-            url = url.removeprefix("blob:")
-            parts = urlsplit(url)
-            scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-            return f"{scheme}://{parts.netloc}"
-
-        return [u for u in self.urls if not u.startswith("data:") and origin_of(u) != self.origin]
-
-
 @pytest.fixture
 def context(browser):
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     ctx.grant_permissions(["microphone"])
     yield ctx
     ctx.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the browser tests last. Playwright's sync API marks an event loop as running in this
+    thread for as long as the session's browser lives, which async tests after it would trip on."""
+    here = Path(__file__).parent
+    items.sort(key=lambda item: Path(str(item.path)).is_relative_to(here))

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from conftest import OriginWatch, make_app
+from browsing import OriginWatch, make_app
 from helpers import LiveServer
 
 KEY = "browser-secret"
@@ -101,10 +101,10 @@ READ_STREAM_HEADERS = """async ([api, key, wav]) => {
 
 
 def test_cors_exposes_the_timing_headers_to_scripts(context, cors_site, other_origin, clips):
-    with httpx.Client(base_url=cors_site.url, headers={"X-API-Key": KEY}, timeout=60) as client:
-        with clips["still"].open("rb") as f:
-            assert client.post("/avatars/preprocess", data={"avatar_id": "still"},
-                               files={"video_file": ("face.png", f)}).status_code == 200
+    with httpx.Client(base_url=cors_site.url, headers={"X-API-Key": KEY}, timeout=60) as client, \
+            clips["still"].open("rb") as f:
+        assert client.post("/avatars/preprocess", data={"avatar_id": "still"},
+                           files={"video_file": ("face.png", f)}).status_code == 200
     page = context.new_page()
     page.goto(other_origin + "/")
     wav = base64.b64encode(clips["speech"].read_bytes()).decode()

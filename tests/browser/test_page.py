@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import OriginWatch
+from browsing import OriginWatch
 from fake_realtime import mouth_box
 from helpers import REPO
 from mediatools import read_mp4

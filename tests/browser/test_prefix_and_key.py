@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import OriginWatch, make_app
+from browsing import OriginWatch, make_app
 from helpers import LiveServer
 
 PREFIX = "/musetalk"
