@@ -157,6 +157,24 @@ def test_the_microphone_drives_the_avatar(context, site, avatar, tmp_path):
     assert watch.foreign() == [] and watch.errors == []
 
 
+def test_interrupt_stops_the_speech_at_once(context, site, avatar, clips):
+    page, watch = open_page(context, site)
+    select(page, avatar)
+    page.set_input_files("#audio-file", str(clips["speech"]))
+    page.click("#play-file")
+    page.wait_for_function("() => window.musetalk.session?.stats.speakingFrames > 10", timeout=TIMEOUT_MS)
+    page.click("#interrupt")
+    page.wait_for_function("() => window.musetalk.session.stats.events.includes('speech_ended')",
+                           timeout=TIMEOUT_MS)
+    spoken = stats(page)["speakingFrames"]
+    page.wait_for_function(f"() => window.musetalk.session.stats.framesReceived > {stats(page)['framesReceived'] + 25}",
+                           timeout=TIMEOUT_MS)
+    # A second of frames later the avatar is still idle: nothing more of the file was sent.
+    s = stats(page)
+    assert s["speakingFrames"] == spoken and s["speechAudioScheduledS"] < 2.5
+    assert watch.foreign() == [] and watch.errors == []
+
+
 def test_download_mp4_through_the_batch_endpoint(context, site, avatar, clips, tmp_path):
     page, _ = open_page(context, site)
     select(page, avatar)

@@ -172,7 +172,11 @@ function stopSession() {
 }
 
 async function toggleMic() {
-  if (page.mic) { stopInputs(); page.session.end(); return; }
+  if (page.mic) {
+    stopInputs();
+    if (page.session) page.session.end();
+    return;
+  }
   try {
     const session = await ensureSession();
     const gate = new VoiceGate(session);
