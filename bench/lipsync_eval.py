@@ -17,10 +17,16 @@ For a clip that carries the speaker's own speech:
    - jitter: mean frame-to-frame aperture change over consecutive silent frames.
 4. write a PNG strip: mouth crops with the envelope and the rendered aperture drawn under them.
 
+Leave-one-clip-out, and more: nothing is fitted on the half a clip is scored on. The avatar is
+the first half, frames and soundtrack, so an engine that learns the speaker at preprocess (lite's
+speaker model) learns from the first half only, choosing its settings by cross-validation inside
+it. `r_gt generic` is the same run with the avatar's soundtrack withheld: the generic mapping
+alone, which has no per-clip fit at all.
+
 Cross-driven runs pair clip A's avatar with other audio (clip B's second half, mt_eng.wav);
 they have no r_gt.
 
-    python bench/lipsync_eval.py [--engine lite] [--out results/lipsync] [--clips ...] [--no-cross]
+    python bench/lipsync_eval.py [--engine lite] [--out results/lipsync] [--clips ...] [--no-cross] [--no-generic]
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ from musetalk_server.media.timeline import SAMPLE_RATE, frame_count, pingpong_in
 log = logging.getLogger("lipsync_eval")
 
 MEDIA = ROOT.parent / "shared" / "media"
+# lp_s18 also carries its speaker's audio, but FaceMesh reads her lips shut on every frame
+# (aperture 0.000 throughout), so it has no filmed mouth movement to compare with.
 GROUND_TRUTH = ("vr_face1", "vr_face2", "lp_d11", "lp_d12")
 FPS = 25.0
 MAX_LAG = 3
@@ -62,7 +70,10 @@ NOSE_BASE = (98, 97, 2, 326, 327, 203, 423)
 PSNR_CAP = 99.0  # identical pixels have infinite PSNR; report this instead
 STRIP_FRAMES = 16
 
-BARS = {"r_env": 0.5, "lag": (-1, 2), "r_gt": 0.3, "closed_in_silence": 0.95, "psnr_outside": 35.0}
+# Issue 13's bars. Per clip: r_env, lag, closed_in_silence, psnr_outside, and r_gt no more than
+# r_gt_margin under the clip's own env->gt; over the clips: the median r_gt; speed: render ms.
+BARS = {"r_env": 0.6, "lag": (-1, 2), "median_r_gt": 0.45, "r_gt_margin": 0.1, "closed_in_silence": 0.95,
+        "psnr_outside": 35.0, "render_ms_per_frame": 4.0}
 
 
 @dataclass
@@ -82,6 +93,8 @@ class ClipResult:
     render_ms_per_frame: float
     first_frame_ms: float
     strip: str
+    speaker_model: str = "–"  # what the engine learned from the avatar's soundtrack, if it says
+    r_gt_generic: float | None = None  # r_gt with the avatar's soundtrack withheld
 
 
 def envelope(audio: np.ndarray, n_frames: int, fps: float = FPS) -> np.ndarray:
@@ -131,16 +144,17 @@ def aperture_of(points: np.ndarray) -> np.ndarray:
     return inner_lip_gap(points) / interocular(points)
 
 
-def build_avatar(engine: Engine, frames: list[np.ndarray], work: Path, avatar_id: str) -> LoadedAvatar:
-    """Prepare `frames` as an avatar with `engine`, in `work`."""
+def build_avatar(engine: Engine, frames: list[np.ndarray], work: Path, avatar_id: str,
+                 audio: np.ndarray | None = None) -> LoadedAvatar:
+    """Prepare `frames` (with their own soundtrack `audio`, if any) as an avatar with `engine`, in `work`."""
     points, found = detect_video(frames)
     if not found.all():
         # Fill gaps from the nearest detected frame, as the service's preprocessing does.
         ok = np.flatnonzero(found)
         points = points[ok[np.abs(np.arange(len(frames))[:, None] - ok[None, :]).argmin(1)]]
     path = work / avatar_id
-    engine.prepare(AvatarFrames(frames, points, FPS), 0, path / "engine")
-    manifest = {"fps": FPS, "frames": len(frames), "engine": engine.name}
+    info = engine.prepare(AvatarFrames(frames, points, FPS, audio), 0, path / "engine")
+    manifest = {"fps": FPS, "frames": len(frames), "engine": engine.name, "engine_info": info}
     return LoadedAvatar(avatar_id, path, manifest, list(frames), points)
 
 
@@ -201,9 +215,11 @@ def draw_strip(frames: list[np.ndarray], points: np.ndarray, env_db: np.ndarray,
 
 
 def score(engine: Engine, clip: str, avatar_frames: list[np.ndarray], audio: np.ndarray,
-          audio_name: str, filmed: np.ndarray | None, out_dir: Path, work: Path) -> ClipResult:
-    """Render `audio` on an avatar made of `avatar_frames` and measure it."""
-    avatar = build_avatar(engine, avatar_frames, work, f"{clip}-{audio_name}")
+          audio_name: str, filmed: np.ndarray | None, out_dir: Path, work: Path,
+          avatar_audio: np.ndarray | None = None) -> ClipResult:
+    """Render `audio` on an avatar made of `avatar_frames` (soundtrack `avatar_audio`) and measure it."""
+    suffix = "" if avatar_audio is not None else "-generic"
+    avatar = build_avatar(engine, avatar_frames, work, f"{clip}-{audio_name}{suffix}", avatar_audio)
     rendered, first_ms, per_frame_ms = render_all(engine, avatar, audio)
     n = len(rendered)
     points, _found = detect_video(rendered)
@@ -230,7 +246,7 @@ def score(engine: Engine, clip: str, avatar_frames: list[np.ndarray], audio: np.
         r_gt = pearson(aperture[:m], filmed[:m])
         env_gt = pearson(env_db[:m], filmed[:m])
         env_gt_best = lagged_r(filmed[:m], env_db[:m])[0]
-    strip = out_dir / f"strip_{clip}_{audio_name}.png"
+    strip = out_dir / f"strip_{clip}_{audio_name}{suffix.replace('-', '_')}.png"
     draw_strip(rendered, np.nan_to_num(points), env_db, aperture, strip, start=busiest_window(env_db, STRIP_FRAMES),
                count=STRIP_FRAMES)
     return ClipResult(
@@ -242,7 +258,20 @@ def score(engine: Engine, clip: str, avatar_frames: list[np.ndarray], audio: np.
         silent_frames=int(silent.sum()), psnr_outside=round(float(psnr), 2),
         jitter=None if jitter is None else round(jitter, 4),
         render_ms_per_frame=round(per_frame_ms, 2), first_frame_ms=round(first_ms, 1), strip=str(strip),
+        speaker_model=speaker_summary(avatar.manifest["engine_info"]),
     )
+
+
+def speaker_summary(info: dict) -> str:
+    """'used (0.21→0.38)': whether a learned speaker model serves, and its held-out r against the
+    generic mapping's, on the avatar's own frames."""
+    facts = info.get("speaker_model") if isinstance(info, dict) else None
+    if not facts:
+        return "–"
+    if "heldout_r_generic" not in facts:
+        return f"no: {facts.get('reason', '?')}"
+    gain = f"{facts['heldout_r_generic']}→{facts['heldout_r_blend']}"
+    return f"used ({gain})" if facts.get("used") else f"no ({gain})"
 
 
 def load_clip(name: str) -> tuple[list[np.ndarray], np.ndarray]:
@@ -251,49 +280,55 @@ def load_clip(name: str) -> tuple[list[np.ndarray], np.ndarray]:
     return frames, audio
 
 
-def halves(frames: list[np.ndarray], audio: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-    """(first-half frames, second-half frames, second-half audio), on the frame grid."""
+def halves(frames: list[np.ndarray], audio: np.ndarray
+           ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
+    """(first-half frames, second-half frames, second-half audio, first-half audio), on the frame grid.
+
+    The first half, frames and soundtrack, is the avatar video; the second half is never seen at
+    preprocess, so nothing learned there comes from the frames it is scored on."""
     half = len(frames) // 2
     start = int(round(half / FPS * SAMPLE_RATE))
     stop = int(round(len(frames) / FPS * SAMPLE_RATE))
-    return frames[:half], frames[half:], audio[start:stop]
+    return frames[:half], frames[half:], audio[start:stop], audio[:start]
 
 
-def evaluate_clip(engine: Engine, clip: str, out_dir: Path, work: Path) -> ClipResult:
-    """The ground-truth run: first half as avatar, second half's audio as driver."""
+def evaluate_clip(engine: Engine, clip: str, out_dir: Path, work: Path, generic: bool = False) -> ClipResult:
+    """The ground-truth run: first half as avatar, second half's audio as driver. With `generic`,
+    also the same run with the avatar's soundtrack withheld (fills `r_gt_generic`)."""
     frames, audio = load_clip(clip)
-    first, second, drive = halves(frames, audio)
+    first, second, drive, own = halves(frames, audio)
     n = frame_count(len(drive), FPS)
     filmed_pts, _ = detect_video(second[:n])
     filmed = np.nan_to_num(aperture_of(filmed_pts), nan=0.0)
-    return score(engine, clip, first, drive, f"{clip}_2nd", filmed, out_dir, work)
+    result = score(engine, clip, first, drive, f"{clip}_2nd", filmed, out_dir, work, own)
+    if generic:
+        result.r_gt_generic = score(engine, clip, first, drive, f"{clip}_2nd", filmed, out_dir, work).r_gt
+    return result
 
 
 def evaluate_cross(engine: Engine, clip: str, audio: np.ndarray, audio_name: str, out_dir: Path,
                    work: Path) -> ClipResult:
-    frames, _ = load_clip(clip)
-    first, _, _ = halves(frames, np.zeros(0, np.float32))
-    return score(engine, clip, first, audio, audio_name, None, out_dir, work)
+    frames, own_audio = load_clip(clip)
+    first, _, _, own = halves(frames, own_audio)
+    return score(engine, clip, first, audio, audio_name, None, out_dir, work, own)
 
 
 def median_row(rows: list[ClipResult]) -> dict[str, float | None]:
     def med(key: str) -> float | None:
         vals = [getattr(r, key) for r in rows if getattr(r, key) is not None]
         return round(float(np.median(vals)), 3) if vals else None
-    keys = ("r_env", "lag", "r_gt", "env_gt", "env_gt_best", "closed_in_silence", "psnr_outside", "jitter",
+    keys = ("r_env", "lag", "r_gt", "r_gt_generic", "env_gt", "env_gt_best", "closed_in_silence", "psnr_outside", "jitter",
             "render_ms_per_frame", "first_frame_ms")
     return {k: med(k) for k in keys}
 
 
-def meets_bar(med: dict[str, float | None]) -> dict[str, bool]:
-    lo, hi = BARS["lag"]
-    return {
-        "r_env": (med["r_env"] or 0) >= BARS["r_env"],
-        "lag": med["lag"] is not None and lo <= med["lag"] <= hi,
-        "r_gt": (med["r_gt"] or 0) >= BARS["r_gt"] and (med["r_gt"] or 0) > (med["env_gt"] or 0),
-        "closed_in_silence": (med["closed_in_silence"] or 0) >= BARS["closed_in_silence"],
-        "psnr_outside": (med["psnr_outside"] or 0) >= BARS["psnr_outside"],
-    }
+def meets_bar(med: dict[str, float | None], rows: list[ClipResult]) -> dict[str, bool]:
+    """Each bar over the ground-truth runs: the median r_gt, and every clip's own bars."""
+    missed = {m for r in rows for m in clip_bars(r)}
+    out = {"median_r_gt": (med["r_gt"] or 0) >= BARS["median_r_gt"]}
+    for key in ("r_env", "lag", "r_gt", "closed_in_silence", "psnr_outside", "render_ms_per_frame"):
+        out[key] = key not in missed
+    return out
 
 
 def clip_bars(r: ClipResult) -> list[str]:
@@ -305,31 +340,35 @@ def clip_bars(r: ClipResult) -> list[str]:
         missed.append("r_env")
     if not lo <= r.lag <= hi:
         missed.append("lag")
-    if r.r_gt is not None and (r.r_gt < BARS["r_gt"] or r.r_gt <= (r.env_gt or 0)):
+    if r.r_gt is not None and r.r_gt < (r.env_gt or 0) - BARS["r_gt_margin"]:
         missed.append("r_gt")
     if r.closed_in_silence is not None and r.closed_in_silence < BARS["closed_in_silence"]:
         missed.append("closed_in_silence")
     if r.psnr_outside < BARS["psnr_outside"]:
         missed.append("psnr_outside")
+    if r.render_ms_per_frame > BARS["render_ms_per_frame"]:
+        missed.append("render_ms_per_frame")
     return missed
 
 
 def markdown(rows: list[ClipResult], med: dict[str, float | None], cross: list[ClipResult]) -> str:
     def fmt(v: object) -> str:
         return "–" if v is None else str(v)
-    head = ("| clip | audio | frames | r_env | lag | r_gt | env→gt (best lag) | closed_in_silence | "
-            "psnr_outside dB | jitter | render ms/frame | first frame ms | bars missed |")
-    lines = [head, "|" + "---|" * 13]
+    head = ("| clip | audio | frames | speaker model (held-out r: generic→blend) | r_env | lag | r_gt | "
+            "r_gt generic | env→gt (best lag) | closed_in_silence | psnr_outside dB | jitter | "
+            "render ms/frame | first frame ms | bars missed |")
+    lines = [head, "|" + "---|" * 15]
     for r in rows + cross:
-        lines.append(f"| {r.clip} | {r.audio} | {r.frames} | {r.r_env} | {r.lag:+d} | {fmt(r.r_gt)} | "
-                     f"{fmt(r.env_gt)} ({fmt(r.env_gt_best)}) | {fmt(r.closed_in_silence)} "
-                     f"({r.silent_frames}) | {r.psnr_outside} | {fmt(r.jitter)} | {r.render_ms_per_frame} | "
-                     f"{r.first_frame_ms} | {', '.join(clip_bars(r)) or 'none'} |")
-    lines.insert(2 + len(rows), f"| **median** (ground truth) | | | {med['r_env']} | {fmt(med['lag'])} | "
-                 f"{fmt(med['r_gt'])} | {fmt(med['env_gt'])} ({fmt(med['env_gt_best'])}) | "
-                 f"{fmt(med['closed_in_silence'])} | {med['psnr_outside']} | {fmt(med['jitter'])} | "
-                 f"{med['render_ms_per_frame']} | {med['first_frame_ms']} | "
-                 f"{', '.join(k for k, ok in meets_bar(med).items() if not ok) or 'none'} |")
+        lines.append(f"| {r.clip} | {r.audio} | {r.frames} | {r.speaker_model} | {r.r_env} | {r.lag:+d} | "
+                     f"{fmt(r.r_gt)} | {fmt(r.r_gt_generic)} | {fmt(r.env_gt)} ({fmt(r.env_gt_best)}) | "
+                     f"{fmt(r.closed_in_silence)} ({r.silent_frames}) | {r.psnr_outside} | {fmt(r.jitter)} | "
+                     f"{r.render_ms_per_frame} | {r.first_frame_ms} | {', '.join(clip_bars(r)) or 'none'} |")
+    missed = [k for k, ok in meets_bar(med, rows).items() if not ok]
+    lines.insert(2 + len(rows), f"| **median** (ground truth) | | | | {med['r_env']} | {fmt(med['lag'])} | "
+                 f"{fmt(med['r_gt'])} | {fmt(med['r_gt_generic'])} | {fmt(med['env_gt'])} "
+                 f"({fmt(med['env_gt_best'])}) | {fmt(med['closed_in_silence'])} | {med['psnr_outside']} | "
+                 f"{fmt(med['jitter'])} | {med['render_ms_per_frame']} | {med['first_frame_ms']} | "
+                 f"{', '.join(missed) or 'none'} |")
     return "\n".join(lines)
 
 
@@ -346,13 +385,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "lipsync")
     ap.add_argument("--clips", nargs="*", default=list(GROUND_TRUTH))
     ap.add_argument("--no-cross", action="store_true")
+    ap.add_argument("--no-generic", action="store_true", help="skip the runs with the soundtrack withheld")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     engine = make_engine(args.engine)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        rows = [evaluate_clip(engine, c, args.out, work) for c in args.clips]
+        rows = [evaluate_clip(engine, c, args.out, work, generic=not args.no_generic) for c in args.clips]
         cross: list[ClipResult] = []
         if not args.no_cross:
             eng = read_audio(MEDIA / "mt_eng.wav")
@@ -363,12 +403,12 @@ def main(argv: list[str] | None = None) -> int:
                                         args.out, work) if len(a1) else cross[0])
     med = median_row(rows)
     table = markdown(rows, med, cross)
-    log.info("%s\n\nbar met: %s", table, meets_bar(med))
+    log.info("%s\n\nbar met: %s", table, meets_bar(med, rows))
     (args.out / "table.md").write_text(table + "\n")
     (args.out / "results.json").write_text(json.dumps(
         {"rows": [asdict(r) | {"bars_missed": clip_bars(r)} for r in rows],
          "cross": [asdict(r) | {"bars_missed": clip_bars(r)} for r in cross], "median": med,
-         "bar_met": meets_bar(med)}, indent=2))
+         "bar_met": meets_bar(med, rows)}, indent=2))
     return 0
 
 

@@ -122,8 +122,12 @@ def _liven(unet) -> None:
 
 
 def write_model_dir(root: Path, *, size: str = "tiny", version: str = "v1.5", seed: int = 0,
-                    bisenet: bool = False, vae_format: str = "bin") -> Path:
-    """Save random models in upstream's file layout under `root`; returns `root`."""
+                    bisenet: bool = False, vae_format: str = "bin", whisper_format: str = "bin") -> Path:
+    """Save random models in upstream's file layout under `root`; returns `root`.
+
+    `whisper_format="safetensors"` saves whisper as current transformers does (`save_pretrained`:
+    its own config.json, model.safetensors, no pytorch_model.bin) instead of upstream's download.
+    """
     from transformers import WhisperFeatureExtractor
 
     unet_cfg = (UNET_TINY_V10 if version == "v1.0" and size == "tiny" else CONFIGS[size][0])
@@ -146,8 +150,11 @@ def write_model_dir(root: Path, *, size: str = "tiny", version: str = "v1.5", se
         torch.save(state, root / "sd-vae" / "diffusion_pytorch_model.bin")
 
     (root / "whisper").mkdir(exist_ok=True)
-    (root / "whisper" / "config.json").write_text(json.dumps(CONFIGS[size][2], indent=2))
-    torch.save(whisper.state_dict(), root / "whisper" / "pytorch_model.bin")
+    if whisper_format == "safetensors":
+        whisper.save_pretrained(str(root / "whisper"), safe_serialization=True)
+    else:
+        (root / "whisper" / "config.json").write_text(json.dumps(CONFIGS[size][2], indent=2))
+        torch.save(whisper.state_dict(), root / "whisper" / "pytorch_model.bin")
     WhisperFeatureExtractor(feature_size=80).save_pretrained(str(root / "whisper"))
     if bisenet:
         write_bisenet(root)

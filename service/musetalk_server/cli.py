@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .avatars.service import CreateRequest
 from .config import Settings
-from .errors import MuseTalkError, TooLarge, UnsupportedMedia
+from .errors import MuseTalkError, TooLarge, UnsupportedMedia, error_body
+from .runtime import Runtime
 
 __all__ = ["main"]
 
@@ -84,61 +86,43 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _engine(settings: Settings):
-    from .api.app import choose_engine
-    from .engines.registry import create_engine
-
-    name, device = choose_engine(settings)
-    return create_engine(name, model_dir=settings.model_dir, device=device, batch_size=settings.batch_size)
+def _runtime(settings: Settings) -> Runtime:
+    runtime = Runtime.build(settings)
+    runtime.load_engine()
+    return runtime
 
 
 def _preprocess(args: argparse.Namespace) -> int:
-    from .avatars.preprocess import preprocess_avatar
-    from .avatars.store import AvatarStore
-
     settings = _settings(args)
     try:
+        request = CreateRequest(args.avatar_id, args.bbox_shift, args.overwrite,
+                                Path(urllib.parse.urlparse(args.video).path).name or None)
         with tempfile.TemporaryDirectory(prefix="musetalk-src-") as tmp:
             source = _fetch(args.video, Path(tmp), settings.max_upload_bytes)
-            manifest = preprocess_avatar(
-                source, args.avatar_id, engine=_engine(settings), store=AvatarStore(settings.avatar_dir),
-                bbox_shift=args.bbox_shift, fps=settings.fps, overwrite=args.overwrite,
-                max_seconds=settings.max_video_seconds, max_side=settings.max_video_side,
-                source_name=Path(urllib.parse.urlparse(args.video).path).name or None,
-            )
+            result = _runtime(settings).avatars.create(request, source)
     except MuseTalkError as e:
-        _emit({"detail": e.detail, "code": e.code}, args.result_json, stream=sys.stderr)
+        _emit(e.body(), args.result_json, stream=sys.stderr)
         return EXIT_USER_ERROR if e.status < 500 else 1
     except Exception as e:
         log.exception("preprocessing failed")
-        _emit({"detail": f"preprocessing failed: {e}", "code": "internal_error"}, args.result_json, stream=sys.stderr)
+        _emit(error_body(f"preprocessing failed: {e}", "internal_error"), args.result_json, stream=sys.stderr)
         return 1
-    from .api.routes.avatars import avatar_info
-
-    outcome = {"message": "Avatar processed successfully", "avatar_id": args.avatar_id, "info": avatar_info(manifest)}
-    _emit(outcome, args.result_json, stream=sys.stdout)
+    _emit(result.to_dict(), args.result_json, stream=sys.stdout)
     return 0
 
 
 def _render(args: argparse.Namespace) -> int:
-    from .avatars.cache import AvatarCache
-    from .avatars.store import AvatarStore
-    from .media.audio import decode_audio
     from .media.mp4 import AUDIO_RATE
-    from .pipeline import render_mp4
+    from .sinks.mp4 import write_mp4
 
     settings = _settings(args)
     try:
-        engine = _engine(settings)
-        avatar, renderer = AvatarCache(AvatarStore(settings.avatar_dir), engine, 1).get(args.avatar_id)
-        audio = decode_audio(args.audio, max_seconds=settings.max_audio_seconds)
-        mux = decode_audio(args.audio, rate=AUDIO_RATE)
-        h, w = avatar.frames[0].shape[:2]
-        frames = render_mp4(renderer, audio, settings.fps, args.out, size=(w, h), mux_audio=mux, mux_rate=AUDIO_RATE)
+        job = _runtime(settings).rendering.open(args.avatar_id, args.audio, mux_rate=AUDIO_RATE)
+        frames = write_mp4(job, args.out, audio_rate=AUDIO_RATE)
     except MuseTalkError as e:
-        _emit({"detail": e.detail, "code": e.code}, None, stream=sys.stderr)
+        _emit(e.body(), None, stream=sys.stderr)
         return EXIT_USER_ERROR if e.status < 500 else 1
-    _emit({"output": str(args.out), "frames": frames, "fps": settings.fps}, None, stream=sys.stdout)
+    _emit({"output": str(args.out), "frames": frames, "fps": job.fps}, None, stream=sys.stdout)
     return 0
 
 
@@ -161,7 +145,7 @@ def _weights(args: argparse.Namespace) -> int:
             download.download_weights(model_dir)
         report = download.check_weights(model_dir)
     except MuseTalkError as e:
-        _emit({"ok": False, "detail": e.detail, "code": e.code}, None, stream=sys.stderr)
+        _emit({"ok": False, **e.body()}, None, stream=sys.stderr)
         return 1
     _emit(report, None, stream=sys.stdout)
     return 0 if report.get("ok") else 1

@@ -1,8 +1,32 @@
-"""The project's error tree. The API maps it to HTTP in one place (api/errors.py)."""
+"""The project's error tree. The API maps it to HTTP in one place (api/errors.py).
+
+Every error the service raises on purpose is a `MuseTalkError` whose class carries the HTTP
+status and the machine `code` clients see in `{"detail": ..., "code": ...}` (`error_body`):
+
+    MuseTalkError                      500 internal_error
+    ├── InvalidAvatarId                422 invalid_avatar_id
+    ├── AvatarNotFound                 404 avatar_not_found
+    ├── AvatarExists                   409 avatar_exists
+    ├── AvatarEngineMismatch           409 avatar_engine_mismatch
+    ├── TooLarge                       413 too_large
+    ├── UnsupportedMedia               415 unsupported_media
+    │   └── EmptyMedia                 422 unsupported_media
+    ├── NoFaceDetected                 422 no_face_detected
+    ├── InvalidInput                   422 invalid_input
+    ├── Unauthorized                   401 unauthorized
+    ├── NotReady                       503 not_ready
+    ├── WeightsError                   500 weights_error
+    ├── EngineError                    500 internal_error
+    │   └── RenderError                500 internal_error   (a render that failed or fell short)
+    └── PreprocessTimeout              504 preprocess_timeout
+
+Anything else that escapes is a bug: the handler logs its trace and answers a generic 500.
+"""
 
 from __future__ import annotations
 
 __all__ = [
+    "error_body",
     "MuseTalkError",
     "InvalidAvatarId",
     "AvatarNotFound",
@@ -17,8 +41,14 @@ __all__ = [
     "NotReady",
     "WeightsError",
     "EngineError",
+    "RenderError",
     "PreprocessTimeout",
 ]
+
+
+def error_body(detail: str, code: str) -> dict[str, str]:
+    """The one JSON error shape, everywhere: handlers, middleware, a stream's error part, the CLI."""
+    return {"detail": detail, "code": code}
 
 
 class MuseTalkError(Exception):
@@ -30,6 +60,9 @@ class MuseTalkError(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+    def body(self) -> dict[str, str]:
+        return error_body(self.detail, self.code)
 
 
 class InvalidAvatarId(MuseTalkError):
@@ -88,6 +121,10 @@ class WeightsError(MuseTalkError):
 
 class EngineError(MuseTalkError):
     status, code = 500, "internal_error"
+
+
+class RenderError(EngineError):
+    """A render failed or produced the wrong number of frames; the trace is in the server log."""
 
 
 class PreprocessTimeout(MuseTalkError):

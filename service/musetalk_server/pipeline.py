@@ -1,140 +1,81 @@
-"""Audio + avatar -> frames, and the two sinks over that one iterator.
+"""Audio + avatar -> frames: the one render job every sink consumes (MJPEG, MP4, real time).
 
-The engine's generator runs on a worker thread; the event loop reads from a bounded buffer.
-A slow client therefore back-pressures the engine instead of growing memory, and a client
-that leaves sets the cancel event, which the engine sees before its next frame.
+A job is built once, before the first byte of any response, with every check that can fail:
+the avatar exists and fits the engine, the audio decodes, and it lasts at least one frame.
+
+The frame rate is the avatar's own (its manifest's `fps`), never the serving setting: the
+avatar's background was re-timed onto that clock at preprocessing, so rendering it at another
+rate would play the person's motion fast or slow. `MUSETALK_FPS` sets the clock of avatars
+preprocessed from now on; a mismatch is logged, and the response's X-Frame-Rate tells clients.
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import threading
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import Executor
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
 
 import numpy as np
 
-from .engines.base import Renderer
-from .media.mp4 import Mp4Writer
-from .media.timeline import frame_count
+from .avatars.cache import AvatarCache
+from .engines.base import LoadedAvatar, Renderer
+from .errors import InvalidInput
+from .media.audio import decode_audio
+from .media.timeline import SAMPLE_RATE, frame_count
 
-__all__ = ["FrameStream", "encode_ahead", "render_mp4"]
+__all__ = ["RenderJob", "Rendering"]
 
-T = TypeVar("T")
-U = TypeVar("U")
-_POLL_S = 0.05  # how often a blocked producer looks at the cancel flag
-
-
-class FrameStream(Generic[T]):
-    """Run a blocking iterator on a worker thread; iterate its items on the event loop."""
-
-    def __init__(self, produce: Callable[[threading.Event], Iterator[T]], *, maxsize: int, name: str = "frames") -> None:
-        self.cancel = threading.Event()
-        self._produce = produce
-        self._slots = threading.Semaphore(maxsize)
-        self._queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.buffered = 0
-        self.done = threading.Event()  # set once the worker has returned, for whatever reason
-
-    def start(self) -> FrameStream[T]:
-        self._loop = asyncio.get_running_loop()
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        self.cancel.set()
-
-    async def __aiter__(self) -> AsyncIterator[T]:
-        try:
-            while True:
-                kind, value = await self._queue.get()
-                if kind == "item":
-                    self.buffered -= 1
-                    self._slots.release()
-                    yield value  # type: ignore[misc]
-                elif kind == "end":
-                    return
-                else:
-                    raise value  # type: ignore[misc]
-        finally:
-            self.close()
-
-    def _run(self) -> None:
-        try:
-            for item in self._produce(self.cancel):
-                if not self._wait_for_slot():
-                    return
-                self.buffered += 1
-                self._post("item", item)
-            self._post("end", None)
-        except BaseException as e:  # handed to the event loop, which raises it there
-            self._post("error", e)
-        finally:
-            self.done.set()
-
-    def _wait_for_slot(self) -> bool:
-        while not self._slots.acquire(timeout=_POLL_S):
-            if self.cancel.is_set():
-                return False
-        return not self.cancel.is_set()
-
-    def _post(self, kind: str, value: object) -> None:
-        assert self._loop is not None
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, (kind, value))
-        except RuntimeError:
-            self.cancel.set()  # the loop is gone: nobody is listening any more
+log = logging.getLogger(__name__)
 
 
-def encode_ahead(items: Iterator[T], encode: Callable[[T], U], pool: Executor, ahead: int) -> Iterator[U]:
-    """Map `encode` over `items` on `pool`, up to `ahead` in flight, keeping the order.
+@dataclass(frozen=True)
+class RenderJob:
+    """One request's render: the avatar, its renderer, the audio and the frames it makes."""
 
-    JPEG encoding releases the GIL, so this overlaps it with the engine's next frame.
-    """
-    pending: deque = deque()
-    try:
-        for item in items:
-            pending.append(pool.submit(encode, item))
-            if len(pending) > ahead:
-                yield pending.popleft().result()
-    except Exception:
-        # Frames the engine made before it failed still go out, then the error does.
-        while pending:
-            yield pending.popleft().result()
-        raise
-    while pending:
-        yield pending.popleft().result()
+    avatar: LoadedAvatar
+    renderer: Renderer
+    audio: np.ndarray  # (S,) float32, 16 kHz mono
+    fps: float  # the avatar's
+    frames: int  # = frame_count(S, fps), at least 1
+    mux: np.ndarray | None = None  # the upload again at the MP4's audio rate, for that sink only
+
+    def render(self, cancel: threading.Event | None = None) -> Iterator[np.ndarray]:
+        """The frame iterator: exactly `frames` BGR frames, fewer only once `cancel` is set."""
+        return self.renderer.render(self.audio, self.fps, cancel)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of every frame."""
+        h, w = self.avatar.frames[0].shape[:2]
+        return w, h
+
+    @property
+    def duration_ms(self) -> float:
+        return self.audio.size / SAMPLE_RATE * 1000
 
 
-def render_mp4(
-    renderer: Renderer,
-    audio: np.ndarray,
-    fps: float,
-    out: Path,
-    *,
-    size: tuple[int, int],
-    mux_audio: np.ndarray,
-    mux_rate: int,
-    cancel: threading.Event | None = None,
-) -> int:
-    """Render every frame into an MP4 at `out`, with `mux_audio` as its sound. Returns frames."""
-    width, height = size
-    writer = Mp4Writer(out, fps=fps, width=width, height=height, audio=mux_audio, audio_rate=mux_rate)
-    written = 0
-    try:
-        for frame in renderer.render(audio, fps, cancel):
-            writer.write(frame)
-            written += 1
-    except BaseException:
-        writer.abort()
-        raise
-    writer.close()
-    expected = frame_count(audio.size, fps)
-    if written != expected and not (cancel and cancel.is_set()):
-        raise RuntimeError(f"engine produced {written} frames, expected {expected}")
-    return written
+class Rendering:
+    """Builds render jobs over the loaded avatars."""
+
+    def __init__(self, cache: AvatarCache, *, max_audio_seconds: float, serving_fps: float) -> None:
+        self.cache, self.max_audio_seconds, self.serving_fps = cache, max_audio_seconds, serving_fps
+
+    def open(self, avatar_id: str, audio_path: Path, *, mux_rate: int | None = None) -> RenderJob:
+        """Blocking: may read the avatar from disk and decodes the audio. Call from a worker thread."""
+        # 1. the avatar: exists, fits this engine, in memory
+        avatar, renderer = self.cache.get(avatar_id)
+        fps = avatar.fps
+        if fps != self.serving_fps:
+            log.info("avatar %s was preprocessed at %g fps; rendering at that rate, not MUSETALK_FPS=%g",
+                     avatar_id, fps, self.serving_fps)
+        # 2. the audio, 16 kHz mono; the MP4's own track is decoded again at its rate, not upsampled
+        audio = decode_audio(audio_path, max_seconds=self.max_audio_seconds)
+        mux = decode_audio(audio_path, rate=mux_rate) if mux_rate else None
+        # 3. at least one frame
+        frames = frame_count(audio.size, fps)
+        if frames == 0:
+            raise InvalidInput(f"audio lasts {audio.size / SAMPLE_RATE * 1000:.0f} ms, "
+                               f"shorter than one frame at {fps:g} fps")
+        return RenderJob(avatar, renderer, audio, fps, frames, mux)

@@ -133,7 +133,7 @@ def test_ready_is_503_until_the_engine_has_loaded(tmp_path, monkeypatch):
         gate.wait(10)
         return FakeEngine()
 
-    monkeypatch.setattr("musetalk_server.api.app.create_engine", slow_create_engine)
+    monkeypatch.setattr("musetalk_server.runtime.create_engine", slow_create_engine)
     app = create_app(Settings(_env_file=None, result_dir=tmp_path / "results", engine="lite"))
     with LiveServer(app) as server, httpx.Client(base_url=server.url) as client:
         r = client.get("/health/ready")

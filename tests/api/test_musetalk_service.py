@@ -14,7 +14,7 @@ import pytest
 from helpers import LiveServer, media
 from mediatools import parse_mjpeg, read_mp4
 from musetalk_server.api import create_app
-from musetalk_server.api.app import choose_engine
+from musetalk_server.runtime import choose_engine
 from musetalk_server.avatars.preprocess import preprocess_avatar
 from musetalk_server.avatars.store import AvatarStore
 from musetalk_server.config import Settings
@@ -103,7 +103,7 @@ def test_batch_mp4_has_every_frame_and_the_audio(served, tmp_path):
 
 def test_raw_frames_change_only_inside_the_blend_mask(served):
     client, app, store, wav, _ = served
-    engine = app.state.musetalk.engine
+    engine = app.state.musetalk.runtime.engine
     avatar = store.load("seed")
     squares = np.load(avatar.engine_dir / SQUARES_FILE)
     with np.load(avatar.engine_dir / MASKS_FILE) as z:
@@ -164,7 +164,7 @@ def test_broken_weights_keep_the_server_unready_naming_the_file(musetalk_dir, tm
     app = create_app(Settings(_env_file=None, result_dir=tmp_path / "results", engine="musetalk", model_dir=models))
     with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         deadline = time.monotonic() + 60
-        while app.state.musetalk.load_error is None:
+        while app.state.musetalk.runtime.load_error is None:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         r = client.get("/health/ready")

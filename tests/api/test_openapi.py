@@ -15,6 +15,7 @@ import cv2
 import httpx
 import jsonschema
 import pytest
+
 from fakes import FakeEngine
 from helpers import media
 from mediatools import first_frames
@@ -57,21 +58,22 @@ def _audio(client, path, audio):
 @contextlib.contextmanager
 def _engine_loading(server):
     """The state between start and a loaded engine (seconds for musetalk): the engine is None."""
-    state = server.server.config.app.state.musetalk
-    engine, state.engine, state.load_error = state.engine, None, None
+    rt = server.server.config.app.state.musetalk.runtime
+    saved = rt.engine, rt._rendering, rt.avatars.engine
+    rt.engine, rt._rendering, rt.avatars.engine = None, None, None
     try:
         yield
     finally:
-        state.engine = engine
+        rt.engine, rt._rendering, rt.avatars.engine = saved
 
 
 def _mismatched(server, client, files) -> str:
     """An avatar whose engine artifacts are not this engine's (as if made by another engine)."""
-    state = server.server.config.app.state.musetalk
-    if not state.store.exists("other"):
+    rt = server.server.config.app.state.musetalk.runtime
+    if not rt.store.exists("other"):
         assert _preprocess(client, "other", files["still"]).status_code == 200
-        (state.store.path("other") / "engine" / "fake.json").unlink()
-    state.cache.evict("other")
+        (rt.store.path("other") / "engine" / "fake.json").unlink()
+    rt.cache.evict("other")
     return "other"
 
 

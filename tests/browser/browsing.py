@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import fake_realtime
 import pytest
+
 from musetalk_server.api import create_app
 from musetalk_server.config import Settings
 

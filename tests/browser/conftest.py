@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import pytest
 from browsing import chromium_path, make_app
+
 from helpers import LiveServer, media
 from mediatools import first_frames, transcode_audio, write_video
 

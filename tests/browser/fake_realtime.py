@@ -22,6 +22,7 @@ import time
 import cv2
 import numpy as np
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+
 from musetalk_server.avatars.layout import LANDMARKS_FILE
 from musetalk_server.avatars.store import read_frame
 from musetalk_server.face.landmarks import LIPS_OUTER
@@ -93,12 +94,12 @@ async def _session(ws: WebSocket, avatar_id: str) -> None:
         await ws.send_text(json.dumps({"type": "error", "code": "unauthorized", "detail": "missing or wrong API key"}))
         await ws.close(4401)
         return
-    if not state.store.exists(avatar_id):
+    if not state.runtime.store.exists(avatar_id):
         await ws.send_text(json.dumps({"type": "error", "code": "avatar_not_found", "detail": avatar_id}))
         await ws.close(4404)
         return
     fps = state.settings.fps
-    avatar = await asyncio.to_thread(_Avatar, state.store.path(avatar_id), fps)
+    avatar = await asyncio.to_thread(_Avatar, state.runtime.store.path(avatar_id), fps)
     h, w = avatar.frames[0].shape[:2]
     await ws.send_text(json.dumps({"type": "ready", "fps": fps, "width": w, "height": h,
                                    "sample_rate": DEFAULT_RATE, "header_bytes": HEADER.size}))

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 from browsing import OriginWatch, make_app
+
 from helpers import LiveServer
 
 KEY = "browser-secret"

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from browsing import OriginWatch
 from fake_realtime import mouth_box
+
 from helpers import REPO
 from mediatools import read_mp4
 
@@ -75,7 +76,8 @@ def canvas_regions(page, box) -> dict:
         let inside = 0, nIn = 0, outside = 0, nOut = 0, lit = 0;
         for (let y = 0; y < c.height; y++) for (let x = 0; x < c.width; x++) {
             const i = 4 * (y * c.width + x);
-            const d = Math.abs(now[i] - before[i]) + Math.abs(now[i + 1] - before[i + 1]) + Math.abs(now[i + 2] - before[i + 2]);
+            let d = 0;
+            for (let ch = 0; ch < 3; ch++) d += Math.abs(now[i + ch] - before[i + ch]);
             lit += now[i] + now[i + 1] + now[i + 2];
             if (x >= x0 && x < x1 && y >= y0 && y < y1) { inside += d; nIn++; } else { outside += d; nOut++; }
         }
@@ -85,7 +87,7 @@ def canvas_regions(page, box) -> dict:
 
 def mouth_region(site, avatar_id: str) -> tuple[int, int, int, int]:
     """The union of the mouth boxes over the avatar's frames, from its stored landmarks, padded."""
-    results = site.server.config.app.state.musetalk.store.path(avatar_id)
+    results = site.server.config.app.state.musetalk.runtime.store.path(avatar_id)
     marks = np.load(results / "landmarks.npy")
     boxes = np.array([mouth_box(m) for m in marks])
     pad = 10

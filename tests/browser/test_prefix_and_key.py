@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from browsing import OriginWatch, make_app
+
 from helpers import LiveServer
 
 PREFIX = "/musetalk"
@@ -54,7 +55,8 @@ def test_the_page_works_behind_a_prefix_with_a_key(context, keyed, clips):
     page.fill("#api-key", KEY)
     page.dispatch_event("#api-key", "change")
     # The thumbnail came through fetch with the key header, shown from a blob URL.
-    page.wait_for_function("() => document.querySelector('#avatars li[data-avatar-id=still] img')?.naturalWidth === 844")
+    page.wait_for_function(
+        "() => document.querySelector('#avatars li[data-avatar-id=still] img')?.naturalWidth === 844")
     assert page.evaluate("() => localStorage.getItem('musetalk.apiKey')") == KEY
     page.click("#avatars li[data-avatar-id=still] strong")
     page.set_input_files("#audio-file", str(clips["speech"]))

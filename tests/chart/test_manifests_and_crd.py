@@ -17,7 +17,7 @@ import yaml
 from chart_helpers import CHART, KUBE_VERSION, ROOT, container, find, render
 from musetalk_operator import jobs, metrics as operator_metrics
 from musetalk_operator.config import OperatorConfig
-from musetalk_server.api.metrics import Metrics
+from musetalk_server.metrics import Metrics
 from musetalk_server.avatars.store import AVATAR_ID_PATTERN
 
 CRD_PATH = ROOT / "crds" / "avatars.musetalk.io.yaml"

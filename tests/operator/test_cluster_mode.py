@@ -18,7 +18,8 @@ import pytest
 from fakes import FakeEngine
 from helpers import LiveServer, media
 from musetalk_server.api import create_app
-from musetalk_server.api.routes.avatars import avatar_info
+from musetalk_server.avatars.info import AvatarInfo, PreprocessResult
+from musetalk_server.avatars.preprocess import PreprocessLimits
 from musetalk_server.avatars.kube import failure_error, upload_name
 from musetalk_server.avatars.preprocess import preprocess_avatar
 from musetalk_server.avatars.store import AvatarStore
@@ -46,8 +47,8 @@ def run_job_work(job: dict[str, Any]) -> dict[str, Any]:
     manifest = preprocess_avatar(
         Path(flags["--video"]), flags["--avatar-id"], engine=FakeEngine(),
         store=AvatarStore(Path(flags["--result-dir"]) / "avatars"), bbox_shift=int(flags["--bbox-shift"]),
-        fps=float(flags.get("--fps", 25)), overwrite=True, max_side=256)
-    return {"message": "Avatar processed successfully", "avatar_id": flags["--avatar-id"], "info": avatar_info(manifest)}
+        overwrite=True, limits=PreprocessLimits(float(flags.get("--fps", 25)), max_side=256))
+    return PreprocessResult(flags["--avatar-id"], AvatarInfo.from_manifest(manifest)).to_dict()
 
 
 def first_stream_bytes(url: str, audio: Path, limit: int = 20_000) -> tuple[int, str, bytes]:

@@ -1,15 +1,16 @@
-"""The lite engine's lip-sync bar on real ground-truth clips (bench/lipsync_eval.py, issue 5).
+"""The lite engine's lip-sync bar on real ground-truth clips (bench/lipsync_eval.py, issues 5 and 13).
 
-Each clip: an avatar from its first half, driven by the audio of its second half, measured
-against the mouth that was filmed. The thresholds are the issue's, per clip, not loosened.
+Each clip: an avatar from its first half (frames and soundtrack, so the engine learns the
+speaker from it), driven by the audio of its second half, measured against the mouth that was
+filmed. The thresholds are the issues' per-clip bars, not loosened; issue 5's r_gt floor and
+"beats the envelope" are kept for these two clips, where they hold.
 
 - lp_d11 (a child talking, 512x512, 9 s) meets every bar with margin. It has only 3 silent
   frames, so a second clip guards the pauses:
 - vr_face2 (a news reader, 844x844, 5 s; 23 silent frames) guards the shut mouth in pauses: the
   speaker never shuts his lips on camera, and the engine must still shut them.
 
-docs/lite-engine.md has the full table; vr_face1 and lp_d12 miss the r_gt bar on their own
-and are not asserted here. Speed is the benchmarks' business (bench/service_bench.py), not a
+docs/lite-engine.md has the full table, the median bar and the other two clips. Speed is the benchmarks' business (bench/service_bench.py), not a
 timed test's.
 """
 
@@ -23,6 +24,7 @@ import pytest
 from helpers import REPO, media
 
 CLIPS = ("lp_d11", "vr_face2")
+R_GT_FLOOR = 0.3  # issue 5's per-clip floor, kept
 
 
 def _load_eval():
@@ -43,7 +45,7 @@ def results(tmp_path_factory):
     out = {}
     for clip in CLIPS:
         media(f"{clip}.mp4")
-        out[clip] = lipsync_eval.evaluate_clip(engine, clip, work / "out", work)
+        out[clip] = lipsync_eval.evaluate_clip(engine, clip, work / "out", work, generic=True)
     return out, lipsync_eval.BARS
 
 
@@ -59,8 +61,21 @@ def test_mouth_follows_the_speech(results, clip):
 def test_mouth_matches_the_filmed_mouth_better_than_the_envelope_does(results, clip):
     rows, bars = results
     r = rows[clip]
-    assert r.r_gt >= bars["r_gt"], r
-    assert r.r_gt > r.env_gt, r
+    assert r.r_gt >= R_GT_FLOOR, r
+    assert r.r_gt > r.env_gt, r  # stricter than issue 13's "no more than r_gt_margin under it"
+    # Issue 13's median bar, held by each of these two (the doc's table has all four clips).
+    assert r.r_gt >= bars["median_r_gt"], r
+
+
+def test_the_speaker_model_is_learned_and_helps(results):
+    """vr_face2's avatar learns its speaker from the first half's soundtrack, and that lifts r_gt
+    over the same run with the soundtrack withheld; where no model is learned (lp_d11's first
+    half does not earn one) nothing changes."""
+    rows, _ = results
+    assert rows["vr_face2"].speaker_model.startswith("used"), rows["vr_face2"]
+    assert rows["vr_face2"].r_gt > rows["vr_face2"].r_gt_generic, rows["vr_face2"]
+    for r in rows.values():
+        assert r.r_gt >= r.r_gt_generic, r
 
 
 @pytest.mark.parametrize("clip", CLIPS)

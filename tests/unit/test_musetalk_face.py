@@ -253,6 +253,21 @@ def test_parse_resize_matches_pil_bilinear(side):
     assert np.abs(ours - pil).max() <= 1  # PIL rounds between its two passes
 
 
+@pytest.mark.parametrize("side", [390, 700])
+def test_parse_input_is_upstreams_pil_bilinear_to_tensor_normalize(side):
+    """Bit for bit what upstream feeds BiSeNet: PIL BILINEAR to 512, ToTensor (/255), Normalize."""
+    from PIL import Image
+
+    img = np.random.default_rng(side + 1).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    resized = np.array(Image.fromarray(img).resize((512, 512), Image.BILINEAR))
+    want = torch.from_numpy(resized).permute(2, 0, 1).contiguous().float().div(255)  # ToTensor
+    mean, std = torch.as_tensor(bisenet._MEAN), torch.as_tensor(bisenet._STD)
+    want = want.sub(mean[:, None, None]).div(std[:, None, None])  # Normalize
+    got = bisenet.preprocess(img, torch.device("cpu"))
+    assert got.shape == (1, 3, 512, 512) and got.dtype == torch.float32
+    assert torch.equal(got[0], want)
+
+
 # ---------------------------------------------------------------------------------------------
 # jaw mask
 
@@ -327,6 +342,50 @@ def test_blend_material_cuts_to_the_lower_box_and_blurs_by_path():
         blend.blend_material(frame_hw, box, square, region[:100])
     with pytest.raises(InvalidInput):
         blend.blend_material(frame_hw, (100, 50, 700, 310), square, region)
+
+
+def blocky_labels(seed: int) -> np.ndarray:
+    """A random (512, 512) label map of 16-px blocks: every class, plenty of edges."""
+    coarse = np.random.default_rng(seed).integers(0, bisenet.N_CLASSES, (32, 32), dtype=np.uint8)
+    return cv2.resize(coarse, (512, 512), interpolation=cv2.INTER_NEAREST)
+
+
+@pytest.mark.parametrize("side", [390, 512, 700])
+def test_square_mask_is_pils_bicubic_resize(side):
+    from PIL import Image
+
+    mask512 = blend.jaw_parse_mask(blocky_labels(side))
+    want = np.array(Image.fromarray(mask512).resize((side, side), Image.BICUBIC))
+    got = blend.square_mask(mask512, (10, 20, 10 + side, 20 + side))
+    assert got.dtype == np.uint8 and np.array_equal(got, want)
+
+
+def upstream_blend_mask(mask512: np.ndarray, box: crop.Box, square: crop.Box, span: float) -> np.ndarray:
+    """Upstream's `face_seg` + `get_image_prepare_material` mask steps, in PIL as it writes them (spec §3.6)."""
+    from PIL import Image
+
+    x, y, x1, y1 = box
+    xs, ys, xe, _ = square
+    side = xe - xs
+    parsed = Image.fromarray(mask512).resize((side, side))  # PIL's default filter for mode L
+    small = parsed.crop((x - xs, y - ys, x1 - xs, y1 - ys))
+    in_box = Image.new("L", (side, side), 0)
+    in_box.paste(small, (x - xs, y - ys, x1 - xs, y1 - ys))
+    top = int(side * 0.5)
+    lower = Image.new("L", (side, side), 0)
+    lower.paste(in_box.crop((0, top, side, side)), (0, top))
+    k = int(span * side // 2 * 2) + 1
+    return cv2.GaussianBlur(np.array(lower), (k, k), 0)
+
+
+@pytest.mark.parametrize("box", [(100, 50, 300, 310), (100, 40, 520, 500)])  # squares of 390 and 690
+def test_blend_mask_equals_upstreams_on_the_same_parse(box):
+    frame_hw = (720, 1280)
+    square = crop.blend_square(box)
+    mask512 = blend.jaw_parse_mask(blocky_labels(sum(box)))
+    for blur, span in blend.BLUR_SPAN.items():
+        got = blend.blend_material(frame_hw, box, square, mask512, blur)
+        assert np.array_equal(got, upstream_blend_mask(mask512, box, square, span)), blur
 
 
 def test_paste_rounds_like_pil():

@@ -217,3 +217,80 @@ def test_the_full_size_configs_build_upstream_models():
     blocks = [b for m in unet.modules() for b in getattr(m, "transformer_blocks", [])]
     assert len(blocks) == 16 and {b.attn1.heads for b in blocks} == {8}
     assert {b.attn2.to_k.in_features for b in blocks} == {384}
+
+
+@pytest.fixture(scope="module")
+def whisper_dirs(tmp_path_factory):
+    """The same random whisper saved upstream's way (.bin) and current transformers' way (.safetensors)."""
+    root = tmp_path_factory.mktemp("whisper-formats")
+    return write_model_dir(root / "bin", seed=4), write_model_dir(root / "st", seed=4, whisper_format="safetensors")
+
+
+def test_whisper_saved_by_current_transformers_gives_the_same_features(whisper_dirs):
+    import numpy as np
+
+    from musetalk_server.engines.musetalk.audio import whisper_hidden
+
+    bin_dir, st_dir = whisper_dirs
+    assert not (st_dir / "whisper" / "pytorch_model.bin").exists()
+    assert (st_dir / "whisper" / "model.safetensors").is_file()
+    assert W.missing_weights(st_dir) == [] and download.check_weights(st_dir)["ok"]
+    assert W.detect_layout(st_dir).whisper_weights() == "whisper/model.safetensors"
+    assert W.detect_layout(bin_dir).whisper_weights() == "whisper/pytorch_model.bin"
+    audio = np.random.default_rng(0).normal(0, 0.1, 16000 * 2).astype(np.float32)
+    feats = []
+    for d in (bin_dir, st_dir):
+        extractor, encoder = W.load_whisper(W.detect_layout(d))
+        with torch.inference_mode():
+            feats.append(whisper_hidden(audio, extractor, encoder, "cpu", torch.float32))
+    assert feats[0].shape == (100, 5, 384) and torch.equal(feats[0], feats[1])
+
+
+def test_whisper_safetensors_wins_over_the_bin_and_is_checked_the_same_way(whisper_dirs, tmp_path):
+    _, st_dir = whisper_dirs
+    models = Path(shutil.copytree(st_dir, tmp_path / "models"))
+    other = write_model_dir(tmp_path / "other", seed=9)  # a different whisper beside it
+    shutil.copy(other / "whisper" / "pytorch_model.bin", models / "whisper" / "pytorch_model.bin")
+    _, encoder = W.load_whisper(W.detect_layout(models))
+    _, want = W.load_whisper(W.detect_layout(st_dir))
+    pairs = zip(encoder.state_dict().values(), want.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+
+    from safetensors.torch import load_file, save_file
+
+    path = models / "whisper" / "model.safetensors"
+    state = load_file(str(path))
+    state["model.encoder.conv1.weight"] = state["model.encoder.conv1.weight"][:, :40].contiguous()
+    save_file(state, str(path))
+    with pytest.raises(WeightsError, match="whisper/model.safetensors does not match the model described by "
+                                           "whisper/config.json"):
+        W.load_whisper(W.detect_layout(models))
+    report = download.check_weights(models)
+    assert not report["ok"] and report["missing"] == []
+    assert len(report["problems"]) == 1 and "whisper/model.safetensors" in report["problems"][0]
+    assert "conv1.weight [384, 40, 3] in the file" in report["problems"][0]
+
+    path.unlink()
+    (models / "whisper" / "pytorch_model.bin").unlink()
+    assert W.missing_weights(models) == ["whisper/pytorch_model.bin"]
+    with pytest.raises(WeightsError, match=r"whisper/pytorch_model.bin \(or model.safetensors\) is missing"):
+        W.load_whisper(W.detect_layout(models))
+
+
+def test_download_takes_a_safetensors_whisper_as_present(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_download(*, repo_id, filename, local_dir):
+        calls.append(filename)
+        (Path(local_dir) / filename).parent.mkdir(parents=True, exist_ok=True)
+        (Path(local_dir) / filename).write_bytes(b"x")
+        return str(Path(local_dir) / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    (tmp_path / "whisper").mkdir()
+    (tmp_path / "whisper" / "model.safetensors").write_bytes(b"x")
+    download.download_weights(tmp_path)
+    assert "pytorch_model.bin" not in calls and "config.json" in calls
+    assert not (tmp_path / "whisper" / "pytorch_model.bin").exists() and W.missing_weights(tmp_path) == []

@@ -7,13 +7,13 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from ..avatars.cache import AvatarCache
-from ..avatars.store import validate_avatar_id
-from ..engines.base import Engine
-from ..errors import NotReady, Unauthorized
+from ..avatars.layout import validate_avatar_id
+from ..avatars.service import Avatars
+from ..errors import Unauthorized
+from ..pipeline import Rendering
 from .state import AppState
 
-__all__ = ["StateDep", "EngineDep", "CacheDep", "AvatarIdPath", "require_api_key"]
+__all__ = ["StateDep", "AvatarsDep", "RenderingDep", "AvatarIdPath", "require_api_key"]
 
 
 def get_state(request: Request) -> AppState:
@@ -36,21 +36,18 @@ def require_api_key(request: Request, state: StateDep) -> None:
         raise Unauthorized("missing or wrong API key (send X-API-Key or Authorization: Bearer)")
 
 
-def get_engine(state: StateDep) -> Engine:
-    if state.engine is None:
-        raise NotReady(state.load_error or "the engine is still loading")
-    return state.engine
+def get_avatars(state: StateDep) -> Avatars:
+    return state.runtime.avatars
 
 
-def get_cache(state: StateDep, engine: Annotated[Engine, Depends(get_engine)]) -> AvatarCache:
-    assert state.cache is not None
-    return state.cache
+def get_rendering(state: StateDep) -> Rendering:
+    return state.runtime.rendering  # NotReady until the engine has loaded
 
 
 def avatar_id_path(avatar_id: Annotated[str, Path()]) -> str:
     return validate_avatar_id(avatar_id)
 
 
-EngineDep = Annotated[Engine, Depends(get_engine)]
-CacheDep = Annotated[AvatarCache, Depends(get_cache)]
+AvatarsDep = Annotated[Avatars, Depends(get_avatars)]
+RenderingDep = Annotated[Rendering, Depends(get_rendering)]
 AvatarIdPath = Annotated[str, Depends(avatar_id_path)]

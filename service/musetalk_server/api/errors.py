@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import MuseTalkError
+from ..errors import MuseTalkError, error_body
 
 __all__ = ["install_error_handlers", "error_body", "UnhandledErrorMiddleware"]
 
@@ -19,16 +19,12 @@ log = logging.getLogger(__name__)
 _HTTP_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
-def error_body(detail: str, code: str) -> dict[str, str]:
-    return {"detail": detail, "code": code}
-
-
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MuseTalkError)
     async def _ours(request: Request, exc: MuseTalkError) -> JSONResponse:
         if exc.status >= 500:
             log.error("%s on %s: %s", exc.code, request.url.path, exc.detail)
-        return JSONResponse(error_body(exc.detail, exc.code), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -6,7 +6,8 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .metrics import Metrics
+from ..errors import TooLarge
+from ..metrics import Metrics
 
 __all__ = ["BodyLimitMiddleware", "RequestMetricsMiddleware"]
 
@@ -23,9 +24,9 @@ class BodyLimitMiddleware:
         if scope["type"] == "http":
             length = dict(scope["headers"]).get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.limit:
-                body = json.dumps({"detail": f"request body of {int(length)} bytes is over the limit",
-                                   "code": "too_large"}).encode()
-                await send({"type": "http.response.start", "status": 413,
+                error = TooLarge(f"request body of {int(length)} bytes is over the limit")
+                body = json.dumps(error.body()).encode()
+                await send({"type": "http.response.start", "status": error.status,
                             "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
                                         (b"content-length", str(len(body)).encode())]})
                 await send({"type": "http.response.body", "body": body})

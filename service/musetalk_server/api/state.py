@@ -1,41 +1,32 @@
-"""What the running app holds: settings, store, engine, caches, metrics, worker pools."""
+"""What the running app holds: the runtime (store, engine, use cases), metrics, worker pools."""
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..avatars.cache import AvatarCache
-from ..avatars.store import AvatarStore
-from ..config import Settings
-from ..engines.base import Engine
-from ..pipeline import FrameStream
-from .metrics import Metrics
+from ..metrics import Metrics
+from ..runtime import Runtime
 
 __all__ = ["AppState"]
 
 
 @dataclass
 class AppState:
-    settings: Settings
-    store: AvatarStore
+    runtime: Runtime
     metrics: Metrics
-    engine_name: str
-    device: str
-    pool: ThreadPoolExecutor
+    pool: ThreadPoolExecutor  # JPEG encoding
     pool_size: int
-    preprocess_slots: asyncio.Semaphore
-    engine: Engine | None = None
-    cache: AvatarCache | None = None
-    load_error: str | None = None
-    resources: Any = None  # avatars.kube.AvatarResources in cluster mode, else None
-    streams: set[FrameStream[Any]] = field(default_factory=set)
+    streams: set[Any] = field(default_factory=set)  # the sinks in flight, closed at shutdown
 
-    def set_engine(self, engine: Engine) -> None:
-        self.cache = AvatarCache(self.store, engine, self.settings.max_loaded_avatars)
-        self.engine = engine  # last: readers test `engine is not None` to mean ready
+    @property
+    def settings(self):  # noqa: ANN201 - Settings, shorthand for the routes
+        return self.runtime.settings
+
+    @property
+    def engine_name(self) -> str:
+        return self.runtime.choice.name
 
     def loaded_avatars(self) -> list[str]:
-        return self.cache.ids() if self.cache else []
+        return self.runtime.loaded_avatars()

@@ -7,14 +7,13 @@ manifest's inode and mtime change; a hit re-checks them, which costs one stat.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from ..engines.base import Engine, LoadedAvatar, Renderer
 from ..errors import AvatarEngineMismatch, AvatarNotFound
-from .store import MANIFEST, AvatarStore
+from .store import AvatarStore
 
 __all__ = ["AvatarCache"]
 
@@ -88,15 +87,16 @@ class AvatarCache:
             self._items.popitem(last=False)
 
     def _stamp(self, avatar_id: str) -> tuple[int, int]:
+        """The one existence check of a request: AvatarNotFound, or the manifest's identity."""
         try:
-            st = os.stat(self._store.path(avatar_id) / MANIFEST)
-        except FileNotFoundError as e:
+            return self._store.stamp(avatar_id)
+        except AvatarNotFound:
             self.evict(avatar_id)
-            raise AvatarNotFound(f"avatar {avatar_id!r} does not exist; preprocess it first") from e
-        return st.st_ino, st.st_mtime_ns
+            raise
 
     def _load(self, avatar_id: str, stamp: tuple[int, int]) -> _Entry:
         manifest = self._store.manifest(avatar_id)
+        # The one engine check: the manifest says who made the artifacts; engines trust it.
         made_by = (manifest.get("engine"), manifest.get("engine_version"))
         wanted = (self._engine.name, self._engine.artifact_version)
         if made_by != wanted:
@@ -104,5 +104,5 @@ class AvatarCache:
                 f"avatar {avatar_id!r} was prepared by engine {made_by[0]} (artifacts v{made_by[1]}), "
                 f"but this server runs {wanted[0]} (v{wanted[1]}); preprocess it again with overwrite=true"
             )
-        avatar = self._store.load(avatar_id)
+        avatar = self._store.load(avatar_id, manifest)
         return _Entry(avatar, self._engine.open(avatar), stamp)

@@ -5,12 +5,11 @@ names it, the operator's Job builds the avatar onto the same volume, and this mo
 the resource to turn Ready. The frames are then read from the volume like any local avatar, so
 every replica serves every avatar, also those created with `kubectl apply`.
 
-All calls are blocking (the official client); the routes run them on worker threads.
+All calls are blocking (the official client); callers run them on worker threads.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
@@ -87,11 +86,11 @@ class AvatarResources:
                 raise AvatarNotFound(f"avatar {avatar_id!r} does not exist") from e
             raise
 
-    async def wait_ready(self, avatar_id: str, generation: int, timeout_s: float) -> dict[str, Any]:
+    def wait_ready(self, avatar_id: str, generation: int, timeout_s: float) -> dict[str, Any]:
         """Poll until the operator reports this generation Ready; raise what it reports otherwise."""
         deadline = time.monotonic() + timeout_s
         while True:
-            avatar = await asyncio.to_thread(self.get, avatar_id)
+            avatar = self.get(avatar_id)
             if avatar is None:
                 raise AvatarNotFound(f"avatar {avatar_id!r} was deleted while it was being preprocessed")
             status = avatar.get("status") or {}
@@ -104,7 +103,7 @@ class AvatarResources:
                 raise PreprocessTimeout(
                     f"avatar {avatar_id!r} is still {status.get('phase') or 'Pending'} after {timeout_s:.0f}s; "
                     f"it keeps going: watch GET /avatars or `kubectl get avatar {avatar_id}`")
-            await asyncio.sleep(self.poll_s)
+            time.sleep(self.poll_s)
 
 
 def failure_error(message: str) -> MuseTalkError:
@@ -113,7 +112,8 @@ def failure_error(message: str) -> MuseTalkError:
     code, sep, detail = message.partition(": ")
     for name in errors.__all__:
         cls = getattr(errors, name)
-        if sep and cls.code == code and cls is not MuseTalkError:
+        is_error = isinstance(cls, type) and issubclass(cls, MuseTalkError)
+        if sep and is_error and cls.code == code and cls is not MuseTalkError:
             return cls(detail)
     return errors.EngineError(f"preprocessing failed: {message}")
 

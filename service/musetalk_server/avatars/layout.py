@@ -34,7 +34,7 @@ from ..errors import AvatarExists, AvatarNotFound, InvalidAvatarId
 
 __all__ = [
     "AVATAR_ID_PATTERN", "FORMAT_VERSION", "MANIFEST", "FRAMES_DIR", "LANDMARKS_FILE", "ENGINE_DIR",
-    "STAGING", "TRASH", "AvatarLayout", "validate_avatar_id", "frame_path",
+    "STAGING", "TRASH", "AvatarId", "AvatarLayout", "validate_avatar_id", "frame_path",
 ]
 
 AVATAR_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -48,11 +48,17 @@ TRASH = ".trash"
 STALE_AFTER_S = 6 * 3600.0  # a staging folder untouched this long belongs to a dead writer
 
 
-def validate_avatar_id(avatar_id: str) -> str:
+class AvatarId(str):
+    """An id that passed `validate_avatar_id`: paths built from one need not check it again."""
+
+    __slots__ = ()
+
+
+def validate_avatar_id(avatar_id: str) -> AvatarId:
     """The one id check: every path and resource name is built from an id that passed it."""
     if not isinstance(avatar_id, str) or not AVATAR_ID_PATTERN.fullmatch(avatar_id):
         raise InvalidAvatarId(f"avatar_id {avatar_id!r} must match {AVATAR_ID_PATTERN.pattern}")
-    return avatar_id
+    return AvatarId(avatar_id)
 
 
 def frame_path(folder: Path, index: int) -> Path:
@@ -97,7 +103,8 @@ class AvatarLayout:
         return removed
 
     def path(self, avatar_id: str) -> Path:
-        return self.root / validate_avatar_id(avatar_id)
+        checked = avatar_id if isinstance(avatar_id, AvatarId) else validate_avatar_id(avatar_id)
+        return self.root / checked
 
     def exists(self, avatar_id: str) -> bool:
         return (self.path(avatar_id) / MANIFEST).is_file()

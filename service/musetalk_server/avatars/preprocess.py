@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -14,18 +15,27 @@ import numpy as np
 
 from .. import __version__
 from ..engines.base import AvatarFrames, Engine, LoadedAvatar
-from ..engines.musetalk.crop import bbox_shift_range
 from ..errors import NoFaceDetected
-from ..face.landmarks import detect_video, to_ibug68
+from ..face.landmarks import detect_video
+from ..media.audio import soundtrack
 from ..media.video import read_video
-from .layout import FORMAT_VERSION, MANIFEST, validate_avatar_id
+from .layout import FORMAT_VERSION, MANIFEST
 from .store import AvatarStore
 
-__all__ = ["MAX_MISSING_FACE_SHARE", "preprocess_avatar", "fill_missing"]
+__all__ = ["MAX_MISSING_FACE_SHARE", "PreprocessLimits", "preprocess_avatar", "fill_missing"]
 
 # Up to this share of frames may lose the face (a blink of motion blur, a hand): they borrow
 # the nearest detected frame's landmarks. Beyond it the clip is not a usable avatar.
 MAX_MISSING_FACE_SHARE = 0.2
+
+
+@dataclass(frozen=True)
+class PreprocessLimits:
+    """The output clock and the bounds on a source video (MUSETALK_FPS and MUSETALK_MAX_VIDEO_*)."""
+
+    fps: float = 25.0
+    max_seconds: float | None = None
+    max_side: int | None = None
 
 
 def preprocess_avatar(
@@ -35,35 +45,30 @@ def preprocess_avatar(
     engine: Engine,
     store: AvatarStore,
     bbox_shift: int = 0,
-    fps: float = 25.0,
     overwrite: bool = False,
-    max_seconds: float | None = None,
-    max_side: int | None = None,
+    limits: PreprocessLimits = PreprocessLimits(),
     source_name: str | None = None,
     on_stored: Callable[[LoadedAvatar], None] | None = None,
 ) -> dict[str, Any]:
     """Build avatar `avatar_id` from `video_path` and store it atomically. Returns its manifest.
 
-    `on_stored` receives the stored avatar with its frames still in memory, so a server can keep
+    The caller has checked the request (avatars/service.py); the store's staging still refuses
+    to replace an avatar that appeared meanwhile unless `overwrite`. `on_stored` receives the stored avatar with its frames still in memory, so a server can keep
     it loaded instead of reading every frame back from disk for the first stream.
     """
     started = time.perf_counter()
-    # 1. check inputs before any heavy work
-    validate_avatar_id(avatar_id)
-    if not overwrite and store.exists(avatar_id):
-        from ..errors import AvatarExists
-
-        raise AvatarExists(f"avatar {avatar_id!r} already exists; pass overwrite=true to replace it")
-    # 2. decode onto the output clock
-    clip = read_video(video_path, fps, max_seconds=max_seconds, max_side=max_side)
-    # 3. landmarks, (N, 478, 2)
+    fps = limits.fps
+    # 1. decode onto the output clock
+    clip = read_video(video_path, fps, max_seconds=limits.max_seconds, max_side=limits.max_side)
+    # 2. landmarks, (N, 478, 2)
     points, found = detect_video(clip.frames)
     points, missing = fill_missing(points, found)
-    # 4. write frames, landmarks and the engine's artifacts into a staging folder
+    # 3. write frames, landmarks and the engine's artifacts into a staging folder
     with store.stage(avatar_id, overwrite=overwrite) as staging:
         engine_dir = store.write_contents(staging, list(clip.frames), points)
-        engine_info = engine.prepare(AvatarFrames(clip.frames, points, fps), bbox_shift, engine_dir)
-        # 5. the manifest goes last: a folder without one is never an avatar
+        audio = soundtrack(video_path, len(clip.frames) / fps)  # None for a still or a silent video
+        engine_info = engine.prepare(AvatarFrames(clip.frames, points, fps, audio), bbox_shift, engine_dir)
+        # 4. the manifest goes last: a folder without one is never an avatar
         width, height = clip.size
         manifest = {
             "format": FORMAT_VERSION,
@@ -111,7 +116,8 @@ def fill_missing(points: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, lis
 
 
 def face_stats(points: np.ndarray, missing: list[int]) -> dict[str, Any]:
-    """Face box statistics, and upstream's adjustable bbox_shift range for this clip."""
+    """Face box statistics over the landmarks. Engine-specific facts (musetalk's bbox_shift
+    range) come from the engine's `prepare`, in `engine_info`."""
     lo, hi = points.min(axis=1), points.max(axis=1)  # (N, 2) each
     sizes = hi - lo
     return {
@@ -119,5 +125,4 @@ def face_stats(points: np.ndarray, missing: list[int]) -> dict[str, Any]:
         "width_px": {"min": round(float(sizes[:, 0].min()), 1), "max": round(float(sizes[:, 0].max()), 1)},
         "height_px": {"min": round(float(sizes[:, 1].min()), 1), "max": round(float(sizes[:, 1].max()), 1)},
         "missing_frames": len(missing),
-        "bbox_shift_range": list(bbox_shift_range(to_ibug68(points))),  # as upstream prints it
     }

@@ -32,6 +32,9 @@ class AvatarFrames:
     frames: Sequence[np.ndarray]  # N x (H, W, 3) uint8 BGR, one per output-rate tick
     landmarks: np.ndarray  # (N, 478, 2) float32 FaceMesh points in image pixels
     fps: float
+    # The video's own soundtrack, (S,) float32 16 kHz mono from its first frame; None for a
+    # still or a silent video. An engine may learn how this person's mouth follows their voice.
+    audio: np.ndarray | None = None
 
 
 @dataclass

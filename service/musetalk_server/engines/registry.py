@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import WeightsError
 from .base import Engine
 
 __all__ = ["ENGINES", "resolve_engine_name", "create_engine"]
@@ -13,7 +12,7 @@ ENGINES = ("lite", "musetalk")
 
 
 def resolve_engine_name(requested: str, *, model_dir: Path, cuda: bool) -> str:
-    """`auto` takes musetalk only when its weights check out and a GPU is there, else lite."""
+    """`auto` takes musetalk only when its weights are all there and a GPU is present, else lite."""
     if requested != "auto":
         return requested
     if not cuda:
@@ -24,19 +23,14 @@ def resolve_engine_name(requested: str, *, model_dir: Path, cuda: bool) -> str:
 
 
 def create_engine(name: str, *, model_dir: Path, device: str, batch_size: int) -> Engine:
-    """Build and load an engine. `musetalk` with missing weights fails here, naming the files."""
+    """Build and load an engine. A weight file that is missing or does not fit fails the load
+    with a WeightsError naming it."""
     if name == "lite":
         from .lite import LiteEngine
 
         return LiteEngine()
     if name == "musetalk":
         from .musetalk import MuseTalkEngine
-        from .musetalk.weights import missing_weights
 
-        missing = missing_weights(model_dir)
-        if missing:
-            raise WeightsError(
-                f"MUSETALK_ENGINE=musetalk but weights are missing under {model_dir}: " + ", ".join(missing)
-            )
         return MuseTalkEngine(model_dir=model_dir, device=device, batch_size=batch_size)
     raise ValueError(f"unknown engine {name!r}; expected one of {ENGINES}")

@@ -14,7 +14,7 @@ from ..errors import EmptyMedia, TooLarge, UnsupportedMedia
 from .errors import ffmpeg_reason
 from .timeline import SAMPLE_RATE
 
-__all__ = ["decode_audio"]
+__all__ = ["decode_audio", "soundtrack"]
 
 
 def decode_audio(path: Path, *, rate: int = SAMPLE_RATE, max_seconds: float | None = None) -> np.ndarray:
@@ -56,3 +56,16 @@ def _decode_chunks(container: av.container.InputContainer, rate: int, limit: int
             raise UnsupportedMedia(f"audio could not be decoded ({ffmpeg_reason(e)})") from e
         # A damaged tail after good audio: keep what decoded, as players do.
     return chunks
+
+
+def soundtrack(path: Path, seconds: float, *, rate: int = SAMPLE_RATE) -> np.ndarray | None:
+    """The first `seconds` of `path`'s audio as (S,) float32 mono, or None when it has none.
+
+    For a video's own soundtrack, where no audio is normal (a still, a silent clip) and not an
+    error; a damaged or empty track counts as none too.
+    """
+    try:
+        audio = decode_audio(path, rate=rate)
+    except (UnsupportedMedia, EmptyMedia):
+        return None
+    return audio[: round(seconds * rate)]

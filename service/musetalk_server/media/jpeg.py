@@ -32,9 +32,11 @@ def jpeg_part(jpeg: bytes, index: int, timestamp_ms: float) -> bytes:
     return head.encode() + jpeg + b"\r\n"
 
 
-def error_part(detail: str, code: str) -> bytes:
-    """The last part of a stream that failed after its first byte: never a silent truncation."""
-    body = json.dumps({"detail": detail, "code": code}).encode()
+def error_part(error: dict[str, str]) -> bytes:
+    """The last part of a stream that failed after its first byte: never a silent truncation.
+
+    `error` is the project's error body (`errors.error_body`)."""
+    body = json.dumps(error).encode()
     head = (
         f"--{BOUNDARY}\r\n"
         "Content-Type: application/json\r\n"

@@ -7,8 +7,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ... import __version__
+from ...errors import error_body
 from ..deps import StateDep
-from ..errors import error_body
 from ..openapi import HEALTH, LIVE, METRICS_RESPONSE, READY, errors, ok
 
 router = APIRouter(tags=["health"])
@@ -17,10 +17,11 @@ router = APIRouter(tags=["health"])
 @router.get("/health", responses=ok(HEALTH))
 async def health(state: StateDep) -> dict:
     """The seed's status body, plus the engine's own facts."""
-    described = state.engine.describe() if state.engine else {"loaded": False, "device": state.device}
+    rt = state.runtime
+    described = rt.engine.describe() if rt.engine else {"loaded": False, "device": rt.choice.device}
     return {
         "status": "running",
-        "models": {"loaded": bool(described.get("loaded")), "device": str(described.get("device", state.device))},
+        "models": {"loaded": bool(described.get("loaded")), "device": str(described.get("device", rt.choice.device))},
         "loaded_avatars": state.loaded_avatars(),
         "engine": state.engine_name,
         "engine_info": {k: v for k, v in described.items() if k not in ("loaded", "device")},
@@ -37,11 +38,12 @@ async def live() -> dict:
 
 @router.get("/health/ready", responses={**ok(READY), **errors(503)})
 async def ready(state: StateDep) -> Response:
-    if state.engine is None:
-        reason = state.load_error or f"engine {state.engine_name} is loading"
+    rt = state.runtime
+    if rt.engine is None:
+        reason = rt.load_error or f"engine {state.engine_name} is loading"
         return JSONResponse(error_body(reason, "not_ready"), status_code=503)
-    if not state.store.writable():
-        return JSONResponse(error_body(f"avatar store {state.store.root} is not writable", "not_ready"), status_code=503)
+    if not rt.store.writable():
+        return JSONResponse(error_body(f"avatar store {rt.store.root} is not writable", "not_ready"), status_code=503)
     return JSONResponse({"status": "ready", "engine": state.engine_name})
 
 

@@ -33,9 +33,9 @@ def require_api_key_or_query(
             response_class=Response, responses={**JPEG_RESPONSE, **errors(401, 404, 422)})
 async def preview(state: StateDep, avatar_id: AvatarIdPath) -> Response:
     """The avatar's first frame as a JPEG."""
-    if not state.store.exists(avatar_id):
+    if not state.runtime.store.exists(avatar_id):
         raise not_found(avatar_id)
-    frame = await run_in_threadpool(read_frame, state.store.path(avatar_id), 0)
+    frame = await run_in_threadpool(read_frame, state.runtime.store.path(avatar_id), 0)
     jpeg = await run_in_threadpool(encode_jpeg, frame, state.settings.jpeg_quality)
     # An avatar can be overwritten under the same id: revalidate rather than cache blindly.
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})

@@ -1,6 +1,8 @@
 """The `lite` engine: lip sync on the CPU from the avatar's own mouth images, no weights.
 
-prepare: measure every avatar frame's mouth (aperture, width) and head pose -> `bank.npz`.
+prepare: measure every avatar frame's mouth (aperture, width) and head pose -> `bank.npz`;
+         from the video's own soundtrack, learn how this person's mouth follows their voice
+         (speaker.py) -> `speaker.npz`, only where that beats the generic mapping.
 open:    add a few of the avatar's least-open mouths warped shut (synth.py) to the bank.
 render:  audio -> target mouth shape per frame (shape.py) -> best bank entry (bank.py) ->
          its mouth pasted into the ping-pong background frame (compose.py).
@@ -8,7 +10,6 @@ render:  audio -> target mouth shape per frame (shape.py) -> best bank entry (ba
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,21 +24,26 @@ from ..base import AvatarFrames, Engine, LoadedAvatar, Renderer
 from .bank import MouthBank, MouthPicker, build_bank, shut_candidates
 from .compose import paste_mouth
 from .shape import ShapeStream
+from .speaker import SpeakerModel, fit_speaker
 from .synth import close_lips
 
 __all__ = ["LiteEngine", "LiteRenderer"]
 
 ENGINE_NAME = "lite"
 ARTIFACT_VERSION = 1
-STAMP_FILE = "lite.json"
 BANK_FILE = "bank.npz"
+# Optional: absent when the video had no usable soundtrack, and in avatars prepared before it
+# existed; either way the generic mapping serves, so its arrival did not change the version.
+SPEAKER_FILE = "speaker.npz"
 
 
 class LiteRenderer(Renderer):
     """Renders one prepared avatar. Stateless between calls, so requests may share it."""
 
-    def __init__(self, frames: list[np.ndarray], landmarks: np.ndarray, bank: MouthBank) -> None:
-        self.frames, self.landmarks = frames, landmarks
+    def __init__(
+        self, frames: list[np.ndarray], landmarks: np.ndarray, bank: MouthBank, speaker: SpeakerModel | None = None
+    ) -> None:
+        self.frames, self.landmarks, self.speaker = frames, landmarks, speaker
         # Mouth sources: the avatar's frames, then a few of them warped shut (synth.py), so a
         # speaker who never closed their lips on camera can still close them in a pause.
         shut = [close_lips(frames[k], landmarks[k]) for k in shut_candidates(bank)]
@@ -54,7 +60,7 @@ class LiteRenderer(Renderer):
             raise InvalidInput(f"fps must be positive, got {fps}")
         n_out = frame_count(len(audio), fps)
         n_src = len(self.frames)
-        shapes = ShapeStream(audio, fps, n_out, self.shape_range)
+        shapes = ShapeStream(audio, fps, n_out, self.shape_range, self.speaker)
         picker = MouthPicker(self.bank, n_frames=n_src)
         for i, shape in enumerate(shapes):
             if cancel is not None and cancel.is_set():
@@ -81,35 +87,45 @@ class LiteEngine(Engine):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         bank.save(out_dir / BANK_FILE)
-        stamp = {"engine": self.name, "artifact_version": self.artifact_version}
-        (out_dir / STAMP_FILE).write_text(json.dumps(stamp))
+        speaker, speaker_facts = learn_speaker(avatar, bank)
+        (out_dir / SPEAKER_FILE).unlink(missing_ok=True)  # never a stale one from an earlier prepare
+        if speaker is not None:
+            speaker.save(out_dir / SPEAKER_FILE)
         r = bank.shape_range()
         return {
             "mouth_aperture": {"closed": round(r.closed, 4), "open": round(r.open, 4)},
             "mouth_width": {"lo": round(r.width_lo, 4), "hi": round(r.width_hi, 4)},
             "interocular_px": round(float(np.median(interocular(landmarks))), 1),
             "face_box": face_box_stats(landmarks, bbox_shift),
+            "speaker_model": speaker_facts,
         }
 
     def open(self, avatar: LoadedAvatar) -> Renderer:
-        stamp_path = avatar.engine_dir / STAMP_FILE
+        # The engine and artifact version were checked on the manifest (avatars/cache.py).
         try:
-            stamp = json.loads(stamp_path.read_text())
-        except (OSError, ValueError) as e:
+            bank = MouthBank.load(avatar.engine_dir / BANK_FILE)
+        except (OSError, ValueError, KeyError) as e:
             raise AvatarEngineMismatch(
-                f"avatar {avatar.avatar_id!r} has no lite engine artifacts; preprocess it with the lite engine"
+                f"avatar {avatar.avatar_id!r} has unreadable lite artifacts ({e}); preprocess it again"
             ) from e
-        if stamp.get("engine") != self.name or stamp.get("artifact_version") != self.artifact_version:
-            raise AvatarEngineMismatch(
-                f"avatar {avatar.avatar_id!r} was prepared by {stamp.get('engine')!r} "
-                f"v{stamp.get('artifact_version')}; this is {self.name!r} v{self.artifact_version}"
-            )
-        bank = MouthBank.load(avatar.engine_dir / BANK_FILE)
         if len(bank.aperture) != len(avatar.frames):
             raise AvatarEngineMismatch(
                 f"avatar {avatar.avatar_id!r}: bank has {len(bank.aperture)} frames, avatar {len(avatar.frames)}"
             )
-        return LiteRenderer(list(avatar.frames), np.asarray(avatar.landmarks, np.float32), bank)
+        speaker_path = avatar.engine_dir / SPEAKER_FILE
+        speaker = SpeakerModel.load(speaker_path) if speaker_path.exists() else None
+        return LiteRenderer(list(avatar.frames), np.asarray(avatar.landmarks, np.float32), bank, speaker)
+
+
+def learn_speaker(avatar: AvatarFrames, bank: MouthBank) -> tuple[SpeakerModel | None, dict[str, Any]]:
+    """This person's own audio-to-mouth mapping from the video's soundtrack, if it earns its place."""
+    if avatar.audio is None:
+        return fit_speaker(None, avatar.fps, bank.aperture, np.zeros(0), ())
+    audio = np.asarray(avatar.audio, dtype=np.float32).reshape(-1)
+    shape_range = bank.shape_range()
+    # The generic mapping's openness on the same frames: what the learned one must beat.
+    generic = np.array([s.openness for s in ShapeStream(audio, avatar.fps, len(bank), shape_range)], np.float32)
+    return fit_speaker(audio, avatar.fps, bank.aperture, generic, shape_range.curve)
 
 
 def face_box_stats(landmarks: np.ndarray, bbox_shift: int) -> dict[str, Any]:

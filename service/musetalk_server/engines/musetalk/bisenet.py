@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from ...errors import InvalidInput, WeightsError
@@ -210,18 +211,19 @@ def _check_state(path: Path, state: object, expected: Mapping[str, torch.Tensor]
 def preprocess(square_rgb: np.ndarray, device: torch.device) -> torch.Tensor:
     """(S, S, 3) uint8 RGB -> (1, 3, 512, 512) float32 ImageNet-normalised, on `device`.
 
-    Upstream resizes with PIL BILINEAR, which antialiases when shrinking; torch's antialiased
-    bilinear is built to match it, and rounding to 8 bits mirrors PIL's uint8 output (the two
-    agree within one grey level: PIL also rounds between its horizontal and vertical passes).
+    Upstream's steps exactly: PIL BILINEAR resize of the RGB image (8-bit, PIL's own rounding
+    between its two passes, antialiased when shrinking), then torchvision's ToTensor (/255) and
+    Normalize ((x - mean) / std). torch's antialiased bilinear came within one grey level of
+    PIL, which moved the parse enough to shift the blend mask by up to 10 levels.
     """
     if square_rgb.ndim != 3 or square_rgb.shape[2] != 3 or square_rgb.dtype != np.uint8:
         raise InvalidInput(f"BiSeNet wants an (S, S, 3) uint8 RGB image, got {square_rgb.shape} {square_rgb.dtype}")
-    x = torch.from_numpy(np.ascontiguousarray(square_rgb)).to(device)
-    x = x.permute(2, 0, 1)[None].float()  # (1, 3, S, S)
-    x = F.interpolate(x, size=(PARSE_SIZE, PARSE_SIZE), mode="bilinear", align_corners=False, antialias=True)
+    image = Image.fromarray(np.ascontiguousarray(square_rgb))  # mode RGB
+    resized = np.array(image.resize((PARSE_SIZE, PARSE_SIZE), Image.Resampling.BILINEAR))  # (512, 512, 3)
+    x = torch.from_numpy(resized).to(device).permute(2, 0, 1)[None].contiguous().float() / _MAX_U8
     mean = torch.tensor(_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(_STD, device=device).view(1, 3, 1, 1)
-    return (x.round().clamp(0, _MAX_U8) / _MAX_U8 - mean) / std
+    return (x - mean) / std
 
 
 def parse(model: BiSeNet, square_rgb: np.ndarray) -> np.ndarray:

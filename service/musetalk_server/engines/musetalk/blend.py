@@ -24,6 +24,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from ...errors import InvalidInput
 from ...face.landmarks import JAW, LIPS_INNER, LIPS_OUTER
@@ -134,14 +135,15 @@ def landmark_jaw_mask(points478: np.ndarray, square: Box) -> np.ndarray:
 
 
 def square_mask(mask512: np.ndarray, square: Box) -> np.ndarray:
-    """The 512 parse mask resized to the (2s, 2s) square.
+    """The 512 parse mask resized to the (2s, 2s) square, as upstream's `face_seg` does it.
 
-    Upstream resizes with PIL's default BICUBIC; cv2's cubic (enlarging) or area (shrinking) moves
-    the 0/255 edge by well under a pixel, which the blur that follows then spreads over tens.
+    That is PIL's default filter for an 8-bit L image, BICUBIC (antialiased when shrinking).
+    cv2's cubic or area resize differ from it by up to 31 levels along the 0/255 edge, which
+    still shows as one level after the blur.
     """
     side = square[2] - square[0]
-    interp = cv2.INTER_CUBIC if side >= PARSE_SIZE else cv2.INTER_AREA
-    return cv2.resize(mask512, (side, side), interpolation=interp)
+    image = Image.fromarray(np.ascontiguousarray(mask512, dtype=np.uint8))  # mode L
+    return np.array(image.resize((side, side), Image.Resampling.BICUBIC))
 
 
 def blend_material(frame_hw: tuple[int, int], box: Box, square: Box, region_mask: np.ndarray,

@@ -45,13 +45,18 @@ OPTIONAL = (BISENET_FILE, RESNET_FILE)
 
 
 def download_weights(model_dir: Path) -> list[str]:
-    """Fetch every file in FILES that is not there yet. Returns the ones downloaded."""
+    """Fetch every file in FILES that is not there yet. Returns the ones downloaded.
+
+    A file counts as there when the loader would accept what stands in its place (a
+    `model.safetensors` for whisper's `pytorch_model.bin`), so the two never disagree.
+    """
     from huggingface_hub import hf_hub_download
 
     model_dir = Path(model_dir)
+    layout = detect_layout(model_dir)
     fetched = []
     for f in FILES:
-        if (model_dir / f.dest).is_file():
+        if layout.present(f.dest) is not None:
             continue
         log.info("downloading %s from %s", f.dest, f.repo_id)
         try:

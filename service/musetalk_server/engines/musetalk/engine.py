@@ -22,7 +22,7 @@ Decisions on upstream's quirks (spec §9), each also noted where it is implement
 9. 2N PNGs and double parsing: each unique frame is parsed and stored once; the cycle is index
    arithmetic (media/timeline.pingpong_index) (fixed).
 10. get_bbox_range's second detection pass: the range is computed from the same landmarks
-   (avatars/preprocess.face_stats) (fixed).
+   (`prepare`, into engine_info) (fixed).
 11. Script defaults: the layout is detected from the model dir, v1.5 first (weights.detect_layout).
 Also: upstream v1.5 scripts pin bbox_shift to 0; like its gradio app we honour the avatar's
 bbox_shift (default 0, i.e. upstream's behaviour).
@@ -46,7 +46,7 @@ from ...media.timeline import frame_count, pingpong_index
 from ..base import AvatarFrames, Engine, LoadedAvatar, Renderer
 from . import blend
 from .audio import TOKENS, SegmentedWindows, encode_segment, positional_encoding
-from .crop import EXTRA_MARGIN_V15, Box, blend_square, crop_face, crop_square, face_box
+from .crop import EXTRA_MARGIN_V15, Box, bbox_shift_range, blend_square, crop_face, crop_square, face_box
 from .models import MuseTalkModels, encode_latents, generate
 from .weights import V15, load_models
 
@@ -190,7 +190,8 @@ class MuseTalkEngine(Engine):
         np.save(out_dir / LATENTS_FILE, latents)
         np.save(out_dir / BOXES_FILE, boxes)
         np.save(out_dir / SQUARES_FILE, squares)
-        np.savez_compressed(out_dir / MASKS_FILE, **{_mask_key(i): m for i, m in enumerate(masks)})
+        named: dict[str, Any] = {_mask_key(i): m for i, m in enumerate(masks)}
+        np.savez_compressed(out_dir / MASKS_FILE, **named)
         stamp = {"engine": self.name, "artifact_version": self.artifact_version, "version": self.version,
                  "blend_mask": self.blend_mask, "frames": n, "extra_margin": margin, "bbox_shift": int(bbox_shift)}
         (out_dir / STAMP_FILE).write_text(json.dumps(stamp))
@@ -200,6 +201,7 @@ class MuseTalkEngine(Engine):
             "blend_mask": self.blend_mask,
             "extra_margin": margin,
             "latents": "posterior mean",
+            "bbox_shift_range": list(bbox_shift_range(lm68)),  # as upstream prints it
             "face_box": {
                 "median_xyxy": [int(v) for v in np.median(boxes, axis=0)],
                 "width_px": {"min": int(widths.min()), "max": int(widths.max())},
@@ -258,10 +260,8 @@ class MuseTalkEngine(Engine):
         except (OSError, ValueError) as e:
             raise AvatarEngineMismatch(f"avatar {avatar.avatar_id!r} has no musetalk engine artifacts; "
                                        "preprocess it with the musetalk engine") from e
-        made = (stamp.get("engine"), stamp.get("artifact_version"))
-        if made != (self.name, self.artifact_version):
-            raise AvatarEngineMismatch(f"avatar {avatar.avatar_id!r} was prepared by {made[0]!r} v{made[1]}; "
-                                       f"this is {self.name!r} v{self.artifact_version}")
+        # The engine and artifact version were checked on the manifest (avatars/cache.py); the
+        # stamp holds what only this engine knows: which MuseTalk the boxes and masks are for.
         if stamp.get("version") != self.version:
             raise AvatarEngineMismatch(
                 f"avatar {avatar.avatar_id!r} was prepared for MuseTalk {stamp.get('version')}, this server runs "

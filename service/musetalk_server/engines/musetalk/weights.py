@@ -5,7 +5,7 @@ Layout under MUSETALK_MODEL_DIR is upstream's (`download_weights.sh`):
     musetalkV15/unet.pth, musetalkV15/musetalk.json      v1.5 UNet (state dict + diffusers config)
     musetalk/pytorch_model.bin, musetalk/musetalk.json   v1.0 UNet (same architecture)
     sd-vae/config.json + diffusion_pytorch_model.{safetensors,bin}
-    whisper/config.json, pytorch_model.bin, preprocessor_config.json   (openai/whisper-tiny)
+    whisper/config.json, {model.safetensors,pytorch_model.bin}, preprocessor_config.json   (whisper-tiny)
     face-parse-bisent/79999_iter.pth (+ resnet18-5c106cde.pth)       optional: BiSeNet blend masks
 
 Every file is read with `torch.load(weights_only=True)` (or safetensors), its keys and shapes are
@@ -32,7 +32,9 @@ __all__ = [
     "UNET_FILES",
     "VAE_CONFIG",
     "VAE_WEIGHTS",
+    "WHISPER_WEIGHTS",
     "WHISPER_FILES",
+    "ALTERNATIVES",
     "BISENET_FILE",
     "RESNET_FILE",
     "detect_layout",
@@ -63,9 +65,12 @@ UNET_FILES: dict[str, tuple[str, str]] = {
 }
 VAE_CONFIG = "sd-vae/config.json"
 VAE_WEIGHTS = ("sd-vae/diffusion_pytorch_model.safetensors", "sd-vae/diffusion_pytorch_model.bin")  # first wins
-WHISPER_CONFIG, WHISPER_WEIGHTS, WHISPER_PREPROCESSOR = (
-    "whisper/config.json", "whisper/pytorch_model.bin", "whisper/preprocessor_config.json")
-WHISPER_FILES = (WHISPER_CONFIG, WHISPER_WEIGHTS, WHISPER_PREPROCESSOR)
+WHISPER_CONFIG, WHISPER_PREPROCESSOR = "whisper/config.json", "whisper/preprocessor_config.json"
+# Upstream downloads the .bin; a folder saved by current transformers holds only the safetensors.
+WHISPER_WEIGHTS = ("whisper/model.safetensors", "whisper/pytorch_model.bin")  # first wins, as for the VAE
+WHISPER_FILES = (WHISPER_CONFIG, WHISPER_WEIGHTS[-1], WHISPER_PREPROCESSOR)
+# A required file (upstream's name, last) and every file that may stand in for it, preferred first.
+ALTERNATIVES: dict[str, tuple[str, ...]] = {VAE_WEIGHTS[-1]: VAE_WEIGHTS, WHISPER_WEIGHTS[-1]: WHISPER_WEIGHTS}
 BISENET_FILE = "face-parse-bisent/79999_iter.pth"
 RESNET_FILE = "face-parse-bisent/resnet18-5c106cde.pth"  # only upstream's constructor reads it
 
@@ -95,8 +100,15 @@ class Layout:
     def path(self, rel: str) -> Path:
         return self.root / rel
 
+    def present(self, rel: str) -> str | None:
+        """The file there that serves as `rel` (itself or a preferred alternative), or None."""
+        return next((alt for alt in ALTERNATIVES.get(rel, (rel,)) if self.path(alt).is_file()), None)
+
     def vae_weights(self) -> str | None:
-        return next((rel for rel in VAE_WEIGHTS if self.path(rel).is_file()), None)
+        return self.present(VAE_WEIGHTS[-1])
+
+    def whisper_weights(self) -> str | None:
+        return self.present(WHISPER_WEIGHTS[-1])
 
     def bisenet(self) -> Path | None:
         path = self.path(BISENET_FILE)
@@ -121,11 +133,8 @@ def missing_weights(model_dir: Path) -> list[str]:
     layout = detect_layout(model_dir)
     missing = []
     for rel in layout.required():
-        if rel == VAE_WEIGHTS[-1]:
-            if layout.vae_weights() is None:
-                missing.append(f"{VAE_WEIGHTS[-1]} (or {Path(VAE_WEIGHTS[0]).name})")
-        elif not layout.path(rel).is_file():
-            missing.append(rel)
+        if layout.present(rel) is None:
+            missing.append(f"{rel} (or {Path(VAE_WEIGHTS[0]).name})" if rel == VAE_WEIGHTS[-1] else rel)
     return missing
 
 
@@ -286,9 +295,11 @@ def load_whisper(layout: Layout):
     from transformers import WhisperFeatureExtractor
 
     config = read_config(layout, WHISPER_CONFIG)
-    for rel in (WHISPER_WEIGHTS, WHISPER_PREPROCESSOR):
-        if not layout.path(rel).is_file():
-            raise WeightsError(f"{rel} is missing under {layout.root}")
+    weights = layout.whisper_weights()
+    if weights is None:
+        raise WeightsError(f"{WHISPER_WEIGHTS[-1]} (or {Path(WHISPER_WEIGHTS[0]).name}) is missing under {layout.root}")
+    if not layout.path(WHISPER_PREPROCESSOR).is_file():
+        raise WeightsError(f"{WHISPER_PREPROCESSOR} is missing under {layout.root}")
     try:
         extractor = WhisperFeatureExtractor.from_pretrained(str(layout.path("whisper")), local_files_only=True)
     except Exception as e:
@@ -297,9 +308,9 @@ def load_whisper(layout: Layout):
         encoder = build_whisper_encoder(config)
     except Exception as e:
         raise WeightsError(f"{WHISPER_CONFIG} is not a valid Whisper config: {e}") from e
-    state = encoder_state(read_state_dict(layout, WHISPER_WEIGHTS))
-    check_state_dict(encoder, state, WHISPER_WEIGHTS, WHISPER_CONFIG)
-    return extractor, _assign(encoder, state, WHISPER_WEIGHTS)
+    state = encoder_state(read_state_dict(layout, weights))
+    check_state_dict(encoder, state, weights, WHISPER_CONFIG)
+    return extractor, _assign(encoder, state, weights)
 
 
 def encoder_state(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -382,11 +393,11 @@ def load_models(model_dir: Path, device: str):
     extractor, whisper = load_whisper(layout)
     whisper = whisper.to(device=device, dtype=dtype)
     bisenet = None
-    if layout.bisenet() is not None:
+    if (bisenet_path := layout.bisenet()) is not None:
         from .bisenet import load_bisenet
 
         # BiSeNet runs once per avatar frame at preparation; fp32 as upstream, whatever the device.
-        bisenet = load_bisenet(layout.bisenet(), device)
+        bisenet = load_bisenet(bisenet_path, device)
     return MuseTalkModels(unet=unet, vae=vae, extractor=extractor, whisper=whisper, version=layout.version,
                           device=str(device), dtype=dtype, bisenet=bisenet)
 
@@ -419,9 +430,9 @@ def verify_weights(model_dir: Path) -> list[str]:
         check_state_dict(module, state, rel, VAE_CONFIG)
 
     def whisper() -> None:
+        rel = layout.whisper_weights() or WHISPER_WEIGHTS[-1]
         module = build_whisper_encoder(read_config(layout, WHISPER_CONFIG))
-        check_state_dict(module, encoder_state(read_state_dict(layout, WHISPER_WEIGHTS, mmap=True)),
-                         WHISPER_WEIGHTS, WHISPER_CONFIG)
+        check_state_dict(module, encoder_state(read_state_dict(layout, rel, mmap=True)), rel, WHISPER_CONFIG)
         if not layout.path(WHISPER_PREPROCESSOR).is_file():
             raise WeightsError(f"{WHISPER_PREPROCESSOR} is missing under {layout.root}")
 
@@ -430,10 +441,10 @@ def verify_weights(model_dir: Path) -> list[str]:
                          read_config(layout, WHISPER_CONFIG))
 
     def bisenet() -> None:
-        if layout.bisenet() is not None:
+        if (bisenet_path := layout.bisenet()) is not None:
             from .bisenet import load_bisenet
 
-            load_bisenet(layout.bisenet(), "cpu")
+            load_bisenet(bisenet_path, "cpu")
 
     for step in (unet, vae, whisper, compatible, bisenet):
         attempt(step)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "RenderTracker"]
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _FPS_BUCKETS = (5, 10, 25, 50, 100, 200, 400, 800, 1600)
@@ -36,3 +40,44 @@ class Metrics:
         )
         self.preprocess_active = Gauge("musetalk_preprocess_active", "Preprocessing jobs in progress", registry=r)
         self.avatars_loaded = Gauge("musetalk_avatars_loaded", "Avatars held in memory", registry=r)
+
+    @contextmanager
+    def preprocessing(self) -> Iterator[None]:
+        """Count one preprocess while it runs, and time it by outcome."""
+        self.preprocess_active.inc()
+        started, outcome = time.perf_counter(), "error"
+        try:
+            yield
+            outcome = "ok"
+        finally:
+            self.preprocess_active.dec()
+            self.preprocess_seconds.labels(outcome).observe(time.perf_counter() - started)
+
+    def render(self, mode: str, engine: str) -> RenderTracker:
+        return RenderTracker(self, mode, engine)
+
+
+class RenderTracker:
+    """One render's metrics: in progress, time to first frame, frames, and frames/s at the end."""
+
+    def __init__(self, metrics: Metrics, mode: str, engine: str) -> None:
+        self.metrics, self.mode, self.engine = metrics, mode, engine
+        self.started = time.perf_counter()
+        self.sent = 0
+
+    def __enter__(self) -> RenderTracker:
+        self.metrics.active_streams.inc()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.metrics.active_streams.dec()
+        elapsed = time.perf_counter() - self.started
+        if self.sent and elapsed > 0:
+            self.metrics.render_fps.labels(self.mode).observe(self.sent / elapsed)
+
+    def first_frame(self) -> None:
+        self.metrics.ttff.labels(self.mode).observe(time.perf_counter() - self.started)
+
+    def frames(self, n: int = 1) -> None:
+        self.sent += n
+        self.metrics.frames.labels(self.engine, self.mode).inc(n)

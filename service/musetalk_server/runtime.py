@@ -1,0 +1,107 @@
+"""The composition root: Settings -> engine choice, store, cache and the use cases.
+
+The app factory and the CLI both build a `Runtime`, so a request and a command run the same
+objects. This is also the one place that looks for a GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from .avatars.cache import AvatarCache
+from .avatars.kube import AvatarResources
+from .avatars.preprocess import PreprocessLimits
+from .avatars.service import Avatars, ClusterAvatars, LocalAvatars, crd_engine
+from .avatars.store import AvatarStore
+from .config import Settings
+from .engines.base import Engine
+from .engines.registry import create_engine, resolve_engine_name
+from .errors import NotReady, WeightsError
+from .metrics import Metrics
+from .pipeline import Rendering
+
+__all__ = ["EngineChoice", "choose_engine", "Runtime"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    name: str
+    device: str
+
+
+def choose_engine(settings: Settings) -> EngineChoice:
+    """Which engine on which device. `musetalk` asked for by name, with files missing, refuses
+    to start (naming them) instead of falling back behind the user's back."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    name = resolve_engine_name(settings.engine, model_dir=settings.model_dir, cuda=cuda)
+    if settings.engine == "musetalk":  # `auto` looked already; the load checks every file it reads
+        from .engines.musetalk.weights import missing_weights
+
+        missing = missing_weights(settings.model_dir)
+        if missing:
+            raise WeightsError(f"MUSETALK_ENGINE=musetalk but weights are missing under {settings.model_dir}: "
+                               + ", ".join(missing))
+    device = f"cuda:{settings.gpu_id}" if cuda and name == "musetalk" else "cpu"
+    return EngineChoice(name, device)
+
+
+@dataclass
+class Runtime:
+    """What a serving process or a CLI command holds. The engine may arrive later (it loads
+    in the background in the service); until then `rendering` raises NotReady."""
+
+    settings: Settings
+    choice: EngineChoice
+    store: AvatarStore
+    avatars: LocalAvatars | ClusterAvatars
+    metrics: Metrics | None = None
+    engine: Engine | None = None
+    cache: AvatarCache | None = None
+    load_error: str | None = None
+    _rendering: Rendering | None = field(default=None, repr=False)
+
+    @classmethod
+    def build(cls, settings: Settings, *, choice: EngineChoice | None = None,
+              metrics: Metrics | None = None) -> Runtime:
+        choice = choice or choose_engine(settings)
+        store = AvatarStore(settings.avatar_dir)
+        avatars: LocalAvatars | ClusterAvatars
+        if settings.avatar_source == "kubernetes":
+            avatars = ClusterAvatars(
+                store, AvatarResources(settings), volume=settings.result_dir,
+                engine=crd_engine(choice.name, settings.engine), fps=settings.fps,
+                timeout_s=settings.preprocess_timeout_s, metrics=metrics)
+        else:
+            limits = PreprocessLimits(settings.fps, settings.max_video_seconds, settings.max_video_side)
+            avatars = LocalAvatars(store, limits, metrics)
+        return cls(settings, choice, store, avatars, metrics)
+
+    def load_engine(self) -> Engine:
+        """Blocking: build and load the chosen engine, then attach it."""
+        s = self.settings
+        engine = create_engine(self.choice.name, model_dir=s.model_dir, device=self.choice.device,
+                               batch_size=s.batch_size)
+        self.attach(engine)
+        return engine
+
+    def attach(self, engine: Engine) -> None:
+        cache = AvatarCache(self.store, engine, self.settings.max_loaded_avatars)
+        self.avatars.attach(engine, cache)
+        self._rendering = Rendering(cache, max_audio_seconds=self.settings.max_audio_seconds,
+                                    serving_fps=self.settings.fps)
+        self.cache = cache
+        self.engine = engine  # last: readers test `engine is not None` to mean ready
+
+    @property
+    def rendering(self) -> Rendering:
+        if self._rendering is None:
+            raise NotReady(self.load_error or f"engine {self.choice.name} is still loading")
+        return self._rendering
+
+    def loaded_avatars(self) -> list[str]:
+        return self.cache.ids() if self.cache else []

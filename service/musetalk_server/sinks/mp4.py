@@ -1,0 +1,63 @@
+"""The MP4 sink: every frame of a job into an H.264 + AAC file, the job's mux audio as its sound."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from ..errors import RenderError
+from ..media.mp4 import Mp4Writer
+from ..metrics import RenderTracker
+from ..pipeline import RenderJob
+from . import reraise_as_render_error
+
+__all__ = ["write_mp4", "render_mp4_file"]
+
+_DISCONNECT_POLL_S = 0.25  # how often a waiting request asks whether its client is still there
+
+
+def write_mp4(job: RenderJob, out: Path, *, audio_rate: int, cancel: threading.Event | None = None) -> int:
+    """Blocking: render the job into `out`. Returns the frames written (all of them unless cancelled)."""
+    assert job.mux is not None, "open the job with mux_rate for an MP4"
+    width, height = job.size
+    writer = Mp4Writer(out, fps=job.fps, width=width, height=height, audio=job.mux, audio_rate=audio_rate)
+    written = 0
+    try:
+        for frame in job.render(cancel):
+            writer.write(frame)
+            written += 1
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    if written != job.frames and not (cancel and cancel.is_set()):
+        raise RenderError(f"engine produced {written} frames, expected {job.frames}")
+    return written
+
+
+async def render_mp4_file(job: RenderJob, out_dir: Path, *, audio_rate: int, tracker: RenderTracker,
+                          gone: Callable[[], Awaitable[bool]]) -> Path:
+    """Render into a new file under `out_dir` on a worker thread; stop if `gone()` turns true.
+
+    Returns the finished file; on any failure it is removed and a project error raised.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f"{job.avatar.avatar_id}-", suffix=".mp4", dir=out_dir)
+    os.close(fd)  # PyAV opens the file by name
+    out, cancel = Path(name), threading.Event()
+    with tracker:
+        try:
+            task = asyncio.ensure_future(asyncio.to_thread(write_mp4, job, out, audio_rate=audio_rate, cancel=cancel))
+            while not task.done():
+                done, _ = await asyncio.wait({task}, timeout=_DISCONNECT_POLL_S)
+                if not done and await gone():
+                    cancel.set()
+            tracker.frames(task.result())
+        except BaseException as e:
+            out.unlink(missing_ok=True)
+            reraise_as_render_error(e, f"batch of {job.avatar.avatar_id}")
+    return out
