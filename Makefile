@@ -17,7 +17,9 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/musetalk-server serve
 
+# The browser tests need Debian's chromium; the script installs it when missing (as root).
 test: $(STAMP)
+	bash .ci/chromium.sh
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Speed and quality tables (minutes, not part of the tests): the service over HTTP, lip-sync

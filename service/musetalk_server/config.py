@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     stream_queue_frames: int = Field(16, ge=1)
     max_loaded_avatars: int = Field(4, ge=1)
     batch_size: int = Field(8, ge=1)
+    # Browser pages on these origins may call the API (comma-separated, e.g.
+    # "http://localhost:3000,https://app.example.com"); empty leaves CORS off.
+    cors_origins: str = ""
 
     # Real-time sessions (WS /inference/realtime/{avatar_id}).
     realtime_idle_timeout_s: float = Field(60.0, gt=0)  # no message and nothing to say for this long: close 4408
@@ -61,6 +64,10 @@ class Settings(BaseSettings):
     @property
     def avatar_dir(self) -> Path:
         return self.result_dir / "avatars"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def max_upload_bytes(self) -> int:

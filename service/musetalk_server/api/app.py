@@ -18,10 +18,12 @@ from ..engines.base import Engine
 from ..metrics import Metrics
 from ..runtime import EngineChoice, Runtime
 from ..sweeper import sweep_forever, sweep_temp
-from .errors import install_error_handlers
+from .errors import UnhandledErrorMiddleware, install_error_handlers
 from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
-from .routes import avatars, health, inference, realtime
+from .openapi import DESCRIPTION
+from .routes import avatars, health, inference, preview, realtime
 from .state import AppState
+from .web import install_cors, install_offline_docs, install_page
 
 __all__ = ["create_app"]
 
@@ -70,14 +72,20 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app = FastAPI(
         title="MuseTalk Server",
         version=__version__,
-        description="Audio-driven lip sync: preprocess a face video once, then drive it with audio.",
+        description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served offline by install_offline_docs
+        redoc_url=None,
     )
     install_error_handlers(app)
+    app.add_middleware(UnhandledErrorMiddleware)  # innermost: a 500 still passes the metrics below
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
-    for module in (health, avatars, inference, realtime):
+    install_cors(app, settings)
+    for module in (health, avatars, preview, inference, realtime):
         app.include_router(module.router)
+    install_offline_docs(app)
+    install_page(app)
     return app
 
 

@@ -8,11 +8,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import InsufficientStorage, MuseTalkError, error_body
 from ..storage import is_full_disk
 
-__all__ = ["install_error_handlers", "error_body"]
+__all__ = ["install_error_handlers", "error_body", "UnhandledErrorMiddleware"]
 
 log = logging.getLogger(__name__)
 
@@ -49,3 +50,35 @@ def install_error_handlers(app: FastAPI) -> None:
         # The trace goes to the log, never to the client.
         log.exception("unhandled error on %s", request.url.path)
         return JSONResponse(error_body("internal server error", "internal_error"), status_code=500)
+
+
+class UnhandledErrorMiddleware:
+    """Turn an unexpected exception into the generic 500 body, inside the app.
+
+    Starlette runs the `Exception` handler above in its outermost layer, which re-raises after
+    answering; uvicorn then closes the connection, and a client still finishing its upload sees a
+    reset instead of the 500. Caught here, before that layer, the answer arrives whole.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            if started:  # too late for a status code: let the server end the connection
+                raise
+            log.exception("unhandled error on %s", scope.get("path"))
+            await JSONResponse(error_body("internal server error", "internal_error"), status_code=500)(
+                scope, receive, send)

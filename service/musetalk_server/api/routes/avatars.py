@@ -9,12 +9,13 @@ from starlette.concurrency import run_in_threadpool
 
 from ...avatars.service import CreateRequest
 from ..deps import AvatarIdPath, AvatarsDep, StateDep, require_api_key
+from ..openapi import AVATAR, AVATAR_LIST, DELETED, PREPROCESSED, errors, ok
 from ..uploads import saved_upload
 
-router = APIRouter(tags=["avatars"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["avatars"], dependencies=[Depends(require_api_key)], responses=errors(401))
 
 
-@router.post("/avatars/preprocess")
+@router.post("/avatars/preprocess", responses={**ok(PREPROCESSED), **errors(409, 413, 415, 422, 500, 503, 504)})
 async def preprocess(
     state: StateDep,
     avatars: AvatarsDep,
@@ -31,18 +32,18 @@ async def preprocess(
     return result.to_dict()
 
 
-@router.get("/avatars")
+@router.get("/avatars", responses=ok(AVATAR_LIST))
 async def list_avatars(avatars: AvatarsDep) -> dict[str, Any]:
     entries = await run_in_threadpool(avatars.list)
     return {"avatars": [entry.to_dict() for entry in entries]}
 
 
-@router.get("/avatars/{avatar_id}")
+@router.get("/avatars/{avatar_id}", responses={**ok(AVATAR), **errors(404, 422)})
 async def show_avatar(avatars: AvatarsDep, avatar_id: AvatarIdPath) -> dict[str, Any]:
     return (await run_in_threadpool(avatars.get, avatar_id)).to_dict()
 
 
-@router.delete("/avatars/{avatar_id}")
+@router.delete("/avatars/{avatar_id}", responses={**ok(DELETED), **errors(404, 422)})
 async def delete_avatar(avatars: AvatarsDep, avatar_id: AvatarIdPath) -> dict[str, Any]:
     await run_in_threadpool(avatars.delete, avatar_id)
     return {"message": "Avatar deleted", "avatar_id": avatar_id}

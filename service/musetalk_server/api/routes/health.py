@@ -7,13 +7,14 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ... import __version__
-from ..deps import StateDep
 from ...errors import error_body
+from ..deps import StateDep
+from ..openapi import HEALTH, LIVE, METRICS_RESPONSE, READY, errors, ok
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+@router.get("/health", responses=ok(HEALTH))
 async def health(state: StateDep) -> dict:
     """The seed's status body, plus the engine's own facts."""
     rt = state.runtime
@@ -30,12 +31,12 @@ async def health(state: StateDep) -> dict:
     }
 
 
-@router.get("/health/live")
+@router.get("/health/live", responses=ok(LIVE))
 async def live() -> dict:
     return {"status": "alive"}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses={**ok(READY), **errors(503)})
 async def ready(state: StateDep) -> Response:
     rt = state.runtime
     if rt.engine is None:
@@ -46,6 +47,6 @@ async def ready(state: StateDep) -> Response:
     return JSONResponse({"status": "ready", "engine": state.engine_name})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response, responses=METRICS_RESPONSE)
 async def metrics(state: StateDep) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -15,9 +15,11 @@ from ...pipeline import RenderJob
 from ...sinks.mjpeg import MjpegStream
 from ...sinks.mp4 import render_mp4_file
 from ..deps import AvatarIdPath, RenderingDep, StateDep, require_api_key
+from ..openapi import MP4_RESPONSE, STREAM_RESPONSE, errors
 from ..uploads import saved_upload
 
-router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)], responses=errors(401))
+_RENDER_ERRORS = errors(404, 409, 413, 415, 422, 500, 503)
 
 AudioFile = Annotated[UploadFile, File(description="Audio in any format FFmpeg decodes (wav, mp3, m4a, ogg, flac)")]
 
@@ -38,7 +40,8 @@ async def _open_job(state, rendering, avatar_id: str, upload: UploadFile, mux_ra
         return await run_in_threadpool(rendering.open, avatar_id, path, mux_rate=mux_rate)
 
 
-@router.post("/inference/stream/{avatar_id}")
+@router.post("/inference/stream/{avatar_id}", response_class=StreamingResponse,
+             responses={**STREAM_RESPONSE, **_RENDER_ERRORS})
 async def stream(
     state: StateDep,
     rendering: RenderingDep,
@@ -65,7 +68,7 @@ async def _forget_when_done(state, sink: MjpegStream):
         state.streams.discard(sink)
 
 
-@router.post("/inference/batch/{avatar_id}")
+@router.post("/inference/batch/{avatar_id}", response_class=FileResponse, responses={**MP4_RESPONSE, **_RENDER_ERRORS})
 async def batch(
     request: Request, state: StateDep, rendering: RenderingDep, avatar_id: AvatarIdPath, audio_file: AudioFile
 ) -> FileResponse:

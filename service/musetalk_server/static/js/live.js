@@ -1,0 +1,182 @@
+// A real-time session over `WS inference/realtime/{avatar_id}` (the README's "Real-time WebSocket").
+// Each binary message is one frame: a 24-byte little-endian header `<4sIIIHHI` (magic "MTF1",
+// frame index, pts in ms, utterance, flags, reserved, JPEG length), the JPEG, then that frame's
+// share of the audio as PCM16 mono. Every frame's audio is scheduled through WebAudio at its pts,
+// and its JPEG is drawn when the audio clock reaches that pts: picture and sound stay in sync by
+// construction.
+
+export const HEADER_BYTES = 24;
+export const FLAG_SPEAKING = 1;
+export const FLAG_LAST = 2;
+export const FLAG_UNDERRUN = 4;
+const MAGIC = [0x4d, 0x54, 0x46, 0x31]; // "MTF1"
+const PLAYBACK_LEAD_S = 0.12; // audio is scheduled this far ahead, to absorb network jitter
+const LATE_MARGIN_S = 0.005; // a frame due sooner than this is late: re-anchor the clock
+const DRAW_TICK_MS = 5;
+const FPS_WINDOW_MS = 1000;
+
+export function parseFrame(buffer) {
+  const view = new DataView(buffer);
+  for (let i = 0; i < MAGIC.length; i++) {
+    if (view.getUint8(i) !== MAGIC[i]) throw new Error("not a frame message (bad magic)");
+  }
+  const jpegLength = view.getUint32(20, true);
+  const audioStart = HEADER_BYTES + jpegLength;
+  const samples = new Int16Array((buffer.byteLength - audioStart) >> 1);
+  for (let i = 0; i < samples.length; i++) samples[i] = view.getInt16(audioStart + 2 * i, true);
+  return {
+    index: view.getUint32(4, true),
+    pts: view.getUint32(8, true),
+    utterance: view.getUint32(12, true),
+    flags: view.getUint16(16, true),
+    jpeg: new Uint8Array(buffer, HEADER_BYTES, jpegLength),
+    pcm: samples,
+  };
+}
+
+export function emptyStats() {
+  return {
+    framesReceived: 0, framesDrawn: 0, speakingFrames: 0, speakingFramesDrawn: 0, underruns: 0, gaps: 0,
+    audioScheduledS: 0, speechAudioScheduledS: 0, latenciesMs: [], fps: 0, utterance: 0, events: [],
+  };
+}
+
+export class RealtimeSession {
+  // `onUpdate(stats)` runs after each frame; `onEvent(message)` for each text event.
+  constructor({ url, canvas, audioContext, sampleRate, onUpdate = () => {}, onEvent = () => {} }) {
+    Object.assign(this, { url, canvas, ctx: audioContext, sampleRate, onUpdate, onEvent });
+    this.draw2d = canvas.getContext("2d");
+    this.stats = emptyStats();
+    this.queue = []; // decoded frames waiting for their time: {when, bitmap, flags}
+    this.base = null; // audio-clock time of pts 0
+    this.utteranceOpen = false; // audio sent since the last end/interrupt
+    this.pendingSince = null; // performance.now() of the open utterance's first chunk, until it speaks
+    this.lastSpoken = 0; // highest utterance number seen speaking
+    this.arrivals = [];
+    this.out = audioContext.createGain();
+    this.out.connect(audioContext.destination);
+  }
+
+  // Resolves with the server's `ready` message.
+  open() {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.url);
+      ws.binaryType = "arraybuffer";
+      this.ws = ws;
+      ws.onopen = () => ws.send(JSON.stringify({ type: "config", sample_rate: this.sampleRate }));
+      ws.onmessage = (e) => {
+        if (typeof e.data !== "string") { this.onFrame(e.data); return; }
+        const message = JSON.parse(e.data);
+        if (message.type === "ready") {
+          this.ready = message;
+          this.canvas.width = message.width;
+          this.canvas.height = message.height;
+          resolve(message);
+        }
+        this.stats.events.push(message.type);
+        this.onEvent(message);
+      };
+      ws.onerror = () => reject(new Error("the real-time socket failed to open"));
+      ws.onclose = (e) => {
+        this.closed = e;
+        clearInterval(this.timer);
+        reject(new Error(`the socket closed (${e.code}${e.reason ? ": " + e.reason : ""})`));
+        this.onEvent({ type: "closed", code: e.code, reason: e.reason });
+      };
+      this.timer = setInterval(() => this.drawDue(), DRAW_TICK_MS);
+    });
+  }
+
+  // PCM16 mono at the configured rate. The first chunk after an end opens a new utterance.
+  sendPcm(pcm) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+    if (!this.utteranceOpen) {
+      this.utteranceOpen = true;
+      this.pendingSince = performance.now();
+    }
+    this.ws.send(pcm.buffer.byteLength === pcm.byteLength ? pcm.buffer : pcm.slice().buffer);
+  }
+
+  end() { this.sendText({ type: "end" }); }
+
+  interrupt() { this.sendText({ type: "interrupt" }); }
+
+  sendText(message) {
+    if (message.type === "end" || message.type === "interrupt") this.utteranceOpen = false;
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
+  }
+
+  close() {
+    clearInterval(this.timer);
+    if (this.ws) this.ws.close(1000);
+    this.out.disconnect();
+  }
+
+  onFrame(buffer) {
+    const frame = parseFrame(buffer);
+    const s = this.stats;
+    const now = performance.now();
+    s.framesReceived += 1;
+    s.utterance = frame.utterance;
+    if (frame.flags & FLAG_UNDERRUN) s.underruns += 1;
+    const speaking = (frame.flags & FLAG_SPEAKING) !== 0;
+    if (speaking) {
+      s.speakingFrames += 1;
+      if (frame.utterance > this.lastSpoken) {
+        // First-speech latency: first chunk of the utterance sent -> its first speaking frame here.
+        if (this.pendingSince !== null) s.latenciesMs.push(now - this.pendingSince);
+        this.pendingSince = null;
+        this.lastSpoken = frame.utterance;
+      }
+    }
+    this.arrivals.push(now);
+    while (this.arrivals[0] < now - FPS_WINDOW_MS) this.arrivals.shift();
+    s.fps = this.arrivals.length * 1000 / FPS_WINDOW_MS;
+    // Speech audio: frames that carry the utterance's samples (an underrun frame carries zeros).
+    const when = this.schedule(frame, speaking && !(frame.flags & FLAG_UNDERRUN));
+    createImageBitmap(new Blob([frame.jpeg], { type: "image/jpeg" })).then((bitmap) => {
+      this.queue.push({ when, bitmap, speaking });
+    });
+    this.onUpdate(s);
+  }
+
+  // Schedules the frame's audio at its pts on the audio clock; returns when it is due.
+  schedule(frame, speech) {
+    const ctx = this.ctx;
+    let when = this.base === null ? -1 : this.base + frame.pts / 1000;
+    if (when < ctx.currentTime + LATE_MARGIN_S) {
+      if (this.base !== null) this.stats.gaps += 1; // the audio ran dry: start again a lead ahead
+      this.base = ctx.currentTime + PLAYBACK_LEAD_S - frame.pts / 1000;
+      when = this.base + frame.pts / 1000;
+    }
+    if (frame.pcm.length) {
+      const buffer = ctx.createBuffer(1, frame.pcm.length, this.sampleRate);
+      const channel = buffer.getChannelData(0);
+      for (let i = 0; i < frame.pcm.length; i++) channel[i] = frame.pcm[i] / 32768;
+      const source = ctx.createBufferSource();
+      source.buffer = buffer;
+      source.connect(this.out);
+      source.start(when);
+      const seconds = frame.pcm.length / this.sampleRate;
+      this.stats.audioScheduledS += seconds;
+      if (speech) this.stats.speechAudioScheduledS += seconds;
+    }
+    return when;
+  }
+
+  // Draws the latest frame whose time has come; older ones are dropped undrawn.
+  drawDue() {
+    const now = this.ctx.currentTime;
+    let due = null;
+    this.queue.sort((a, b) => a.when - b.when);
+    while (this.queue.length && this.queue[0].when <= now) {
+      if (due) due.bitmap.close();
+      due = this.queue.shift();
+    }
+    if (!due) return;
+    this.draw2d.drawImage(due.bitmap, 0, 0, this.canvas.width, this.canvas.height);
+    due.bitmap.close();
+    this.stats.framesDrawn += 1;
+    if (due.speaking) this.stats.speakingFramesDrawn += 1;
+  }
+}

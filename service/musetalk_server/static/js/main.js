@@ -1,0 +1,239 @@
+// The demo page: avatars (list, create, delete), a live session (microphone or file), an MP4.
+import { apiKey, getJson, request, setApiKey, socketUrl, upload } from "./api.js";
+import { decodeFile, sendPaced, startMicrophone, VoiceGate } from "./capture.js";
+import { RealtimeSession } from "./live.js";
+
+const SAMPLE_RATE = 16000; // announced to the server in the session's config
+const $ = (id) => document.getElementById(id);
+
+const page = {
+  selected: null, // avatar id
+  session: null,
+  audioContext: null,
+  mic: null,
+  fileRun: 0, // bumped to cancel a file being sent
+};
+window.musetalk = page; // for tests and curious people: page.session.stats
+
+function say(element, text, isError = false) {
+  element.textContent = text;
+  element.classList.toggle("error", isError);
+}
+
+// ---- avatars
+
+async function thumbnail(avatarId) {
+  // Through fetch, so the API key travels as a header; the <img> shows a blob URL.
+  const response = await request(`avatars/${encodeURIComponent(avatarId)}/preview.jpg`);
+  return URL.createObjectURL(await response.blob());
+}
+
+function describe(info) {
+  const [w, h] = info.size || [];
+  return `${info.frames} frames · ${info.fps} fps · ${w}×${h} · bbox_shift ${info.bbox_shift} · ${info.engine}`;
+}
+
+async function refreshAvatars() {
+  const list = $("avatars");
+  try {
+    const { avatars } = await getJson("avatars");
+    list.replaceChildren();
+    for (const avatar of avatars) list.append(avatarItem(avatar));
+    say($("avatars-status"), avatars.length ? "" : "No avatars yet: create one below.");
+    if (page.selected && !avatars.some((a) => a.avatar_id === page.selected)) select(null);
+  } catch (e) {
+    say($("avatars-status"), e.message, true);
+  }
+}
+
+function avatarItem(avatar) {
+  const item = document.createElement("li");
+  item.dataset.avatarId = avatar.avatar_id;
+  item.classList.toggle("selected", avatar.avatar_id === page.selected);
+  const img = document.createElement("img");
+  img.alt = `${avatar.avatar_id}, first frame`;
+  thumbnail(avatar.avatar_id).then((url) => { img.src = url; }, () => { img.alt = "no preview"; });
+  const text = document.createElement("div");
+  text.innerHTML = "<strong></strong><div class=info></div>";
+  text.querySelector("strong").textContent = avatar.avatar_id;
+  text.querySelector(".info").textContent = avatar.info ? describe(avatar.info) : "";
+  const remove = document.createElement("button");
+  remove.textContent = "Delete";
+  remove.className = "delete";
+  remove.onclick = async (e) => {
+    e.stopPropagation();
+    if (!confirm(`Delete avatar ${avatar.avatar_id}?`)) return;
+    try {
+      await request(`avatars/${encodeURIComponent(avatar.avatar_id)}`, { method: "DELETE" });
+    } catch (err) {
+      say($("avatars-status"), err.message, true);
+    }
+    refreshAvatars();
+  };
+  item.append(img, text, remove);
+  item.onclick = () => select(avatar.avatar_id);
+  return item;
+}
+
+function select(avatarId) {
+  stopSession();
+  page.selected = avatarId;
+  for (const li of $("avatars").children) li.classList.toggle("selected", li.dataset.avatarId === avatarId);
+  $("live-avatar").textContent = avatarId ? `· ${avatarId}` : "";
+  for (const id of ["mic", "play-file", "download"]) $(id).disabled = !avatarId;
+}
+
+async function createAvatar(event) {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  form.set("overwrite", event.target.overwrite.checked ? "true" : "false");
+  const progress = $("create-progress");
+  const status = $("create-status");
+  progress.hidden = false;
+  progress.max = 1;
+  progress.value = 0;
+  say(status, "Uploading…");
+  $("create").disabled = true;
+  try {
+    const result = await upload("avatars/preprocess", form, {
+      onProgress: (f) => { progress.value = f; say(status, `Uploading… ${Math.round(f * 100)} %`); },
+      onProcessing: () => { progress.removeAttribute("value"); say(status, "Processing the video… (finding the face in every frame)"); },
+    });
+    say(status, `Avatar ${result.avatar_id} is ready: ${describe(result.info)}.`);
+    page.selected = result.avatar_id;
+    await refreshAvatars();
+    select(result.avatar_id);
+  } catch (e) {
+    say(status, e.message, true);
+  } finally {
+    progress.hidden = true;
+    $("create").disabled = false;
+  }
+}
+
+// ---- live
+
+function audioContext() {
+  // Made (and resumed) inside a click: browsers only let a user gesture start sound.
+  if (!page.audioContext) page.audioContext = new AudioContext();
+  page.audioContext.resume();
+  return page.audioContext;
+}
+
+function showFigures(stats) {
+  const latency = stats.latenciesMs.at(-1);
+  $("fig-latency").textContent = latency === undefined ? "–" : `${Math.round(latency)} ms`;
+  $("fig-fps").textContent = stats.fps.toFixed(1);
+  $("fig-underruns").textContent = String(stats.underruns);
+  $("fig-gaps").textContent = String(stats.gaps);
+  $("fig-utterance").textContent = String(stats.utterance);
+}
+
+async function ensureSession() {
+  if (page.session && !page.session.closed) return page.session;
+  const session = new RealtimeSession({
+    url: socketUrl(`inference/realtime/${encodeURIComponent(page.selected)}`),
+    canvas: $("screen"), audioContext: audioContext(), sampleRate: SAMPLE_RATE, onUpdate: showFigures,
+    onEvent: (m) => {
+      if (m.type === "error") say($("live-status"), `${m.code}: ${m.detail}`, true);
+      if (m.type === "closed" && page.session === session) {
+        stopInputs();
+        page.session = null;
+        setLive(false);
+        if (m.code !== 1000) say($("live-status"), `The session closed (${m.code}${m.reason ? ": " + m.reason : ""}).`, true);
+      }
+    },
+  });
+  page.session = session;
+  say($("live-status"), "Connecting…");
+  await session.open();
+  setLive(true);
+  say($("live-status"), `Live: ${session.ready.width}×${session.ready.height} at ${session.ready.fps} fps.`);
+  return session;
+}
+
+function setLive(on) {
+  $("interrupt").disabled = !on;
+  $("stop").disabled = !on;
+}
+
+function stopInputs() {
+  page.fileRun += 1;
+  if (page.mic) page.mic.stop();
+  page.mic = null;
+  $("mic").textContent = "Talk (microphone)";
+}
+
+function stopSession() {
+  stopInputs();
+  if (page.session) page.session.close();
+  page.session = null;
+  setLive(false);
+}
+
+async function toggleMic() {
+  if (page.mic) {
+    stopInputs();
+    if (page.session) page.session.end();
+    return;
+  }
+  try {
+    const session = await ensureSession();
+    const gate = new VoiceGate(session);
+    page.mic = await startMicrophone(audioContext(), SAMPLE_RATE, (pcm) => gate.push(pcm));
+    $("mic").textContent = "Stop talking";
+    say($("live-status"), "Listening: speak, the avatar follows.");
+  } catch (e) {
+    say($("live-status"), e.message, true);
+  }
+}
+
+async function playFile() {
+  const file = $("audio-file").files[0];
+  if (!file) { say($("live-status"), "Choose an audio file first.", true); return; }
+  try {
+    const session = await ensureSession();
+    const pcm = await decodeFile(audioContext(), file, SAMPLE_RATE);
+    const run = ++page.fileRun;
+    say($("live-status"), `Speaking ${file.name} (${(pcm.length / SAMPLE_RATE).toFixed(1)} s)…`);
+    await sendPaced(session, pcm, SAMPLE_RATE, { cancelled: () => run !== page.fileRun });
+  } catch (e) {
+    say($("live-status"), e.message, true);
+  }
+}
+
+async function downloadMp4() {
+  const file = $("audio-file").files[0];
+  if (!file) { say($("live-status"), "Choose an audio file for the MP4 first.", true); return; }
+  const form = new FormData();
+  form.append("audio_file", file);
+  say($("live-status"), "Rendering the MP4…");
+  try {
+    const response = await request(`inference/batch/${encodeURIComponent(page.selected)}`, { method: "POST", body: form });
+    const link = $("download-link");
+    if (link.href) URL.revokeObjectURL(link.href);
+    link.href = URL.createObjectURL(await response.blob());
+    link.download = `${page.selected}.mp4`;
+    link.textContent = `${page.selected}.mp4 (${response.headers.get("X-Frame-Count")} frames)`;
+    link.hidden = false;
+    link.click();
+    say($("live-status"), "The MP4 is ready.");
+  } catch (e) {
+    say($("live-status"), e.message, true);
+  }
+}
+
+function init() {
+  const key = $("api-key");
+  key.value = apiKey();
+  key.onchange = () => { setApiKey(key.value.trim()); refreshAvatars(); };
+  $("create-form").onsubmit = createAvatar;
+  $("mic").onclick = toggleMic;
+  $("play-file").onclick = playFile;
+  $("interrupt").onclick = () => { page.fileRun += 1; if (page.session) page.session.interrupt(); };
+  $("stop").onclick = stopSession;
+  $("download").onclick = downloadMp4;
+  refreshAvatars();
+}
+
+init();

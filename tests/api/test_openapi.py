@@ -1,0 +1,208 @@
+"""The OpenAPI schema against the service's real answers: every route, every status it declares.
+
+Each declared (route, status) is provoked over real HTTP, and the real body is validated against
+the schema declared for it (jsonschema, with the document's components). The set provoked must
+equal the set declared, so a status added to a route without a test, or a test for an
+undeclared status, fails here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import cv2
+import httpx
+import jsonschema
+import pytest
+
+from fakes import FakeEngine
+from helpers import media
+from mediatools import first_frames
+from servers import make_server
+
+KEY = "schema-secret"
+# Statuses only cluster mode can answer (it needs a Kubernetes API; tests/operator cover it).
+CLUSTER_ONLY = {("post", "/avatars/preprocess", 504)}
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    """A keyed server with small limits, the avatar `face` made from a still, and the spec."""
+    d = tmp_path_factory.mktemp("schema")
+    still = d / "face.png"
+    cv2.imwrite(str(still), first_frames(media("vr_face2.mp4"), 1)[0])
+    text = d / "notes.mp4"
+    text.write_text("not media\n")
+    engine = FakeEngine()
+    with make_server(d, engine, api_key=KEY, max_upload_mb=1, max_video_seconds=3,
+                     max_audio_seconds=6) as server, \
+            httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=60) as client:
+        spec = client.get("/openapi.json").json()
+        files = {"still": still, "text": text}
+        assert _preprocess(client, "face", still).status_code == 200
+        yield server, engine, client, spec, files
+
+
+def _preprocess(client, avatar_id, path, **data):
+    with path.open("rb") as f:
+        return client.post("/avatars/preprocess", data={"avatar_id": avatar_id, **data},
+                           files={"video_file": (path.name, f)})
+
+
+def _audio(client, path, audio):
+    with audio.open("rb") as f:
+        return client.post(path, files={"audio_file": (audio.name, f)})
+
+
+@contextlib.contextmanager
+def _engine_loading(server):
+    """The state between start and a loaded engine (seconds for musetalk): the engine is None."""
+    rt = server.server.config.app.state.musetalk.runtime
+    saved = rt.engine, rt._rendering, rt.avatars.engine
+    rt.engine, rt._rendering, rt.avatars.engine = None, None, None
+    try:
+        yield
+    finally:
+        rt.engine, rt._rendering, rt.avatars.engine = saved
+
+
+def _mismatched(server, client, files) -> str:
+    """An avatar whose engine artifacts are not this engine's (as if made by another engine)."""
+    rt = server.server.config.app.state.musetalk.runtime
+    if not rt.store.exists("other"):
+        assert _preprocess(client, "other", files["still"]).status_code == 200
+        (rt.store.path("other") / "engine" / "fake.json").unlink()
+    rt.cache.evict("other")
+    return "other"
+
+
+def _render_cases(kind: str) -> dict[int, Callable]:
+    path = f"/inference/{kind}"
+
+    def failing(server, engine, client, files):
+        engine.fail_at = 0
+        try:
+            return _audio(client, f"{path}/face", media("vr_audio1.wav"))
+        finally:
+            engine.fail_at = None
+
+    def loading(server, engine, client, files):
+        with _engine_loading(server):
+            return _audio(client, f"{path}/face", media("vr_audio1.wav"))
+
+    return {
+        200: lambda s, e, c, f: _audio(c, f"{path}/face", media("vr_audio1.wav")),
+        401: lambda s, e, c, f: httpx.post(f"{s.url}{path}/face", files={"audio_file": ("a.wav", b"x")}),
+        404: lambda s, e, c, f: _audio(c, f"{path}/nobody", media("vr_audio1.wav")),
+        409: lambda s, e, c, f: _audio(c, f"{path}/{_mismatched(s, c, f)}", media("vr_audio1.wav")),
+        413: lambda s, e, c, f: _audio(c, f"{path}/face", media("st_RD_Radio31_000.wav")),  # 8 s > 6 s
+        415: lambda s, e, c, f: _audio(c, f"{path}/face", f["text"]),
+        422: lambda s, e, c, f: c.post(f"{path}/face"),  # no audio_file
+        500: failing,
+        503: loading,
+    }
+
+
+def _preprocess_cases() -> dict[int, Callable]:
+    def failing(server, engine, client, files):
+        def prepare(*args, **kw):
+            raise RuntimeError("a model failure")
+
+        engine.prepare = prepare
+        try:
+            return _preprocess(client, "broken", files["still"])
+        finally:
+            del engine.prepare
+
+    def loading(server, engine, client, files):
+        with _engine_loading(server):
+            return _preprocess(client, "later", files["still"])
+
+    return {
+        200: lambda s, e, c, f: _preprocess(c, "fresh", f["still"], overwrite="true"),
+        401: lambda s, e, c, f: httpx.post(f"{s.url}/avatars/preprocess", data={"avatar_id": "x"}),
+        409: lambda s, e, c, f: _preprocess(c, "face", f["still"]),
+        413: lambda s, e, c, f: _preprocess(c, "long", media("vr_face2.mp4")),  # 5 s > 3 s
+        415: lambda s, e, c, f: _preprocess(c, "text", f["text"]),
+        422: lambda s, e, c, f: _preprocess(c, "bad.id", f["still"]),
+        500: failing,
+        503: loading,
+    }
+
+
+def _with_id(method: str, suffix: str = "") -> dict[int, Callable]:
+    def call(client, avatar_id, **kw):
+        return client.request(method, f"/avatars/{avatar_id}{suffix}", **kw)
+
+    def made_for_deletion(server, engine, client, files):
+        assert _preprocess(client, "gone", files["still"], overwrite="true").status_code == 200
+        return call(client, "gone")
+
+    return {
+        200: made_for_deletion if method == "DELETE" else (lambda s, e, c, f: call(c, "face")),
+        401: lambda s, e, c, f: httpx.request(method, f"{s.url}/avatars/face{suffix}"),
+        404: lambda s, e, c, f: call(c, "nobody"),
+        422: lambda s, e, c, f: call(c, "bad.id"),
+    }
+
+
+def _ready_cases() -> dict[int, Callable]:
+    def loading(server, engine, client, files):
+        with _engine_loading(server):
+            return client.get("/health/ready")
+
+    return {200: lambda s, e, c, f: c.get("/health/ready"), 503: loading}
+
+
+CASES: dict[tuple[str, str], dict[int, Callable]] = {
+    ("get", "/health"): {200: lambda s, e, c, f: httpx.get(f"{s.url}/health")},
+    ("get", "/health/live"): {200: lambda s, e, c, f: httpx.get(f"{s.url}/health/live")},
+    ("get", "/health/ready"): _ready_cases(),
+    ("get", "/metrics"): {200: lambda s, e, c, f: httpx.get(f"{s.url}/metrics")},
+    ("post", "/avatars/preprocess"): _preprocess_cases(),
+    ("get", "/avatars"): {200: lambda s, e, c, f: c.get("/avatars"),
+                          401: lambda s, e, c, f: httpx.get(f"{s.url}/avatars")},
+    ("get", "/avatars/{avatar_id}"): _with_id("GET"),
+    ("delete", "/avatars/{avatar_id}"): _with_id("DELETE"),
+    ("get", "/avatars/{avatar_id}/preview.jpg"): _with_id("GET", "/preview.jpg"),
+    ("post", "/inference/stream/{avatar_id}"): _render_cases("stream"),
+    ("post", "/inference/batch/{avatar_id}"): _render_cases("batch"),
+}
+ALL = [(m, p, status) for (m, p), by_status in CASES.items() for status in by_status]
+
+
+def declared(spec) -> set[tuple[str, str, int]]:
+    return {(m, p, int(s)) for p, ops in spec["paths"].items() for m, op in ops.items() for s in op["responses"]}
+
+
+def test_every_declared_status_has_a_case(api):
+    *_, spec, _ = api
+    assert declared(spec) - CLUSTER_ONLY == set(ALL)
+
+
+def test_no_list_shaped_validation_error_is_documented(api):
+    *_, spec, _ = api
+    assert not {"HTTPValidationError", "ValidationError"} & set(spec["components"]["schemas"])
+    error = spec["components"]["schemas"]["ErrorBody"]
+    assert error["required"] == ["detail", "code"] and set(error["properties"]) == {"detail", "code"}
+    assert "/inference/realtime/{avatar_id}" in spec["info"]["description"]
+
+
+@pytest.mark.parametrize(("method", "path", "status"), ALL, ids=[f"{m} {p} {s}" for m, p, s in ALL])
+def test_real_answer_matches_the_schema(api, method, path, status):
+    server, engine, client, spec, files = api
+    r = CASES[(method, path)][status](server, engine, client, files)
+    assert r.status_code == status, r.text[:300]
+    content = spec["paths"][path][method]["responses"][str(status)]["content"]
+    media_type = r.headers["content-type"]
+    if media_type.startswith("application/json"):
+        schema = content["application/json"]["schema"]
+        jsonschema.validate(r.json(), {**schema, "components": spec["components"]})
+    else:  # binary or text answers: the declared media type is the one sent
+        declared_types = [t.split(";")[0] for t in content]
+        assert media_type.split(";")[0] in declared_types, (media_type, list(content))
+        if media_type.startswith("multipart/"):
+            assert media_type in content  # the boundary too
+    if status >= 400:
+        assert content == {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
