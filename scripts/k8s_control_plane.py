@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import fcntl
 import glob
 import json
@@ -65,6 +66,7 @@ ADMIN_USER = "musetalk-test-admin"
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 10.0
 POLL_S = 0.2
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class ControlPlaneError(RuntimeError):
@@ -348,11 +350,17 @@ class ControlPlane:
             return e.code, e.read()
 
 
-def _spawn(name: str, cmd: list[str], state: Path) -> subprocess.Popen:
-    log = open(state / f"{name}.log", "ab")
-    # Own session: a stop by PID reaches nothing else, and a Ctrl-C on pytest doesn't race us.
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the starting process dies, so a crashed test run leaks nothing."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _spawn(name: str, cmd: list[str], state: Path, tied: bool) -> subprocess.Popen:
+    with open(state / f"{name}.log", "ab") as log:
+        # Own session: a stop by PID reaches nothing else, and a Ctrl-C on pytest doesn't race us.
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, preexec_fn=_die_with_parent if tied else None)
 
 
 def _write_pids(state: Path, pids: dict[str, int]) -> None:
@@ -373,8 +381,11 @@ def _wait(check, what: str, procs: dict[str, subprocess.Popen], state: Path, tim
     raise ControlPlaneError(f"timed out after {timeout:.0f} s waiting for {what} (logs in {state})")
 
 
-def start(state: Path, *, binaries: Path | None = None) -> ControlPlane:
-    """Start etcd, kube-apiserver and kube-controller-manager on loopback with their files in ``state``."""
+def start(state: Path, *, binaries: Path | None = None, tied: bool = False) -> ControlPlane:
+    """Start etcd, kube-apiserver and kube-controller-manager on loopback with their files in ``state``.
+
+    ``tied``: the three die with the calling process (tests); otherwise they outlive it (the CLI).
+    """
     binaries = binaries or bin_dir()
     state = Path(state)
     state.mkdir(parents=True, exist_ok=True)
@@ -395,7 +406,7 @@ def start(state: Path, *, binaries: Path | None = None) -> ControlPlane:
             "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
             "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
-        ], state)
+        ], state, tied)
         pids["etcd"] = procs["etcd"].pid
         _write_pids(state, pids)
         procs["kube-apiserver"] = _spawn("kube-apiserver", [
@@ -411,7 +422,7 @@ def start(state: Path, *, binaries: Path | None = None) -> ControlPlane:
             "--service-account-signing-key-file", str(key),
             "--service-cluster-ip-range", SERVICE_CIDR,
             "--allow-privileged=true",
-        ], state)
+        ], state, tied)
         pids["kube-apiserver"] = procs["kube-apiserver"].pid
         _write_pids(state, pids)
         kubeconfig = state / "kubeconfig"
@@ -435,7 +446,7 @@ def start(state: Path, *, binaries: Path | None = None) -> ControlPlane:
             "--root-ca-file", str(state / "certs" / "apiserver.crt"),
             "--cluster-signing-cert-file=", "--cluster-signing-key-file=",
             "--secure-port=0",
-        ], state)
+        ], state, tied)
         pids["kube-controller-manager"] = procs["kube-controller-manager"].pid
         _write_pids(state, pids)
         (state / "control-plane.json").write_text(json.dumps({"url": url, "token": token, "pids": pids}))
@@ -456,34 +467,30 @@ def stop(state: Path) -> None:
     pids = json.loads(path.read_text())
     for name in reversed(list(pids)):
         pid = pids[name]
-        with contextlib.suppress(ProcessLookupError):
+        try:
             os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT_S
-            while time.monotonic() < deadline:
-                done, _ = os.waitpid(pid, os.WNOHANG) if _is_child(pid) else (0, 0)
-                if done == pid or not _alive(pid):
-                    break
-                time.sleep(POLL_S)
-            else:
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while _alive(pid):
+            if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
+                deadline = float("inf")
+            time.sleep(POLL_S)
     path.unlink()
 
 
-def _is_child(pid: int) -> bool:
-    try:
-        return os.waitpid(pid, os.WNOHANG) is not None
-    except ChildProcessError:
-        return False
-
-
 def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False  # our own child, now reaped
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     with contextlib.suppress(OSError):
-        # A zombie of someone else's still answers kill(0); its /proc state says Z.
-        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+        # Someone else's zombie still answers kill(0); its /proc state says Z.
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z":
             return False
     return True
 

@@ -122,7 +122,9 @@ def avatar_status(
         "phase": outcome.phase,
         "message": message,
         "observedGeneration": generation,
-        "jobName": job_name,
+        # None, not "": no Job (an invalid spec). A 1.20 apiserver turns "" in a merge patch into
+        # null and then refuses it as not a string (found on the real server in tests/k8s_real).
+        "jobName": job_name or None,
         "frames": frames,  # None clears a stale count from an earlier generation (merge patch)
         "conditions": [{
             "type": "Ready", "status": ready, "reason": outcome.reason, "message": message,

@@ -71,7 +71,7 @@ def test_rbac_grants_only_what_the_code_uses() -> None:
         ("musetalk.io", "avatars"): {"get", "list", "watch", "patch"},
         ("musetalk.io", "avatars/status"): {"get", "patch"},
         ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
-        ("", "pods"): {"get", "list"},
+        ("", "pods"): {"get", "list", "watch"},
         ("", "events"): {"create"},
     }
     server = find(docs, "Role", "musetalk-server")["rules"]
