@@ -76,7 +76,7 @@ def test_rbac_grants_only_what_the_code_uses() -> None:
     }
     server = find(docs, "Role", "musetalk-server")["rules"]
     assert server == [{"apiGroups": ["musetalk.io"], "resources": ["avatars"],
-                       "verbs": ["get", "list", "watch", "create", "delete"]}]
+                       "verbs": ["get", "list", "watch", "create", "patch", "delete"]}]
     binding = find(docs, "RoleBinding", "musetalk-operator")
     assert binding["subjects"][0] == {"kind": "ServiceAccount", "name": "musetalk-operator", "namespace": "lipsync"}
 

@@ -61,7 +61,8 @@ def shared_release(cluster: Cluster) -> dict[str, Any]:
 def namespace(cluster: Cluster, shared_release: dict[str, Any], request: pytest.FixtureRequest) -> str:
     """A fresh namespace with its own release of the chart (its ServiceAccounts and Roles)."""
     ns = new_namespace(cluster, request.node.name)
-    chart_release(cluster, ns, {"crds": {"install": False}, "preprocess": {"backoffLimit": 1}})
+    chart_release(cluster, ns, {"crds": {"install": False}, "preprocess": {"backoffLimit": 1},
+                                "settings": {"MUSETALK_MAX_VIDEO_SIDE": "256"}})  # small, fast Job work
     return ns
 
 

@@ -234,6 +234,7 @@ def operator_env(cluster: Cluster, ns: str, volume: Path, kubeconfig: Path,
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": f"{ROOT / 'service'}:{ROOT / 'operator'}",
         "HOME": os.environ.get("HOME", "/root"),
+        "PYTHONWARNINGS": "ignore:Unverified HTTPS request",  # the loopback apiserver is self-signed
     }
 
 
