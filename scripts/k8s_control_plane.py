@@ -40,7 +40,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-__all__ = ["ControlPlane", "ControlPlaneError", "build", "cache_dir", "start", "stop"]
+__all__ = ["ControlPlane", "ControlPlaneError", "bin_dir", "build", "cache_dir", "private_sources", "start", "stop"]
 
 KUBE_VERSION = "v1.20.2"
 # The Debian source package that still carries the apiserver; later releases ship kubectl only.
@@ -67,6 +67,7 @@ READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 10.0
 POLL_S = 0.2
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+APT_ETC = Path("/etc/apt")
 
 
 class ControlPlaneError(RuntimeError):
@@ -106,10 +107,10 @@ def _run(cmd: list[str], *, cwd: Path | None = None, env: dict | None = None, lo
 # --- 1. apt: a private sources list on the machine's own mirror --------------------------------
 
 
-def _system_sources() -> list[dict]:
+def _system_sources(etc: Path = APT_ETC) -> list[dict]:
     """Each enabled ``deb`` entry of the machine's apt sources: {uris, suites, components, signed_by}."""
     entries = []
-    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+    for path in sorted(glob.glob(f"{etc}/sources.list.d/*.sources")):
         for block in Path(path).read_text().split("\n\n"):
             fields = {}
             for line in block.splitlines():
@@ -124,7 +125,7 @@ def _system_sources() -> list[dict]:
                     "components": fields.get("components", "").split(),
                     "signed_by": fields.get("signed-by", ""),
                 })
-    for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
+    for path in [f"{etc}/sources.list", *sorted(glob.glob(f"{etc}/sources.list.d/*.list"))]:
         if not os.path.exists(path):
             continue
         for line in Path(path).read_text().splitlines():
@@ -148,10 +149,11 @@ def _system_sources() -> list[dict]:
     return entries
 
 
-def _private_sources() -> str:
+def private_sources(etc: Path = APT_ETC) -> str:
     """deb + deb-src entries for bookworm and bookworm-security main, on the machine's mirrors."""
     blocks = []
-    for entry in _system_sources():
+    entries = _system_sources(etc)
+    for entry in entries:
         suites = [s for s in entry["suites"] if s in SUITES]
         if not suites or "main" not in entry["components"]:
             continue
@@ -164,7 +166,7 @@ def _private_sources() -> str:
         if entry["signed_by"]:
             block.append("Signed-By: " + entry["signed_by"])
         blocks.append("\n".join(block))
-    found = {s for entry in _system_sources() for s in entry["suites"] if "main" in entry["components"]}
+    found = {s for entry in entries for s in entry["suites"] if "main" in entry["components"]}
     missing = [s for s in SUITES if s not in found]
     if missing:
         raise ControlPlaneError(f"the machine's apt sources have no 'main' entry for {missing}")
@@ -173,14 +175,16 @@ def _private_sources() -> str:
 
 def _apt_options(apt: Path) -> list[str]:
     # deb822 entries must sit in a parts folder as *.sources; the system's lists are left alone.
-    return [
+    options = [
         "-o", "Dir::Etc::SourceList=/dev/null",
         "-o", f"Dir::Etc::SourceParts={apt / 'sources.list.d'}",
         "-o", f"Dir::State::Lists={apt / 'lists'}",
         "-o", f"Dir::Cache={apt / 'cache'}",
-        "-o", "APT::Sandbox::User=root",  # the private folders are root's; no drop to _apt
         "-q",
     ]
+    if os.geteuid() == 0:
+        options += ["-o", "APT::Sandbox::User=root"]  # the private folders are root's; no drop to _apt
+    return options
 
 
 def _fetch(work: Path, log: Path) -> Path:
@@ -188,7 +192,7 @@ def _fetch(work: Path, log: Path) -> Path:
     apt = work / "apt"
     for sub in ("lists/partial", "cache/archives/partial", "sources.list.d"):
         (apt / sub).mkdir(parents=True, exist_ok=True)
-    (apt / "sources.list.d" / "musetalk-k8s.sources").write_text(_private_sources())
+    (apt / "sources.list.d" / "musetalk-k8s.sources").write_text(private_sources())
     options = _apt_options(apt)
     _run(["apt-get", *options, "update"], log=log)
 

@@ -59,10 +59,16 @@ def shared_release(cluster: Cluster) -> dict[str, Any]:
 
 @pytest.fixture
 def namespace(cluster: Cluster, shared_release: dict[str, Any], request: pytest.FixtureRequest) -> str:
-    """A fresh namespace with its own release of the chart (its ServiceAccounts and Roles)."""
+    """A fresh namespace with its own release of the chart (its ServiceAccounts and Roles).
+
+    A test module may set CHART_VALUES to change the release's values (one level deep).
+    """
     ns = new_namespace(cluster, request.node.name)
-    chart_release(cluster, ns, {"crds": {"install": False}, "preprocess": {"backoffLimit": 1},
-                                "settings": {"MUSETALK_MAX_VIDEO_SIDE": "256"}})  # small, fast Job work
+    values = {"crds": {"install": False}, "preprocess": {"backoffLimit": 1},
+              "settings": {"MUSETALK_MAX_VIDEO_SIDE": "256"}}  # small, fast Job work
+    for key, value in getattr(request.module, "CHART_VALUES", {}).items():
+        values[key] = {**values.get(key, {}), **value}
+    chart_release(cluster, ns, values)
     return ns
 
 
