@@ -3,7 +3,7 @@
 
 There is no kubelet and no scheduler: Pods stay Pending unless a test plays the kubelet by
 patching their ``/status``. The binaries come from Debian packages only (see
-``docs/kubernetes.md``, "Tests against a real API server"):
+``docs/kubernetes.md``, "What runs against a real API server"):
 
 * ``build``: fetch the ``kubernetes`` source package (v1.20.2, the newest Debian has with the
   apiserver code), Go 1.19, etcd 3.4 and rsync with ``apt-get download``/``apt-get source``

@@ -19,7 +19,7 @@ import kopf
 from . import jobs, kube, metrics, status, volume
 from .config import GROUP, PLURAL, VERSION, OperatorConfig
 
-__all__ = ["configure", "launch", "follow_job", "follow_pod", "clean_up", "UPLOAD_ANNOTATION"]
+__all__ = ["UPLOAD_ANNOTATION", "clean_up", "configure", "follow_job", "follow_pod", "launch"]
 
 # Set by the service on Avatars it created from an upload; the finalizer removes that file.
 UPLOAD_ANNOTATION = f"{GROUP}/upload"

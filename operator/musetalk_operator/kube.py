@@ -16,8 +16,18 @@ from kubernetes.client.exceptions import ApiException
 
 from .config import GROUP, KIND, PLURAL, VERSION
 
-__all__ = ["ApiException", "get_avatar", "patch_avatar_status", "patch_avatar_message", "list_jobs", "get_job", "create_job",
-           "delete_job", "list_pods", "post_event"]
+__all__ = [
+    "ApiException",
+    "create_job",
+    "delete_job",
+    "get_avatar",
+    "get_job",
+    "list_jobs",
+    "list_pods",
+    "patch_avatar_message",
+    "patch_avatar_status",
+    "post_event",
+]
 
 EVENT_COMPONENT = "musetalk-operator"
 MAX_EVENT_MESSAGE = 1024  # what `kubectl describe` shows in full; the API allows more

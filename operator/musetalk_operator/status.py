@@ -13,7 +13,7 @@ from typing import Any
 
 from .jobs import CONTAINER
 
-__all__ = ["Outcome", "job_outcome", "pod_running", "pod_result", "avatar_status", "reason_name"]
+__all__ = ["Outcome", "avatar_status", "job_outcome", "pod_result", "pod_running", "reason_name"]
 
 PENDING, RUNNING, READY, FAILED = "Pending", "Running", "Ready", "Failed"
 MAX_MESSAGE = 4000  # the CRD caps status.message at 4096 characters

@@ -54,4 +54,4 @@ def test_a_pod_stuck_terminating_holds_deletion_only_for_a_bounded_wait(cluster:
     warning = [e for e in cluster.events(ns, "erin") if e["reason"] == "CleanupTimedOut"]
     assert len(warning) == 1 and warning[0]["type"] == "Warning" and pod in warning[0]["message"]
     assert f"waiting for preprocessing pod(s) {pod} to stop" in warning[0]["message"]
-    assert f"avatar erin: gave up after" in operator.log()
+    assert "avatar erin: gave up after" in operator.log()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 from k8s_real_helpers import Cluster, Operator, eventually
 
