@@ -21,7 +21,7 @@ from musetalk_server.api import create_app
 from musetalk_server.config import Settings
 
 TERMINATION_LOG = "/dev/termination-log"
-# No retry: the Job's first failure ends it (the retry back-off is test_operator.py's business).
+# No retry: the Job's first failure ends it (the retry back-off is test_real_operator.py's business).
 CHART_VALUES = {"preprocess": {"backoffLimit": 0}}
 JOB_TIMEOUT_S = 180
 

@@ -18,7 +18,7 @@ STILL_S = 1.5  # how long an unscheduled pod is watched for a wrong Running
 
 def no_forbidden(operator: Operator) -> None:
     log = operator.log()
-    assert "Forbidden" not in log and "403" not in log, log[-3000:]
+    assert "Forbidden" not in log and "(403)" not in log, log[-3000:]  # an ApiException reads "(403)"
 
 
 def test_an_avatar_becomes_a_job_then_ready_with_an_event_per_step(cluster: Cluster, namespace: str,
@@ -54,7 +54,8 @@ def test_an_avatar_becomes_a_job_then_ready_with_an_event_per_step(cluster: Clus
 
     reasons = eventually(lambda: (r := cluster.event_reasons(ns, "anchor")) and r[-1] == "Preprocessed" and r,
                          what="the Preprocessed event")
-    assert reasons == ["JobCreated", "JobPending", "JobRunning", "Preprocessed"]
+    # The Job watcher may report Pending before `launch` has recorded the Job's creation.
+    assert sorted(reasons[:2]) == ["JobCreated", "JobPending"] and reasons[2:] == ["JobRunning", "Preprocessed"]
     assert {e["type"] for e in cluster.events(ns, "anchor")} == {"Normal"}
     no_forbidden(operator)
 
