@@ -57,6 +57,19 @@ class KopfReadyEmulator(kmock.KubernetesEmulator):
         self._last_version = next(self._counter)
         return str(self._last_version)
 
+    def _check_precondition(self, request: Any, data: dict) -> None:
+        """A merge patch naming metadata.resourceVersion applies only to that version (409 else)."""
+        wanted = (data.get("metadata") or {}).get("resourceVersion")
+        if wanted is None or request.name is None:
+            return
+        try:
+            stored = self._objects[request.resource, request.namespace, request.name]
+        except KeyError:
+            return
+        if not stored.deleted and str(stored.raw.get("metadata", {}).get("resourceVersion")) != str(wanted):
+            raise kmock.KubernetesError(status=409, reason="Conflict",
+                                        message="the object has been modified; please apply your changes to the latest version")
+
     async def _handle(self, request: Any) -> Any:
         data = request.data
         if request.resource is not None:
@@ -69,6 +82,8 @@ class KopfReadyEmulator(kmock.KubernetesEmulator):
                     meta["namespace"] = request.namespace
                 meta["resourceVersion"] = self._next_version()
             elif request.action == enums.action.UPDATE:
+                if isinstance(data, dict):
+                    self._check_precondition(request, data)
                 version = self._next_version()
                 if isinstance(data, dict):
                     data.setdefault("metadata", {})["resourceVersion"] = version

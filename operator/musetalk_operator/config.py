@@ -53,6 +53,9 @@ class OperatorConfig:
     namespace: str | None = None  # None: every namespace (needs cluster-wide RBAC)
     metrics_port: int = 8080
     post_events: bool = True
+    # How long deletion waits for preprocessing pods to stop. A pod on a lost node stays
+    # Terminating forever; after this the finalizer reports it and cleans up anyway.
+    cleanup_wait_s: int = 120
 
     @property
     def avatar_root(self) -> Path:
@@ -77,7 +80,8 @@ class OperatorConfig:
         if (value := get("DATA_DIR")) is not None:
             kw["data_dir"] = Path(value)
         for name, attr in (("GPUS", "gpus"), ("DEADLINE_S", "deadline_s"), ("BACKOFF_LIMIT", "backoff_limit"),
-                           ("TTL_S", "ttl_s"), ("METRICS_PORT", "metrics_port")):
+                           ("TTL_S", "ttl_s"), ("METRICS_PORT", "metrics_port"),
+                           ("CLEANUP_WAIT_S", "cleanup_wait_s")):
             if (value := get(name)) is not None:
                 kw[attr] = _int(PREFIX + name, value)
         if (value := get("POST_EVENTS")) is not None:

@@ -1,10 +1,11 @@
 """Kopf handlers: an Avatar's spec becomes a preprocessing Job; the Job's fate becomes its status.
 
-Who writes `status.phase`: the Job watcher (`follow_job`), for the generation that Job was made
-for, and nothing else while a Job exists. `launch` never writes Pending (that race, Pending
+Who writes `status.phase`: the Job and Pod watchers (`follow_job`, `follow_pod`, both through
+`follow`), for the generation that Job was made for, and nothing else while a Job exists. `launch` never writes Pending (that race, Pending
 landing over Running, is in docs/k8s-testing.md); it only reports Failed for a generation that
 cannot get a Job at all. Every write is guarded by the Avatar's generation and resourceVersion,
-so a superseded Job or a stale read cannot overwrite newer state.
+so a superseded Job or a stale read cannot overwrite newer state. Each phase change is also an
+Event on the Avatar (Kopf's own posting is off: see `configure`).
 """
 
 from __future__ import annotations
@@ -18,19 +19,22 @@ import kopf
 from . import jobs, kube, metrics, status, volume
 from .config import GROUP, PLURAL, VERSION, OperatorConfig
 
-__all__ = ["configure", "launch", "follow_job", "clean_up", "UPLOAD_ANNOTATION"]
+__all__ = ["UPLOAD_ANNOTATION", "clean_up", "configure", "follow_job", "follow_pod", "launch"]
 
 # Set by the service on Avatars it created from an upload; the finalizer removes that file.
 UPLOAD_ANNOTATION = f"{GROUP}/upload"
 TERMINAL = (status.READY, status.FAILED)
 STATUS_ATTEMPTS = 3  # re-read and recompute when the Avatar moved under us (409)
-POD_WAIT_S = 5.0
+POD_WAIT_S = 5.0  # between checks while deletion waits for pods to stop
+NORMAL, WARNING = "Normal", "Warning"
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     memo.cfg = OperatorConfig.from_env()
-    settings.posting.enabled = memo.cfg.post_events
+    # Events come from `record`, one per transition, on the Avatar. Kopf's own would be "Handler
+    # succeeded" lines, and the Job watcher's would land on the Job rather than the Avatar.
+    settings.posting.enabled = False
     # Namespaced Role RBAC is enough: no cluster-wide watching of namespaces and CRDs.
     settings.scanning.disabled = True
     settings.persistence.finalizer = f"{GROUP}/cleanup"
@@ -49,15 +53,19 @@ def launch(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, logger: 
         manifest = jobs.build_job(body, memo.cfg)
     except jobs.InvalidAvatar as e:
         outcome = status.Outcome(status.FAILED, "InvalidSpec", str(e))
-        publish(namespace, name, generation, outcome, job_name="", frames=None, logger=logger)
+        publish(namespace, name, generation, outcome, job_name="", frames=None, cfg=memo.cfg, logger=logger)
         raise kopf.PermanentError(str(e)) from e
     for old in kube.list_jobs(namespace, jobs.AVATAR_LABEL, name):
         if old["metadata"]["labels"].get(jobs.GENERATION_LABEL) != str(generation):
             kube.delete_job(namespace, old["metadata"]["name"])
             logger.info("superseded job %s deleted", old["metadata"]["name"])
+            record(body, NORMAL, "JobSuperseded", f"job {old['metadata']['name']} deleted: the spec changed",
+                   memo.cfg, logger)
     if kube.create_job(namespace, manifest):
         metrics.JOBS_STARTED.inc()
         logger.info("job %s created for generation %d", manifest["metadata"]["name"], generation)
+        record(body, NORMAL, "JobCreated", f"job {manifest['metadata']['name']} created for generation {generation}",
+               memo.cfg, logger)
     else:
         logger.info("job %s already exists", manifest["metadata"]["name"])
 
@@ -65,30 +73,58 @@ def launch(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, logger: 
 @kopf.on.event("batch", "v1", "jobs", labels={jobs.AVATAR_LABEL: kopf.PRESENT})
 def follow_job(event: kopf.RawEvent, body: kopf.Body, name: str, namespace: str, labels: kopf.Labels,
                memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
-    """The one writer of status.phase: map this Job's state onto its Avatar."""
-    avatar_name, generation = labels[jobs.AVATAR_LABEL], int(labels.get(jobs.GENERATION_LABEL, "0"))
-    try:
-        jobs.avatar_id(avatar_name)  # anyone who may create Jobs can set this label
-    except jobs.InvalidAvatar:
-        logger.warning("job %s names an invalid avatar %r; ignored", name, avatar_name)
-        return
+    """Map this Job's state onto its Avatar."""
     if event.get("type") == "DELETED":
+        avatar_name, generation = _avatar_of(labels, name, logger), int(labels.get(jobs.GENERATION_LABEL, "0"))
+        if avatar_name is None:
+            return
         outcome = status.Outcome(status.FAILED, "JobDeleted", f"job {name} was deleted before it finished")
-        publish(namespace, avatar_name, generation, outcome, job_name=name, frames=None, logger=logger,
-                only_if_unfinished=True)
+        publish(namespace, avatar_name, generation, outcome, job_name=name, frames=None, cfg=memo.cfg,
+                logger=logger, only_if_unfinished=True)
         return
-    outcome, frames = status.job_outcome(body.get("status")), None
+    follow(body, namespace, memo.cfg, logger)
+
+
+@kopf.on.event("", "v1", "pods", labels={jobs.AVATAR_LABEL: kopf.PRESENT, "job-name": kopf.PRESENT})
+def follow_pod(labels: kopf.Labels, namespace: str, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    """A pod's phase moves without touching its Job's counts, so re-read the Job on pod news.
+
+    On servers without the Job's `status.ready` (before 1.24), this is how Running is seen at all.
+    """
+    job = kube.get_job(namespace, labels["job-name"])
+    if job is not None and not job["metadata"].get("deletionTimestamp"):
+        follow(job, namespace, memo.cfg, logger)
+
+
+def _avatar_of(labels: Any, job_name: str, logger: logging.Logger) -> str | None:
+    """The Avatar a Job names, checked: anyone who may create Jobs can set this label."""
+    avatar_name = labels[jobs.AVATAR_LABEL]
+    try:
+        return jobs.avatar_id(avatar_name)
+    except jobs.InvalidAvatar:
+        logger.warning("job %s names an invalid avatar %r; ignored", job_name, avatar_name)
+        return None
+
+
+def follow(job: Any, namespace: str, cfg: OperatorConfig, logger: logging.Logger) -> None:
+    """The one writer of status.phase: this Job's state, read with its pods, onto its Avatar."""
+    labels, name = job["metadata"]["labels"], job["metadata"]["name"]
+    avatar_name, generation = _avatar_of(labels, name, logger), int(labels.get(jobs.GENERATION_LABEL, "0"))
+    if avatar_name is None:
+        return
+    pods = kube.list_pods(namespace, "job-name", name)
+    outcome, frames = status.job_outcome(job.get("status"), pods), None
     if outcome.phase in TERMINAL:
-        result = status.pod_result(kube.list_pods(namespace, "job-name", name))
-        outcome, frames = status.refine(outcome, result)
+        outcome, frames = status.refine(outcome, status.pod_result(pods))
         if outcome.phase == status.READY and frames is None:
-            frames = volume.stored_frames(memo.cfg.avatar_root, avatar_name)
-    if publish(namespace, avatar_name, generation, outcome, job_name=name, frames=frames, logger=logger):
-        count_finish(outcome, body.get("status") or {})
+            frames = volume.stored_frames(cfg.avatar_root, avatar_name)
+    if publish(namespace, avatar_name, generation, outcome, job_name=name, frames=frames, cfg=cfg, logger=logger):
+        count_finish(outcome, job.get("status") or {})
 
 
 def publish(namespace: str, name: str, generation: int, outcome: status.Outcome, *, job_name: str,
-            frames: int | None, logger: logging.Logger, only_if_unfinished: bool = False) -> bool:
+            frames: int | None, cfg: OperatorConfig, logger: logging.Logger,
+            only_if_unfinished: bool = False) -> bool:
     """Write the status if it is for the Avatar's current generation and differs. True if written."""
     for _attempt in range(STATUS_ATTEMPTS):
         avatar = kube.get_avatar(namespace, name)
@@ -110,7 +146,11 @@ def publish(namespace: str, name: str, generation: int, outcome: status.Outcome,
                 continue
             raise
         logger.info("avatar %s is %s: %s", name, outcome.phase, outcome.message)
-        return current.get("phase") != outcome.phase or current.get("observedGeneration") != generation
+        changed = current.get("phase") != outcome.phase or current.get("observedGeneration") != generation
+        if changed:
+            kind = WARNING if outcome.phase == status.FAILED else NORMAL
+            record(avatar, kind, outcome.reason, f"{outcome.phase}: {outcome.message}", cfg, logger)
+        return changed
     raise kopf.TemporaryError(f"avatar {name} kept changing; status not written", delay=1)
 
 
@@ -126,17 +166,38 @@ def count_finish(outcome: status.Outcome, job_status: dict[str, Any]) -> None:
         metrics.JOB_SECONDS.observe((_parse(end) - _parse(start)).total_seconds())
 
 
+def record(avatar: Any, event_type: str, reason: str, message: str, cfg: OperatorConfig,
+           logger: logging.Logger) -> None:
+    """An Event on the Avatar. Best effort: a refused Event is logged, never fails the handler."""
+    if not cfg.post_events:
+        return
+    try:
+        kube.post_event(avatar, event_type, reason, message)
+    except kube.ApiException as e:
+        logger.warning("event %s on avatar %s not posted: %s %s", reason, avatar["metadata"]["name"],
+                       e.status, e.reason)
+
+
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-def clean_up(name: str, namespace: str, annotations: kopf.Annotations, memo: kopf.Memo,
-             logger: logging.Logger, **_: Any) -> None:
-    """The finalizer: stop the Jobs, wait for their pods, then remove the files from the volume."""
+def clean_up(name: str, namespace: str, body: kopf.Body, annotations: kopf.Annotations,
+             runtime: datetime.timedelta, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    """The finalizer: stop the Jobs, wait (boundedly) for their pods, then remove the files."""
     for job in kube.list_jobs(namespace, jobs.AVATAR_LABEL, name):
         kube.delete_job(namespace, job["metadata"]["name"])
-    running = [p for p in kube.list_pods(namespace, jobs.AVATAR_LABEL, name)
+    running = [p["metadata"]["name"] for p in kube.list_pods(namespace, jobs.AVATAR_LABEL, name)
                if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
     if running:
-        # A pod still alive could commit its staging folder after we cleaned; wait it out.
-        raise kopf.TemporaryError(f"waiting for {len(running)} preprocessing pod(s) to stop", delay=POD_WAIT_S)
+        # A pod still alive could commit its staging folder after we cleaned; wait it out, but
+        # not forever: a pod whose node is gone stays Terminating until someone force-deletes it.
+        waited, limit = runtime.total_seconds(), memo.cfg.cleanup_wait_s
+        if waited < limit:
+            raise kopf.TemporaryError(f"waiting for {len(running)} preprocessing pod(s) to stop: "
+                                      f"{', '.join(running)}", delay=min(POD_WAIT_S, limit - waited))
+        message = (f"gave up after {waited:.0f}s waiting for preprocessing pod(s) {', '.join(running)} to stop "
+                   f"(a lost node?); removing the avatar's files anyway")
+        logger.warning("avatar %s: %s", name, message)
+        record(body, WARNING, "CleanupTimedOut", message, memo.cfg, logger)
+        kube.patch_avatar_message(namespace, name, message[:status.MAX_MESSAGE])
     removed = volume.remove_avatar(memo.cfg.avatar_root, name)
     upload = annotations.get(UPLOAD_ANNOTATION)
     if upload:

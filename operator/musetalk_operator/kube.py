@@ -6,16 +6,31 @@ handlers, so the pure functions in jobs.py and status.py never see client model 
 
 from __future__ import annotations
 
+import datetime
 import json
+import socket
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from .config import GROUP, PLURAL, VERSION
+from .config import GROUP, KIND, PLURAL, VERSION
 
-__all__ = ["ApiException", "get_avatar", "patch_avatar_status", "list_jobs", "create_job",
-           "delete_job", "list_pods"]
+__all__ = [
+    "ApiException",
+    "create_job",
+    "delete_job",
+    "get_avatar",
+    "get_job",
+    "list_jobs",
+    "list_pods",
+    "patch_avatar_message",
+    "patch_avatar_status",
+    "post_event",
+]
+
+EVENT_COMPONENT = "musetalk-operator"
+MAX_EVENT_MESSAGE = 1024  # what `kubectl describe` shows in full; the API allows more
 
 
 def _json(response: Any) -> dict[str, Any]:
@@ -39,11 +54,30 @@ def patch_avatar_status(namespace: str, name: str, status: dict[str, Any], resou
         GROUP, VERSION, namespace, PLURAL, name, body, _preload_content=False)
 
 
+def patch_avatar_message(namespace: str, name: str, message: str) -> None:
+    """Set status.message alone (deletion's last word; the phase stays as it was)."""
+    try:
+        client.CustomObjectsApi().patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": {"message": message}}, _preload_content=False)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+
+
 def list_jobs(namespace: str, label: str, value: str) -> list[dict[str, Any]]:
     items = _json(client.BatchV1Api().list_namespaced_job(
         namespace, label_selector=f"{label}={value}", _preload_content=False))["items"]
     # Filter again: the selector is the server's job, but a stale cache must not widen it.
     return [j for j in items if (j.get("metadata", {}).get("labels") or {}).get(label) == value]
+
+
+def get_job(namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return _json(client.BatchV1Api().read_namespaced_job(name, namespace, _preload_content=False))
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
 
 
 def create_job(namespace: str, job: dict[str, Any]) -> bool:
@@ -71,3 +105,19 @@ def list_pods(namespace: str, label: str, value: str) -> list[dict[str, Any]]:
     items = _json(client.CoreV1Api().list_namespaced_pod(
         namespace, label_selector=f"{label}={value}", _preload_content=False))["items"]
     return [p for p in items if (p.get("metadata", {}).get("labels") or {}).get(label) == value]
+
+
+def post_event(avatar: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+    """Record a core/v1 Event on the Avatar, where `kubectl describe avatar` shows it."""
+    meta = avatar["metadata"]
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = {
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": meta["name"],
+                           "namespace": meta["namespace"], "uid": meta.get("uid"),
+                           "resourceVersion": meta.get("resourceVersion")},
+        "type": event_type, "reason": reason, "message": message[:MAX_EVENT_MESSAGE],
+        "source": {"component": EVENT_COMPONENT}, "reportingComponent": EVENT_COMPONENT,
+        "reportingInstance": socket.gethostname(), "count": 1, "firstTimestamp": now, "lastTimestamp": now,
+    }
+    client.CoreV1Api().create_namespaced_event(meta["namespace"], body, _preload_content=False)

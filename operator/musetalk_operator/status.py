@@ -13,7 +13,7 @@ from typing import Any
 
 from .jobs import CONTAINER
 
-__all__ = ["Outcome", "job_outcome", "pod_result", "avatar_status", "reason_name"]
+__all__ = ["Outcome", "avatar_status", "job_outcome", "pod_result", "pod_running", "reason_name"]
 
 PENDING, RUNNING, READY, FAILED = "Pending", "Running", "Ready", "Failed"
 MAX_MESSAGE = 4000  # the CRD caps status.message at 4096 characters
@@ -26,8 +26,8 @@ class Outcome:
     message: str
 
 
-def job_outcome(job_status: Mapping[str, Any] | None) -> Outcome:
-    """Where a Job stands, from its status alone."""
+def job_outcome(job_status: Mapping[str, Any] | None, pods: Iterable[Mapping[str, Any]] = ()) -> Outcome:
+    """Where a Job stands, from its status and, on servers without `status.ready`, its pods."""
     status = job_status or {}
     true = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
     if "Complete" in true:
@@ -36,14 +36,21 @@ def job_outcome(job_status: Mapping[str, Any] | None) -> Outcome:
         cond = true["Failed"]
         reason = cond.get("reason") or "JobFailed"
         return Outcome(FAILED, reason, cond.get("message") or reason)
-    # `active` also counts pods still waiting to be scheduled; `ready` (1.24+) tells them apart.
+    # `active` also counts pods still waiting to be scheduled. `ready` (1.24+) tells them apart;
+    # older servers lack it, and then only a pod in phase Running says the work has started.
     active, ready = status.get("active") or 0, status.get("ready")
-    if active and (ready is None or ready > 0):
+    running = ready > 0 if ready is not None else any(pod_running(p) for p in pods)
+    if active and running:
         return Outcome(RUNNING, "JobRunning", "preprocessing")
     failed = status.get("failed") or 0
     if failed:
         return Outcome(PENDING, "JobRetrying", f"attempt {failed} failed; retrying")
     return Outcome(PENDING, "JobPending", "waiting for the preprocessing pod to start")
+
+
+def pod_running(pod: Mapping[str, Any]) -> bool:
+    """A pod the kubelet has started (and that is not being torn down)."""
+    return (pod.get("status") or {}).get("phase") == "Running" and not (pod.get("metadata") or {}).get("deletionTimestamp")
 
 
 def pod_result(pods: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
@@ -115,7 +122,9 @@ def avatar_status(
         "phase": outcome.phase,
         "message": message,
         "observedGeneration": generation,
-        "jobName": job_name,
+        # None, not "": no Job (an invalid spec). A 1.20 apiserver turns "" in a merge patch into
+        # null and then refuses it as not a string (found on the real server in tests/k8s_real).
+        "jobName": job_name or None,
         "frames": frames,  # None clears a stale count from an earlier generation (merge patch)
         "conditions": [{
             "type": "Ready", "status": ready, "reason": outcome.reason, "message": message,

@@ -71,12 +71,12 @@ def test_rbac_grants_only_what_the_code_uses() -> None:
         ("musetalk.io", "avatars"): {"get", "list", "watch", "patch"},
         ("musetalk.io", "avatars/status"): {"get", "patch"},
         ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
-        ("", "pods"): {"get", "list"},
+        ("", "pods"): {"get", "list", "watch"},
         ("", "events"): {"create"},
     }
     server = find(docs, "Role", "musetalk-server")["rules"]
     assert server == [{"apiGroups": ["musetalk.io"], "resources": ["avatars"],
-                       "verbs": ["get", "list", "watch", "create", "delete"]}]
+                       "verbs": ["get", "list", "watch", "create", "patch", "delete"]}]
     binding = find(docs, "RoleBinding", "musetalk-operator")
     assert binding["subjects"][0] == {"kind": "ServiceAccount", "name": "musetalk-operator", "namespace": "lipsync"}
 

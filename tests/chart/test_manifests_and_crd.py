@@ -34,12 +34,25 @@ def validator() -> jsonschema.Draft7Validator:
 
 
 def test_the_chart_ships_the_same_crd_and_it_is_a_valid_crd() -> None:
-    assert (CHART / "crds" / CRD_PATH.name).read_bytes() == CRD_PATH.read_bytes()
+    assert (CHART / "files" / CRD_PATH.name).read_bytes() == CRD_PATH.read_bytes()
+    assert not (CHART / "crds").exists()  # Helm never templates crds/: values could not shape it
+    rendered = find(render(), "CustomResourceDefinition")
+    assert rendered["metadata"].pop("annotations") == {"helm.sh/resource-policy": "keep"}
+    assert rendered == CRD
     kubernetes_validate.validate(CRD, KUBE_VERSION, strict=True)
     assert VERSION["subresources"] == {"status": {}}
     assert SCHEMA["properties"]["status"]["properties"]["phase"]["enum"] == ["Pending", "Running", "Ready", "Failed"]
     columns = {c["name"]: c["jsonPath"] for c in VERSION["additionalPrinterColumns"]}
     assert columns["Phase"] == ".status.phase" and columns["Frames"] == ".status.frames"
+
+
+def test_cel_validation_is_a_value_for_servers_before_1_25() -> None:
+    without = find(render({"crds": {"celValidation": False}}), "CustomResourceDefinition")
+    expected = yaml.safe_load(CRD_PATH.read_text())
+    del expected["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
+    without["metadata"].pop("annotations")
+    assert without == expected  # the CEL rule, and nothing else, is left out
+    assert not [d for d in render({"crds": {"install": False}}) if d["kind"] == "CustomResourceDefinition"]
 
 
 def test_the_example_avatar_fits_the_crd() -> None:

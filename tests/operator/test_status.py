@@ -23,7 +23,16 @@ def test_phases_follow_the_job() -> None:
     assert status.job_outcome(None).phase == "Pending"
     assert status.job_outcome({"active": 1, "ready": 0}).phase == "Pending"  # scheduled, waiting for a GPU
     assert status.job_outcome({"active": 1, "ready": 1}).phase == "Running"
-    assert status.job_outcome({"active": 1}).phase == "Running"  # API servers without `ready`
+    # API servers without `ready` (before 1.24): `active` counts unscheduled pods too, so only a
+    # pod in phase Running says Running.
+    pending = {"metadata": {"name": "p"}, "status": {"phase": "Pending"}}
+    running = {"metadata": {"name": "p"}, "status": {"phase": "Running"}}
+    leaving = {"metadata": {"name": "p", "deletionTimestamp": "2030-01-01T00:00:00Z"}, "status": {"phase": "Running"}}
+    assert status.job_outcome({"active": 1}).phase == "Pending"
+    assert status.job_outcome({"active": 1}, [pending]).phase == "Pending"
+    assert status.job_outcome({"active": 1}, [pending, running]).phase == "Running"
+    assert status.job_outcome({"active": 1}, [leaving]).phase == "Pending"
+    assert status.job_outcome({"active": 1, "ready": 0}, [running]).phase == "Pending"  # `ready` wins where it exists
     assert status.job_outcome({"failed": 1}).reason == "JobRetrying"
     assert status.job_outcome({"conditions": [{"type": "Complete", "status": "True"}]}).phase == "Ready"
     failed = status.job_outcome({"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",

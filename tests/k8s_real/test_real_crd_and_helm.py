@@ -1,0 +1,68 @@
+"""The chart installed for real by Helm on kube-apiserver 1.20, and the CRD's server-side validation."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import helm_python as helm
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from k8s_real_helpers import Cluster, _json, chart_release, eventually, new_namespace
+
+NS = "musetalk"
+
+
+def test_the_chart_installs_for_real(cluster: Cluster, shared_release: dict[str, Any]) -> None:
+    version = json.loads(cluster.plane.get("/version")[1])
+    assert version["gitVersion"] == "v1.20.2"  # the server the chart's kubeVersion must admit
+    assert shared_release["status"] == "deployed"
+    deployments = {d.metadata.name for d in cluster.apps.list_namespaced_deployment(NS).items}
+    assert deployments == {"musetalk-server", "musetalk-operator"}
+    roles = {r.metadata.name for r in cluster.rbac.list_namespaced_role(NS).items}
+    assert roles == {"musetalk-server", "musetalk-operator"}
+    assert {"musetalk-server", "musetalk-operator"} <= {s.metadata.name for s in cluster.core.list_namespaced_service_account(NS).items}
+    assert cluster.core.read_namespaced_persistent_volume_claim("musetalk-avatars", NS).status.phase == "Pending"
+
+    crd = cluster.wait_crd_established("avatars.musetalk.io")
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert "x-kubernetes-validations" not in crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+    # The real ReplicaSet controller made the operator's pod; no scheduler, so it never leaves Pending.
+    def operator_pod() -> dict[str, Any] | None:
+        pods = _json(cluster.core.list_namespaced_pod(NS, label_selector="app.kubernetes.io/component=operator",
+                                                      _preload_content=False))["items"]
+        return pods[0] if pods else None
+    pod = eventually(operator_pod, what="the operator Deployment's pod")
+    assert pod["spec"]["serviceAccountName"] == "musetalk-operator" and "nodeName" not in pod["spec"]
+
+
+def test_the_cel_rule_on_a_server_without_cel_is_refused_by_name(cluster: Cluster,
+                                                                  shared_release: dict[str, Any]) -> None:
+    ns = new_namespace(cluster, "cel")
+    with pytest.raises(helm.HelmError, match="crds.celValidation=false"):
+        chart_release(cluster, ns, {"crds": {"install": True, "celValidation": True}})
+
+
+@pytest.mark.parametrize(("spec", "says"), [
+    ({"videoPath": "uploads/a.mp4", "bboxShift": 500}, "spec.bboxShift: Invalid value: 500"),
+    ({"videoPath": "../etc/passwd"}, "spec.videoPath: Invalid value"),
+    ({"videoPath": "uploads/a.mp4", "videoUrl": "https://example.com/a.mp4"}, "Found 2 valid alternatives"),
+    ({"videoPath": "uploads/a.mp4", "engine": "turbo"}, "spec.engine: Unsupported value: \"turbo\""),
+    ({"bboxShift": 1}, "Found none valid"),
+])
+def test_the_server_rejects_an_invalid_avatar(cluster: Cluster, shared_release: dict[str, Any],
+                                              spec: dict[str, Any], says: str) -> None:
+    with pytest.raises(ApiException) as caught:
+        cluster.create_avatar(NS, "bad", **spec)
+    assert caught.value.status == 422
+    body = json.loads(caught.value.body)
+    assert body["reason"] == "Invalid" and says in body["message"], body["message"]
+
+
+def test_the_server_admits_and_defaults_a_valid_avatar(cluster: Cluster, shared_release: dict[str, Any]) -> None:
+    created = cluster.create_avatar(NS, "fine", videoPath="uploads/a.mp4")
+    assert created["spec"] == {"videoPath": "uploads/a.mp4", "bboxShift": 0, "engine": "auto"}  # CRD defaults
+    cluster.delete_avatar(NS, "fine")  # no operator in this namespace: no finalizer holds it
+    eventually(lambda: cluster.avatar_gone(NS, "fine"))
