@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test install bench clean k8s-control-plane
+.PHONY: serve test install bench clean k8s-control-plane lint
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,15 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/musetalk-server serve
 
-# The browser tests need Debian's chromium; the script installs it when missing (as root).
-test: $(STAMP) k8s-control-plane
+# Static checks first (seconds), then the suite. The browser tests need Debian's chromium; the
+# script installs it when missing (as root).
+test: $(STAMP) k8s-control-plane lint
 	bash .ci/chromium.sh
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # A real kube-apiserver, etcd and kube-controller-manager for tests/k8s_real, built from Debian
 # packages into ~/.cache/musetalk-k8s once (about 7 minutes of 2 cores), then reused; the tests

@@ -287,8 +287,8 @@ def halves(frames: list[np.ndarray], audio: np.ndarray
     The first half, frames and soundtrack, is the avatar video; the second half is never seen at
     preprocess, so nothing learned there comes from the frames it is scored on."""
     half = len(frames) // 2
-    start = int(round(half / FPS * SAMPLE_RATE))
-    stop = int(round(len(frames) / FPS * SAMPLE_RATE))
+    start = round(half / FPS * SAMPLE_RATE)
+    stop = round(len(frames) / FPS * SAMPLE_RATE)
     return frames[:half], frames[half:], audio[start:stop], audio[:start]
 
 

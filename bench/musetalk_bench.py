@@ -44,8 +44,9 @@ SPEECH = "mt_eng.wav"  # 60 s
 
 
 def load_models(size: str, device: str) -> MuseTalkModels:
-    from musetalk_tiny import build_models
     from transformers import WhisperFeatureExtractor
+
+    from musetalk_tiny import build_models
 
     dtype = dtype_for(device)
     unet, vae, whisper = build_models(size)
@@ -103,7 +104,7 @@ def time_batch(engine: MuseTalkEngine, renderer, batch: int, repeat: int) -> tup
         faces = engine.faces(tokens, renderer.latents[src])  # ends with the copy to the host: synchronous
         model.append((time.perf_counter() - t0) / batch)
         t0 = time.perf_counter()
-        for k, face in zip(src, faces):
+        for k, face in zip(src, faces, strict=False):
             blend.paste_face(renderer.frames[k], face, renderer.box(k), renderer.square(k), renderer.masks[k])
         paste.append((time.perf_counter() - t0) / batch)
     return statistics.median(model), statistics.median(paste)

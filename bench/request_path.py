@@ -42,7 +42,7 @@ def main() -> None:
 
     active = threading.Event()
 
-    def profile(frame, event, arg):  # noqa: ANN001, ANN202
+    def profile(frame, event, arg):
         if event != "call" or not active.is_set():
             return
         path = frame.f_code.co_filename

@@ -93,12 +93,8 @@ def _log(message: str) -> None:
 def _run(cmd: list[str], *, cwd: Path | None = None, env: dict | None = None, log: Path | None = None) -> None:
     """Run one build step; on failure raise with the tail of its output."""
     _log("$ " + " ".join(cmd))
-    out = open(log, "ab") if log else subprocess.DEVNULL
-    try:
+    with open(log, "ab") if log else contextlib.nullcontext(subprocess.DEVNULL) as out:
         done = subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT if log else None)
-    finally:
-        if log:
-            out.close()
     if done.returncode != 0:
         tail = log.read_text(errors="replace")[-4000:] if log else ""
         raise ControlPlaneError(f"{' '.join(cmd[:3])} failed with rc {done.returncode}\n{tail}")

@@ -111,7 +111,7 @@ def two_face_video(path: Path, frames: int = 25, *, mirror: bool = False) -> Pat
     small = first_frames(media("lp_d11.mp4"), frames)
     h = big[0].shape[0]
     out = []
-    for a, b in zip(big, small):
+    for a, b in zip(big, small, strict=False):
         b = cv2.resize(b, (b.shape[1] // 2, b.shape[0] // 2))
         canvas = np.zeros((h, b.shape[1], 3), np.uint8)
         top = (h - b.shape[0]) // 2

@@ -86,12 +86,12 @@ def video_argument(spec: Mapping[str, Any], data_dir: str) -> str:
     if (path is None) == (url is None):
         raise InvalidAvatar("spec needs exactly one of videoPath and videoUrl")
     if path is not None:
-        if not _VOLUME_PATH.fullmatch(path):
+        if not _VOLUME_PATH.fullmatch(str(path)):
             raise InvalidAvatar(f"spec.videoPath {path!r} must be relative to the volume, without '..'")
         return f"{data_dir.rstrip('/')}/{path}"
-    if not _URL.fullmatch(url):
+    if not _URL.fullmatch(str(url)):
         raise InvalidAvatar(f"spec.videoUrl {url!r} must be an http(s) URL")
-    return url
+    return str(url)
 
 
 def container_args(name: str, spec: Mapping[str, Any], data_dir: str) -> list[str]:
@@ -104,7 +104,7 @@ def container_args(name: str, spec: Mapping[str, Any], data_dir: str) -> list[st
     if spec.get("fps") is not None:
         args += ["--fps", str(spec["fps"])]
     # --overwrite: the resource owns its avatar folder, and a spec change must replace it.
-    return args + ["--result-dir", data_dir, "--overwrite", "--result-json", TERMINATION_LOG]
+    return [*args, "--result-dir", data_dir, "--overwrite", "--result-json", TERMINATION_LOG]
 
 
 def container_resources(spec: Mapping[str, Any], cfg: OperatorConfig) -> dict[str, dict[str, Any]]:

@@ -83,7 +83,7 @@ def get_job(namespace: str, name: str) -> dict[str, Any] | None:
 def create_job(namespace: str, job: dict[str, Any]) -> bool:
     """Create the Job; False if it already exists (a re-run handler, or a restart)."""
     try:
-        client.BatchV1Api().create_namespaced_job(namespace, job, _preload_content=False)
+        client.BatchV1Api().create_namespaced_job(namespace, job, _preload_content=False)  # type: ignore[arg-type]
         return True
     except ApiException as e:
         if e.status == 409:
@@ -120,4 +120,5 @@ def post_event(avatar: dict[str, Any], event_type: str, reason: str, message: st
         "source": {"component": EVENT_COMPONENT}, "reportingComponent": EVENT_COMPONENT,
         "reportingInstance": socket.gethostname(), "count": 1, "firstTimestamp": now, "lastTimestamp": now,
     }
-    client.CoreV1Api().create_namespaced_event(meta["namespace"], body, _preload_content=False)
+    # The client takes plain dicts as bodies; its stubs name only its model classes.
+    client.CoreV1Api().create_namespaced_event(meta["namespace"], body, _preload_content=False)  # type: ignore[arg-type]

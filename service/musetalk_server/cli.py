@@ -161,7 +161,7 @@ def _fetch(source: str, folder: Path, limit: int) -> Path:
         return path
     target = folder / (Path(urllib.parse.urlparse(source).path).name or "video")
     try:
-        with urllib.request.urlopen(source, timeout=60) as response, target.open("wb") as out:  # noqa: S310
+        with urllib.request.urlopen(source, timeout=60) as response, target.open("wb") as out:
             size = 0
             while chunk := response.read(_DOWNLOAD_CHUNK):
                 size += len(chunk)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from .avatars.cache import AvatarCache
 from .avatars.kube import AvatarResources
 from .avatars.preprocess import PreprocessLimits
-from .avatars.service import Avatars, ClusterAvatars, LocalAvatars, crd_engine
+from .avatars.service import ClusterAvatars, LocalAvatars, crd_engine
 from .avatars.store import AvatarStore
 from .config import Settings
 from .engines.base import Engine

@@ -18,7 +18,7 @@ __all__ = ["FULL_DISK_ERRNOS", "disk_writes", "is_full_disk"]
 FULL_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
-def is_full_disk(e: BaseException) -> bool:
+def is_full_disk(e: BaseException | None) -> bool:
     return isinstance(e, OSError) and e.errno in FULL_DISK_ERRNOS
 
 

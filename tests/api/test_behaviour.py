@@ -11,9 +11,9 @@ import pytest
 
 from fakes import FakeEngine
 from helpers import LiveServer, media
+from mediatools import parse_mjpeg
 from musetalk_server.api import create_app
 from musetalk_server.config import Settings
-from mediatools import parse_mjpeg
 from servers import make_server, post_audio, preprocess
 
 

@@ -1,8 +1,10 @@
+
 """Faults the service must survive: a kill -9 mid-request, a client gone mid-upload, a full disk,
 a corrupt avatar on disk. Real server processes, real files."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -15,10 +17,10 @@ import pytest
 
 from helpers import media
 from mediatools import first_frames, silent_wav, transcode_audio, write_video
-from server_process import ServerProcess
-from servers import make_server, post_audio, preprocess
 from musetalk_server.avatars.layout import STAGING
 from musetalk_server.sweeper import sweep_temp
+from server_process import ServerProcess
+from servers import make_server, post_audio, preprocess
 
 DEADLINE_S = 60.0  # generous: only a hung server takes this long
 FILE_LIMIT = 256 * 1024  # RLIMIT_FSIZE: above the short clip's upload, below one 844x844 PNG frame
@@ -38,10 +40,8 @@ def _wait_for(what: str, check) -> None:
 
 def _in_background(fn) -> threading.Thread:
     def run():
-        try:
+        with contextlib.suppress(httpx.TransportError):  # the server was killed under it: that is the point
             fn()
-        except httpx.TransportError:
-            pass  # the server was killed under it: that is the point
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
@@ -66,14 +66,14 @@ def test_kill_9_mid_request_leaves_debris_the_restart_sweeps(tmp_path, short_cli
         assert preprocess(client, "face2", short_clip).status_code == 200
     # A slow engine (50 frames take 10 s; preparing takes minutes), so the kill lands while a
     # batch writes its MP4 and a preprocess its avatar.
-    with ServerProcess(results, engine={"delay_s": 0.2, "prepare_delay_s": 120}) as srv:
-        with httpx.Client(base_url=srv.url) as client:
-            _in_background(lambda: post_audio(client, "/inference/batch/face2", short_speech))
-            _in_background(lambda: preprocess(client, "victim", short_clip))
-            _wait_for("an MP4 being written, an upload and a staging folder", lambda: (
-                _files(results / "outputs") and _files(results / "uploads")
-                and _files(results / "avatars" / STAGING)))
-            srv.kill()
+    with ServerProcess(results, engine={"delay_s": 0.2, "prepare_delay_s": 120}) as srv, \
+            httpx.Client(base_url=srv.url) as client:
+        _in_background(lambda: post_audio(client, "/inference/batch/face2", short_speech))
+        _in_background(lambda: preprocess(client, "victim", short_clip))
+        _wait_for("an MP4 being written, an upload and a staging folder", lambda: (
+            _files(results / "outputs") and _files(results / "uploads")
+            and _files(results / "avatars" / STAGING)))
+        srv.kill()
     assert _files(results / "outputs") and _files(results / "uploads")  # what kill -9 leaves
     with ServerProcess(results) as srv, httpx.Client(base_url=srv.url) as client:
         assert _files(results / "outputs") == _files(results / "uploads") == []

@@ -6,14 +6,13 @@ from __future__ import annotations
 import time
 
 import httpx
-import pytest
 
 from fuzzing import error_shape_problem, fuzz
 from helpers import LiveServer, media
 from mediatools import first_frames, write_video
-from servers import preprocess
 from musetalk_server.api import create_app
 from musetalk_server.config import Settings
+from servers import preprocess
 
 SEED = 12
 CASES_PER_OPERATION = 8

@@ -14,7 +14,6 @@ import pytest
 from helpers import LiveServer, media
 from mediatools import parse_mjpeg, read_mp4
 from musetalk_server.api import create_app
-from musetalk_server.runtime import choose_engine
 from musetalk_server.avatars.preprocess import preprocess_avatar
 from musetalk_server.avatars.store import AvatarStore
 from musetalk_server.config import Settings
@@ -23,6 +22,7 @@ from musetalk_server.engines.musetalk.engine import MASKS_FILE, SQUARES_FILE
 from musetalk_server.errors import WeightsError
 from musetalk_server.media.audio import decode_audio
 from musetalk_server.media.timeline import SAMPLE_RATE, pingpong_index
+from musetalk_server.runtime import choose_engine
 from servers import post_audio, preprocess
 
 SECONDS = 2.0
@@ -102,7 +102,7 @@ def test_batch_mp4_has_every_frame_and_the_audio(served, tmp_path):
 
 
 def test_raw_frames_change_only_inside_the_blend_mask(served):
-    client, app, store, wav, _ = served
+    _client, app, store, wav, _ = served
     engine = app.state.musetalk.runtime.engine
     avatar = store.load("seed")
     squares = np.load(avatar.engine_dir / SQUARES_FILE)
@@ -147,9 +147,8 @@ def test_musetalk_with_missing_weights_refuses_to_start(tmp_path):
                         model_dir=tmp_path / "empty")
     with pytest.raises(WeightsError, match="musetalkV15/unet.pth.*whisper/preprocessor_config.json"):
         choose_engine(settings)
-    with pytest.raises(RuntimeError, match="did not start"):
-        with LiveServer(create_app(settings)):
-            pass
+    with pytest.raises(RuntimeError, match="did not start"), LiveServer(create_app(settings)):
+        pass
 
 
 def test_broken_weights_keep_the_server_unready_naming_the_file(musetalk_dir, tmp_path):

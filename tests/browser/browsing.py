@@ -14,6 +14,7 @@ from musetalk_server.api import create_app
 from musetalk_server.config import Settings
 from musetalk_server.face.landmarks import LIPS_OUTER
 
+
 def chromium_path() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:

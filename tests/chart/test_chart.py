@@ -7,7 +7,6 @@ import json
 import helm_python as helm
 import kubernetes_validate
 import pytest
-
 from chart_helpers import CHART, FULL, GPU_OFF, KUBE_VERSION, container, env_of, find, render
 
 VARIANTS = {"defaults": {}, "gpu-off": GPU_OFF, "everything-on": FULL}

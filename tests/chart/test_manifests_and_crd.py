@@ -7,18 +7,18 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-
 from chart_helpers import CHART, KUBE_VERSION, ROOT, container, find, render
-from musetalk_operator import jobs, metrics as operator_metrics
+
+from musetalk_operator import jobs
+from musetalk_operator import metrics as operator_metrics
 from musetalk_operator.config import OperatorConfig
-from musetalk_server.metrics import Metrics
 from musetalk_server.avatars.store import AVATAR_ID_PATTERN
+from musetalk_server.metrics import Metrics
 
 CRD_PATH = ROOT / "crds" / "avatars.musetalk.io.yaml"
 CRD = yaml.safe_load(CRD_PATH.read_text())

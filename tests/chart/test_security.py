@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from chart_helpers import FULL, GPU_OFF, container, find, render
+
 from musetalk_operator import jobs
 from musetalk_operator.config import OperatorConfig
 

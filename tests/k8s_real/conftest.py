@@ -15,12 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from k8s_real_helpers import (ROOT, Cluster, Operator, chart_release, new_namespace, operator_env,
-                              service_account_kubeconfig)
+from k8s_real_helpers import (
+    ROOT,
+    Cluster,
+    Operator,
+    chart_release,
+    new_namespace,
+    operator_env,
+    service_account_kubeconfig,
+)
 
 sys.path.insert(0, str(ROOT / "scripts"))
-import k8s_control_plane  # noqa: E402
+import k8s_control_plane
 
 OPT_OUT = "MUSETALK_SKIP_K8S_REAL"
 SHARED_RELEASE_NS = "musetalk"

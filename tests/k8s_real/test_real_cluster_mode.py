@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
+from k8s_real_helpers import ROOT, Cluster, Operator, eventually, service_account_kubeconfig
 
 from helpers import LiveServer, media
-from k8s_real_helpers import ROOT, Cluster, Operator, eventually, service_account_kubeconfig
 from musetalk_server.api import create_app
 from musetalk_server.config import Settings
 

@@ -7,9 +7,8 @@ from typing import Any
 
 import helm_python as helm
 import pytest
-from kubernetes.client.exceptions import ApiException
-
 from k8s_real_helpers import Cluster, _json, chart_release, eventually, new_namespace
+from kubernetes.client.exceptions import ApiException
 
 NS = "musetalk"
 
@@ -22,7 +21,8 @@ def test_the_chart_installs_for_real(cluster: Cluster, shared_release: dict[str,
     assert deployments == {"musetalk-server", "musetalk-operator"}
     roles = {r.metadata.name for r in cluster.rbac.list_namespaced_role(NS).items}
     assert roles == {"musetalk-server", "musetalk-operator"}
-    assert {"musetalk-server", "musetalk-operator"} <= {s.metadata.name for s in cluster.core.list_namespaced_service_account(NS).items}
+    accounts = {s.metadata.name for s in cluster.core.list_namespaced_service_account(NS).items}
+    assert {"musetalk-server", "musetalk-operator"} <= accounts
     assert cluster.core.read_namespaced_persistent_volume_claim("musetalk-avatars", NS).status.phase == "Pending"
 
     crd = cluster.wait_crd_established("avatars.musetalk.io")

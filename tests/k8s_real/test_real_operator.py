@@ -27,7 +27,8 @@ def test_an_avatar_becomes_a_job_then_ready_with_an_event_per_step(cluster: Clus
     cluster.create_avatar(ns, "anchor", videoPath="uploads/anchor.mp4", engine="lite", bboxShift=-3)
     job = eventually(lambda: cluster.job(ns, "avatar-anchor-g1"), what="the Job")
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[:4] == ["--avatar-id", "anchor", "--video", f"{operator.env['MUSETALK_OPERATOR_JOB_DATA_DIR']}/uploads/anchor.mp4"]
+    data_dir = operator.env["MUSETALK_OPERATOR_JOB_DATA_DIR"]
+    assert args[:4] == ["--avatar-id", "anchor", "--video", f"{data_dir}/uploads/anchor.mp4"]
     assert job["metadata"]["ownerReferences"][0]["kind"] == "Avatar"
 
     # The real Job controller made one pod; nothing schedules it. 1.20 Jobs have no status.ready,

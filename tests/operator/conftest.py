@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 import yaml
+from operator_helpers import CRD_FILE, NS
 
 from kmock_ext import KopfReadyEmulator, register_crd
-from operator_helpers import CRD_FILE, NS
 
 
 @pytest.fixture

@@ -14,18 +14,28 @@ from typing import Any
 
 import httpx
 import pytest
+from operator_helpers import (
+    AVATAR,
+    AVATARS_URL,
+    JOB,
+    NS,
+    ROOT,
+    current,
+    eventually,
+    finish_pod,
+    operator,
+    set_job_status,
+)
 
 from fakes import FakeEngine
 from helpers import LiveServer, media
 from musetalk_server.api import create_app
 from musetalk_server.avatars.info import AvatarInfo, PreprocessResult
-from musetalk_server.avatars.preprocess import PreprocessLimits
 from musetalk_server.avatars.kube import failure_error, upload_name
-from musetalk_server.avatars.preprocess import preprocess_avatar
+from musetalk_server.avatars.preprocess import PreprocessLimits, preprocess_avatar
 from musetalk_server.avatars.store import AvatarStore
 from musetalk_server.config import Settings
 from musetalk_server.errors import EngineError, NoFaceDetected
-from operator_helpers import ROOT, AVATAR, AVATARS_URL, JOB, NS, current, eventually, finish_pod, operator, set_job_status
 
 COMPLETE = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
 
@@ -247,7 +257,7 @@ async def test_the_jobs_real_entry_point_builds_an_avatar_the_service_serves(
             assert response.status_code == 200, response.text
             info = response.json()["info"]
             assert info["frames"] == 125 and info["engine"] == "lite" and info["width"] == 256
-            status, kind, data = await asyncio.to_thread(first_stream_bytes, f"{server.url}/inference/stream/news",
+            status, _kind, data = await asyncio.to_thread(first_stream_bytes, f"{server.url}/inference/stream/news",
                                                          media("vr_audio1.wav"))
             assert status == 200 and b"\xff\xd8" in data
     assert current(k8s, AVATAR, "news")["status"]["frames"] == 125

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from operator_helpers import AVATARS_URL, JOB, ROOT, avatar_body, current, eventually
 
 

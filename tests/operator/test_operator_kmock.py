@@ -7,8 +7,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-from operator_helpers import (AVATAR, AVATARS_URL, JOB, MERGE, NS, avatar_body, current, eventually, finish_pod,
-                      job_names, operator, result_json, set_job_status)
+from operator_helpers import (
+    AVATAR,
+    AVATARS_URL,
+    JOB,
+    MERGE,
+    NS,
+    avatar_body,
+    current,
+    eventually,
+    finish_pod,
+    job_names,
+    operator,
+    result_json,
+    set_job_status,
+)
+
 from musetalk_operator import handlers, metrics
 
 

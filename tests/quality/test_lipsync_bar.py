@@ -10,8 +10,8 @@ filmed. The thresholds are the issues' per-clip bars, not loosened; issue 5's r_
 - vr_face2 (a news reader, 844x844, 5 s; 23 silent frames) guards the shut mouth in pauses: the
   speaker never shuts his lips on camera, and the engine must still shut them.
 
-docs/lite-engine.md has the full table, the median bar and the other two clips. Speed is the benchmarks' business (bench/service_bench.py), not a
-timed test's.
+docs/lite-engine.md has the full table, the median bar and the other two clips.
+Speed is the benchmarks' business (bench/service_bench.py), not a timed test's.
 """
 
 from __future__ import annotations

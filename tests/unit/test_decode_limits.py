@@ -81,7 +81,7 @@ def test_check_finite_is_the_same_check_for_any_caller():
 def test_an_8k_frame_is_refused_before_decoding(tmp_path):
     for path in (y4m(tmp_path / "huge.y4m", width=HUGE_SIDE, height=HUGE_SIDE, frames=0),
                  png_claiming(tmp_path / "huge.png", HUGE_SIDE, HUGE_SIDE)):
-        raised, peak = _peak_bytes(lambda: read_video(path, 25.0, max_pixels=3840 * 2160))
+        raised, peak = _peak_bytes(lambda path=path: read_video(path, 25.0, max_pixels=3840 * 2160))
         assert isinstance(raised, TooLarge)
         assert raised.detail == "video frames are 8192x8192 (67108864 pixels); the limit is 8294400 pixels"
         assert peak < 1 << 20

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from helpers import media
 from musetalk_server.avatars.layout import ENGINE_DIR
 from musetalk_server.engines.base import AvatarFrames, LoadedAvatar

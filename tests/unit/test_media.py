@@ -1,12 +1,11 @@
 """Decoders and encoders on real clips from ../shared/media."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from helpers import media
-from mediatools import read_mp4, silent_wav, transcode_audio, write_video, first_frames
+from mediatools import first_frames, read_mp4, silent_wav, transcode_audio, write_video
 from musetalk_server.errors import EmptyMedia, TooLarge, UnsupportedMedia
 from musetalk_server.media.audio import decode_audio
 from musetalk_server.media.mp4 import Mp4Writer

@@ -15,8 +15,8 @@ from musetalk_server.engines.musetalk.weights import detect_layout, load_whisper
 def numbered_hidden(n: int) -> torch.Tensor:
     """(n, 5, 384) where step j, layer l holds j * 10 + l + 1 everywhere: 0 only in padding."""
     j = torch.arange(n, dtype=torch.float32)[:, None, None]
-    l = torch.arange(A.HIDDEN_STATES, dtype=torch.float32)[None, :, None]
-    return (j * 10 + l + 1).expand(n, A.HIDDEN_STATES, 384).clone()
+    layer = torch.arange(A.HIDDEN_STATES, dtype=torch.float32)[None, :, None]
+    return (j * 10 + layer + 1).expand(n, A.HIDDEN_STATES, 384).clone()
 
 
 def step_of(tokens: torch.Tensor) -> np.ndarray:
@@ -48,7 +48,7 @@ def test_zero_padding_at_both_ends_and_time_major_layout():
     assert steps[0].tolist() == [-1] * 4 + [0, 1, 2, 3, 4, 5]
     assert steps[99].tolist() == list(range(194, 200)) + [-1] * 4
     # token = window step x 5 + layer: the five layers of one step sit together
-    assert tokens[10, 7 * 5:8 * 5, 0].tolist() == [(2 * 10 - 4 + 7) * 10 + l + 1 for l in range(5)]
+    assert tokens[10, 7 * 5:8 * 5, 0].tolist() == [(2 * 10 - 4 + 7) * 10 + layer + 1 for layer in range(5)]
 
 
 def test_windows_follow_float_fps():

@@ -24,7 +24,7 @@ class AppState:
     sessions: set[Any] = field(default_factory=set)
 
     @property
-    def settings(self):  # noqa: ANN201 - Settings, shorthand for the routes
+    def settings(self):
         return self.runtime.settings
 
     @property

@@ -68,7 +68,7 @@ class AvatarResources:
         if not overwrite:
             raise AvatarExists(f"avatar {avatar_id!r} already exists; pass overwrite=true to replace it")
         # Replace the whole spec (null drops fields the new one lacks, e.g. a previous videoUrl).
-        patch_spec = {key: None for key in current.get("spec", {})} | spec
+        patch_spec = dict.fromkeys(current.get("spec", {})) | spec
         patched = _json(self.api.patch_namespaced_custom_object(
             self.group, self.version, self.namespace, PLURAL, avatar_id,
             {"metadata": {"annotations": {UPLOAD_ANNOTATION: upload}}, "spec": patch_spec}, _preload_content=False))

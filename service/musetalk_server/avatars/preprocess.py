@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +56,8 @@ def preprocess_avatar(
     """Build avatar `avatar_id` from `video_path` and store it atomically. Returns its manifest.
 
     The caller has checked the request (avatars/service.py); the store's staging still refuses
-    to replace an avatar that appeared meanwhile unless `overwrite`. `on_stored` receives the stored avatar with its frames still in memory, so a server can keep
-    it loaded instead of reading every frame back from disk for the first stream.
+    to replace an avatar that appeared meanwhile unless `overwrite`. `on_stored` receives the stored avatar with its
+    frames still in memory, so a server can keep it loaded instead of reading every frame back from disk for the first stream.
     """
     started = time.perf_counter()
     fps = limits.fps
@@ -93,7 +93,7 @@ def preprocess_avatar(
             "face": face_stats(points, missing),
             "engine_info": engine_info,
             "server_version": __version__,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "preprocess_seconds": round(time.perf_counter() - started, 3),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -11,8 +11,16 @@ import numpy as np
 
 from ..engines.base import LoadedAvatar
 from .layout import (
-    AVATAR_ID_PATTERN, ENGINE_DIR, FORMAT_VERSION, FRAMES_DIR, LANDMARKS_FILE, MANIFEST, AvatarLayout, corrupt,
-    frame_path, validate_avatar_id,
+    AVATAR_ID_PATTERN,
+    ENGINE_DIR,
+    FORMAT_VERSION,
+    FRAMES_DIR,
+    LANDMARKS_FILE,
+    MANIFEST,
+    AvatarLayout,
+    corrupt,
+    frame_path,
+    validate_avatar_id,
 )
 
 __all__ = ["AVATAR_ID_PATTERN", "FORMAT_VERSION", "MANIFEST", "AvatarStore", "validate_avatar_id",

@@ -145,7 +145,7 @@ class ShapeStream:
 
     def _learned(self, start: int, stop: int) -> np.ndarray:
         """(stop - start,) the speaker model's openness, or zeros without one."""
-        if self.speaker is None:
+        if self.speaker is None or self._speaker_features is None:
             return np.zeros(stop - start, np.float32)
         aperture = self.speaker.aperture(self._speaker_features.frames(start, stop))
         return to_openness(aperture, self.range.curve or (self.range.closed, self.range.open))
@@ -186,14 +186,14 @@ class ShapeStream:
             window = _take(open_buf, i - LOOKAHEAD, len(SMOOTH_KERNEL))
             swindow = _take(spread_buf, i - LOOKAHEAD, len(SMOOTH_KERNEL))
             # A frame that is itself silent is shut: smoothing must not leak opening into pauses.
-            o = float(window @ SMOOTH_KERNEL) if open_buf[i] > 0.0 else 0.0
+            shown = float(window @ SMOOTH_KERNEL) if open_buf[i] > 0.0 else 0.0
             if self.speaker is not None:
                 # The learned mapping has its own context, so it is blended in unsmoothed.
-                o = float(blend_openness(np.float32(o), learned_buf[i], self.speaker.blend))
+                shown = float(blend_openness(np.array(shown, np.float32), learned_buf[i], self.speaker.blend))
             yield MouthShape(
-                aperture=r.aperture(o),
+                aperture=r.aperture(shown),
                 width=width_mid + width_span * float(swindow @ SMOOTH_KERNEL),
-                openness=o,
+                openness=shown,
             )
             done += 1
             # Drop what no later frame needs.

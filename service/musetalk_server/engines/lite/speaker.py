@@ -138,7 +138,7 @@ def fit_speaker(
     r_generic = _r(_to_aperture(generic[:n], curve), y)
     learned = to_openness(pred, curve)
     scores = {w: _r(_to_aperture(blend_openness(generic[:n], learned, w), curve), y) for w in BLEND_WEIGHTS}
-    weight = max(scores, key=scores.get)
+    weight = max(scores, key=lambda w: scores[w])
     facts = {
         "frames": n,
         "voiced_frames": int(voiced.sum()),
@@ -181,7 +181,7 @@ def _cross_predict(x: np.ndarray, y: np.ndarray, folds: list[np.ndarray]) -> dic
     idx = np.arange(len(y))
     for f in folds:
         train = (idx < f[0] - gap) | (idx > f[-1] + gap)
-        for lam, (w, b) in zip(LAMBDAS, _ridge_path(x[train], y[train], LAMBDAS)):
+        for lam, (w, b) in zip(LAMBDAS, _ridge_path(x[train], y[train], LAMBDAS), strict=False):
             preds[lam][f] = x[f] @ w + b
     return preds
 

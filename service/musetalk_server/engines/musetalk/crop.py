@@ -121,7 +121,7 @@ def crop_square(frame: np.ndarray, square: Box) -> np.ndarray:
     """The square cut from the frame, black where it runs past the edges (as PIL's crop fills)."""
     x0, y0, x1, y1 = square
     h, w = frame.shape[:2]
-    out = np.zeros((y1 - y0, x1 - x0) + frame.shape[2:], dtype=frame.dtype)
+    out = np.zeros((y1 - y0, x1 - x0, *frame.shape[2:]), dtype=frame.dtype)
     fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
     if fx1 > fx0 and fy1 > fy0:
         out[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0] = frame[fy0:fy1, fx0:fx1]
