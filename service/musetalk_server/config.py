@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     stream_queue_frames: int = Field(16, ge=1)
     max_loaded_avatars: int = Field(4, ge=1)
     batch_size: int = Field(8, ge=1)
+    # Capacity (scheduler.py): unpaced work waits this long for the device, then gets 429 busy.
+    queue_timeout_s: float = Field(30.0, ge=0)
+    max_queue: int = Field(64, ge=0)  # unpaced requests waiting at most; more get 429 at once
+    max_realtime_streams: int = Field(0, ge=0)  # cap on paced streams and sessions; 0: by measure only
+    shutdown_grace_s: float = Field(20.0, ge=0)  # SIGTERM: running work gets this long to finish
 
     # Cluster mode: `local` runs preprocessing inline; `kubernetes` hands it to the operator.
     avatar_source: Literal["local", "kubernetes"] = "local"

@@ -14,7 +14,8 @@ status and the machine `code` clients see in `{"detail": ..., "code": ...}` (`er
     ├── NoFaceDetected                 422 no_face_detected
     ├── InvalidInput                   422 invalid_input
     ├── Unauthorized                   401 unauthorized
-    ├── NotReady                       503 not_ready
+    ├── NotReady                       503 not_ready     (loading, or draining for shutdown)
+    ├── Busy                           429 busy          (the scheduler's refusal; Retry-After)
     ├── WeightsError                   500 weights_error
     ├── EngineError                    500 internal_error
     │   └── RenderError                500 internal_error   (a render that failed or fell short)
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidInput",
     "Unauthorized",
     "NotReady",
+    "Busy",
     "WeightsError",
     "EngineError",
     "RenderError",
@@ -63,6 +65,10 @@ class MuseTalkError(Exception):
 
     def body(self) -> dict[str, str]:
         return error_body(self.detail, self.code)
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the response carries besides the body (Busy: Retry-After)."""
+        return {}
 
 
 class InvalidAvatarId(MuseTalkError):
@@ -111,6 +117,19 @@ class Unauthorized(MuseTalkError):
 
 class NotReady(MuseTalkError):
     status, code = 503, "not_ready"
+
+
+class Busy(MuseTalkError):
+    """The device cannot take this work on time now (scheduler.py); retry after `retry_after_s`."""
+
+    status, code = 429, "busy"
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class WeightsError(MuseTalkError):

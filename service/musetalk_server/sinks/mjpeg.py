@@ -12,6 +12,8 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor
 
+import numpy as np
+
 from ..errors import MuseTalkError
 from ..media.jpeg import closing_boundary, encode_jpeg, error_part, jpeg_part
 from .bridge import encode_ahead
@@ -30,8 +32,14 @@ class MjpegStream:
                  paced: bool, tracker: RenderTracker) -> None:
         self.job, self.paced, self.tracker = job, paced, tracker
 
+        def encode(frame: np.ndarray) -> bytes:
+            started = time.perf_counter()
+            jpeg = encode_jpeg(frame, quality)
+            job.observe(time.perf_counter() - started)
+            return jpeg
+
         def produce(cancel: threading.Event) -> Iterator[bytes]:
-            return encode_ahead(job.render(cancel), lambda f: encode_jpeg(f, quality), pool, ahead)
+            return encode_ahead(job.render(cancel), encode, pool, ahead)
 
         self.frames = FrameStream(produce, maxsize=queue_frames, name=f"stream-{job.avatar.avatar_id}")
         self._parts: AsyncIterator[bytes] | None = None
@@ -54,6 +62,7 @@ class MjpegStream:
         """Stop the engine (a client disconnect ends up here) and settle the metrics, once."""
         if not self.frames.cancel.is_set():
             self.frames.close()
+            self.job.release()
             self.tracker.__exit__(None, None, None)
 
     async def body(self) -> AsyncIterator[bytes]:
@@ -63,7 +72,9 @@ class MjpegStream:
             jpeg: bytes | None = self._first
             while jpeg is not None:
                 if self.paced:
-                    await asyncio.sleep(max(0.0, clock + sent / job.fps - time.perf_counter()))
+                    due = clock + sent / job.fps
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                    self.tracker.late(time.perf_counter() - due)
                 yield jpeg_part(jpeg, sent, sent * 1000.0 / job.fps)
                 sent += 1
                 self.tracker.frames()

@@ -28,7 +28,8 @@ def write_mp4(job: RenderJob, out: Path, *, audio_rate: int, cancel: threading.E
     written = 0
     try:
         for frame in job.render(cancel):
-            writer.write(frame)
+            with job.turn():
+                writer.write(frame)
             written += 1
     except BaseException:
         writer.abort()
@@ -59,5 +60,6 @@ async def render_mp4_file(job: RenderJob, out_dir: Path, *, audio_rate: int, tra
             tracker.frames(task.result())
         except BaseException as e:
             out.unlink(missing_ok=True)
+            job.release()
             reraise_as_render_error(e, f"batch of {job.avatar.avatar_id}")
     return out
