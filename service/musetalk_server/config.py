@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     queue_timeout_s: float = Field(30.0, ge=0)
     max_queue: int = Field(64, ge=0)  # unpaced requests waiting at most; more get 429 at once
     max_realtime_streams: int = Field(0, ge=0)  # cap on paced streams and sessions; 0: by measure only
+    device_workers: int = Field(0, ge=0)  # a CPU engine's parallel frame steps; 0: this process's cores
     shutdown_grace_s: float = Field(20.0, ge=0)  # SIGTERM: running work gets this long to finish
 
     # Cluster mode: `local` runs preprocessing inline; `kubernetes` hands it to the operator.

@@ -57,6 +57,7 @@ def build_scheduler(settings: Settings, choice: EngineChoice, metrics: Metrics |
     time; a GPU is one worker whose engine batches the frames of every stream together."""
     batching = choice.device.startswith("cuda")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = settings.device_workers or cores  # a container's CPU limit is not in its affinity mask
     workers = 1 if batching else cores
     return DeviceScheduler(
         workers=workers, frame_slots=None if batching else cores,

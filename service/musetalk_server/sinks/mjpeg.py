@@ -60,9 +60,9 @@ class MjpegStream:
 
     def close(self) -> None:
         """Stop the engine (a client disconnect ends up here) and settle the metrics, once."""
+        self.job.release()  # idempotent; the frame iterator releases it too when it ends
         if not self.frames.cancel.is_set():
             self.frames.close()
-            self.job.release()
             self.tracker.__exit__(None, None, None)
 
     async def body(self) -> AsyncIterator[bytes]:
