@@ -67,6 +67,11 @@ class RenderJob:
         if self.ticket:
             self.ticket.observe(seconds)
 
+    def late(self, seconds: float) -> None:
+        """A paced sink's frame left `seconds` after its place on the stream's clock."""
+        if self.ticket:
+            self.ticket.late(seconds)
+
     def release(self) -> None:
         if self.ticket:
             self.ticket.release()

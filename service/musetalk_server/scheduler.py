@@ -27,7 +27,11 @@ engine reports its device time per frame through `observe_device`). A paced tick
 `fps x cost` device-seconds per second; it is admitted when the demand of every admitted paced
 ticket, its own included, fits `workers x REALTIME_LOAD` (some headroom is kept for the event
 loop, the network and jitter). The costs are wall times measured under the real load, so a busy
-machine reads as a slower one and admits fewer. A size never measured takes a measured size's
+machine reads as a slower one and admits fewer. On a CPU engine the process's own CPU time per
+frame (per megapixel, every `CPU_SAMPLE_S`) is a second measure, which also counts what the
+frame steps do not (the event loop, the network); the larger of the two counts. And whatever
+the estimate says, a paced frame that left more than `LATE_GUARD_S` late in the last
+`LATE_WINDOW_S` refuses new paced work: the device is full. A size never measured takes a measured size's
 cost scaled by pixels, else `SEED_S_PER_MEGAPIXEL`; an empty device always takes one paced
 ticket, which then measures. `max_realtime` (MUSETALK_MAX_REALTIME_STREAMS) may cap the count.
 
@@ -65,8 +69,12 @@ KINDS = tuple(PRIORITY)
 PRIORITY_NAMES = ("realtime", "unpaced", "preprocess")  # metric label of each priority level
 PACED_KINDS = ("realtime", "paced")
 REALTIME_LOAD = 0.7  # share of the workers' time paced work may claim; the rest absorbs jitter
-SEED_S_PER_MEGAPIXEL = 0.02  # cost of a frame never measured: conservative for lite on one core
+SEED_S_PER_MEGAPIXEL = 0.05  # a frame never measured: ~13 ms at 512², several times lite's cost
 EWMA_ALPHA = 0.05  # weight of one frame's measurement: ~20 frames, under a second of one stream
+CPU_SAMPLE_S = 0.5  # how often the process's CPU time per frame is read
+CPU_ALPHA = 0.3  # weight of one CPU sample
+LATE_GUARD_S = 0.02  # a paced frame this late means the device is full, whatever the estimate says
+LATE_WINDOW_S = 2.0  # ... for this long after
 MIN_RETRY_AFTER_S = 1
 T = TypeVar("T")
 
@@ -134,6 +142,11 @@ class Ticket:
     def observe(self, seconds: float) -> None:
         """Add `seconds` of a sink's per-frame work (encoding) to the next frame's measured cost."""
         self._extra += seconds
+
+    def late(self, seconds: float) -> None:
+        """A paced sink's frame left `seconds` after its place on the stream's clock."""
+        if seconds > LATE_GUARD_S:
+            self.scheduler.last_late = time.monotonic()
 
     def release(self) -> None:
         self.scheduler._release(self)
@@ -208,6 +221,11 @@ class DeviceScheduler:
         self._frame_busy = 0
         self._cost: dict[tuple[str, tuple[int, int] | None], float] = {}
         self.draining = False
+        self.last_late = -math.inf  # when a paced frame last left late (Ticket.late)
+        self._cpu_per_mp: float | None = None  # process CPU seconds per megapixel of frames
+        self._cpu_mark = (time.monotonic(), time.process_time())
+        self._cpu_pixels = 0.0  # megapixels of frames since the mark
+        self._last_frame = -math.inf
         if metrics is not None:
             for p, name in enumerate(PRIORITY_NAMES):
                 metrics.sched_queue.labels(name).set_function(lambda p=p: self._waiting[p])
@@ -247,6 +265,8 @@ class DeviceScheduler:
 
     def _admit_paced(self, ticket: Ticket) -> None:
         paced = [t for t in self._admitted if t.paced]
+        if paced and time.monotonic() - self.last_late < LATE_WINDOW_S:
+            self._refuse(ticket, paced, "real-time work already admitted is running late")
         if self.max_realtime and len(paced) >= self.max_realtime:
             self._refuse(ticket, paced, f"{len(paced)} real-time streams, the most MUSETALK_MAX_REALTIME_STREAMS allows")
         demand = sum(t.demand for t in paced) + ticket.demand
@@ -316,10 +336,11 @@ class DeviceScheduler:
 
     def frame_cost(self, engine: str, size: tuple[int, int] | None) -> float:
         """Seconds one frame of this engine and size costs: measured, scaled or seeded."""
+        pixels = (size[0] * size[1]) if size else 1 << 20
         cost = self._cost.get((engine, size)) or self._cost.get((engine, None))
         if cost is not None:
-            return cost
-        pixels = (size[0] * size[1]) if size else 1 << 20
+            by_cpu = self._cpu_per_mp * pixels / 1e6 if self._cpu_per_mp and size else 0.0
+            return max(cost, by_cpu)
         same = [(s, c) for (e, s), c in self._cost.items() if e == engine and s]
         if same:
             s, c = max(same, key=lambda sc: sc[1] / (sc[0][0] * sc[0][1]))  # the costliest per pixel
@@ -328,6 +349,17 @@ class DeviceScheduler:
 
     def observe(self, engine: str, size: tuple[int, int], seconds: float) -> None:
         """One frame's measured work (wall seconds) for this engine and frame size."""
+        now = time.monotonic()
+        if now - self._last_frame > CPU_SAMPLE_S:  # idle until now: what the CPU did meanwhile was no frame's
+            self._cpu_mark, self._cpu_pixels = (now, time.process_time()), 0.0
+        self._last_frame = now
+        self._cpu_pixels += size[0] * size[1] / 1e6
+        if now - self._cpu_mark[0] >= CPU_SAMPLE_S:
+            cpu = time.process_time()
+            sample = (cpu - self._cpu_mark[1]) / self._cpu_pixels
+            prev = self._cpu_per_mp
+            self._cpu_per_mp = sample if prev is None else prev + CPU_ALPHA * (sample - prev)
+            self._cpu_mark, self._cpu_pixels = (now, cpu), 0.0
         self._accumulate((engine, size), seconds)
 
     def observe_device(self, engine: str, frames: int, seconds: float) -> None:
@@ -343,7 +375,7 @@ class DeviceScheduler:
         if self.metrics is not None:
             engine, size = key
             label = f"{size[0]}x{size[1]}" if size else "any"
-            self.metrics.sched_frame_seconds.labels(engine, label).set(self._cost[key])
+            self.metrics.sched_frame_seconds.labels(engine, label).set(self.frame_cost(engine, size))
 
     def streams_capacity(self, engine: str, size: tuple[int, int], fps: float) -> int:
         """How many paced streams of this engine, size and rate the device holds, by the estimate."""

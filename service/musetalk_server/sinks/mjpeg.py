@@ -74,7 +74,9 @@ class MjpegStream:
                 if self.paced:
                     due = clock + sent / job.fps
                     await asyncio.sleep(max(0.0, due - time.perf_counter()))
-                    self.tracker.late(time.perf_counter() - due)
+                    late = time.perf_counter() - due
+                    self.tracker.late(late)
+                    job.late(late)
                 yield jpeg_part(jpeg, sent, sent * 1000.0 / job.fps)
                 sent += 1
                 self.tracker.frames()
