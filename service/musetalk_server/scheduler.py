@@ -281,7 +281,7 @@ class DeviceScheduler:
 
     def _admit_queued(self, ticket: Ticket) -> None:
         p = ticket.priority
-        if sum(self._waiting) >= self.max_queue:
+        if not self._unpaced_turn(p) and sum(self._waiting) >= self.max_queue:
             self._count("refused", ticket.kind)
             raise Busy(f"busy: {self.max_queue} requests already wait", retry_after_s=self._queue_retry())
         deadline = time.monotonic() + self.queue_timeout_s
