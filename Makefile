@@ -26,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/service_bench.py
 	$(BIN)/python bench/lipsync_eval.py
+	$(BIN)/python bench/load_bench.py
 	$(BIN)/python bench/musetalk_bench.py $(MUSETALK_BENCH_ARGS)
 
 clean:
