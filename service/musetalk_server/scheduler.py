@@ -54,6 +54,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from .errors import Busy, NotReady
@@ -228,7 +229,7 @@ class DeviceScheduler:
         self._last_frame = -math.inf
         if metrics is not None:
             for p, name in enumerate(PRIORITY_NAMES):
-                metrics.sched_queue.labels(name).set_function(lambda p=p: self._waiting[p])
+                metrics.sched_queue.labels(name).set_function(partial(self._waiting.__getitem__, p))
             metrics.sched_load.set_function(self.load)
 
     # --- admission -------------------------------------------------------------------------
@@ -268,7 +269,8 @@ class DeviceScheduler:
         if paced and time.monotonic() - self.last_late < LATE_WINDOW_S:
             self._refuse(ticket, paced, "real-time work already admitted is running late")
         if self.max_realtime and len(paced) >= self.max_realtime:
-            self._refuse(ticket, paced, f"{len(paced)} real-time streams, the most MUSETALK_MAX_REALTIME_STREAMS allows")
+            self._refuse(ticket, paced,
+                         f"{len(paced)} real-time streams, the most MUSETALK_MAX_REALTIME_STREAMS allows")
         demand = sum(t.demand for t in paced) + ticket.demand
         if paced and demand > self.capacity():
             self._refuse(ticket, paced, f"the device would need {demand:.2f} of its {self.capacity():.2f} "

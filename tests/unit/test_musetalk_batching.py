@@ -45,7 +45,7 @@ def render(renderer, audio) -> list[np.ndarray]:
 
 def test_two_streams_share_device_calls_and_each_gets_its_own_frames(setup):
     engine, renderers, audios = setup
-    alone = [render(r, a) for r, a in zip(renderers, audios)]
+    alone = [render(r, a) for r, a in zip(renderers, audios, strict=True)]
     engine.batcher.calls.clear()
 
     together: list[list[np.ndarray]] = [[], []]
@@ -57,9 +57,9 @@ def test_two_streams_share_device_calls_and_each_gets_its_own_frames(setup):
         t.join()
 
     assert max(engine.batcher.calls) == 2, f"no device call carried both streams: {engine.batcher.calls}"
-    for mine, reference in zip(together, alone):
+    for mine, reference in zip(together, alone, strict=True):
         assert len(mine) == len(reference) == int(SECONDS * FPS)
-        for got, want in zip(mine, reference):
+        for got, want in zip(mine, reference, strict=True):
             assert got.shape == want.shape
             assert np.abs(got.astype(np.int16) - want).max() <= 1  # the frame rendered alone, within 1 LSB
 
@@ -68,4 +68,4 @@ def test_the_comparison_would_see_cross_talk(setup):
     # The other stream's audio changes the face: had rows been swapped, the check above would fail.
     _, renderers, audios = setup
     own, other = render(renderers[0], audios[0]), render(renderers[0], audios[1])
-    assert max(np.abs(a.astype(np.int16) - b).max() for a, b in zip(own, other)) > 1
+    assert max(np.abs(a.astype(np.int16) - b).max() for a, b in zip(own, other, strict=True)) > 1

@@ -14,7 +14,7 @@ SIZE = (512, 512)
 
 
 def scheduler(**kw) -> DeviceScheduler:
-    args = dict(workers=1, frame_slots=1, unpaced_slots=1, queue_timeout_s=0.2, max_queue=4)
+    args = {"workers": 1, "frame_slots": 1, "unpaced_slots": 1, "queue_timeout_s": 0.2, "max_queue": 4}
     return DeviceScheduler(**{**args, **kw})
 
 
@@ -39,9 +39,8 @@ def test_paced_admission_follows_the_measured_cost():
 def test_an_empty_device_takes_one_paced_stream_whatever_the_estimate():
     s = scheduler()
     s.observe("lite", SIZE, 1.0)
-    with paced(s):
-        with pytest.raises(Busy):
-            paced(s)
+    with paced(s), pytest.raises(Busy):
+        paced(s)
 
 
 def test_the_cap_holds_even_when_the_estimate_allows_more():

@@ -16,11 +16,10 @@ import numpy as np
 
 from ..errors import MuseTalkError
 from ..media.jpeg import closing_boundary, encode_jpeg, error_part, jpeg_part
-from .bridge import encode_ahead
 from ..metrics import RenderTracker
 from ..pipeline import RenderJob
 from . import as_render_error, reraise_as_render_error
-from .bridge import FrameStream
+from .bridge import FrameStream, encode_ahead
 
 __all__ = ["MjpegStream"]
 

@@ -46,8 +46,12 @@ async def render_mp4_file(job: RenderJob, out_dir: Path, *, audio_rate: int, tra
 
     Returns the finished file; on any failure it is removed and a project error raised.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f"{job.avatar.avatar_id}-", suffix=".mp4", dir=out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f"{job.avatar.avatar_id}-", suffix=".mp4", dir=out_dir)
+    except BaseException:
+        job.release()  # the frame iterator, which releases it otherwise, never started
+        raise
     os.close(fd)  # PyAV opens the file by name
     out, cancel = Path(name), threading.Event()
     with tracker:

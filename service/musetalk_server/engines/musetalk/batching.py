@@ -90,7 +90,8 @@ class DeviceBatcher:
         return left if left > 0 else None
 
     def _take(self) -> list[_Request]:
-        batch, frames = [], 0
+        batch: list[_Request] = []
+        frames = 0
         while self._pending and (not batch or frames + self._pending[0].frames <= self.batch_size):
             r = self._pending.pop(0)
             batch.append(r)

@@ -97,7 +97,7 @@ class MuseTalkRenderer(Renderer):
                 with torch.inference_mode():
                     tokens = windows(frames)  # (b, 50, 384)
                 faces = self.engine.faces(tokens, self.latents[src], wait_s=wait_s)  # (b, 256, 256, 3) uint8 BGR
-                for k, face in zip(src, faces):
+                for k, face in zip(src, faces, strict=True):
                     if cancel is not None and cancel.is_set():
                         return
                     yield blend.paste_face(self.frames[k], face, self.box(k), self.square(k), self.masks[k])
