@@ -3,6 +3,7 @@
 Writes into OUT_DIR:
 - `avatar.npz`: `frames` (N, H, W, 3) uint8 BGR, the first N frames of vr_face2.mp4 at 25 fps,
   and `points` (N, 478, 2) float32, their FaceMesh landmarks;
+- `avatar720.npz`: the same for lp_s18.mp4 (1280x720), for the concurrent-streams rows;
 - `speech.npy`: mt_eng.wav as 16 kHz mono float32 (60 s).
 
 `bench/musetalk_bench.py --inputs OUT_DIR` and the `gpu` tests (MUSETALK_GPU_INPUTS=OUT_DIR) read
@@ -22,6 +23,7 @@ MEDIA = REPO.parent / "shared" / "media"
 sys.path[:0] = [str(REPO / "service"), str(REPO / "tests")]
 
 CLIP = "vr_face2.mp4"  # 844x844, 25 fps: the face the benchmark pastes into
+CLIPS = {"avatar.npz": CLIP, "avatar720.npz": "lp_s18.mp4"}  # the second: 1280x720, streams at 720p
 SPEECH = "mt_eng.wav"  # 60 s of English speech
 
 
@@ -35,11 +37,12 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=8)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    frames = first_frames(MEDIA / CLIP, args.frames)
-    points, found = detect_video(frames)
-    if not found.all():
-        raise SystemExit(f"no face in {int((~found).sum())} of the first {args.frames} frames of {CLIP}")
-    np.savez_compressed(args.out / "avatar.npz", frames=np.stack(frames), points=points)
+    for name, clip in CLIPS.items():
+        frames = first_frames(MEDIA / clip, args.frames)
+        points, found = detect_video(frames)
+        if not found.all():
+            raise SystemExit(f"no face in {int((~found).sum())} of the first {args.frames} frames of {clip}")
+        np.savez_compressed(args.out / name, frames=np.stack(frames), points=points)
     np.save(args.out / "speech.npy", decode_audio(MEDIA / SPEECH))
     sys.stdout.write(f"wrote {args.out / 'avatar.npz'} ({args.frames} frames) and {args.out / 'speech.npy'}\n")
     return 0

@@ -9,7 +9,11 @@ Rows:
   into its full frame, as frames/s; the paste runs on the host, so "total" is their serial sum;
 - time to first frame of a stream over 5 s and 60 s of speech (whisper on the first 30 s
   segment, then one batch): it should not grow with the audio's length;
-- whole stream: frames/s of `render` from the first frame to the last, what one stream gets.
+- whole stream: frames/s of `render` from the first frame to the last, what one stream gets;
+- N streams (`--streams 1,4,16,32`, `--clip lp_s18.mp4` for 720p): N renders at once on one
+  engine, their frames batched across streams into one device call (engines/musetalk/batching.py):
+  aggregate frames/s, per-stream frames/s and the mean frames per device call. At the same batch
+  size, N = 4 should be at least the N = 1 figure.
 
 Usage: python bench/musetalk_bench.py [--size tiny|full] [--device cpu|cuda:0] [--batches 1,8,32]
        [--inputs DIR]  (a folder from bench/gpu_inputs.py, for the GPU machine)
@@ -55,16 +59,19 @@ def load_models(size: str, device: str) -> MuseTalkModels:
                           whisper=move(whisper.model.encoder), version="v1.5", device=device, dtype=dtype)
 
 
-def avatar_inputs(n_frames: int, inputs: Path | None) -> tuple[list[np.ndarray], np.ndarray]:
+INPUT_FILES = {CLIP: "avatar.npz", "lp_s18.mp4": "avatar720.npz"}  # as bench/gpu_inputs.py writes them
+
+
+def avatar_inputs(n_frames: int, inputs: Path | None, clip: str = CLIP) -> tuple[list[np.ndarray], np.ndarray]:
     """The first frames of the clip and their landmarks: from `inputs` (bench/gpu_inputs.py) when
     given, for machines without PyAV and MediaPipe, else decoded and detected here."""
     if inputs is not None:
-        saved = np.load(inputs / "avatar.npz")
+        saved = np.load(inputs / INPUT_FILES[clip])
         return list(saved["frames"][:n_frames]), saved["points"][:n_frames]
     from mediatools import first_frames
     from musetalk_server.face.landmarks import detect_video
 
-    frames = first_frames(MEDIA / CLIP, n_frames)
+    frames = first_frames(MEDIA / clip, n_frames)
     points, _ = detect_video(frames)
     return frames, points
 
@@ -77,8 +84,9 @@ def speech(inputs: Path | None) -> np.ndarray:
     return decode_audio(MEDIA / SPEECH)
 
 
-def make_avatar(engine: MuseTalkEngine, n_frames: int, folder: Path, inputs: Path | None) -> LoadedAvatar:
-    frames, points = avatar_inputs(n_frames, inputs)
+def make_avatar(engine: MuseTalkEngine, n_frames: int, folder: Path, inputs: Path | None,
+                clip: str = CLIP) -> LoadedAvatar:
+    frames, points = avatar_inputs(n_frames, inputs, clip)
     engine.prepare(AvatarFrames(frames, points, 25.0), 0, folder / "engine")
     return LoadedAvatar("bench", folder, {"fps": 25.0}, frames, points)
 
@@ -138,6 +146,33 @@ def render_fps(renderer, audio: np.ndarray, seconds: float) -> float:
     return statistics.median(times)
 
 
+def concurrent_streams(engine: MuseTalkEngine, renderer, audio: np.ndarray, n: int, seconds: float):
+    """N renders of `seconds` of audio at once: (aggregate fps, per-stream fps, frames per device call)."""
+    import threading
+
+    calls: list[int] = []
+    engine.on_device_call = lambda frames, _s: calls.append(frames)
+    clip = audio[: int(seconds * SAMPLE_RATE)]
+    counts = [0] * n
+    start = threading.Barrier(n + 1)
+
+    def one(i: int) -> None:
+        start.wait()
+        for _frame in renderer.render(clip, 25.0):
+            counts[i] += 1
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    engine.on_device_call = None
+    return sum(counts) / wall, statistics.mean(counts) / wall, statistics.mean(calls)
+
+
 def machine(device: str) -> str:
     cpu = f"{platform.machine()}, {torch.get_num_threads()} torch threads"
     gpu = f", {torch.cuda.get_device_name(device)}" if device.startswith("cuda") else ", no GPU"
@@ -153,6 +188,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--ttff", default="5,60", help="audio lengths (s) for time to first frame; '' for none")
     parser.add_argument("--inputs", type=Path, help="folder written by bench/gpu_inputs.py (no PyAV/MediaPipe needed)")
+    parser.add_argument("--streams", default="", help="concurrent stream counts, e.g. 1,4,16,32; '' for none")
+    parser.add_argument("--stream-seconds", type=float, default=4.0, help="audio per concurrent stream")
+    parser.add_argument("--clip", default=CLIP, choices=tuple(INPUT_FILES), help="avatar of the concurrent rows")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",") if b]
 
@@ -174,6 +212,12 @@ def main() -> int:
         audio = speech(args.inputs) if lengths else np.zeros(0, np.float32)
         ttffs = [(s, ttff(renderer, audio, s)) for s in lengths]
         stream_fps = render_fps(renderer, audio, min(lengths)) if lengths else None
+        many = []
+        if args.streams:
+            audio = audio if audio.size else speech(args.inputs)
+            other = engine.open(make_avatar(engine, args.frames, Path(tmp) / "streams", args.inputs, args.clip))
+            many = [(n, *concurrent_streams(engine, other, audio, n, args.stream_seconds))
+                    for n in (int(v) for v in args.streams.split(",") if v)]
         peak = (f"{torch.cuda.max_memory_allocated(args.device) / 2**30:.2f} GiB"
                 if args.device.startswith("cuda") else "n/a (CPU)")
 
@@ -190,6 +234,14 @@ def main() -> int:
     if stream_fps is not None:
         print(f"| whole stream, {min(lengths):g} s audio (batch {engine.batch_size}) | | | {stream_fps:.2f} |")
     print(f"| peak GPU memory | {peak} | | |")
+    if many:
+        print(f"\nConcurrent streams, {args.clip}, {args.stream_seconds:g} s of speech each, "
+              f"MUSETALK_BATCH_SIZE {engine.batch_size}:\n")
+        print("| streams | aggregate frames/s | per stream frames/s | × real time per stream (25 fps) "
+              "| frames per device call |")
+        print("|---:|---:|---:|---:|---:|")
+        for n, total, each, per_call in many:
+            print(f"| {n} | {total:.2f} | {each:.2f} | {each / 25:.2f}× | {per_call:.1f} |")
     return 0
 
 

@@ -15,7 +15,9 @@ status and the machine `code` clients see in `{"detail": ..., "code": ...}` (`er
     ├── NoFaceDetected                 422 no_face_detected
     ├── InvalidInput                   422 invalid_input
     ├── Unauthorized                   401 unauthorized
-    ├── NotReady                       503 not_ready
+    ├── NotReady                       503 not_ready     (loading, or draining for shutdown)
+    ├── Busy                           429 busy          (the scheduler's refusal; Retry-After)
+    ├── SessionTimeout                 408 timeout       (a real-time session idle or too long: 4408)
     ├── WeightsError                   500 weights_error
     ├── EngineError                    500 internal_error
     │   └── RenderError                500 internal_error   (a render that failed or fell short)
@@ -43,6 +45,7 @@ __all__ = [
     "InvalidInput",
     "Unauthorized",
     "NotReady",
+    "Busy",
     "WeightsError",
     "EngineError",
     "RenderError",
@@ -50,7 +53,6 @@ __all__ = [
     "InsufficientStorage",
     "AvatarCorrupt",
     "SessionTimeout",
-    "Busy",
 ]
 
 
@@ -71,6 +73,10 @@ class MuseTalkError(Exception):
 
     def body(self) -> dict[str, str]:
         return error_body(self.detail, self.code)
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the response carries besides the body (Busy: Retry-After)."""
+        return {}
 
 
 class InvalidAvatarId(MuseTalkError):
@@ -127,6 +133,19 @@ class NotReady(MuseTalkError):
     status, code = 503, "not_ready"
 
 
+class Busy(MuseTalkError):
+    """The device cannot take this work on time now (scheduler.py); retry after `retry_after_s`."""
+
+    status, code = 429, "busy"
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
 class WeightsError(MuseTalkError):
     """Model weights are missing or do not match the expected layout; names the file."""
 
@@ -164,8 +183,3 @@ class SessionTimeout(MuseTalkError):
 
     status, code = 408, "timeout"
 
-
-class Busy(MuseTalkError):
-    """No capacity for another session or job now; try again later (WebSocket close 4429)."""
-
-    status, code = 429, "busy"

@@ -13,7 +13,8 @@ __all__ = ["Metrics", "RenderTracker"]
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _FPS_BUCKETS = (5, 10, 25, 50, 100, 200, 400, 800, 1600)
 _FIRST_SPEECH_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0, 2.0)
-_LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+_LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56)
 _PREPROCESS_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 
@@ -60,6 +61,22 @@ class Metrics:
         self.realtime_underruns = Counter("musetalk_realtime_underruns", "Runs of frames whose audio had not arrived",
                                           registry=r)
         self.realtime_interrupts = Counter("musetalk_realtime_interrupts", "Interrupts received", registry=r)
+        # The device scheduler (scheduler.py).
+        self.sched_queue = Gauge("musetalk_scheduler_queue_depth", "Requests waiting for the device, by priority",
+                                 ["priority"], registry=r)
+        self.sched_admitted = Counter("musetalk_scheduler_admitted", "Work admitted, by kind", ["kind"], registry=r)
+        self.sched_refused = Counter("musetalk_scheduler_refused", "Work refused with 429 busy, by kind", ["kind"],
+                                     registry=r)
+        self.sched_load = Gauge("musetalk_scheduler_load",
+                                "Share of the real-time capacity the admitted paced work claims", registry=r)
+        self.sched_frame_seconds = Gauge("musetalk_scheduler_frame_seconds",
+                                         "Estimated cost of one frame (EWMA of measurements)", ["engine", "size"],
+                                         registry=r)
+        self.device_batch = Histogram("musetalk_device_batch_frames", "Frames per device call (all streams)",
+                                      buckets=_BATCH_BUCKETS, registry=r)
+        self.lateness = Histogram("musetalk_stream_lateness_seconds",
+                                  "How late each paced frame left against its stream's clock", ["mode"],
+                                  buckets=_LATENESS_BUCKETS, registry=r)
 
     @contextmanager
     def preprocessing(self) -> Iterator[None]:
@@ -97,6 +114,10 @@ class RenderTracker:
 
     def first_frame(self) -> None:
         self.metrics.ttff.labels(self.mode).observe(time.perf_counter() - self.started)
+
+    def late(self, seconds: float) -> None:
+        """A paced frame left `seconds` after its place on the stream's clock."""
+        self.metrics.lateness.labels(self.mode).observe(max(0.0, seconds))
 
     def frames(self, n: int = 1) -> None:
         self.sent += n

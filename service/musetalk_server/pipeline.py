@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +26,9 @@ from .engines.base import LoadedAvatar, Renderer
 from .errors import InvalidInput
 from .media.audio import decode_audio
 from .media.timeline import SAMPLE_RATE, frame_count
+
+if TYPE_CHECKING:
+    from .scheduler import Ticket
 
 __all__ = ["RenderJob", "Rendering"]
 
@@ -40,10 +45,36 @@ class RenderJob:
     fps: float  # the avatar's
     frames: int  # = frame_count(S, fps), at least 1
     mux: np.ndarray | None = None  # the upload again at the MP4's audio rate, for that sink only
+    ticket: Ticket | None = None  # the device scheduler's admission, once admitted
 
     def render(self, cancel: threading.Event | None = None) -> Iterator[np.ndarray]:
-        """The frame iterator: exactly `frames` BGR frames, fewer only once `cancel` is set."""
-        return self.renderer.render(self.audio, self.fps, cancel)
+        """The frame iterator: exactly `frames` BGR frames, fewer only once `cancel` is set.
+
+        Once admitted, each frame step takes its turn on the device and the ticket is released
+        when the iterator ends."""
+        frames = self.renderer.render(self.audio, self.fps, cancel)
+        return self.ticket.gated(frames) if self.ticket else frames
+
+    def admitted(self, ticket: Ticket) -> RenderJob:
+        return replace(self, ticket=ticket)
+
+    def turn(self) -> AbstractContextManager[object]:
+        """A sink's per-frame work (an MP4 encode) as part of the frame's turn on the device."""
+        return self.ticket.turn() if self.ticket else nullcontext()
+
+    def observe(self, seconds: float) -> None:
+        """A sink's per-frame work done off the turn (a JPEG on the pool), for the cost estimate."""
+        if self.ticket:
+            self.ticket.observe(seconds)
+
+    def late(self, seconds: float) -> None:
+        """A paced sink's frame left `seconds` after its place on the stream's clock."""
+        if self.ticket:
+            self.ticket.late(seconds)
+
+    def release(self) -> None:
+        if self.ticket:
+            self.ticket.release()
 
     @property
     def size(self) -> tuple[int, int]:

@@ -7,6 +7,7 @@ objects. This is also the one place that looks for a GPU.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 from .avatars.cache import AvatarCache
@@ -20,8 +21,9 @@ from .engines.registry import create_engine, resolve_engine_name
 from .errors import NotReady, WeightsError
 from .metrics import Metrics
 from .pipeline import Rendering
+from .scheduler import DeviceScheduler
 
-__all__ = ["EngineChoice", "choose_engine", "Runtime"]
+__all__ = ["EngineChoice", "choose_engine", "build_scheduler", "Runtime"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,20 @@ def choose_engine(settings: Settings) -> EngineChoice:
     return EngineChoice(name, device)
 
 
+def build_scheduler(settings: Settings, choice: EngineChoice, metrics: Metrics | None = None) -> DeviceScheduler:
+    """The device's scheduler. A CPU engine's workers are the cores, one frame step each at a
+    time; a GPU is one worker whose engine batches the frames of every stream together."""
+    batching = choice.device.startswith("cuda")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = settings.device_workers or cores  # a container's CPU limit is not in its affinity mask
+    workers = 1 if batching else cores
+    return DeviceScheduler(
+        workers=workers, frame_slots=None if batching else cores,
+        unpaced_slots=settings.batch_size if batching else cores,
+        queue_timeout_s=settings.queue_timeout_s, max_queue=settings.max_queue,
+        max_realtime=settings.max_realtime_streams, measure_frames=not batching, metrics=metrics)
+
+
 @dataclass
 class Runtime:
     """What a serving process or a CLI command holds. The engine may arrive later (it loads
@@ -59,6 +75,7 @@ class Runtime:
     choice: EngineChoice
     store: AvatarStore
     avatars: LocalAvatars | ClusterAvatars
+    scheduler: DeviceScheduler
     metrics: Metrics | None = None
     engine: Engine | None = None
     cache: AvatarCache | None = None
@@ -70,6 +87,7 @@ class Runtime:
               metrics: Metrics | None = None) -> Runtime:
         choice = choice or choose_engine(settings)
         store = AvatarStore(settings.avatar_dir)
+        scheduler = build_scheduler(settings, choice, metrics)
         avatars: LocalAvatars | ClusterAvatars
         if settings.avatar_source == "kubernetes":
             avatars = ClusterAvatars(
@@ -79,8 +97,8 @@ class Runtime:
         else:
             limits = PreprocessLimits(settings.fps, settings.max_video_seconds, settings.max_video_side,
                                       settings.max_video_pixels, settings.max_video_frames)
-            avatars = LocalAvatars(store, limits, metrics)
-        return cls(settings, choice, store, avatars, metrics)
+            avatars = LocalAvatars(store, limits, metrics, scheduler=scheduler)
+        return cls(settings, choice, store, avatars, scheduler, metrics)
 
     def load_engine(self) -> Engine:
         """Blocking: build and load the chosen engine, then attach it."""
@@ -91,6 +109,8 @@ class Runtime:
         return engine
 
     def attach(self, engine: Engine) -> None:
+        if hasattr(engine, "on_device_call"):  # a batching engine reports its device calls
+            engine.on_device_call = lambda frames, seconds: self.scheduler.observe_device(engine.name, frames, seconds)
         cache = AvatarCache(self.store, engine, self.settings.max_loaded_avatars)
         self.avatars.attach(engine, cache)
         self._rendering = Rendering(cache, max_audio_seconds=self.settings.max_audio_seconds,

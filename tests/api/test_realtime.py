@@ -22,7 +22,6 @@ from helpers import LiveServer, media
 from mediatools import first_frames, write_video
 from musetalk_server.api import create_app
 from musetalk_server.config import Settings
-from musetalk_server.errors import Busy
 from musetalk_server.media.audio import decode_audio
 from servers import make_server, preprocess
 
@@ -60,27 +59,12 @@ def server(results):
         yield srv
 
 
-class OneAtATime:
-    """A test admission: one session at a time, Busy for the rest (issue 11's scheduler goes here)."""
-
-    def __init__(self) -> None:
-        self.open = 0
-
-    def __call__(self, avatar_id: str):
-        if self.open:
-            raise Busy("one real-time session at a time on this test server")
-        self.open += 1
-
-        def release() -> None:
-            self.open -= 1
-        return release
-
-
 @pytest.fixture(scope="module")
 def strict(results):
-    """A server with a key, short timeouts, a small buffer and room for one session."""
+    """A server with a key, short timeouts, a small buffer and room for one session (the device
+    scheduler's cap, MUSETALK_MAX_REALTIME_STREAMS)."""
     app = create_app(Settings(_env_file=None, result_dir=results, engine="lite", api_key="sesame",
-                              realtime_idle_timeout_s=0.6, realtime_max_buffer_s=2.0), admission=OneAtATime())
+                              realtime_idle_timeout_s=0.6, realtime_max_buffer_s=2.0, max_realtime_streams=1))
     with LiveServer(app) as srv:
         yield srv
 

@@ -141,3 +141,17 @@ def test_client_side_install_works_offline() -> None:
     with helm.Config(namespace="lipsync", storage_driver="memory") as cfg:
         release = cfg.install(str(CHART), "musetalk", FULL, dry_run="client")
     assert "kind: Deployment" in release["manifest"]
+
+
+@pytest.mark.parametrize("grace, pre_stop", [(20, 5), (60, 0)])
+def test_the_pod_outlives_the_drain(grace: int, pre_stop: int) -> None:
+    # SIGTERM comes after preStop; the server then drains for MUSETALK_SHUTDOWN_GRACE_S and exits.
+    docs = render({"server": {"shutdownGraceSeconds": grace, "preStopSeconds": pre_stop}})
+    server = find(docs, "Deployment", "musetalk-server")
+    pod, c = server["spec"]["template"]["spec"], container(server)
+    assert env_of(c)["MUSETALK_SHUTDOWN_GRACE_S"] == str(grace)
+    if pre_stop:
+        assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(pre_stop)]
+    else:
+        assert "lifecycle" not in c
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + grace + 5

@@ -30,9 +30,8 @@ __all__ = ["create_app"]
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, engine: Engine | None = None, admission=None) -> FastAPI:
-    """Build the service. Pass `engine` to serve a ready-made one (tests, embedding), and
-    `admission` to decide who may open a real-time session (realtime.session.Admission)."""
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+    """Build the service. Pass `engine` to serve a ready-made one (tests, embedding)."""
     settings = settings or Settings()
     metrics = Metrics()
 
@@ -47,8 +46,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         sweep_temp(settings.result_dir, 0 if settings.avatar_source == "local" else settings.temp_ttl_s)
         sweeper = asyncio.create_task(sweep_forever(settings.result_dir, settings.temp_ttl_s))
         pool_size = max(2, os.cpu_count() or 2)
-        state = AppState(runtime, metrics, ThreadPoolExecutor(pool_size, thread_name_prefix="encode"), pool_size,
-                         admission=admission)
+        state = AppState(runtime, metrics, ThreadPoolExecutor(pool_size, thread_name_prefix="encode"), pool_size)
         metrics.queue_depth.set_function(lambda: sum(s.frames.buffered for s in list(state.streams)))
         metrics.avatars_loaded.set_function(lambda: len(runtime.loaded_avatars()))
         app.state.musetalk = state

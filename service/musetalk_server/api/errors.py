@@ -26,7 +26,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _ours(request: Request, exc: MuseTalkError) -> JSONResponse:
         if exc.status >= 500:
             log.error("%s on %s: %s", exc.code, request.url.path, exc.detail)
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -19,8 +19,7 @@ class AppState:
     pool: ThreadPoolExecutor  # JPEG encoding
     pool_size: int
     streams: set[Any] = field(default_factory=set)  # the sinks in flight, closed at shutdown
-    # Real-time sessions: who may open one (realtime.session.Admission; a scheduler's hook) and those open.
-    admission: Any = None
+    # Real-time sessions open (the device scheduler admits them: runtime.scheduler).
     sessions: set[Any] = field(default_factory=set)
 
     @property

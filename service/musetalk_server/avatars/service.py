@@ -25,6 +25,7 @@ from typing import Protocol
 from ..engines.base import Engine, LoadedAvatar
 from ..errors import AvatarExists, InvalidAvatarId, InvalidInput, NotReady
 from ..metrics import Metrics
+from ..scheduler import DeviceScheduler
 from .cache import AvatarCache
 from .info import AvatarEntry, AvatarInfo, PreprocessResult
 from .kube import AvatarResources, remove_upload, upload_name
@@ -86,9 +87,10 @@ class _Shared:
 class LocalAvatars(_Shared):
     """Avatars preprocessed by this process, into its own store."""
 
-    def __init__(self, store: AvatarStore, limits: PreprocessLimits, metrics: Metrics | None = None) -> None:
+    def __init__(self, store: AvatarStore, limits: PreprocessLimits, metrics: Metrics | None = None,
+                 scheduler: DeviceScheduler | None = None) -> None:
         super().__init__(store, metrics)
-        self.limits = limits
+        self.limits, self.scheduler = limits, scheduler
         self.engine: Engine | None = None
         self._one_at_a_time = threading.Lock()  # preprocessing takes every core it can get
 
@@ -100,13 +102,20 @@ class LocalAvatars(_Shared):
             raise NotReady("the engine is still loading")
         if not request.overwrite and self.store.exists(request.avatar_id):
             raise AvatarExists(f"avatar {request.avatar_id!r} already exists; pass overwrite=true to replace it")
-        with self._one_at_a_time, _timed(self.metrics):
+        with self._device_turn(), self._one_at_a_time, _timed(self.metrics):
             manifest = preprocess_avatar(
                 video, request.avatar_id, engine=self.engine, store=self.store, bbox_shift=request.bbox_shift,
                 overwrite=request.overwrite, limits=self.limits, source_name=request.source_name,
                 on_stored=self._keep_loaded,
             )
         return PreprocessResult(request.avatar_id, AvatarInfo.from_manifest(manifest))
+
+    def _device_turn(self) -> AbstractContextManager[object]:
+        """Preprocessing waits behind every render (lowest priority); Busy after the queue timeout."""
+        if self.scheduler is None:
+            return nullcontext()
+        engine = self.engine.name if self.engine else "none"
+        return self.scheduler.admit("preprocess", fps=self.limits.fps, frame_size=(0, 0), engine=engine)
 
     def list(self) -> list[AvatarEntry]:
         loaded = self.loaded()

@@ -21,6 +21,7 @@ import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -86,8 +87,9 @@ class IdleFrames:
 class RealtimeSession:
     def __init__(self, ws: WebSocket, renderer: Renderer, *, backgrounds: int, size: tuple[int, int],
                  config: SessionConfig, idle: IdleFrames, observer: SessionObserver | None = None,
-                 name: str = "realtime") -> None:
+                 turn: Callable[[], AbstractContextManager[None]] = nullcontext, name: str = "realtime") -> None:
         self.ws, self.renderer, self.config, self.idle = ws, renderer, config, idle
+        self.turn = turn  # the device scheduler's per-frame gate (scheduler.Ticket.turn)
         self.size, self.backgrounds = size, backgrounds
         self.observer = observer or SessionObserver()
         self.worker = ThreadPoolExecutor(1, thread_name_prefix=name)
@@ -250,21 +252,26 @@ class RealtimeSession:
         q = self.config.jpeg_quality
         if plan.kind == SPEECH:
             assert plan.speech_audio is not None
-            frame = self.frames.speech_frame(plan.utterance, plan.speech_index, plan.background,
-                                             plan.speech_audio, plan.final)
-            return encode_jpeg(frame, q)
-        jpeg = encode_jpeg(self.frames.idle_frame(plan.background), q)
+            with self.turn():
+                frame = self.frames.speech_frame(plan.utterance, plan.speech_index, plan.background,
+                                                 plan.speech_audio, plan.final)
+                return encode_jpeg(frame, q)
+        with self.turn():
+            jpeg = encode_jpeg(self.frames.idle_frame(plan.background), q)
         self.idle.put(self.renderer, q, plan.background, jpeg)
         return jpeg
 
 
-def observer_for(metrics: Any) -> SessionObserver:
-    """A SessionObserver that counts into the service's Prometheus metrics (metrics.py)."""
+def observer_for(metrics: Any, ticket: Any = None) -> SessionObserver:
+    """A SessionObserver that counts into the service's Prometheus metrics (metrics.py) and tells
+    the device scheduler's `ticket` how late frames leave (late frames stop new admissions)."""
 
     class _Prometheus(SessionObserver):
         def frame(self, kind: str, lateness_s: float) -> None:
             metrics.realtime_frames.labels(kind).inc()
             metrics.realtime_lateness.observe(max(lateness_s, 0.0))
+            if ticket is not None:
+                ticket.late(lateness_s)
 
         def first_speech(self, latency_s: float) -> None:
             metrics.realtime_first_speech.observe(latency_s)
@@ -276,12 +283,3 @@ def observer_for(metrics: Any) -> SessionObserver:
             metrics.realtime_interrupts.inc()
 
     return _Prometheus()
-
-
-Admission = Callable[[str], Callable[[], None]]
-
-
-def unlimited(avatar_id: str) -> Callable[[], None]:
-    """The default admission: every session gets in. A capacity scheduler replaces it; it may
-    raise errors.Busy (close 4429) and returns the callable that gives the place back."""
-    return lambda: None

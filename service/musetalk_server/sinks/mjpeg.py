@@ -12,6 +12,8 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor
 
+import numpy as np
+
 from ..errors import MuseTalkError
 from ..media.jpeg import closing_boundary, encode_jpeg, error_part, jpeg_part
 from ..metrics import RenderTracker
@@ -29,8 +31,14 @@ class MjpegStream:
                  paced: bool, tracker: RenderTracker) -> None:
         self.job, self.paced, self.tracker = job, paced, tracker
 
+        def encode(frame: np.ndarray) -> bytes:
+            started = time.perf_counter()
+            jpeg = encode_jpeg(frame, quality)
+            job.observe(time.perf_counter() - started)
+            return jpeg
+
         def produce(cancel: threading.Event) -> Iterator[bytes]:
-            return encode_ahead(job.render(cancel), lambda f: encode_jpeg(f, quality), pool, ahead)
+            return encode_ahead(job.render(cancel), encode, pool, ahead)
 
         self.frames = FrameStream(produce, maxsize=queue_frames, name=f"stream-{job.avatar.avatar_id}")
         self._parts: AsyncIterator[bytes] | None = None
@@ -51,6 +59,7 @@ class MjpegStream:
 
     def close(self) -> None:
         """Stop the engine (a client disconnect ends up here) and settle the metrics, once."""
+        self.job.release()  # idempotent; the frame iterator releases it too when it ends
         if not self.frames.cancel.is_set():
             self.frames.close()
             self.tracker.__exit__(None, None, None)
@@ -62,7 +71,11 @@ class MjpegStream:
             jpeg: bytes | None = self._first
             while jpeg is not None:
                 if self.paced:
-                    await asyncio.sleep(max(0.0, clock + sent / job.fps - time.perf_counter()))
+                    due = clock + sent / job.fps
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                    late = time.perf_counter() - due
+                    self.tracker.late(late)
+                    job.late(late)
                 yield jpeg_part(jpeg, sent, sent * 1000.0 / job.fps)
                 sent += 1
                 self.tracker.frames()

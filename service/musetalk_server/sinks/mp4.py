@@ -29,7 +29,8 @@ def write_mp4(job: RenderJob, out: Path, *, audio_rate: int, cancel: threading.E
     written = 0
     try:
         for frame in job.render(cancel):
-            writer.write(frame)
+            with job.turn():
+                writer.write(frame)
             written += 1
     except BaseException:
         writer.abort()
@@ -46,9 +47,13 @@ async def render_mp4_file(job: RenderJob, out_dir: Path, *, audio_rate: int, tra
 
     Returns the finished file; on any failure it is removed and a project error raised.
     """
-    with disk_writes("the MP4"):
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f"{job.avatar.avatar_id}-", suffix=".mp4", dir=out_dir)
+    try:
+        with disk_writes("the MP4"):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f"{job.avatar.avatar_id}-", suffix=".mp4", dir=out_dir)
+    except BaseException:
+        job.release()  # the frame iterator, which releases it otherwise, never started
+        raise
     os.close(fd)  # PyAV opens the file by name
     out, cancel = Path(name), threading.Event()
     with tracker:
@@ -62,5 +67,6 @@ async def render_mp4_file(job: RenderJob, out_dir: Path, *, audio_rate: int, tra
                 tracker.frames(task.result())
         except BaseException as e:
             out.unlink(missing_ok=True)
+            job.release()
             reraise_as_render_error(e, f"batch of {job.avatar.avatar_id}")
     return out

@@ -39,6 +39,8 @@ async def live() -> dict:
 @router.get("/health/ready", responses={**ok(READY), **errors(503)})
 async def ready(state: StateDep) -> Response:
     rt = state.runtime
+    if rt.scheduler.draining:
+        return JSONResponse(error_body("the server is shutting down", "not_ready"), status_code=503)
     if rt.engine is None:
         reason = rt.load_error or f"engine {state.engine_name} is loading"
         return JSONResponse(error_body(reason, "not_ready"), status_code=503)

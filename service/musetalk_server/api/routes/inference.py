@@ -34,10 +34,15 @@ def stream_headers(job: RenderJob) -> dict[str, str]:
     }
 
 
-async def _open_job(state, rendering, avatar_id: str, upload: UploadFile, mux_rate: int | None = None) -> RenderJob:
+async def _open_job(state, rendering, avatar_id: str, upload: UploadFile, kind: str,
+                    mux_rate: int | None = None) -> RenderJob:
+    """The job, admitted by the device scheduler as `kind` (429 busy or 503 not_ready if not)."""
     settings = state.settings
     async with saved_upload(upload, settings.result_dir / "uploads", settings.max_upload_bytes) as path:
-        return await run_in_threadpool(rendering.open, avatar_id, path, mux_rate=mux_rate)
+        job = await run_in_threadpool(rendering.open, avatar_id, path, mux_rate=mux_rate)
+    ticket = await state.runtime.scheduler.admit_async(kind, fps=job.fps, frame_size=job.size,
+                                                       engine=state.engine_name, frames=job.frames)
+    return job.admitted(ticket)
 
 
 @router.post("/inference/stream/{avatar_id}", response_class=StreamingResponse,
@@ -51,11 +56,11 @@ async def stream(
 ) -> StreamingResponse:
     """MJPEG (multipart/x-mixed-replace): each part one JPEG with X-Frame-Index and X-Timestamp-Ms."""
     tracker = state.metrics.render("stream", state.engine_name)  # started now: TTFF counts the upload
-    job = await _open_job(state, rendering, avatar_id, audio_file)
+    job = await _open_job(state, rendering, avatar_id, audio_file, "paced" if realtime else "unpaced")
     s = state.settings
     sink = MjpegStream(job, pool=state.pool, ahead=state.pool_size, quality=s.jpeg_quality,
                        queue_frames=s.stream_queue_frames, paced=realtime, tracker=tracker)
-    await sink.start()
+    await sink.start()  # a failure here closes the sink, which releases the ticket
     state.streams.add(sink)
     return StreamingResponse(_forget_when_done(state, sink), media_type=MJPEG_MEDIA_TYPE, headers=stream_headers(job))
 
@@ -74,7 +79,7 @@ async def batch(
 ) -> FileResponse:
     """An MP4: H.264 yuv420p with the uploaded audio as AAC, one frame per 1/fps of audio."""
     tracker = state.metrics.render("batch", state.engine_name)
-    job = await _open_job(state, rendering, avatar_id, audio_file, mux_rate=AUDIO_RATE)
+    job = await _open_job(state, rendering, avatar_id, audio_file, "unpaced", mux_rate=AUDIO_RATE)
     out = await render_mp4_file(job, state.settings.result_dir / "outputs", audio_rate=AUDIO_RATE,
                                 tracker=tracker, gone=request.is_disconnected)
     return FileResponse(

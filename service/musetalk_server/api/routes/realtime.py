@@ -18,7 +18,6 @@ from ...realtime.session import (
     RealtimeSession,
     SessionConfig,
     observer_for,
-    unlimited,
 )
 from ..state import AppState
 
@@ -51,15 +50,19 @@ async def realtime(ws: WebSocket, avatar_id: str) -> None:
         rendering = state.runtime.rendering  # NotReady while the engine loads
         if not state.runtime.store.exists(avatar_id):
             raise AvatarNotFound(f"avatar {avatar_id!r} does not exist; preprocess it first")
-        # 2. a place (the capacity hook), then the avatar, at its own frame rate as every render is
-        release = (state.admission or unlimited)(avatar_id)
+        # 2. the avatar, at its own frame rate as every render is, then a place on the device:
+        # the scheduler admits a session only if it can keep it on time (else Busy: close 4429)
         avatar, renderer = await run_in_threadpool(rendering.cache.get, avatar_id)
+        h, w = avatar.frames[0].shape[:2]
+        ticket = state.runtime.scheduler.admit("realtime", fps=avatar.fps, frame_size=(w, h),
+                                               engine=state.engine_name)
+        release = ticket.release
         config = SessionConfig(fps=avatar.fps, jpeg_quality=s.jpeg_quality, idle_timeout_s=s.realtime_idle_timeout_s,
                                max_buffer_s=s.realtime_max_buffer_s, max_session_s=s.realtime_max_session_s,
                                max_utterance_s=s.max_audio_seconds)
-        h, w = avatar.frames[0].shape[:2]
         session = RealtimeSession(ws, renderer, backgrounds=len(avatar.frames), size=(w, h), config=config,
-                                  idle=_IDLE_FRAMES, observer=observer_for(state.metrics), name=f"realtime-{avatar_id}")
+                                  idle=_IDLE_FRAMES, observer=observer_for(state.metrics, ticket),
+                                  turn=ticket.turn, name=f"realtime-{avatar_id}")
     except MuseTalkError as e:
         if release is not None:
             release()

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -46,6 +46,7 @@ from ...media.timeline import frame_count, pingpong_index
 from ..base import AvatarFrames, Engine, FrameSession, LoadedAvatar, Renderer
 from . import blend
 from .audio import TOKENS, SegmentedWindows, encode_segment, positional_encoding
+from .batching import DeviceBatcher
 from .crop import EXTRA_MARGIN_V15, Box, bbox_shift_range, blend_square, crop_face, crop_square, face_box
 from .models import MuseTalkModels, encode_latents, generate
 from .weights import V15, load_models
@@ -58,6 +59,7 @@ STAMP_FILE = "musetalk.json"
 LATENTS_FILE = "latents.npy"  # (N, 8, 32, 32) float32
 BOXES_FILE = "boxes.npy"  # (N, 4) int32 face boxes x1, y1, x2, y2 (margin included)
 SQUARES_FILE = "squares.npy"  # (N, 4) int32 blend squares (may run past the frame)
+BATCH_WAIT_FRACTION = 0.25  # of a frame time: how long a device call waits for other streams' frames
 MASKS_FILE = "masks.npz"  # N blurred (2s, 2s) uint8 blend masks, "m00000"...
 
 
@@ -82,19 +84,23 @@ class MuseTalkRenderer(Renderer):
         n_out, n_src = frame_count(len(audio), fps), len(self.frames)
         # 2. audio windows, encoding each 30 s segment when the first frame needs it
         windows = self.engine.windows(audio, fps)
-        # 3. batches: tokens + PE -> UNet -> decode -> paste
-        for start in range(0, n_out, self.engine.batch_size):
-            if cancel is not None and cancel.is_set():
-                return
-            frames = range(start, min(start + self.engine.batch_size, n_out))
-            src = [pingpong_index(i, n_src) for i in frames]
-            with torch.inference_mode():
-                tokens = windows(frames)  # (B, 50, 384)
-            faces = self.engine.faces(tokens, self.latents[src])  # (B, 256, 256, 3) uint8 BGR
-            for k, face in zip(src, faces, strict=False):
+        # 3. chunks: tokens + PE -> UNet -> decode (one device call shared with other streams) -> paste
+        batcher, wait_s = self.engine.batcher, BATCH_WAIT_FRACTION / fps
+        with batcher.streaming():
+            start = 0
+            while start < n_out:
                 if cancel is not None and cancel.is_set():
                     return
-                yield blend.paste_face(self.frames[k], face, self.box(k), self.square(k), self.masks[k])
+                frames = range(start, min(start + batcher.chunk(), n_out))
+                start = frames.stop
+                src = [pingpong_index(i, n_src) for i in frames]
+                with torch.inference_mode():
+                    tokens = windows(frames)  # (b, 50, 384)
+                faces = self.engine.faces(tokens, self.latents[src], wait_s=wait_s)  # (b, 256, 256, 3) uint8 BGR
+                for k, face in zip(src, faces, strict=True):
+                    if cancel is not None and cancel.is_set():
+                        return
+                    yield blend.paste_face(self.frames[k], face, self.box(k), self.square(k), self.masks[k])
 
     def session(self, fps: float) -> FrameSession:
         from .live import MuseTalkSession
@@ -126,7 +132,7 @@ class MuseTalkEngine(Engine):
             models = load_models(Path(model_dir), device)
         self.models, self.device, self.dtype = models, models.device, models.dtype
         self.batch_size = batch_size
-        self._device_turn = threading.Lock()
+        self.batcher = DeviceBatcher(self._generate, batch_size)
         width = int(models.unet.config.cross_attention_dim)
         self.pe = positional_encoding(TOKENS, width).to(device=self.device, dtype=self.dtype)  # (50, 384)
 
@@ -161,13 +167,26 @@ class MuseTalkEngine(Engine):
 
         return SegmentedWindows(audio, fps, encode, device=self.device, dtype=self.dtype, width=self.pe.shape[1])
 
-    def faces(self, tokens: torch.Tensor, latents: torch.Tensor) -> np.ndarray:
+    def faces(self, tokens: torch.Tensor, latents: torch.Tensor, wait_s: float = 0.0) -> np.ndarray:
         """(B, 50, 384) tokens without PE + (B, 8, 32, 32) latents -> (B, 256, 256, 3) uint8 BGR.
 
-        One batch on the device at a time: concurrent streams take turns here (their pastes and
-        JPEG encodes still overlap), so N streams need one batch's activations, not N.
+        One device call at a time, carrying the frames of every stream that has some due (up to
+        `batch_size`, after waiting at most `wait_s` for them): N streams cost one large call
+        and one batch's activations, not N small ones (batching.py).
         """
-        with self._device_turn, torch.inference_mode():
+        return self.batcher.faces(tokens, latents, wait_s)
+
+    @property
+    def on_device_call(self) -> Callable[[int, float], None] | None:
+        """Told (frames, seconds) after each device call: the scheduler's measure of the device."""
+        return self.batcher.on_call
+
+    @on_device_call.setter
+    def on_device_call(self, report: Callable[[int, float], None] | None) -> None:
+        self.batcher.on_call = report
+
+    def _generate(self, tokens: torch.Tensor, latents: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
             rgb = generate(self.models.unet, self.models.vae, latents, tokens + self.pe)
             return rgb.flip(-1).cpu().numpy()  # RGB -> BGR on the device, then 1 byte/px to the host
 
