@@ -43,8 +43,12 @@ def render(renderer, audio) -> list[np.ndarray]:
     return list(renderer.render(audio, FPS))
 
 
-def test_two_streams_share_device_calls_and_each_gets_its_own_frames(setup):
+def test_two_streams_share_device_calls_and_each_gets_its_own_frames(setup, monkeypatch):
     engine, renderers, audios = setup
+    # The leader waits a fraction of a frame time for the other streams; on this shared 2-core
+    # machine the two threads' chunks may land further apart than that, so the test lets it wait
+    # up to a second: what is tested is that waiting leads to one call and each gets its own rows.
+    monkeypatch.setattr("musetalk_server.engines.musetalk.engine.BATCH_WAIT_FRACTION", 25.0)
     alone = [render(r, a) for r, a in zip(renderers, audios, strict=True)]
     engine.batcher.calls.clear()
 
