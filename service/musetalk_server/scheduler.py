@@ -140,6 +140,11 @@ class Ticket:
         """One more step of this ticket's per-frame work (an MP4 sink's encode) under the gate."""
         return _Turn(self)
 
+    def frame_step(self) -> _Turn:
+        """One whole frame under the gate, measured as a frame: for a caller that renders frame by
+        frame without `gated` (a real-time session, whose frames come from a FrameSession)."""
+        return _Turn(self, whole_frame=True)
+
     def observe(self, seconds: float) -> None:
         """Add `seconds` of a sink's per-frame work (encoding) to the next frame's measured cost."""
         self._extra += seconds
@@ -165,8 +170,8 @@ def _release_if_admitted(done: asyncio.Future) -> None:
 
 
 class _Turn:
-    def __init__(self, ticket: Ticket) -> None:
-        self.ticket = ticket
+    def __init__(self, ticket: Ticket, *, whole_frame: bool = False) -> None:
+        self.ticket, self.whole_frame = ticket, whole_frame
         self._gate = ticket.scheduler.frame_turn(ticket.priority)
 
     def __enter__(self) -> None:
@@ -174,7 +179,11 @@ class _Turn:
         self._started = time.perf_counter()
 
     def __exit__(self, *exc: object) -> None:
-        self.ticket.observe(time.perf_counter() - self._started)
+        seconds, t = time.perf_counter() - self._started, self.ticket
+        if not self.whole_frame:
+            t.observe(seconds)
+        elif t.scheduler.measure_frames:
+            t.scheduler.observe(t.engine, t.frame_size, seconds)
         self._gate.__exit__(*exc)
 
 

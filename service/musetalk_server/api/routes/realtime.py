@@ -62,7 +62,7 @@ async def realtime(ws: WebSocket, avatar_id: str) -> None:
                                max_utterance_s=s.max_audio_seconds)
         session = RealtimeSession(ws, renderer, backgrounds=len(avatar.frames), size=(w, h), config=config,
                                   idle=_IDLE_FRAMES, observer=observer_for(state.metrics, ticket),
-                                  turn=ticket.turn, name=f"realtime-{avatar_id}")
+                                  turn=ticket.frame_step, name=f"realtime-{avatar_id}")
     except MuseTalkError as e:
         if release is not None:
             release()
