@@ -28,6 +28,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,7 @@ class Jobs:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="job")
         if metrics is not None:
             for state in JobState:
-                metrics.jobs.labels(state.value).set_function(lambda s=state: self.counts()[s])
+                metrics.jobs.labels(state.value).set_function(partial(self.count, state))
 
     # -- the use cases -------------------------------------------------------------------------
 
@@ -163,6 +164,9 @@ class Jobs:
         with self._lock:
             states = [job.state for job in self._jobs.values()]
         return {state: states.count(state) for state in JobState}
+
+    def count(self, state: JobState) -> int:
+        return self.counts()[state]
 
     def sweep(self) -> int:
         """Forget finished jobs older than the TTL and remove their files, and stray old files."""
