@@ -118,6 +118,23 @@ def test_cancel_stops_the_render_and_removes_the_file(served):
     assert result.json() == {"detail": f"job '{job_id}' was cancelled", "code": "job_failed"}
 
 
+def test_a_queued_job_waits_for_the_worker_and_cancels_without_rendering(served):
+    _, engine, client, folder = served
+    engine.delay_s = 0.05  # MUSETALK_JOB_WORKERS=1: the second job waits for the first
+    first, second = submit(client).json()["job_id"], submit(client).json()["job_id"]
+    eventually(lambda: client.get(f"/jobs/{first}").json()["state"] == "running")
+    assert client.get(f"/jobs/{second}").json()["state"] == "queued"
+    metrics = client.get("/metrics").text
+    assert 'musetalk_jobs{state="queued"} 1.0' in metrics and 'musetalk_jobs{state="running"} 1.0' in metrics
+    r = client.delete(f"/jobs/{second}")
+    assert r.status_code == 200 and r.json()["state"] == "cancelled"
+    assert r.json()["progress"] == {"frames_done": 0, "frames_total": FRAMES}
+    assert client.delete(f"/jobs/{first}").json()["state"] == "cancelled"
+    engine.delay_s = 0.0
+    assert client.get(f"/jobs/{second}").json()["state"] == "cancelled"
+    assert not (folder / f"{first}.mp4").exists() and not (folder / f"{second}.mp4").exists()
+
+
 def test_a_failed_render_reports_its_error(tmp_path):
     engine = FakeEngine(fail_at=3)
     with make_server(tmp_path, engine) as server, httpx.Client(base_url=server.url, timeout=30) as client:
