@@ -35,9 +35,10 @@ from typing import Any
 from .errors import JobFailed, JobNotFinished, JobNotFound, MuseTalkError, RenderError, TooManyJobs
 from .metrics import Metrics
 from .pipeline import RenderJob
+from .scheduler import DeviceScheduler
 from .sinks import RENDER_FAILED, as_render_error
 from .sinks.mp4 import write_mp4
-from .scheduler import DeviceScheduler
+from .storage import disk_writes
 from .sweeper import sweep_interval
 
 __all__ = ["JobState", "Job", "Jobs", "expire_forever", "CANCEL_WAIT_S"]
@@ -224,13 +225,14 @@ class Jobs:
             if self.scheduler is not None:  # admitted when it runs, so a queued job holds no device share
                 render = render.admitted(self.scheduler.admit(
                     _ADMIT_KIND, fps=render.fps, frame_size=render.size, engine=self.engine_name, frames=render.frames))
-            with tracker or nullcontext():
+            with tracker or nullcontext(), disk_writes("the MP4"):  # a full disk is 507, as for a sync batch
                 written = write_mp4(render, job.path, audio_rate=self.audio_rate, cancel=job.cancel,
                                     on_frame=progress)
                 if tracker:
                     tracker.frames(written)
         except Exception as e:
             job.path.unlink(missing_ok=True)
+            render.release()  # idempotent; the frame iterator releases it when it ran
             error = as_render_error(e, f"job {job.job_id} of {job.avatar_id}")
             body = error.body() if isinstance(error, MuseTalkError) else RenderError(RENDER_FAILED).body()
             self._finish(job, JobState.FAILED, body)

@@ -35,12 +35,15 @@ def stream_headers(job: RenderJob) -> dict[str, str]:
     }
 
 
-async def _open_job(state, rendering, avatar_id: str, upload: UploadFile, kind: str,
+async def _open_job(state, rendering, avatar_id: str, upload: UploadFile, kind: str | None,
                     mux_rate: int | None = None) -> RenderJob:
-    """The job, admitted by the device scheduler as `kind` (429 busy or 503 not_ready if not)."""
+    """The job, admitted by the device scheduler as `kind` (429 busy or 503 not_ready if not).
+    `kind` None: not admitted here (an async job is admitted when its worker starts it, jobs.py)."""
     settings = state.settings
     async with saved_upload(upload, settings.result_dir / "uploads", settings.max_upload_bytes) as path:
         job = await run_in_threadpool(rendering.open, avatar_id, path, mux_rate=mux_rate)
+    if kind is None:
+        return job
     ticket = await state.runtime.scheduler.admit_async(kind, fps=job.fps, frame_size=job.size,
                                                        engine=state.engine_name, frames=job.frames)
     return job.admitted(ticket)
@@ -84,7 +87,7 @@ async def batch(
 ) -> Response:
     """An MP4: H.264 yuv420p with the uploaded audio as AAC, one frame per 1/fps of audio."""
     if run_async:  # the same checks, then the render goes to the job queue (jobs.py)
-        return await accept(jobs, await _open_job(state, rendering, avatar_id, audio_file, mux_rate=AUDIO_RATE))
+        return await accept(jobs, await _open_job(state, rendering, avatar_id, audio_file, None, mux_rate=AUDIO_RATE))
     tracker = state.metrics.render("batch", state.engine_name)
     job = await _open_job(state, rendering, avatar_id, audio_file, "unpaced", mux_rate=AUDIO_RATE)
     out = await render_mp4_file(job, state.settings.result_dir / "outputs", audio_rate=AUDIO_RATE,
