@@ -192,3 +192,18 @@ def test_jobs_expire_with_their_files_and_the_queue_is_bounded(tmp_path):
         assert r.status_code == 404 and r.json()["code"] == "job_not_found"
         assert submit(client).status_code == 202  # the slot is free again
     assert list(folder.iterdir()) == []  # shutdown removes what no one can fetch any more
+
+
+def test_the_python_client_runs_a_job(served, tmp_path):
+    from musetalk_server.client import Client, ClientError
+
+    server, _, _, _ = served
+    with Client(server.url) as c:
+        job = c.submit_batch("face", media(AUDIO))
+        eventually(lambda: c.job(job["job_id"])["state"] == "done")
+        out = c.job_result(job["job_id"], tmp_path / "client.mp4")
+        assert read_mp4(out).frames == FRAMES
+        assert c.cancel_job(job["job_id"])["state"] == "done"
+        with pytest.raises(ClientError) as missing:
+            c.job(job["job_id"])
+        assert missing.value.status == 404 and missing.value.code == "job_not_found"
