@@ -77,8 +77,7 @@ async def _forget_when_done(state, sink: MjpegStream):
         state.streams.discard(sink)
 
 
-@router.post("/inference/batch/{avatar_id}", response_class=FileResponse, responses={
-    **MP4_RESPONSE, **_RENDER_ERRORS, 202: {"description": "async=true: the job was queued; poll its status_url"}})
+@router.post("/inference/batch/{avatar_id}", response_class=FileResponse, responses={**MP4_RESPONSE, **_RENDER_ERRORS})
 async def batch(
     request: Request, state: StateDep, rendering: RenderingDep, jobs: JobsDep, avatar_id: AvatarIdPath,
     audio_file: AudioFile,
