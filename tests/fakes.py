@@ -31,12 +31,14 @@ class FakeEngine(Engine):
         self.produced = 0  # frames yielded by the latest render
         self.finished_at: float | None = None  # when the latest render stopped, for whatever reason
         self.started = threading.Event()
+        self.prepared = 0  # avatars prepared, to tell a recomputation from a reused avatar
 
     def describe(self) -> dict:
         return {"loaded": True, "device": "cpu", "kind": "fake"}
 
     def prepare(self, avatar: AvatarFrames, bbox_shift: int, out_dir: Path) -> dict:
         time.sleep(self.prepare_delay_s)
+        self.prepared += 1
         (out_dir / "fake.json").write_text(json.dumps({"frames": len(avatar.frames)}))
         return {"bbox_shift_seen": bbox_shift}
 

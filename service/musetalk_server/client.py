@@ -137,6 +137,41 @@ class Client:
                     sink.write(chunk)
         return out
 
+    def submit_batch(self, avatar_id: str, audio: str | Path) -> dict[str, Any]:
+        """Queue an async batch job (`?async=true`); returns the 202 body with `job_id` and `status_url`."""
+        audio = Path(audio)
+        with audio.open("rb") as f:
+            r = self.http.post(f"/inference/batch/{avatar_id}", params={"async": "true"},
+                               files={"audio_file": (audio.name, f, "application/octet-stream")},
+                               timeout=httpx.Timeout(PREPROCESS_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
+        _raise_for(r)
+        return r.json()
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """An async job's state and progress (`progress.frames_done` of `progress.frames_total`)."""
+        r = self.http.get(f"/jobs/{job_id}")
+        _raise_for(r)
+        return r.json()
+
+    def job_result(self, job_id: str, out: str | Path) -> Path:
+        """Save a done job's MP4 into `out` (ClientError 409 job_not_finished before that)."""
+        out = Path(out)
+        with self.http.stream("GET", f"/jobs/{job_id}/result",
+                              timeout=httpx.Timeout(BATCH_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)) as r:
+            if r.status_code >= 400:
+                r.read()
+                _raise_for(r)
+            with out.open("wb") as sink:
+                for chunk in r.iter_bytes():
+                    sink.write(chunk)
+        return out
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job in flight, or discard a finished one and its file."""
+        r = self.http.delete(f"/jobs/{job_id}")
+        _raise_for(r)
+        return r.json()
+
     def stream(self, avatar_id: str, audio: str | Path, *, realtime: bool = False) -> Iterator[MjpegPart]:
         """The MJPEG stream, part by part, as the server renders it."""
         audio = Path(audio)

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     device_workers: int = Field(0, ge=0)  # a CPU engine's parallel frame steps; 0: this process's cores
     shutdown_grace_s: float = Field(20.0, ge=0)  # SIGTERM: running work gets this long to finish
 
+    # Async batch jobs (POST /inference/batch/{id}?async=true): kept this long after they finish.
+    job_ttl_s: float = Field(3600.0, gt=0)
+    job_workers: int = Field(1, ge=1)  # jobs rendering at once; the rest wait, queued
+    max_jobs: int = Field(16, ge=1)  # queued + running; each holds its decoded audio in memory
+
     # Cluster mode: `local` runs preprocessing inline; `kubernetes` hands it to the operator.
     avatar_source: Literal["local", "kubernetes"] = "local"
     namespace: str = "default"

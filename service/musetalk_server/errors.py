@@ -23,7 +23,11 @@ status and the machine `code` clients see in `{"detail": ..., "code": ...}` (`er
     │   └── RenderError                500 internal_error   (a render that failed or fell short)
     ├── PreprocessTimeout              504 preprocess_timeout
     ├── InsufficientStorage            507 insufficient_storage (nothing half-written is left)
-    └── AvatarCorrupt                  500 avatar_corrupt       (that avatar alone, logged)
+    ├── AvatarCorrupt                  500 avatar_corrupt       (that avatar alone, logged)
+    ├── JobNotFound                    404 job_not_found
+    ├── JobNotFinished                 409 job_not_finished
+    ├── JobFailed                      409 job_failed
+    └── TooManyJobs                    429 too_many_jobs
 
 Anything else that escapes is a bug: the handler logs its trace and answers a generic 500.
 """
@@ -53,6 +57,10 @@ __all__ = [
     "InsufficientStorage",
     "AvatarCorrupt",
     "SessionTimeout",
+    "JobNotFound",
+    "JobNotFinished",
+    "JobFailed",
+    "TooManyJobs",
 ]
 
 
@@ -183,3 +191,26 @@ class SessionTimeout(MuseTalkError):
 
     status, code = 408, "timeout"
 
+
+class JobNotFound(MuseTalkError):
+    """No async job has this id: never made, discarded, or expired after MUSETALK_JOB_TTL_S."""
+
+    status, code = 404, "job_not_found"
+
+
+class JobNotFinished(MuseTalkError):
+    """The job's result was asked for while it is still queued or running; poll GET /jobs/{id}."""
+
+    status, code = 409, "job_not_finished"
+
+
+class JobFailed(MuseTalkError):
+    """The job's result was asked for, but it failed or was cancelled: there is none."""
+
+    status, code = 409, "job_failed"
+
+
+class TooManyJobs(MuseTalkError):
+    """MUSETALK_MAX_JOBS jobs are queued or running already; retry once one has finished."""
+
+    status, code = 429, "too_many_jobs"

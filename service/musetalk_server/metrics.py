@@ -77,6 +77,7 @@ class Metrics:
         self.lateness = Histogram("musetalk_stream_lateness_seconds",
                                   "How late each paced frame left against its stream's clock", ["mode"],
                                   buckets=_LATENESS_BUCKETS, registry=r)
+        self.jobs = Gauge("musetalk_jobs", "Async batch jobs held, by state", ["state"], registry=r)
 
     @contextmanager
     def preprocessing(self) -> Iterator[None]:

@@ -110,7 +110,10 @@ def test_unknown_avatar_is_404_json(served):
 
 def test_existing_avatar_409_then_overwrite(served):
     _, _, client = served
+    # The same video and bbox_shift is a retry: 200 with the avatar there (tests/api/test_retries.py).
     r = preprocess(client, "face2", media("vr_face2.mp4"))
+    assert r.status_code == 200 and r.json()["message"] == "Avatar already processed (same video and bbox_shift)"
+    r = preprocess(client, "face2", media("vr_face1.mp4"))
     assert r.status_code == 409 and r.json()["code"] == "avatar_exists"
     r = preprocess(client, "face2", media("vr_face2.mp4"), overwrite="true", bbox_shift="5")
     assert r.status_code == 200 and r.json()["info"]["bbox_shift"] == 5

@@ -193,7 +193,8 @@ def test_errors_read_as_sentences(context, site, avatar, clips):
     page, _ = open_page(context, site)
     text = create_through_page(page, clips["fake"], "notes")
     assert text.startswith("The file is not media the server can decode") and "415 unsupported_media" in text
-    text = create_through_page(page, clips["face"], avatar)
+    # Another video under the same id (the same one again would be a retry, answered 200).
+    text = create_through_page(page, clips["still"], avatar)
     assert text.startswith("An avatar with this id exists already") and "409 avatar_exists" in text
 
 

@@ -7,6 +7,7 @@ function on a real clip, writing into the temp "volume" both replicas read.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -30,9 +31,10 @@ from operator_helpers import (
 from fakes import FakeEngine
 from helpers import LiveServer, media
 from musetalk_server.api import create_app
-from musetalk_server.avatars.info import AvatarInfo, PreprocessResult
+from musetalk_server.avatars.info import ALREADY_PROCESSED, AvatarInfo, PreprocessResult
 from musetalk_server.avatars.kube import failure_error, upload_name
 from musetalk_server.avatars.preprocess import PreprocessLimits, preprocess_avatar
+from musetalk_server.avatars.source import SOURCE_ANNOTATION
 from musetalk_server.avatars.store import AvatarStore
 from musetalk_server.config import Settings
 from musetalk_server.errors import EngineError, NoFaceDetected
@@ -111,6 +113,23 @@ async def test_an_upload_becomes_a_resource_and_every_replica_serves_it(k8s: Any
             status, kind, data = await asyncio.to_thread(first_stream_bytes, f"{b.url}/inference/stream/anchor",
                                                          media("vr_audio1.wav"))
             assert status == 200 and kind.startswith("multipart/x-mixed-replace") and b"\xff\xd8" in data
+
+            # The same upload again (a client's retry): the avatar there, no new Job, no upload kept.
+            sha256 = hashlib.sha256(video).hexdigest()
+            assert current(k8s, AVATAR, "anchor")["metadata"]["annotations"][SOURCE_ANNOTATION] == sha256
+            retry = await asyncio.to_thread(
+                httpx.post, f"{b.url}/avatars/preprocess", timeout=30,
+                data={"avatar_id": "anchor", "bbox_shift": "2"}, files={"video_file": ("face.mp4", video, "video/mp4")})
+            assert retry.status_code == 200, retry.text
+            assert retry.json() == {**body, "message": ALREADY_PROCESSED}
+            assert current(k8s, AVATAR, "anchor")["metadata"]["generation"] == 1
+            with pytest.raises(KeyError):
+                current(k8s, JOB, "avatar-anchor-g2")
+            assert sorted(p.name for p in (volume / "uploads").iterdir()) == [Path(upload).name]
+            shifted = await asyncio.to_thread(
+                httpx.post, f"{b.url}/avatars/preprocess", timeout=30,
+                data={"avatar_id": "anchor"}, files={"video_file": ("face.mp4", video, "video/mp4")})
+            assert shifted.status_code == 409 and "its bbox_shift is 2, not 0" in shifted.json()["detail"]
 
             # Taken again without overwrite: refused before any upload is kept.
             again = await asyncio.to_thread(httpx.post, f"{a.url}/avatars/preprocess", timeout=30,
@@ -257,6 +276,7 @@ async def test_the_jobs_real_entry_point_builds_an_avatar_the_service_serves(
             assert response.status_code == 200, response.text
             info = response.json()["info"]
             assert info["frames"] == 125 and info["engine"] == "lite" and info["width"] == 256
+            assert info["source"]["sha256"] == hashlib.sha256(video).hexdigest()
             status, _kind, data = await asyncio.to_thread(first_stream_bytes, f"{server.url}/inference/stream/news",
                                                          media("vr_audio1.wav"))
             assert status == 200 and b"\xff\xd8" in data

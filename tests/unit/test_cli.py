@@ -28,6 +28,12 @@ def test_preprocess_then_render(tmp_path):
     assert json.loads(term.read_text()) == out
     assert (results / "avatars" / "cli1" / "manifest.json").is_file()
 
+    # The same command again (a Job retried, a script re-run): exit 0 with the avatar already there.
+    p = run_cli("preprocess", "--avatar-id", "cli1", "--video", str(media("vr_face2.mp4")), result_dir=results)
+    assert p.returncode == 0, p.stderr
+    again = json.loads(p.stdout.strip().splitlines()[-1])
+    assert again == {**out, "message": "Avatar already processed (same video and bbox_shift)"}
+
     mp4 = tmp_path / "out.mp4"
     p = run_cli("render", "--avatar-id", "cli1", "--audio", str(media("vr_audio1.wav")), "--out", str(mp4),
                 result_dir=results)

@@ -15,13 +15,15 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__
 from ..config import Settings
 from ..engines.base import Engine
+from ..jobs import Jobs, expire_forever
+from ..media.mp4 import AUDIO_RATE
 from ..metrics import Metrics
 from ..runtime import EngineChoice, Runtime
 from ..sweeper import sweep_forever, sweep_temp
 from .errors import UnhandledErrorMiddleware, install_error_handlers
 from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from .openapi import DESCRIPTION
-from .routes import avatars, health, inference, preview, realtime
+from .routes import avatars, health, inference, jobs, preview, realtime
 from .state import AppState
 from .web import install_cors, install_offline_docs, install_page
 
@@ -47,6 +49,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         sweeper = asyncio.create_task(sweep_forever(settings.result_dir, settings.temp_ttl_s))
         pool_size = max(2, os.cpu_count() or 2)
         state = AppState(runtime, metrics, ThreadPoolExecutor(pool_size, thread_name_prefix="encode"), pool_size)
+        state.jobs = Jobs(settings.result_dir / "jobs", ttl_s=settings.job_ttl_s, workers=settings.job_workers,
+                          max_jobs=settings.max_jobs, audio_rate=AUDIO_RATE, metrics=metrics,
+                          engine_name=runtime.choice.name, scheduler=runtime.scheduler)
+        expirer = asyncio.create_task(expire_forever(state.jobs))
         metrics.queue_depth.set_function(lambda: sum(s.frames.buffered for s in list(state.streams)))
         metrics.avatars_loaded.set_function(lambda: len(runtime.loaded_avatars()))
         app.state.musetalk = state
@@ -63,6 +69,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             if loader:
                 loader.cancel()
             sweeper.cancel()
+            expirer.cancel()
+            await run_in_threadpool(state.jobs.close)
             for stream in list(state.streams):
                 stream.close()
             state.pool.shutdown(wait=False, cancel_futures=True)
@@ -80,7 +88,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     install_cors(app, settings)
-    for module in (health, avatars, preview, inference, realtime):
+    for module in (health, avatars, preview, inference, jobs, realtime):
         app.include_router(module.router)
     install_offline_docs(app)
     install_page(app)

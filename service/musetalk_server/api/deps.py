@@ -10,10 +10,11 @@ from fastapi import Depends, Path, Request
 from ..avatars.layout import validate_avatar_id
 from ..avatars.service import Avatars
 from ..errors import Unauthorized
+from ..jobs import Jobs
 from ..pipeline import Rendering
 from .state import AppState
 
-__all__ = ["StateDep", "AvatarsDep", "RenderingDep", "AvatarIdPath", "require_api_key"]
+__all__ = ["StateDep", "AvatarsDep", "RenderingDep", "JobsDep", "AvatarIdPath", "require_api_key"]
 
 
 def get_state(request: Request) -> AppState:
@@ -44,10 +45,16 @@ def get_rendering(state: StateDep) -> Rendering:
     return state.runtime.rendering  # NotReady until the engine has loaded
 
 
+def get_jobs(state: StateDep) -> Jobs:
+    assert state.jobs is not None, "the lifespan builds the jobs registry"
+    return state.jobs
+
+
 def avatar_id_path(avatar_id: Annotated[str, Path()]) -> str:
     return validate_avatar_id(avatar_id)
 
 
 AvatarsDep = Annotated[Avatars, Depends(get_avatars)]
 RenderingDep = Annotated[Rendering, Depends(get_rendering)]
+JobsDep = Annotated[Jobs, Depends(get_jobs)]
 AvatarIdPath = Annotated[str, Depends(avatar_id_path)]

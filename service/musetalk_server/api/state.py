@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..jobs import Jobs
 from ..metrics import Metrics
 from ..runtime import Runtime
 
@@ -21,6 +22,7 @@ class AppState:
     streams: set[Any] = field(default_factory=set)  # the sinks in flight, closed at shutdown
     # Real-time sessions open (the device scheduler admits them: runtime.scheduler).
     sessions: set[Any] = field(default_factory=set)
+    jobs: Jobs | None = None  # async batch jobs, closed at shutdown
 
     @property
     def settings(self):

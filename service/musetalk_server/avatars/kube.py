@@ -56,10 +56,12 @@ class AvatarResources:
             self.group, self.version, self.namespace, PLURAL, _preload_content=False))
         return sorted(listed.get("items", []), key=lambda item: item["metadata"]["name"])
 
-    def submit(self, avatar_id: str, spec: dict[str, Any], upload: str, overwrite: bool) -> tuple[int, str | None]:
+    def submit(self, avatar_id: str, spec: dict[str, Any], upload: str, overwrite: bool,
+               annotations: dict[str, str] | None = None) -> tuple[int, str | None]:
         """Create the Avatar, or replace its spec. Returns (generation to wait for, replaced upload)."""
+        annotations = {UPLOAD_ANNOTATION: upload, **(annotations or {})}
         body = {"apiVersion": f"{self.group}/{self.version}", "kind": KIND,
-                "metadata": {"name": avatar_id, "annotations": {UPLOAD_ANNOTATION: upload}}, "spec": spec}
+                "metadata": {"name": avatar_id, "annotations": annotations}, "spec": spec}
         current = self.get(avatar_id)
         if current is None:
             created = _json(self.api.create_namespaced_custom_object(
@@ -71,7 +73,7 @@ class AvatarResources:
         patch_spec = dict.fromkeys(current.get("spec", {})) | spec
         patched = _json(self.api.patch_namespaced_custom_object(
             self.group, self.version, self.namespace, PLURAL, avatar_id,
-            {"metadata": {"annotations": {UPLOAD_ANNOTATION: upload}}, "spec": patch_spec}, _preload_content=False))
+            {"metadata": {"annotations": annotations}, "spec": patch_spec}, _preload_content=False))
         old = (current["metadata"].get("annotations") or {}).get(UPLOAD_ANNOTATION)
         return int(patched["metadata"].get("generation", 1)), old if old != upload else None
 

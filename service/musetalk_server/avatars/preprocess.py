@@ -51,13 +51,16 @@ def preprocess_avatar(
     overwrite: bool = False,
     limits: PreprocessLimits = PreprocessLimits(),
     source_name: str | None = None,
+    source_sha256: str | None = None,
     on_stored: Callable[[LoadedAvatar], None] | None = None,
 ) -> dict[str, Any]:
     """Build avatar `avatar_id` from `video_path` and store it atomically. Returns its manifest.
 
     The caller has checked the request (avatars/service.py); the store's staging still refuses
-    to replace an avatar that appeared meanwhile unless `overwrite`. `on_stored` receives the stored avatar with its
-    frames still in memory, so a server can keep it loaded instead of reading every frame back from disk for the first stream.
+    to replace an avatar that appeared meanwhile unless `overwrite`. `source_sha256`, the
+    upload's hash, goes into the manifest so that a retry can be recognised (avatars/source.py).
+    `on_stored` receives the stored avatar with its frames still in memory, so a server can keep
+    it loaded instead of reading every frame back from disk for the first stream.
     """
     started = time.perf_counter()
     fps = limits.fps
@@ -89,6 +92,7 @@ def preprocess_avatar(
                 "fps": clip.source_fps,
                 "frames": clip.source_frames,
                 "duration_s": round(clip.duration_s, 3),
+                **({"sha256": source_sha256} if source_sha256 else {}),
             },
             "face": face_stats(points, missing),
             "engine_info": engine_info,

@@ -7,6 +7,9 @@ Two backends answer them the same way:
   instead of answering 202: clients written against the seed API keep working unchanged, and
   `list` already shows the phase for anyone who prefers to poll.
 
+A retry is safe in both: the same id, video (by hash) and bbox_shift answer the avatar already
+there, with `ALREADY_PROCESSED` as the message, instead of 409 (avatars/source.py).
+
 Every call blocks; the routes run them on worker threads.
 """
 
@@ -27,10 +30,11 @@ from ..errors import AvatarExists, InvalidAvatarId, InvalidInput, NotReady
 from ..metrics import Metrics
 from ..scheduler import DeviceScheduler
 from .cache import AvatarCache
-from .info import AvatarEntry, AvatarInfo, PreprocessResult
+from .info import ALREADY_PROCESSED, AvatarEntry, AvatarInfo, PreprocessResult
 from .kube import AvatarResources, remove_upload, upload_name
 from .layout import validate_avatar_id
 from .preprocess import PreprocessLimits, preprocess_avatar
+from .source import SOURCE_ANNOTATION, file_sha256, manifest_differences, resource_differences
 from .store import AvatarStore
 
 __all__ = ["Avatars", "CreateRequest", "LocalAvatars", "ClusterAvatars", "BBOX_SHIFT_LIMIT"]
@@ -100,15 +104,33 @@ class LocalAvatars(_Shared):
     def create(self, request: CreateRequest, video: Path) -> PreprocessResult:
         if self.engine is None:
             raise NotReady("the engine is still loading")
-        if not request.overwrite and self.store.exists(request.avatar_id):
-            raise AvatarExists(f"avatar {request.avatar_id!r} already exists; pass overwrite=true to replace it")
-        with self._device_turn(), self._one_at_a_time, _timed(self.metrics):
-            manifest = preprocess_avatar(
-                video, request.avatar_id, engine=self.engine, store=self.store, bbox_shift=request.bbox_shift,
-                overwrite=request.overwrite, limits=self.limits, source_name=request.source_name,
-                on_stored=self._keep_loaded,
-            )
+        sha256 = file_sha256(video)
+        if existing := self._existing(request, sha256):
+            return existing
+        with self._device_turn(), self._one_at_a_time:
+            # A retry that arrived while its first try was still running waited here: look again.
+            if existing := self._existing(request, sha256):
+                return existing
+            with _timed(self.metrics):
+                manifest = preprocess_avatar(
+                    video, request.avatar_id, engine=self.engine, store=self.store, bbox_shift=request.bbox_shift,
+                    overwrite=request.overwrite, limits=self.limits, source_name=request.source_name,
+                    source_sha256=sha256, on_stored=self._keep_loaded,
+                )
         return PreprocessResult(request.avatar_id, AvatarInfo.from_manifest(manifest))
+
+    def _existing(self, request: CreateRequest, sha256: str) -> PreprocessResult | None:
+        """The stored avatar if this request would build the same one; AvatarExists if another is there."""
+        if request.overwrite or not self.store.exists(request.avatar_id):
+            return None
+        assert self.engine is not None
+        manifest = self.store.manifest(request.avatar_id)
+        differences = manifest_differences(
+            manifest, sha256=sha256, bbox_shift=request.bbox_shift, engine=self.engine.name,
+            engine_version=self.engine.artifact_version, fps=self.limits.fps)
+        if differences:
+            raise _exists(request.avatar_id, differences)
+        return PreprocessResult(request.avatar_id, AvatarInfo.from_manifest(manifest), ALREADY_PROCESSED)
 
     def _device_turn(self) -> AbstractContextManager[object]:
         """Preprocessing waits behind every render (lowest priority); Busy after the queue timeout."""
@@ -155,22 +177,36 @@ class ClusterAvatars(_Shared):
 
     def create(self, request: CreateRequest, video: Path) -> PreprocessResult:
         avatar_id = check_resource_name(request.avatar_id)
-        # 1. keep the upload on the shared volume, where the operator's Job will read it
+        sha256 = file_sha256(video)
         relative = upload_name(avatar_id, uuid.uuid4().hex[:8], video.suffix)
-        os.rename(video, self.volume / relative)  # the caller's own cleanup then finds nothing
-        # 2. the Avatar resource
         spec = {"videoPath": relative, "bboxShift": request.bbox_shift, "engine": self.engine, "fps": self.fps}
+        # 1. a retry of the same request waits for (or finds) the resource already there
+        if not request.overwrite and (current := self.resources.get(avatar_id)) is not None:
+            return self._existing(avatar_id, current, spec, sha256)
+        # 2. keep the upload on the shared volume, where the operator's Job will read it
+        os.rename(video, self.volume / relative)  # the caller's own cleanup then finds nothing
+        # 3. the Avatar resource
         try:
-            generation, replaced = self.resources.submit(avatar_id, spec, relative, request.overwrite)
+            generation, replaced = self.resources.submit(avatar_id, spec, relative, request.overwrite,
+                                                         annotations={SOURCE_ANNOTATION: sha256})
         except BaseException:
             remove_upload(self.volume, relative)
             raise
         remove_upload(self.volume, replaced)
-        # 3. wait for the operator's verdict
+        # 4. wait for the operator's verdict
         with _timed(self.metrics):
             self.resources.wait_ready(avatar_id, generation, self.timeout_s)
         self._evict(avatar_id)
         return PreprocessResult(avatar_id, AvatarInfo.from_manifest(self.store.manifest(avatar_id)))
+
+    def _existing(self, avatar_id: str, current: dict, spec: dict, sha256: str) -> PreprocessResult:
+        """The resource already asks for this avatar: its outcome (waited for if still running)."""
+        differences = resource_differences(current, sha256=sha256, spec=spec)
+        if differences:
+            raise _exists(avatar_id, differences)
+        self.resources.wait_ready(avatar_id, int(current["metadata"].get("generation", 1)), self.timeout_s)
+        info = AvatarInfo.from_manifest(self.store.manifest(avatar_id))
+        return PreprocessResult(avatar_id, info, ALREADY_PROCESSED)
 
     def list(self) -> list[AvatarEntry]:
         """The resources, with their phase; `info` once the avatar is on the volume."""
@@ -188,6 +224,11 @@ class ClusterAvatars(_Shared):
         """Delete the resource; the operator's finalizer then removes the files from the volume."""
         self.resources.delete(check_resource_name(avatar_id))
         self._evict(avatar_id)
+
+
+def _exists(avatar_id: str, differences: list[str]) -> AvatarExists:
+    return AvatarExists(f"avatar {avatar_id!r} already exists and {'; '.join(differences)}; "
+                        "pass overwrite=true to replace it")
 
 
 def check_resource_name(avatar_id: str) -> str:

@@ -21,8 +21,11 @@ __all__ = ["write_mp4", "render_mp4_file"]
 _DISCONNECT_POLL_S = 0.25  # how often a waiting request asks whether its client is still there
 
 
-def write_mp4(job: RenderJob, out: Path, *, audio_rate: int, cancel: threading.Event | None = None) -> int:
-    """Blocking: render the job into `out`. Returns the frames written (all of them unless cancelled)."""
+def write_mp4(job: RenderJob, out: Path, *, audio_rate: int, cancel: threading.Event | None = None,
+              on_frame: Callable[[int], None] | None = None) -> int:
+    """Blocking: render the job into `out`. Returns the frames written (all of them unless cancelled).
+
+    `on_frame(written)` is called after each frame (an async job's progress)."""
     assert job.mux is not None, "open the job with mux_rate for an MP4"
     width, height = job.size
     writer = Mp4Writer(out, fps=job.fps, width=width, height=height, audio=job.mux, audio_rate=audio_rate)
@@ -32,6 +35,8 @@ def write_mp4(job: RenderJob, out: Path, *, audio_rate: int, cancel: threading.E
             with job.turn():
                 writer.write(frame)
             written += 1
+            if on_frame is not None:
+                on_frame(written)
     except BaseException:
         writer.abort()
         raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
@@ -14,9 +14,10 @@ from ...media.mp4 import AUDIO_RATE
 from ...pipeline import RenderJob
 from ...sinks.mjpeg import MjpegStream
 from ...sinks.mp4 import render_mp4_file
-from ..deps import AvatarIdPath, RenderingDep, StateDep, require_api_key
+from ..deps import AvatarIdPath, JobsDep, RenderingDep, StateDep, require_api_key
 from ..openapi import MP4_RESPONSE, STREAM_RESPONSE, errors
 from ..uploads import saved_upload
+from .jobs import accept
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)], responses=errors(401))
 _RENDER_ERRORS = errors(404, 409, 413, 415, 422, 500, 503)
@@ -34,12 +35,15 @@ def stream_headers(job: RenderJob) -> dict[str, str]:
     }
 
 
-async def _open_job(state, rendering, avatar_id: str, upload: UploadFile, kind: str,
+async def _open_job(state, rendering, avatar_id: str, upload: UploadFile, kind: str | None,
                     mux_rate: int | None = None) -> RenderJob:
-    """The job, admitted by the device scheduler as `kind` (429 busy or 503 not_ready if not)."""
+    """The job, admitted by the device scheduler as `kind` (429 busy or 503 not_ready if not).
+    `kind` None: not admitted here (an async job is admitted when its worker starts it, jobs.py)."""
     settings = state.settings
     async with saved_upload(upload, settings.result_dir / "uploads", settings.max_upload_bytes) as path:
         job = await run_in_threadpool(rendering.open, avatar_id, path, mux_rate=mux_rate)
+    if kind is None:
+        return job
     ticket = await state.runtime.scheduler.admit_async(kind, fps=job.fps, frame_size=job.size,
                                                        engine=state.engine_name, frames=job.frames)
     return job.admitted(ticket)
@@ -75,9 +79,14 @@ async def _forget_when_done(state, sink: MjpegStream):
 
 @router.post("/inference/batch/{avatar_id}", response_class=FileResponse, responses={**MP4_RESPONSE, **_RENDER_ERRORS})
 async def batch(
-    request: Request, state: StateDep, rendering: RenderingDep, avatar_id: AvatarIdPath, audio_file: AudioFile
-) -> FileResponse:
+    request: Request, state: StateDep, rendering: RenderingDep, jobs: JobsDep, avatar_id: AvatarIdPath,
+    audio_file: AudioFile,
+    run_async: Annotated[bool, Query(alias="async", description="Answer 202 with a job id at once and render "
+                                     "in the background (GET /jobs/{job_id})")] = False,
+) -> Response:
     """An MP4: H.264 yuv420p with the uploaded audio as AAC, one frame per 1/fps of audio."""
+    if run_async:  # the same checks, then the render goes to the job queue (jobs.py)
+        return await accept(jobs, await _open_job(state, rendering, avatar_id, audio_file, None, mux_rate=AUDIO_RATE))
     tracker = state.metrics.render("batch", state.engine_name)
     job = await _open_job(state, rendering, avatar_id, audio_file, "unpaced", mux_rate=AUDIO_RATE)
     out = await render_mp4_file(job, state.settings.result_dir / "outputs", audio_rate=AUDIO_RATE,

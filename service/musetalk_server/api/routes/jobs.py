@@ -1,0 +1,53 @@
+"""Async batch jobs: state and progress, the finished MP4, cancel. Thin: jobs.py does the work."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from ...jobs import Job, Jobs
+from ...pipeline import RenderJob
+from ..deps import JobsDep, require_api_key
+
+__all__ = ["router", "accept"]
+
+# Out of the schema until tests/api/test_openapi.py has a case for each of their statuses (to do).
+router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)], include_in_schema=False)
+
+JobIdPath = Annotated[str, Path(description="The id from the 202 of POST /inference/batch/{avatar_id}?async=true")]
+
+
+def job_body(jobs: Jobs, job: Job) -> dict[str, Any]:
+    status_url = f"/jobs/{job.job_id}"
+    return job.to_dict(jobs.ttl_s) | {"status_url": status_url, "result_url": f"{status_url}/result"}
+
+
+async def accept(jobs: Jobs, render: RenderJob) -> JSONResponse:
+    """Queue an opened render job; 202 with where to poll."""
+    job = await run_in_threadpool(jobs.submit, render)
+    body = job_body(jobs, job)
+    return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})
+
+
+@router.get("/jobs/{job_id}")
+async def show_job(jobs: JobsDep, job_id: JobIdPath) -> dict[str, Any]:
+    """State (queued, running, done, failed, cancelled), progress in frames, and the error if failed."""
+    return job_body(jobs, await run_in_threadpool(jobs.get, job_id))
+
+
+@router.get("/jobs/{job_id}/result", response_class=FileResponse)
+async def job_result(jobs: JobsDep, job_id: JobIdPath) -> FileResponse:
+    """The MP4 once the job is done (409 job_not_finished before, 409 job_failed if there is none)."""
+    job = await run_in_threadpool(jobs.result, job_id)
+    return FileResponse(job.path, media_type="video/mp4", filename=f"{job.avatar_id}.mp4",
+                        headers={"X-Frame-Rate": f"{job.fps:g}", "X-Frame-Count": str(job.frames_total),
+                                 "Cache-Control": "no-store"})
+
+
+@router.delete("/jobs/{job_id}")
+async def delete_job(jobs: JobsDep, job_id: JobIdPath) -> dict[str, Any]:
+    """Cancel a job in flight (its render stops, its file goes) or discard a finished one."""
+    return job_body(jobs, await run_in_threadpool(jobs.cancel, job_id))

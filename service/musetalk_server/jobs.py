@@ -1,0 +1,272 @@
+"""Async batch jobs: an MP4 rendered on a worker thread while the client polls for progress.
+
+`POST /inference/batch/{id}?async=true` opens the render job exactly as the synchronous
+endpoint does (every check before the answer), hands it to `Jobs.submit` and answers 202.
+A job then goes queued -> running -> done | failed | cancelled:
+
+- at most `workers` jobs render at once (MUSETALK_JOB_WORKERS), the others wait queued, and
+  at most `max_jobs` are queued or running (each holds its decoded audio; MUSETALK_MAX_JOBS);
+- progress is counted in frames, as `sinks/mp4.write_mp4` writes them;
+- cancelling sets the render's cancel event, which the engine sees before its next frame;
+- a finished job and its file are kept `ttl_s` (MUSETALK_JOB_TTL_S), then swept. Files in the
+  folder that belong to no job here (a killed process's) go once they are that old too.
+
+Jobs live in this process's memory: behind several replicas, a client must poll the replica
+that accepted its job. Every method is blocking (locks, file removal); routes call them on
+worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from .errors import JobFailed, JobNotFinished, JobNotFound, MuseTalkError, RenderError, TooManyJobs
+from .metrics import Metrics
+from .pipeline import RenderJob
+from .scheduler import DeviceScheduler
+from .sinks import RENDER_FAILED, as_render_error
+from .sinks.mp4 import write_mp4
+from .storage import disk_writes
+from .sweeper import sweep_interval
+
+__all__ = ["JobState", "Job", "Jobs", "expire_forever", "CANCEL_WAIT_S"]
+
+log = logging.getLogger(__name__)
+
+CANCEL_WAIT_S = 2.0  # how long a cancel waits for the render to stop (it checks before every frame)
+_ADMIT_KIND = "unpaced"  # the device scheduler's kind for a render nobody watches live, as a sync batch
+_ID_BYTES = 16  # 128 random bits: ids cannot be guessed, so a job is reachable only by who made it
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+
+
+@dataclass
+class Job:
+    """One async render as clients see it. The render itself is held only by its worker task."""
+
+    job_id: str
+    avatar_id: str
+    frames_total: int
+    fps: float
+    path: Path  # the MP4, complete once the state is done
+    created_at: float = field(default_factory=time.time)
+    state: JobState = JobState.QUEUED
+    frames_done: int = 0
+    error: dict[str, str] | None = None
+    finished_at: float | None = None
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    stopped: threading.Event = field(default_factory=threading.Event, repr=False)  # its worker is done
+    future: Future | None = field(default=None, repr=False)
+
+    def expires_at(self, ttl_s: float) -> float | None:
+        return None if self.finished_at is None else self.finished_at + ttl_s
+
+    def to_dict(self, ttl_s: float) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id, "avatar_id": self.avatar_id, "state": self.state.value,
+            "progress": {"frames_done": self.frames_done, "frames_total": self.frames_total},
+            "fps": self.fps, "error": self.error,
+            "created_at": _iso(self.created_at), "finished_at": _iso(self.finished_at),
+            "expires_at": _iso(self.expires_at(ttl_s)),
+        }
+
+
+class Jobs:
+    """The registry of this process's async jobs, and the worker threads that render them."""
+
+    def __init__(self, folder: Path, *, ttl_s: float, workers: int, max_jobs: int, audio_rate: int,
+                 metrics: Metrics | None = None, engine_name: str = "", scheduler: DeviceScheduler | None = None) -> None:
+        self.folder, self.ttl_s, self.max_jobs, self.audio_rate = Path(folder), ttl_s, max_jobs, audio_rate
+        self.metrics, self.engine_name, self.scheduler = metrics, engine_name, scheduler
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="job")
+        if metrics is not None:
+            for state in JobState:
+                metrics.jobs.labels(state.value).set_function(partial(self.count, state))
+
+    # -- the use cases -------------------------------------------------------------------------
+
+    def submit(self, render: RenderJob) -> Job:
+        """Queue `render` (opened with the MP4's mux rate). Raises TooManyJobs when full."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        job_id = secrets.token_urlsafe(_ID_BYTES)
+        job = Job(job_id, render.avatar.avatar_id, render.frames, render.fps, self.folder / f"{job_id}.mp4")
+        with self._lock:
+            active = sum(1 for j in self._jobs.values() if j.state not in FINISHED)
+            if active >= self.max_jobs:
+                raise TooManyJobs(f"{active} jobs are queued or running (MUSETALK_MAX_JOBS={self.max_jobs}); "
+                                  "retry when one has finished")
+            self._jobs[job_id] = job
+            job.future = self._pool.submit(self._run, job, render)
+        return job
+
+    def get(self, job_id: str) -> Job:
+        self.sweep()
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(f"job {job_id!r} does not exist (or it expired, or was deleted)")
+        return job
+
+    def result(self, job_id: str) -> Job:
+        """The job, if its MP4 is complete; else JobNotFinished (queued, running) or JobFailed."""
+        job = self.get(job_id)
+        if job.state in (JobState.QUEUED, JobState.RUNNING):
+            raise JobNotFinished(f"job {job_id!r} is {job.state.value}: "
+                                 f"{job.frames_done} of {job.frames_total} frames; poll GET /jobs/{job_id}")
+        if job.state is JobState.FAILED:
+            raise JobFailed(f"job {job_id!r} failed: {(job.error or {}).get('detail', RENDER_FAILED)}")
+        if job.state is JobState.CANCELLED:
+            raise JobFailed(f"job {job_id!r} was cancelled")
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job in flight (its render stops, its file goes), or discard a finished one."""
+        job = self.get(job_id)
+        if job.state in FINISHED:
+            with self._lock:
+                self._jobs.pop(job_id, None)
+            job.path.unlink(missing_ok=True)
+            return job
+        job.cancel.set()
+        if job.future is not None and job.future.cancel():  # still queued: it never runs
+            self._finish(job, JobState.CANCELLED)
+            job.stopped.set()
+        if not job.stopped.wait(CANCEL_WAIT_S):
+            log.warning("job %s did not stop within %.0f s of its cancel", job_id, CANCEL_WAIT_S)
+        job.path.unlink(missing_ok=True)
+        return job
+
+    # -- housekeeping --------------------------------------------------------------------------
+
+    def counts(self) -> dict[JobState, int]:
+        with self._lock:
+            states = [job.state for job in self._jobs.values()]
+        return {state: states.count(state) for state in JobState}
+
+    def count(self, state: JobState) -> int:
+        return self.counts()[state]
+
+    def sweep(self) -> int:
+        """Forget finished jobs older than the TTL and remove their files, and stray old files."""
+        now = time.time()
+        with self._lock:
+            expired = [job for job in self._jobs.values()
+                       if job.finished_at is not None and job.finished_at + self.ttl_s <= now]
+            for job in expired:
+                del self._jobs[job.job_id]
+            known = {job.path.name for job in self._jobs.values()}
+        for job in expired:
+            job.path.unlink(missing_ok=True)
+        strays = 0
+        if self.folder.is_dir():
+            for path in self.folder.glob("*.mp4"):
+                if path.name not in known and _older_than(path, now - self.ttl_s):
+                    path.unlink(missing_ok=True)
+                    strays += 1
+        return len(expired) + strays
+
+    def close(self) -> None:
+        """At shutdown: stop every render and remove every file (nobody can fetch them any more)."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+            self._jobs.clear()
+        for job in jobs:
+            job.cancel.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for job in jobs:
+            if job.future is not None and job.future.running():
+                job.stopped.wait(CANCEL_WAIT_S)
+            job.path.unlink(missing_ok=True)
+
+    # -- the worker ----------------------------------------------------------------------------
+
+    def _run(self, job: Job, render: RenderJob) -> None:
+        try:
+            with self._lock:
+                cancelled = job.cancel.is_set()  # cancelled just as it left the queue
+                if not cancelled:
+                    job.state = JobState.RUNNING
+            if cancelled:
+                self._finish(job, JobState.CANCELLED)
+            else:
+                self._render(job, render)
+        finally:
+            job.stopped.set()
+
+    def _render(self, job: Job, render: RenderJob) -> None:
+        def progress(written: int) -> None:
+            job.frames_done = written
+
+        tracker = self.metrics.render("job", self.engine_name) if self.metrics else None
+        try:
+            if self.scheduler is not None:  # admitted when it runs, so a queued job holds no device share
+                render = render.admitted(self.scheduler.admit(
+                    _ADMIT_KIND, fps=render.fps, frame_size=render.size, engine=self.engine_name, frames=render.frames))
+            with tracker or nullcontext(), disk_writes("the MP4"):  # a full disk is 507, as for a sync batch
+                written = write_mp4(render, job.path, audio_rate=self.audio_rate, cancel=job.cancel,
+                                    on_frame=progress)
+                if tracker:
+                    tracker.frames(written)
+        except Exception as e:
+            job.path.unlink(missing_ok=True)
+            render.release()  # idempotent; the frame iterator releases it when it ran
+            error = as_render_error(e, f"job {job.job_id} of {job.avatar_id}")
+            body = error.body() if isinstance(error, MuseTalkError) else RenderError(RENDER_FAILED).body()
+            self._finish(job, JobState.FAILED, body)
+            return
+        if job.cancel.is_set():
+            job.path.unlink(missing_ok=True)
+            self._finish(job, JobState.CANCELLED)
+        else:
+            self._finish(job, JobState.DONE)
+
+    def _finish(self, job: Job, state: JobState, error: dict[str, str] | None = None) -> None:
+        with self._lock:
+            job.state, job.error, job.finished_at = state, error, time.time()
+        log.info("job %s of %s %s after %d of %d frames", job.job_id, job.avatar_id, state.value,
+                 job.frames_done, job.frames_total)
+
+
+async def expire_forever(jobs: Jobs) -> None:
+    """The app's task that expires jobs, on the temp sweeper's schedule (sweeper.py)."""
+    interval = sweep_interval(jobs.ttl_s)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(jobs.sweep)
+        except OSError:
+            log.exception("sweeping job files failed; trying again in %.1f s", interval)
+
+
+def _older_than(path: Path, cutoff: float) -> bool:
+    try:
+        return path.stat().st_mtime < cutoff
+    except FileNotFoundError:
+        return False
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
