@@ -77,17 +77,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from .serve import serve
 
-    from .api import create_app
-    from .api.shutdown import FLUSH_S, DrainingServer
-
-    settings = _settings(args)
-    app = create_app(settings)
-    # The drain ends every render first, so uvicorn's own wait on connections is short.
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info",
-                            timeout_graceful_shutdown=int(FLUSH_S))
-    DrainingServer(config, app=app, grace_s=settings.shutdown_grace_s).run()
+    serve(_settings(args))
     return 0
 
 
