@@ -47,8 +47,12 @@ _WHEN: dict[int, str] = {
     415: "`unsupported_media`: the file is not decodable media of the needed kind",
     422: "`invalid_input`, `invalid_avatar_id`, `no_face_detected`, or `unsupported_media` "
          "for decodable but empty media",
-    500: "`internal_error` or `weights_error`: a model or codec failure (the trace stays in the server log)",
-    503: "`not_ready`: the engine is still loading or failed to load",
+    429: "`busy`: the device cannot take the work on time now; `Retry-After` says when to try again",
+    500: "`internal_error` or `weights_error`: a model or codec failure (the trace stays in the server log); "
+         "`avatar_corrupt`: that avatar's files cannot be read back",
+    503: "`not_ready`: the engine is still loading or failed to load, or the server is shutting down",
+    507: "`insufficient_storage`: the disk filled while storing the upload, the avatar or the MP4; "
+         "nothing half-written is kept",
     504: "`preprocess_timeout` (cluster mode only): the Avatar was not Ready in time; it carries on",
 }
 

@@ -15,7 +15,7 @@ from ..uploads import saved_upload
 router = APIRouter(tags=["avatars"], dependencies=[Depends(require_api_key)], responses=errors(401))
 
 
-@router.post("/avatars/preprocess", responses={**ok(PREPROCESSED), **errors(409, 413, 415, 422, 500, 503, 504)})
+@router.post("/avatars/preprocess", responses={**ok(PREPROCESSED), **errors(409, 413, 415, 422, 429, 500, 503, 504, 507)})
 async def preprocess(
     state: StateDep,
     avatars: AvatarsDep,

@@ -20,7 +20,7 @@ from ..uploads import saved_upload
 from .jobs import accept
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)], responses=errors(401))
-_RENDER_ERRORS = errors(404, 409, 413, 415, 422, 500, 503)
+_RENDER_ERRORS = errors(404, 409, 413, 415, 422, 429, 500, 503, 507)
 
 AudioFile = Annotated[UploadFile, File(description="Audio in any format FFmpeg decodes (wav, mp3, m4a, ogg, flac)")]
 
