@@ -71,6 +71,17 @@ class RealtimeFrame:
         return bool(self.header.flags & UNDERRUN)
 
 
+def _save(response: httpx.Response, out: Path) -> Path:
+    """A streamed MP4 response into `out`, or its error raised as a ClientError."""
+    if response.status_code >= 400:
+        response.read()
+        _raise_for(response)
+    with out.open("wb") as sink:
+        for chunk in response.iter_bytes():
+            sink.write(chunk)
+    return out
+
+
 def _raise_for(r: httpx.Response) -> None:
     if r.status_code >= 400:
         try:
@@ -129,13 +140,7 @@ class Client:
             "POST", f"/inference/batch/{avatar_id}", files={"audio_file": (audio.name, f, "application/octet-stream")},
             timeout=httpx.Timeout(BATCH_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
         ) as r:
-            if r.status_code >= 400:
-                r.read()
-                _raise_for(r)
-            with out.open("wb") as sink:
-                for chunk in r.iter_bytes():
-                    sink.write(chunk)
-        return out
+            return _save(r, out)
 
     def submit_batch(self, avatar_id: str, audio: str | Path) -> dict[str, Any]:
         """Queue an async batch job (`?async=true`); returns the 202 body with `job_id` and `status_url`."""
@@ -158,13 +163,7 @@ class Client:
         out = Path(out)
         with self.http.stream("GET", f"/jobs/{job_id}/result",
                               timeout=httpx.Timeout(BATCH_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)) as r:
-            if r.status_code >= 400:
-                r.read()
-                _raise_for(r)
-            with out.open("wb") as sink:
-                for chunk in r.iter_bytes():
-                    sink.write(chunk)
-        return out
+            return _save(r, out)
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         """Cancel a job in flight, or discard a finished one and its file."""
