@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,3 +51,15 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def first_stream_bytes(url: str, audio: Path, limit: int = 20_000) -> tuple[int, str, bytes]:
+    """POST `audio` to a stream URL and read only its first `limit` bytes: (status, type, bytes)."""
+    with open(audio, "rb") as f, httpx.stream("POST", url, files={"audio_file": (audio.name, f, "audio/wav")},
+                                              timeout=60) as response:
+        got = b""
+        for chunk in response.iter_bytes():
+            got += chunk
+            if len(got) >= limit:
+                break
+        return response.status_code, response.headers.get("content-type", ""), got

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from k8s_real_helpers import ROOT, Cluster, Operator, eventually, service_account_kubeconfig
 
-from helpers import LiveServer, media
+from helpers import LiveServer, first_stream_bytes, media
 from musetalk_server.api import create_app
 from musetalk_server.config import Settings
 
@@ -41,17 +41,6 @@ def run_the_pods_work(job: dict[str, Any], termination_log: Path) -> int:
     done = subprocess.run([sys.executable, "-m", "musetalk_server", "preprocess", *args], env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=JOB_TIMEOUT_S)
     return done.returncode
-
-
-def first_stream_bytes(url: str, audio: Path, limit: int = 20_000) -> tuple[int, str, bytes]:
-    with open(audio, "rb") as f, httpx.stream("POST", url, files={"audio_file": (audio.name, f, "audio/wav")},
-                                              timeout=60) as response:
-        got = b""
-        for chunk in response.iter_bytes():
-            got += chunk
-            if len(got) >= limit:
-                break
-        return response.status_code, response.headers.get("content-type", ""), got
 
 
 @pytest.fixture

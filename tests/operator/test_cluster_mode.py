@@ -29,7 +29,7 @@ from operator_helpers import (
 )
 
 from fakes import FakeEngine
-from helpers import LiveServer, media
+from helpers import LiveServer, first_stream_bytes, media
 from musetalk_server.api import create_app
 from musetalk_server.avatars.info import ALREADY_PROCESSED, AvatarInfo, PreprocessResult
 from musetalk_server.avatars.kube import failure_error, upload_name
@@ -61,17 +61,6 @@ def run_job_work(job: dict[str, Any]) -> dict[str, Any]:
         store=AvatarStore(Path(flags["--result-dir"]) / "avatars"), bbox_shift=int(flags["--bbox-shift"]),
         overwrite=True, limits=PreprocessLimits(float(flags.get("--fps", 25)), max_side=256))
     return PreprocessResult(flags["--avatar-id"], AvatarInfo.from_manifest(manifest)).to_dict()
-
-
-def first_stream_bytes(url: str, audio: Path, limit: int = 20_000) -> tuple[int, str, bytes]:
-    with open(audio, "rb") as f, httpx.stream("POST", url, files={"audio_file": (audio.name, f, "audio/wav")},
-                                              timeout=60) as response:
-        got = b""
-        for chunk in response.iter_bytes():
-            got += chunk
-            if len(got) >= limit:
-                break
-        return response.status_code, response.headers.get("content-type", ""), got
 
 
 @pytest.fixture
