@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -24,16 +25,24 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
+def header_key(headers: Mapping[str, str]) -> str | None:
+    """The key a request carries in its headers: X-API-Key, else Authorization: Bearer."""
+    given = headers.get("x-api-key")
+    auth = headers.get("authorization", "")
+    if given is None and auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    return given
+
+
+def key_matches(given: str | None, expected: str) -> bool:
+    """The one comparison of a presented key, in constant time."""
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
 def require_api_key(request: Request, state: StateDep) -> None:
     """When MUSETALK_API_KEY is set, every avatar and inference call must carry it."""
     expected = state.settings.api_key
-    if not expected:
-        return
-    given = request.headers.get("x-api-key")
-    auth = request.headers.get("authorization", "")
-    if given is None and auth.lower().startswith("bearer "):
-        given = auth[7:].strip()
-    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+    if expected and not key_matches(header_key(request.headers), expected):
         raise Unauthorized("missing or wrong API key (send X-API-Key or Authorization: Bearer)")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -12,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from ...avatars.layout import not_found
 from ...avatars.store import read_frame
 from ...media.jpeg import encode_jpeg
-from ..deps import AvatarIdPath, StateDep, require_api_key
+from ..deps import AvatarIdPath, StateDep, key_matches, require_api_key
 from ..openapi import JPEG_RESPONSE, errors
 
 router = APIRouter(tags=["avatars"])
@@ -24,7 +23,7 @@ def require_api_key_or_query(
 ) -> None:
     """As require_api_key, and the `key` query parameter also counts: a browser's <img> sends no headers."""
     expected = state.settings.api_key
-    if expected and key is not None and hmac.compare_digest(key.encode(), expected.encode()):
+    if expected and key_matches(key, expected):
         return
     require_api_key(request, state)
 

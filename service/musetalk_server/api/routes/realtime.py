@@ -6,8 +6,6 @@ close code (README, "Real-time sessions"); the session itself lives in realtime/
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import APIRouter, WebSocket
 from starlette.concurrency import run_in_threadpool
 
@@ -19,6 +17,7 @@ from ...realtime.session import (
     SessionConfig,
     observer_for,
 )
+from ..deps import header_key, key_matches
 from ..state import AppState
 
 router = APIRouter(tags=["inference"])
@@ -28,12 +27,7 @@ _IDLE_FRAMES = IdleFrames()  # JPEG cache shared by every session of a renderer;
 def _check_key(ws: WebSocket, state: AppState) -> None:
     """The X-API-Key header, Authorization: Bearer, or (browsers cannot set headers) `?key=`."""
     expected = state.settings.api_key
-    if not expected:
-        return
-    auth = ws.headers.get("authorization", "")
-    given = ws.headers.get("x-api-key") or (auth[7:].strip() if auth.lower().startswith("bearer ") else None)
-    given = given or ws.query_params.get("key")
-    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+    if expected and not key_matches(header_key(ws.headers) or ws.query_params.get("key"), expected):
         raise Unauthorized("missing or wrong API key (send X-API-Key, or ?key= from a browser)")
 
 
