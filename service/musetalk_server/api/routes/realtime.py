@@ -10,7 +10,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.concurrency import run_in_threadpool
 
 from ...avatars.store import validate_avatar_id
-from ...errors import AvatarNotFound, MuseTalkError, Unauthorized
+from ...errors import MuseTalkError, Unauthorized
 from ...realtime.session import (
     IdleFrames,
     RealtimeSession,
@@ -42,10 +42,9 @@ async def realtime(ws: WebSocket, avatar_id: str) -> None:
         _check_key(ws, state)
         avatar_id = validate_avatar_id(avatar_id)
         rendering = state.runtime.rendering  # NotReady while the engine loads
-        if not state.runtime.store.exists(avatar_id):
-            raise AvatarNotFound(f"avatar {avatar_id!r} does not exist; preprocess it first")
         # 2. the avatar, at its own frame rate as every render is, then a place on the device:
         # the scheduler admits a session only if it can keep it on time (else Busy: close 4429)
+        # the one existence check, as for every render: AvatarNotFound (close 4404)
         avatar, renderer = await run_in_threadpool(rendering.cache.get, avatar_id)
         h, w = avatar.frames[0].shape[:2]
         ticket = state.runtime.scheduler.admit("realtime", fps=avatar.fps, frame_size=(w, h),
