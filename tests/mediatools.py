@@ -118,3 +118,29 @@ def read_mp4(path: Path) -> Mp4Facts:
         rate = c.streams.audio[0].rate
     codec, pix_fmt, fps, width, height = video
     return Mp4Facts(codec, pix_fmt, frames, fps, width, height, audio_codec, samples / rate)
+
+
+def write_offset_av(dst: Path, *, video_start: float, audio_start: float, burst_at: float,
+                    seconds: float = 2.0, fps: int = 25, rate: int = 16_000) -> Path:
+    """A small video whose streams start at different instants (as camera and phone files do):
+    frames from `video_start`, audio from `audio_start`, both on the container's clock, and one
+    50 ms 1 kHz burst at `burst_at` on that clock, so a test can see where the audio lands."""
+    with av.open(str(dst), "w") as out:
+        video = out.add_stream("mpeg4", rate=fps)
+        video.width = video.height = 64
+        video.pix_fmt = "yuv420p"
+        audio = out.add_stream("aac", rate=rate, layout="mono")
+        t = audio_start + np.arange(int((seconds + 1.0) * rate)) / rate
+        burst = (t >= burst_at) & (t < burst_at + 0.05)
+        samples = np.where(burst, 0.5 * np.sin(2 * np.pi * 1000 * t), 0.0).astype(np.float32)
+        for k in range(0, samples.size, 1024):
+            frame = av.AudioFrame.from_ndarray(samples[None, k:k + 1024].copy(), format="fltp", layout="mono")
+            frame.sample_rate, frame.time_base, frame.pts = rate, Fraction(1, rate), round(audio_start * rate) + k
+            out.mux(audio.encode(frame))
+        out.mux(audio.encode(None))
+        for i in range(int(seconds * fps)):
+            image = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i, np.uint8), format="bgr24")
+            image.time_base, image.pts = Fraction(1, fps), round(video_start * fps) + i
+            out.mux(video.encode(image))
+        out.mux(video.encode(None))
+    return dst

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from helpers import media
-from mediatools import first_frames, read_mp4, silent_wav, transcode_audio, write_video
+from mediatools import first_frames, read_mp4, silent_wav, transcode_audio, write_offset_av, write_video
 from musetalk_server.errors import EmptyMedia, TooLarge, UnsupportedMedia
-from musetalk_server.media.audio import decode_audio
+from musetalk_server.media.audio import decode_audio, soundtrack
 from musetalk_server.media.mp4 import Mp4Writer
 from musetalk_server.media.timeline import SAMPLE_RATE
 from musetalk_server.media.video import read_video
@@ -60,6 +60,23 @@ def test_odd_frame_rate_is_resampled_to_output_clock():
     # 135 frames at 22.131 fps last 6.1 s: floor(6.1 x 25) output frames, never a sped-up 135.
     assert len(clip.frames) == int(clip.duration_s * 25) == 152
     assert clip.size == (700, 700)
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+@pytest.mark.parametrize(("video_start", "audio_start"), [(0.48, 0.0), (0.0, 0.32), (0.0, 0.0)])
+def test_soundtrack_is_read_from_the_first_frames_instant(tmp_path, ext, video_start, audio_start):
+    """Streams that start at different instants stay in sync: sample 0 of the soundtrack is what
+    plays while frame 0 is shown. A burst at 1.0 s on the container's clock lands 1.0 s minus the
+    first frame's time into the soundtrack, whichever stream starts first (the video late: its
+    audio is cut; the audio late: silence in front)."""
+    path = write_offset_av(tmp_path / f"offset.{ext}", video_start=video_start, audio_start=audio_start, burst_at=1.0)
+    clip = read_video(path, 25.0)
+    assert clip.start_s == pytest.approx(video_start, abs=1e-3)
+    audio = soundtrack(path, len(clip.frames) / 25.0, start_s=clip.start_s)
+    onset = np.flatnonzero(np.abs(audio) > 0.05)[0] / SAMPLE_RATE
+    assert onset == pytest.approx(1.0 - video_start, abs=0.02)  # AAC's pre-echo blurs the edge a few ms
+    assert len(audio) == round(len(clip.frames) / 25.0 * SAMPLE_RATE)
+    # Without the alignment the burst would sit at 1.0 - audio_start: off by the streams' gap.
 
 
 def test_still_image_is_one_frame(tmp_path):

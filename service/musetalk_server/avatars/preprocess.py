@@ -73,7 +73,8 @@ def preprocess_avatar(
     # 3. write frames, landmarks and the engine's artifacts into a staging folder
     with store.stage(avatar_id, overwrite=overwrite) as staging:
         engine_dir = store.write_contents(staging, list(clip.frames), points)
-        audio = soundtrack(video_path, len(clip.frames) / fps)  # None for a still or a silent video
+        # None for a still or a silent video; read from frame 0's instant, so the two stay in sync
+        audio = soundtrack(video_path, len(clip.frames) / fps, start_s=clip.start_s)
         engine_info = engine.prepare(AvatarFrames(clip.frames, points, fps, audio), bbox_shift, engine_dir)
         # 4. the manifest goes last: a folder without one is never an avatar
         width, height = clip.size

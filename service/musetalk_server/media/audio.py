@@ -80,14 +80,29 @@ def _decode_chunks(container: av.container.InputContainer, rate: int, limit: int
     return chunks
 
 
-def soundtrack(path: Path, seconds: float, *, rate: int = SAMPLE_RATE) -> np.ndarray | None:
-    """The first `seconds` of `path`'s audio as (S,) float32 mono, or None when it has none.
+def soundtrack(path: Path, seconds: float, *, start_s: float = 0.0, rate: int = SAMPLE_RATE) -> np.ndarray | None:
+    """`seconds` of `path`'s audio from presentation time `start_s`, as (S,) float32 mono, or None
+    when it has none.
 
     For a video's own soundtrack, where no audio is normal (a still, a silent clip) and not an
-    error; a damaged or empty track counts as none too.
+    error; a damaged or empty track counts as none too. `start_s` is the first video frame's time
+    (VideoClip.start_s): sample 0 is what plays while frame 0 is shown. Audio that starts later
+    than the video is padded with silence in front, so the two stay on one clock.
     """
     try:
         audio = decode_audio(path, rate=rate)
+        offset = round((start_s - _audio_start_s(path)) * rate)
     except (UnsupportedMedia, EmptyMedia):
         return None
-    return audio[: round(seconds * rate)]
+    if offset < 0:
+        audio = np.concatenate([np.zeros(-offset, np.float32), audio])
+    return audio[max(offset, 0):][: round(seconds * rate)]
+
+
+def _audio_start_s(path: Path) -> float:
+    """Presentation time of the first audio sample: the stream's start, 0 when it does not say."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        if stream.start_time is None or stream.time_base is None:
+            return 0.0
+        return float(stream.start_time * stream.time_base)

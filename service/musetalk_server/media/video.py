@@ -31,6 +31,10 @@ class VideoClip:
     source_fps: float | None  # None for a still image
     source_frames: int
     duration_s: float
+    # Presentation time of the first frame on the container's clock. Frame 0 is shown at it, so
+    # the soundtrack is read from it too (media/audio.py `soundtrack`): a stream that starts
+    # after its audio (common in camera and phone files) would otherwise play out of sync.
+    start_s: float = 0.0
 
     @property
     def size(self) -> tuple[int, int]:
@@ -78,7 +82,7 @@ def read_video(
     if len(timed) == 1:
         return VideoClip([timed[0][1]], fps, None, 1, 0.0)
     frames, duration = _resample(timed, fps, rate)
-    return VideoClip(frames, fps, rate, len(timed), duration)
+    return VideoClip(frames, fps, rate, len(timed), duration, start_s=timed[0][0])
 
 
 def _check_declared(container, stream, limits: _Limits) -> None:
