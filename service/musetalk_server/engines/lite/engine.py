@@ -23,7 +23,7 @@ from ...media.timeline import SAMPLE_RATE, frame_count, pingpong_index
 from ..base import AvatarFrames, Engine, FrameSession, LoadedAvatar, Renderer
 from .bank import MouthBank, MouthPicker, build_bank, shut_candidates
 from .compose import paste_mouth
-from .shape import ShapeStream
+from .shape import SHIPPED, GenericMapping, ShapeStream
 from .speaker import SpeakerModel, fit_speaker
 from .synth import close_lips
 
@@ -41,9 +41,10 @@ class LiteRenderer(Renderer):
     """Renders one prepared avatar. Stateless between calls, so requests may share it."""
 
     def __init__(
-        self, frames: list[np.ndarray], landmarks: np.ndarray, bank: MouthBank, speaker: SpeakerModel | None = None
+        self, frames: list[np.ndarray], landmarks: np.ndarray, bank: MouthBank, speaker: SpeakerModel | None = None,
+        mapping: GenericMapping = SHIPPED,
     ) -> None:
-        self.frames, self.landmarks, self.speaker = frames, landmarks, speaker
+        self.frames, self.landmarks, self.speaker, self.mapping = frames, landmarks, speaker, mapping
         # Mouth sources: the avatar's frames, then a few of them warped shut (synth.py), so a
         # speaker who never closed their lips on camera can still close them in a pause.
         shut = [close_lips(frames[k], landmarks[k]) for k in shut_candidates(bank)]
@@ -60,7 +61,7 @@ class LiteRenderer(Renderer):
             raise InvalidInput(f"fps must be positive, got {fps}")
         n_out = frame_count(len(audio), fps)
         n_src = len(self.frames)
-        shapes = ShapeStream(audio, fps, n_out, self.shape_range, self.speaker)
+        shapes = ShapeStream(audio, fps, n_out, self.shape_range, self.speaker, mapping=self.mapping)
         picker = MouthPicker(self.bank, n_frames=n_src)
         for i, shape in enumerate(shapes):
             if cancel is not None and cancel.is_set():
@@ -81,6 +82,10 @@ class LiteEngine(Engine):
     name: ClassVar[str] = ENGINE_NAME
     artifact_version: ClassVar[int] = ARTIFACT_VERSION
 
+    def __init__(self, mapping: GenericMapping = SHIPPED) -> None:
+        # Only the lip-sync eval passes another mapping (its leave-one-clip-out choice).
+        self.mapping = mapping
+
     def describe(self) -> dict[str, Any]:
         return {"loaded": True, "device": "cpu", "engine": self.name, "version": self.artifact_version}
 
@@ -92,7 +97,7 @@ class LiteEngine(Engine):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         bank.save(out_dir / BANK_FILE)
-        speaker, speaker_facts = learn_speaker(avatar, bank)
+        speaker, speaker_facts = learn_speaker(avatar, bank, self.mapping)
         (out_dir / SPEAKER_FILE).unlink(missing_ok=True)  # never a stale one from an earlier prepare
         if speaker is not None:
             speaker.save(out_dir / SPEAKER_FILE)
@@ -119,17 +124,19 @@ class LiteEngine(Engine):
             )
         speaker_path = avatar.engine_dir / SPEAKER_FILE
         speaker = SpeakerModel.load(speaker_path) if speaker_path.exists() else None
-        return LiteRenderer(list(avatar.frames), np.asarray(avatar.landmarks, np.float32), bank, speaker)
+        return LiteRenderer(list(avatar.frames), np.asarray(avatar.landmarks, np.float32), bank, speaker, self.mapping)
 
 
-def learn_speaker(avatar: AvatarFrames, bank: MouthBank) -> tuple[SpeakerModel | None, dict[str, Any]]:
+def learn_speaker(avatar: AvatarFrames, bank: MouthBank,
+                  mapping: GenericMapping = SHIPPED) -> tuple[SpeakerModel | None, dict[str, Any]]:
     """This person's own audio-to-mouth mapping from the video's soundtrack, if it earns its place."""
     if avatar.audio is None:
         return fit_speaker(None, avatar.fps, bank.aperture, np.zeros(0), ())
     audio = np.asarray(avatar.audio, dtype=np.float32).reshape(-1)
     shape_range = bank.shape_range()
     # The generic mapping's openness on the same frames: what the learned one must beat.
-    generic = np.array([s.openness for s in ShapeStream(audio, avatar.fps, len(bank), shape_range)], np.float32)
+    shapes = ShapeStream(audio, avatar.fps, len(bank), shape_range, mapping=mapping)
+    generic = np.array([s.openness for s in shapes], np.float32)
     return fit_speaker(audio, avatar.fps, bank.aperture, generic, shape_range.curve)
 
 

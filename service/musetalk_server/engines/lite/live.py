@@ -80,7 +80,7 @@ class _Utterance:
         if self.shapes is None:
             # Priming reads frames [0, n): only audio that is here.
             self.shapes = ShapeStream(audio, self.fps, n, self.renderer.shape_range, self.renderer.speaker,
-                                      levels=self.levels)
+                                      levels=self.levels, mapping=self.renderer.mapping)
             self.iterator = iter(self.shapes)
         self.shapes.grow(audio, max(n, self.shapes.n_frames))
         self.next += 1

@@ -32,6 +32,7 @@ __all__ = [
     "CONTEXT_BACK",
     "SpeakerFeatures",
     "SpeakerModel",
+    "av_offset",
     "blend_openness",
     "fit_speaker",
     "to_openness",
@@ -48,7 +49,8 @@ LAMBDAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)  # ridge strengths tried (per frame, 
 CV_FOLDS = 8  # contiguous blocks of the clip, each held out in turn
 BLEND_WEIGHTS = (0.5, 1.0, 2.0)  # the learned openness's weight against the generic's (1)
 MIN_VOICED_FRAMES = 25  # 1 s of speech at 25 fps: less is too little to learn a voice from
-MIN_GAIN = 0.02  # the blend must beat the generic mapping's held-out r by this much to be used
+MIN_GAIN = 0.05  # the blend must beat the generic mapping's held-out r by this much to be used
+MAX_OFFSET = 4  # frames: the most the avatar video's sound may lead or trail its picture
 _EPS = 1e-9
 
 
@@ -132,15 +134,22 @@ def fit_speaker(
     voiced = generic[:n] > 0
     if voiced.sum() < MIN_VOICED_FRAMES:
         return None, {"used": False, "reason": f"too little speech ({int(voiced.sum())} frames)"}
-    x = SpeakerFeatures(audio, fps).frames(0, n)
-    y = aperture.astype(np.float64)
-    lam, pred = max(_cross_predict(x, y, _folds(n)).items(), key=lambda lp: _r(lp[1], y))
-    r_generic = _r(_to_aperture(generic[:n], curve), y)
+    # The picture may trail or lead its own sound (a camera's or an editor's offset). The mapping
+    # must learn the mouth that goes with the sound, not the file's offset, or every render would
+    # be out of sync by it: pair each frame's sound with the mouth `offset` frames later.
+    offset = av_offset(_to_aperture(generic[:n], curve), aperture)
+    keep = np.arange(max(-offset, 0), n - max(offset, 0))
+    x = SpeakerFeatures(audio, fps).frames(0, n)[keep]
+    y = aperture[keep + offset].astype(np.float64)
+    generic = generic[keep]
+    lam, pred = max(_cross_predict(x, y, _folds(len(y))).items(), key=lambda lp: _r(lp[1], y))
+    r_generic = _r(_to_aperture(generic, curve), y)
     learned = to_openness(pred, curve)
-    scores = {w: _r(_to_aperture(blend_openness(generic[:n], learned, w), curve), y) for w in BLEND_WEIGHTS}
+    scores = {w: _r(_to_aperture(blend_openness(generic, learned, w), curve), y) for w in BLEND_WEIGHTS}
     weight = max(scores, key=lambda w: scores[w])
     facts = {
         "frames": n,
+        "av_offset_frames": offset,
         "voiced_frames": int(voiced.sum()),
         "heldout_r_generic": round(r_generic, 3),
         "heldout_r_blend": round(scores[weight], 3),
@@ -151,6 +160,21 @@ def fit_speaker(
         return None, {"used": False, "reason": "not better than the generic mapping on held-out frames"} | facts
     (w, b), = _ridge_path(x, y, (lam,))
     return SpeakerModel(weights=w.astype(np.float32), bias=b, blend=weight), {"used": True} | facts
+
+
+def av_offset(predicted: np.ndarray, filmed: np.ndarray, max_offset: int = MAX_OFFSET) -> int:
+    """Frames by which the filmed mouth trails the sound (negative: leads it): the shift that best
+    lines the generic mapping's prediction up with it. Ties go to the smaller shift."""
+    n = len(filmed)
+    best, best_r = 0, -2.0
+    for k in sorted(range(-max_offset, max_offset + 1), key=abs):
+        lo, hi = max(-k, 0), n - max(k, 0)
+        if hi - lo < 3:
+            continue
+        r = _r(predicted[lo:hi], filmed[lo + k:hi + k])
+        if r > best_r + 1e-9:
+            best, best_r = k, r
+    return best
 
 
 def blend_openness(generic: np.ndarray, learned: np.ndarray, weight: float) -> np.ndarray:
