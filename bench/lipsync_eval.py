@@ -474,10 +474,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="who reads the mouths: FaceMesh (the engine's own landmarks) or dlib's 68 points")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    measure: Measure = FACEMESH
+    measure = FACEMESH
     if args.detector == "dlib":
+        from dlib_mouth import CLOSED_APERTURE as DLIB_CLOSED
         from dlib_mouth import DlibMouth
-        measure = DlibMouth().apertures
+        measure = Measure(DlibMouth().apertures, DLIB_CLOSED)
     engine = make_engine(args.engine)
     args.out.mkdir(parents=True, exist_ok=True)
     loco = args.engine == "lite" and not args.shipped and len(args.clips) > 1
