@@ -156,6 +156,10 @@ def test_unknown_jobs_and_checks_before_the_202(served):
         assert r.status_code == 404, (method, path)
         assert r.json() == {"detail": "job 'nope' does not exist (or it expired, or was deleted)",
                             "code": "job_not_found"}
+        # Not an id jobs are given: refused before any lookup, in the one error body.
+        bad = client.request(method, path.replace("nope", "no.pe"))
+        assert bad.status_code == 422 and bad.json()["code"] == "invalid_input", bad.text
+        assert "job_id" in bad.json()["detail"], bad.text
     # The render job is opened before the 202: a missing avatar or bad audio is refused at once.
     r = submit(client, "ghost")
     assert r.status_code == 404 and r.json()["code"] == "avatar_not_found"

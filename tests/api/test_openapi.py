@@ -9,6 +9,7 @@ undeclared status, fails here.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 
 import cv2
@@ -161,6 +162,46 @@ def _ready_cases() -> dict[int, Callable]:
     return {200: lambda s, e, c, f: c.get("/health/ready"), 503: loading}
 
 
+def _job(client, *, delay_s: float = 0.0, engine=None, done: bool = False) -> str:
+    """A job id: submitted with async=true (slowed by `delay_s` on the fake engine), and, with
+    `done`, waited for until it finishes."""
+    if engine is not None:
+        engine.delay_s = delay_s
+    try:
+        r = _audio(client, "/inference/batch/face?async=true", media("vr_audio1.wav"))
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+        while done and client.get(f"/jobs/{job_id}").json()["state"] in ("queued", "running"):
+            time.sleep(0.05)
+        return job_id
+    finally:
+        if engine is not None and done:
+            engine.delay_s = 0.0
+
+
+def _job_cases(method: str, suffix: str = "") -> dict[int, Callable]:
+    def call(client, job_id):
+        return client.request(method, f"/jobs/{job_id}{suffix}")
+
+    def unfinished(server, engine, client, files):
+        job_id = _job(client, delay_s=0.05, engine=engine)  # 5 s of audio at 25 fps: 6 s of rendering
+        try:
+            return call(client, job_id)
+        finally:
+            engine.delay_s = 0.0
+            client.delete(f"/jobs/{job_id}")
+
+    cases = {
+        200: lambda s, e, c, f: call(c, _job(c, engine=e, done=True)),
+        401: lambda s, e, c, f: httpx.request(method, f"{s.url}/jobs/x{suffix}"),
+        404: lambda s, e, c, f: call(c, "no-such-job"),
+        422: lambda s, e, c, f: call(c, "bad.id"),
+    }
+    if suffix == "/result":
+        cases[409] = unfinished
+    return cases
+
+
 CASES: dict[tuple[str, str], dict[int, Callable]] = {
     ("get", "/health"): {200: lambda s, e, c, f: httpx.get(f"{s.url}/health")},
     ("get", "/health/live"): {200: lambda s, e, c, f: httpx.get(f"{s.url}/health/live")},
@@ -173,7 +214,11 @@ CASES: dict[tuple[str, str], dict[int, Callable]] = {
     ("delete", "/avatars/{avatar_id}"): _with_id("DELETE"),
     ("get", "/avatars/{avatar_id}/preview.jpg"): _with_id("GET", "/preview.jpg"),
     ("post", "/inference/stream/{avatar_id}"): _render_cases("stream"),
-    ("post", "/inference/batch/{avatar_id}"): _render_cases("batch"),
+    ("post", "/inference/batch/{avatar_id}"): _render_cases("batch") | {
+        202: lambda s, e, c, f: _audio(c, "/inference/batch/face?async=true", media("vr_audio1.wav"))},
+    ("get", "/jobs/{job_id}"): _job_cases("GET"),
+    ("get", "/jobs/{job_id}/result"): _job_cases("GET", "/result"),
+    ("delete", "/jobs/{job_id}"): _job_cases("DELETE"),
 }
 ALL = [(m, p, status) for (m, p), by_status in CASES.items() for status in by_status]
 

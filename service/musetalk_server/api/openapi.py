@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from ..media.jpeg import MJPEG_MEDIA_TYPE
 
 __all__ = ["ErrorBody", "errors", "STREAM_RESPONSE", "MP4_RESPONSE", "JPEG_RESPONSE", "METRICS_RESPONSE",
-           "DESCRIPTION", "REALTIME_DOC_URL"]
+           "DESCRIPTION", "REALTIME_DOC_URL", "JOB", "JOB_ACCEPTED", "JOB_RESULT", "JOB_WHEN"]
 
 # The README section that documents the real-time WebSocket (OpenAPI 3.1 has no WebSocket operations).
 REALTIME_DOC_URL = "https://github.com/musetalk-server/musetalk-server#real-time-sessions"
@@ -57,9 +57,20 @@ _WHEN: dict[int, str] = {
 }
 
 
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """`responses=` entries for these statuses, each with the error body and its codes."""
-    return {status: {"model": ErrorBody, "description": _WHEN[status]} for status in statuses}
+# The async job routes answer the same statuses with their own codes.
+JOB_WHEN: dict[int, str] = {
+    404: "`job_not_found`: no such job, or it expired",
+    409: "`job_not_finished`: the job is queued or running; `job_failed`: it failed or was cancelled, "
+         "so there is no MP4",
+    422: "`invalid_input`: the id is not of the form jobs are given (letters, digits, `-` and `_`)",
+}
+
+
+def errors(*statuses: int, when: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries for these statuses, each with the error body and its codes (`when`
+    overrides the shared descriptions, for routes whose codes differ)."""
+    texts = {**_WHEN, **(when or {})}
+    return {status: {"model": ErrorBody, "description": texts[status]} for status in statuses}
 
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -132,3 +143,23 @@ AVATAR = _object({"avatar_id": _STR, "loaded": _BOOL, "info": _AVATAR_INFO})
 AVATAR_LIST = _object({"avatars": {"type": "array", "items": _AVATAR}})
 PREPROCESSED = _object({"message": _STR, "avatar_id": _STR, "info": _AVATAR_INFO})
 DELETED = _object({"message": _STR, "avatar_id": _STR})
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+JOB = _object({
+    "job_id": _STR, "avatar_id": _STR,
+    "state": {"enum": ["queued", "running", "done", "failed", "cancelled"]},
+    "progress": _object({"frames_done": _INT, "frames_total": _INT}),
+    "fps": _NUM, "error": {"type": ["object", "null"], "description": "the error body, once failed"},
+    "created_at": _STR, "finished_at": _TIME, "expires_at": _TIME,
+    "status_url": _STR, "result_url": _STR,
+})
+JOB_RESULT: dict[int | str, dict[str, Any]] = {200: {
+    "description": "The finished job's MP4: H.264 yuv420p and AAC",
+    "content": {"video/mp4": _BINARY},
+    "headers": {k: _SYNC_HEADERS[k] for k in ("X-Frame-Rate", "X-Frame-Count")},
+}}
+JOB_ACCEPTED: dict[int | str, dict[str, Any]] = {202: {
+    "description": "With `async=true`: the job is queued; poll `status_url` (also in `Location`), "
+                   "fetch the MP4 from `result_url` once its state is `done`",
+    "content": {"application/json": {"schema": JOB}},
+    "headers": {"Location": {"description": "the job's status_url", "schema": _STR}},
+}}

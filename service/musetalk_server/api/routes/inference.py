@@ -15,7 +15,7 @@ from ...pipeline import RenderJob
 from ...sinks.mjpeg import MjpegStream
 from ...sinks.mp4 import render_mp4_file
 from ..deps import AvatarIdPath, JobsDep, RenderingDep, StateDep, require_api_key
-from ..openapi import MP4_RESPONSE, STREAM_RESPONSE, errors
+from ..openapi import JOB_ACCEPTED, MP4_RESPONSE, STREAM_RESPONSE, errors
 from ..uploads import saved_upload
 from .jobs import accept
 
@@ -77,7 +77,8 @@ async def _forget_when_done(state, sink: MjpegStream):
         state.streams.discard(sink)
 
 
-@router.post("/inference/batch/{avatar_id}", response_class=FileResponse, responses={**MP4_RESPONSE, **_RENDER_ERRORS})
+@router.post("/inference/batch/{avatar_id}", response_class=FileResponse,
+             responses={**MP4_RESPONSE, **JOB_ACCEPTED, **_RENDER_ERRORS})
 async def batch(
     request: Request, state: StateDep, rendering: RenderingDep, jobs: JobsDep, avatar_id: AvatarIdPath,
     audio_file: AudioFile,
