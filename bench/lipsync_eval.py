@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -48,6 +49,7 @@ from scipy.signal import butter, sosfiltfilt
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "service"), str(ROOT / "bench")]
 
+from musetalk_server.avatars.preprocess import fill_missing  # noqa: E402
 from musetalk_server.engines.base import AvatarFrames, Engine, LoadedAvatar  # noqa: E402
 from musetalk_server.engines.lite.shape import SHIPPED, GenericMapping  # noqa: E402
 from musetalk_server.face.landmarks import JAW, detect_video, inner_lip_gap, interocular  # noqa: E402
@@ -153,6 +155,9 @@ def facemesh_apertures(frames: list[np.ndarray]) -> np.ndarray:
     return np.nan_to_num(aperture_of(detect_video(frames)[0]), nan=0.0)
 
 
+Frames = TypeVar("Frames", list[np.ndarray], np.ndarray)
+
+
 @dataclass(frozen=True)
 class Measure:
     """Who reads the mouths: per-frame apertures, and the aperture under which lips count as shut."""
@@ -164,14 +169,15 @@ class Measure:
 FACEMESH = Measure(facemesh_apertures, CLOSED_APERTURE)
 
 
+def avatar_landmarks(frames: list[np.ndarray]) -> np.ndarray:
+    """FaceMesh landmarks with faceless frames filled from the nearest face, as preprocess does."""
+    return fill_missing(*detect_video(frames))[0]
+
+
 def build_avatar(engine: Engine, frames: list[np.ndarray], work: Path, avatar_id: str,
                  audio: np.ndarray | None = None) -> LoadedAvatar:
     """Prepare `frames` (with their own soundtrack `audio`, if any) as an avatar with `engine`, in `work`."""
-    points, found = detect_video(frames)
-    if not found.all():
-        # Fill gaps from the nearest detected frame, as the service's preprocessing does.
-        ok = np.flatnonzero(found)
-        points = points[ok[np.abs(np.arange(len(frames))[:, None] - ok[None, :]).argmin(1)]]
+    points = avatar_landmarks(frames)
     path = work / avatar_id
     info = engine.prepare(AvatarFrames(frames, points, FPS, audio), 0, path / "engine")
     manifest = {"fps": FPS, "frames": len(frames), "engine": engine.name, "engine_info": info}
@@ -304,9 +310,9 @@ def load_clip(name: str) -> tuple[list[np.ndarray], np.ndarray]:
     return list(clip.frames), audio if audio is not None else np.zeros(0, np.float32)
 
 
-def halves(frames: list[np.ndarray], audio: np.ndarray
-           ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
+def halves(frames: Frames, audio: np.ndarray) -> tuple[Frames, Frames, np.ndarray, np.ndarray]:
     """(first-half frames, second-half frames, second-half audio, first-half audio), on the frame grid.
+    `frames` may be anything per frame that slices: images, landmarks, apertures.
 
     The first half, frames and soundtrack, is the avatar video; the second half is never seen at
     preprocess, so nothing learned there comes from the frames it is scored on."""
@@ -400,10 +406,10 @@ def markdown(rows: list[ClipResult], med: dict[str, float | None], cross: list[C
     return "\n".join(lines)
 
 
-def make_engine(name: str, mapping: GenericMapping | None = None) -> Engine:
+def make_engine(name: str, mapping: GenericMapping = SHIPPED) -> Engine:
     if name == "lite":
         from musetalk_server.engines.lite import LiteEngine
-        return LiteEngine() if mapping is None else LiteEngine(mapping)
+        return LiteEngine(mapping)
     raise SystemExit(f"engine {name!r}: only 'lite' can be built by this script without a model dir")
 
 
@@ -423,9 +429,7 @@ class TuningClip:
 
 def tuning_clip(clip: str, measure: Measure) -> TuningClip:
     frames, audio = load_clip(clip)
-    points, found = detect_video(frames)
-    ok = np.flatnonzero(found)
-    points = points[ok[np.abs(np.arange(len(frames))[:, None] - ok[None, :]).argmin(1)]]
+    points = avatar_landmarks(frames)
     filmed = np.nan_to_num(aperture_of(points), nan=0.0) if measure is FACEMESH else measure.read(frames)
     return TuningClip(points, audio, filmed)
 
@@ -439,12 +443,10 @@ def tuning_r(mapping: GenericMapping, clips: list[TuningClip]) -> float:
 
     rs = []
     for c in clips:
-        n = len(c.filmed)
-        half, cut = n // 2, round(n // 2 / FPS * SAMPLE_RATE)
-        for avatar, drive, audio in ((slice(0, half), slice(half, n), c.audio[cut:]),
-                                     (slice(half, n), slice(0, half), c.audio[:cut])):
-            target = c.filmed[drive]
-            shapes = ShapeStream(audio, FPS, len(target), build_bank(c.landmarks[avatar]).shape_range(), mapping=mapping)
+        pts_1st, pts_2nd, audio_2nd, audio_1st = halves(c.landmarks, c.audio)
+        filmed_1st, filmed_2nd, _, _ = halves(c.filmed, c.audio)
+        for avatar, audio, target in ((pts_1st, audio_2nd, filmed_2nd), (pts_2nd, audio_1st, filmed_1st)):
+            shapes = ShapeStream(audio, FPS, len(target), build_bank(avatar).shape_range(), mapping=mapping)
             rs.append(pearson(np.array([s.aperture for s in shapes]), target))
     return float(np.mean(rs))
 

@@ -162,21 +162,14 @@ def _ready_cases() -> dict[int, Callable]:
     return {200: lambda s, e, c, f: c.get("/health/ready"), 503: loading}
 
 
-def _job(client, *, delay_s: float = 0.0, engine=None, done: bool = False) -> str:
-    """A job id: submitted with async=true (slowed by `delay_s` on the fake engine), and, with
-    `done`, waited for until it finishes."""
-    if engine is not None:
-        engine.delay_s = delay_s
-    try:
-        r = _audio(client, "/inference/batch/face?async=true", media("vr_audio1.wav"))
-        assert r.status_code == 202, r.text
-        job_id = r.json()["job_id"]
-        while done and client.get(f"/jobs/{job_id}").json()["state"] in ("queued", "running"):
-            time.sleep(0.05)
-        return job_id
-    finally:
-        if engine is not None and done:
-            engine.delay_s = 0.0
+def _job(client, *, done: bool = False) -> str:
+    """A job id, submitted with async=true; with `done`, waited for until it finishes."""
+    r = _audio(client, "/inference/batch/face?async=true", media("vr_audio1.wav"))
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    while done and client.get(f"/jobs/{job_id}").json()["state"] in ("queued", "running"):
+        time.sleep(0.05)
+    return job_id
 
 
 def _job_cases(method: str, suffix: str = "") -> dict[int, Callable]:
@@ -184,15 +177,18 @@ def _job_cases(method: str, suffix: str = "") -> dict[int, Callable]:
         return client.request(method, f"/jobs/{job_id}{suffix}")
 
     def unfinished(server, engine, client, files):
-        job_id = _job(client, delay_s=0.05, engine=engine)  # 5 s of audio at 25 fps: 6 s of rendering
+        engine.delay_s = 0.05  # 5 s of audio at 25 fps: 6 s of rendering
         try:
-            return call(client, job_id)
+            job_id = _job(client)
+            try:
+                return call(client, job_id)
+            finally:
+                client.delete(f"/jobs/{job_id}")
         finally:
             engine.delay_s = 0.0
-            client.delete(f"/jobs/{job_id}")
 
     cases = {
-        200: lambda s, e, c, f: call(c, _job(c, engine=e, done=True)),
+        200: lambda s, e, c, f: call(c, _job(c, done=True)),
         401: lambda s, e, c, f: httpx.request(method, f"{s.url}/jobs/x{suffix}"),
         404: lambda s, e, c, f: call(c, "no-such-job"),
         422: lambda s, e, c, f: call(c, "bad.id"),

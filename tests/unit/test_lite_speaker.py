@@ -14,10 +14,10 @@ from musetalk_server.avatars.layout import ENGINE_DIR
 from musetalk_server.engines.base import AvatarFrames, LoadedAvatar
 from musetalk_server.engines.lite import LiteEngine
 from musetalk_server.engines.lite.audio_features import N_MELS
-from musetalk_server.engines.lite.bank import build_bank
-from musetalk_server.engines.lite.engine import SPEAKER_FILE
+from musetalk_server.engines.lite.bank import MouthBank, build_bank
+from musetalk_server.engines.lite.engine import SPEAKER_FILE, learn_speaker
 from musetalk_server.engines.lite.shape import CHUNK, ShapeStream
-from musetalk_server.engines.lite.speaker import MIN_GAIN, SpeakerFeatures, SpeakerModel, fit_speaker
+from musetalk_server.engines.lite.speaker import MIN_GAIN, SpeakerFeatures, SpeakerModel
 from musetalk_server.face.landmarks import detect_video
 from musetalk_server.media.audio import soundtrack
 from musetalk_server.media.timeline import SAMPLE_RATE, frame_count
@@ -63,10 +63,10 @@ def taught(talking):
     lo, hi = np.percentile(bank.aperture, [5, 95])
     mouth = lo + (hi - lo) * (highs - highs.min()) / (np.ptp(highs) + 1e-9)
     mouth = np.convolve(mouth, np.ones(3) / 3, "same").astype(np.float32)
-    shape_range = bank.shape_range()
-    generic = np.array([s.openness for s in ShapeStream(audio, FPS, n, shape_range)], np.float32)
-    model, facts = fit_speaker(audio, FPS, mouth, generic, shape_range.curve)
-    return model, facts, shape_range
+    # The engine's own path (learn_speaker), on a bank whose filmed apertures are that mouth.
+    filmed = MouthBank(aperture=mouth, width=bank.width, pose=bank.pose)
+    model, facts = learn_speaker(AvatarFrames([None] * n, points, FPS, audio), filmed)
+    return model, facts, filmed.shape_range()
 
 
 def test_a_mouth_the_generic_mapping_misses_is_learned(talking, tmp_path):

@@ -83,7 +83,7 @@ def paste_mouth(
     if x1 - x0 < 2 or y1 - y0 < 2:
         return out
     # 1. The region's hull, softened: full strength inside, fading out over `feather`.
-    mask = _soft_region(poly - (x0, y0), bg_points, apply_affine(m, src_points), (x0, y0), (x1 - x0, y1 - y0), feather)
+    mask = _soft_region(poly, bg_points, apply_affine(m, src_points), (x0, y0), (x1 - x0, y1 - y0), feather)
     # 2. The source warped straight into the box (one resampling).
     m_box = m.copy()
     m_box[:, 2] -= (x0, y0)
@@ -101,7 +101,8 @@ def paste_mouth(
 
 def _soft_region(poly: np.ndarray, bg_points: np.ndarray, src_in_bg: np.ndarray, origin: tuple[int, int],
                  size: tuple[int, int], feather: float) -> np.ndarray:
-    """(h, w) float32 mask of the box: the hull of `poly` inside both faces, blurred by `feather`.
+    """(h, w) float32 mask of the box at `origin`: the hull of `poly` inside both faces (frame
+    coordinates, like the points), blurred by `feather`.
 
     Drawn and blurred at 1/_MASK_STEP resolution when the feather is wide enough, then scaled up:
     the blur leaves nothing finer than the feather in the mask, so it differs from the full-size
@@ -117,7 +118,7 @@ def _soft_region(poly: np.ndarray, bg_points: np.ndarray, src_in_bg: np.ndarray,
         return np.round(((points + 0.5) / step - 0.5) * 16).astype(np.int32)
 
     mask = np.zeros((small[1], small[0]), np.float32)
-    cv2.fillConvexPoly(mask, cv2.convexHull(fixed(poly)), 1.0, lineType=cv2.LINE_AA, shift=4)
+    cv2.fillConvexPoly(mask, cv2.convexHull(fixed(poly - origin)), 1.0, lineType=cv2.LINE_AA, shift=4)
     # Inside both faces: where the heads differ in pose, one jaw line would otherwise carry the
     # scenery behind one head over the other's cheek (a ghost jaw line).
     for face in face_limits(bg_points, src_in_bg, JAW_INSET * feather):
