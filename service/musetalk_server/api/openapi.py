@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from ..media.jpeg import MJPEG_MEDIA_TYPE
 
 __all__ = ["ErrorBody", "errors", "STREAM_RESPONSE", "MP4_RESPONSE", "JPEG_RESPONSE", "METRICS_RESPONSE",
-           "DESCRIPTION", "REALTIME_DOC_URL", "JOB", "JOB_ACCEPTED", "JOB_RESULT", "JOB_WHEN"]
+           "DESCRIPTION", "REALTIME_DOC_URL", "BATCH_WHEN", "JOB", "JOB_ACCEPTED", "JOB_RESULT", "JOB_WHEN"]
 
 # The README section that documents the real-time WebSocket (OpenAPI 3.1 has no WebSocket operations).
 REALTIME_DOC_URL = "https://github.com/musetalk-server/musetalk-server#real-time-sessions"
@@ -64,6 +64,9 @@ JOB_WHEN: dict[int, str] = {
          "so there is no MP4",
     422: "`invalid_input`: the id is not of the form jobs are given (letters, digits, `-` and `_`)",
 }
+# ... and a batch with async=true may also be refused because the job queue is full.
+BATCH_WHEN: dict[int, str] = {429: _WHEN[429] + "; with `async=true`, `too_many_jobs`: MUSETALK_MAX_JOBS "
+                                               "async jobs are already queued or running"}
 
 
 def errors(*statuses: int, when: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:

@@ -15,12 +15,13 @@ from ...pipeline import RenderJob
 from ...sinks.mjpeg import MjpegStream
 from ...sinks.mp4 import render_mp4_file
 from ..deps import AvatarIdPath, JobsDep, RenderingDep, StateDep, require_api_key
-from ..openapi import JOB_ACCEPTED, MP4_RESPONSE, STREAM_RESPONSE, errors
+from ..openapi import BATCH_WHEN, JOB_ACCEPTED, MP4_RESPONSE, STREAM_RESPONSE, errors
 from ..uploads import saved_upload
 from .jobs import accept
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)], responses=errors(401))
-_RENDER_ERRORS = errors(404, 409, 413, 415, 422, 429, 500, 503, 507)
+_RENDER_STATUSES = (404, 409, 413, 415, 422, 429, 500, 503, 507)
+_RENDER_ERRORS = errors(*_RENDER_STATUSES)
 
 AudioFile = Annotated[UploadFile, File(description="Audio in any format FFmpeg decodes (wav, mp3, m4a, ogg, flac)")]
 
@@ -78,7 +79,7 @@ async def _forget_when_done(state, sink: MjpegStream):
 
 
 @router.post("/inference/batch/{avatar_id}", response_class=FileResponse,
-             responses={**MP4_RESPONSE, **JOB_ACCEPTED, **_RENDER_ERRORS})
+             responses={**MP4_RESPONSE, **JOB_ACCEPTED, **errors(*_RENDER_STATUSES, when=BATCH_WHEN)})
 async def batch(
     request: Request, state: StateDep, rendering: RenderingDep, jobs: JobsDep, avatar_id: AvatarIdPath,
     audio_file: AudioFile,
