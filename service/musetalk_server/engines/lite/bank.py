@@ -24,7 +24,12 @@ OPEN_PERCENTILE = 90.0  # the widest target is this percentile of the bank's ape
 CURVE_PERCENTILES = np.linspace(0.0, OPEN_PERCENTILE, 11)  # openness 0, 0.1, ... 1 -> these
 SHUT_MARGIN = 0.012  # inter-ocular units above the bank's most closed mouth that still read as shut
 SHUT_PENALTY = 6.0  # in silence, a mouth that is not shut costs this much extra
-APERTURE_TOL = 0.01  # inter-ocular units: shape error that costs 1
+# Inter-ocular units: the aperture error that costs 1. It is tight because a speaker who talks
+# without pauses asks for openings within a narrow band of their range, and a looser match lets
+# the pose and stickiness terms choose within that band instead of the audio: on lp_d12 (a
+# turning head, continuous speech) 0.01 kept r(asked, shown) at 0.86; 0.005 gives 0.97, while
+# the other ground-truth clips stay at 0.996-1.000 and the mean pose mismatch grows 0.036 -> 0.047.
+APERTURE_TOL = 0.005
 WIDTH_TOL = 0.04
 POSE_TOL = 0.03  # inter-ocular units of nose offset (yaw / pitch proxy) that costs 1
 WIDTH_WEIGHT = 0.3

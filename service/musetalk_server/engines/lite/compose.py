@@ -21,6 +21,7 @@ SHADE_SCALE = 0.15  # inter-ocular units: the colour correction may vary over th
 SAME_CONTENT = 30.0  # summed |BGR| deviation from the ring's typical difference: beyond it, other content
 _SHADE_STEP = 4  # the correction field is computed at 1/4 resolution (it is smooth anyway)
 _MASK_STEP = 2  # ... and the soft region at 1/2 (see _soft_region)
+_CHANNEL_SUM = np.ones((1, 3), np.float32)  # cv2.transform matrix: B + G + R
 _FULL_SUPPORT = 0.2  # share of the best-supported point's ring weight that trusts the local field
 JAW_INSET = 2.0  # feathers: how far inside both jaw lines the pasted region must end
 _STABLE = list(STABLE_POINTS)
@@ -148,11 +149,14 @@ def _match_colour(patch: np.ndarray, bg: np.ndarray, ring: np.ndarray, scale_px:
     on = weight > 0.5
     if on.any():
         typical = np.median(diff[on], axis=0)
-        weight = weight * (np.abs(diff - typical).sum(axis=2) < SAME_CONTENT)
+        # Summed |BGR| deviation from it; cv2 does in 15 us what numpy does in 100 on these boxes.
+        deviation = cv2.transform(cv2.absdiff(diff, (*map(float, typical), 0.0)), _CHANNEL_SUM)
+        weight = weight * (deviation < SAME_CONTENT)
     sigma = max(scale_px / _SHADE_STEP, 1.0)
-    num = cv2.GaussianBlur(diff * weight[..., None], (0, 0), sigma)
+    weighted = diff * weight[..., None]
+    num = cv2.GaussianBlur(weighted, (0, 0), sigma)
     den = cv2.GaussianBlur(weight, (0, 0), sigma)[..., None]
-    mean = (diff * weight[..., None]).sum((0, 1)) / max(float(weight.sum()), 1e-6)
+    mean = np.array(cv2.sumElems(weighted)[:3], np.float32) / max(cv2.sumElems(weight)[0], 1e-6)
     # Far from the ring the blur has no support: fall back on the ring's mean difference there.
     support = np.clip(den / (den.max() * _FULL_SUPPORT + 1e-6), 0.0, 1.0)
     field = support * num / np.maximum(den, 1e-6) + (1.0 - support) * mean
