@@ -77,3 +77,35 @@ def test_the_soft_region_drawn_at_half_size_matches_the_full_size_one(monkeypatc
         diff = np.abs(half.astype(int) - full.astype(int))
         assert diff.max() <= 20 and np.percentile(diff, 99.9) <= 4, (b, k, diff.max())
         assert (diff > 0).any(), "the half-size path ran (feather is wide enough at 512²)"
+
+
+def test_no_shirt_is_carried_onto_the_chin(monkeypatch):
+    """lp_d12 frame 48's mouth on frame 42 (his head turned between them): under the source's
+    chin lies his green shirt, where the background shows the chin. Before compose._drop_foreign
+    a green smudge covered the chin; now what lies outside the source's face outline and differs
+    from the background stays the background's."""
+    import cv2
+
+    from helpers import media
+    from musetalk_server.engines.lite import compose
+    from musetalk_server.engines.lite.geometry import apply_affine
+    from musetalk_server.face.landmarks import JAW, detect_video
+    from musetalk_server.media.video import read_video
+
+    frames = read_video(media("lp_d12.mp4"), FPS).frames[:49]
+    points, found = detect_video(frames)
+    assert found[[42, 48]].all()
+    bg, src = 42, 48
+    jaw = apply_affine(compose.mouth_transform(points[src], points[bg]), points[src])[list(JAW)]
+    outside = np.ones(frames[bg].shape[:2], np.uint8)
+    cv2.fillPoly(outside, [np.round(jaw).astype(np.int32)], 0)
+
+    def foreign_pixels() -> int:
+        out = compose.paste_mouth(frames[bg], points[bg], frames[src], points[src])
+        changed = np.abs(out.astype(int) - frames[bg].astype(int)).sum(axis=2) > 90
+        return int((changed & outside.astype(bool)).sum())
+
+    now = foreign_pixels()
+    monkeypatch.setattr(compose, "_drop_foreign", lambda mask, *a: mask)
+    before = foreign_pixels()
+    assert before > 200 and now < before / 10, (before, now)

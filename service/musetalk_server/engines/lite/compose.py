@@ -23,6 +23,10 @@ _SHADE_STEP = 4  # the correction field is computed at 1/4 resolution (it is smo
 _MASK_STEP = 2  # ... and the soft region at 1/2 (see _soft_region)
 _CHANNEL_SUM = np.ones((1, 3), np.float32)  # cv2.transform matrix: B + G + R
 _FULL_SUPPORT = 0.2  # share of the best-supported point's ring weight that trusts the local field
+# Summed |BGR| difference, after colour matching, between the source's pixel and the background's
+# under the source's chin: up to FOREIGN_LO the same thing (skin on skin, a shadow), from
+# FOREIGN_HI another (skin against a green shirt differs by 200-300).
+FOREIGN_LO, FOREIGN_HI = 60.0, 120.0
 JAW_INSET = 2.0  # feathers: how far inside both jaw lines the pasted region must end
 _STABLE = list(STABLE_POINTS)
 _JAW = list(JAW)
@@ -84,7 +88,8 @@ def paste_mouth(
     if x1 - x0 < 2 or y1 - y0 < 2:
         return out
     # 1. The region's hull, softened: full strength inside, fading out over `feather`.
-    mask = _soft_region(poly, bg_points, apply_affine(m, src_points), (x0, y0), (x1 - x0, y1 - y0), feather)
+    src_in_bg = apply_affine(m, src_points)
+    mask = _soft_region(poly, bg_points, src_in_bg, (x0, y0), (x1 - x0, y1 - y0), feather)
     # 2. The source warped straight into the box (one resampling).
     m_box = m.copy()
     m_box[:, 2] -= (x0, y0)
@@ -95,9 +100,45 @@ def paste_mouth(
     ring = cv2.inRange(mask, RING_LO, RING_HI)
     if cv2.countNonZero(ring):
         patch = _match_colour(patch, bg, ring, SHADE_SCALE * iod)
-    # 4. Blend (cv2 keeps this ~5x cheaper than the same in numpy floats).
+    # 4. Under the source's chin it shows its own neck, collar or scenery, which did not turn
+    #    with its face; where that differs from what the background shows there, keep the latter.
+    mask = _drop_foreign(mask, patch, bg, src_in_bg, (x0, y0), feather)
+    # 5. Blend (cv2 keeps this ~5x cheaper than the same in numpy floats).
     out[y0:y1, x0:x1] = cv2.blendLinear(patch, bg, mask, 1.0 - mask)
     return out
+
+
+def _drop_foreign(mask: np.ndarray, patch: np.ndarray, bg: np.ndarray, src_in_bg: np.ndarray,
+                  origin: tuple[int, int], feather: float) -> np.ndarray:
+    """`mask` less the pixels outside the source's own face outline whose content differs
+    from the background's (a shirt carried over a chin), faded in over `feather`.
+
+    Where the source's chin sits above the background's, the region (which reaches under the
+    lower chin so that an old chin line is covered) takes the source's pixels from below its
+    chin. Skin there (a neck) covers the old chin as meant; a collar or a shirt is another thing
+    altogether, and shows as a smudge of its colour on the chin."""
+    # At 1/_MASK_STEP, like the soft region: the result is blurred by the feather anyway.
+    step = _MASK_STEP if feather >= _MASK_STEP * 2 else 1
+    h, w = mask.shape
+    small = (-(-w // step), -(-h // step))
+    outside = np.ones((small[1], small[0]), np.float32)
+    jaw = np.round(((src_in_bg[_JAW] - origin + 0.5) / step - 0.5) * 16).astype(np.int32)
+    cv2.fillPoly(outside, [jaw], 0.0, lineType=cv2.LINE_AA, shift=4)
+    diff = cv2.absdiff(patch, bg)
+    if step > 1:
+        diff = cv2.resize(diff, small, interpolation=cv2.INTER_AREA)
+    content = cv2.transform(diff.astype(np.float32), _CHANNEL_SUM)
+    foreign = outside * np.clip((content - FOREIGN_LO) / (FOREIGN_HI - FOREIGN_LO), 0.0, 1.0)
+    if not cv2.countNonZero(cv2.threshold(foreign, 0.0, 1.0, cv2.THRESH_BINARY)[1]):
+        return mask
+    # Grown by the feather first, so the fade lies beyond the foreign pixels, not across them.
+    f = feather / step
+    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * int(f) + 1,) * 2)
+    ksize = int(2 * round(2 * f) + 1)
+    drop = cv2.GaussianBlur(cv2.dilate(foreign, grow), (ksize, ksize), f / 1.5)
+    if step > 1:
+        drop = cv2.resize(drop, (w, h), interpolation=cv2.INTER_LINEAR)
+    return mask * (1.0 - drop)
 
 
 def _soft_region(poly: np.ndarray, bg_points: np.ndarray, src_in_bg: np.ndarray, origin: tuple[int, int],
@@ -150,7 +191,9 @@ def _match_colour(patch: np.ndarray, bg: np.ndarray, ring: np.ndarray, scale_px:
     if on.any():
         typical = np.median(diff[on], axis=0)
         # Summed |BGR| deviation from it; cv2 does in 15 us what numpy does in 100 on these boxes.
-        deviation = cv2.transform(cv2.absdiff(diff, (*map(float, typical), 0.0)), _CHANNEL_SUM)
+        # (opencv's stubs lack the Scalar form of absdiff, which its runtime takes)
+        offset = (*map(float, typical), 0.0)
+        deviation = cv2.transform(cv2.absdiff(diff, offset), _CHANNEL_SUM)  # type: ignore[call-overload]
         weight = weight * (deviation < SAME_CONTENT)
     sigma = max(scale_px / _SHADE_STEP, 1.0)
     weighted = diff * weight[..., None]
