@@ -24,9 +24,10 @@ _MASK_STEP = 2  # ... and the soft region at 1/2 (see _soft_region)
 _CHANNEL_SUM = np.ones((1, 3), np.float32)  # cv2.transform matrix: B + G + R
 _FULL_SUPPORT = 0.2  # share of the best-supported point's ring weight that trusts the local field
 # Summed |BGR| difference, after colour matching, between the source's pixel and the background's
-# under the source's chin: up to FOREIGN_LO the same thing (skin on skin, a shadow), from
-# FOREIGN_HI another (skin against a green shirt differs by 200-300).
-FOREIGN_LO, FOREIGN_HI = 60.0, 120.0
+# under the source's chin: up to FOREIGN_LO the same thing (skin on skin, a shadow on a neck), from
+# FOREIGN_HI another (skin against a green shirt differs by 200-300). At 60-120 it also took a
+# child's shadowed neck off her chin and cost lp_d11 0.03 of r_gt; at 100-180 that stays.
+FOREIGN_LO, FOREIGN_HI = 100.0, 180.0
 JAW_INSET = 2.0  # feathers: how far inside both jaw lines the pasted region must end
 _STABLE = list(STABLE_POINTS)
 _JAW = list(JAW)
