@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import lipsync_eval as ev  # first: it puts service/ on the path
-from musetalk_server.engines.lite.bank import build_bank
+from musetalk_server.engines.lite.engine import speaking_bank
 from musetalk_server.engines.lite.shape import ShapeStream
 from musetalk_server.media.timeline import SAMPLE_RATE
 
@@ -78,9 +78,9 @@ def main() -> int:
         c = ev.tuning_clip(clip, ev.FACEMESH)
         pts_1st, pts_2nd, audio_2nd, audio_1st = ev.halves(c.landmarks, c.audio)
         filmed_1st, filmed_2nd, _, _ = ev.halves(c.filmed, c.audio)
-        for split, avatar, audio, filmed in (("forward", pts_1st, audio_2nd, filmed_2nd),
-                                             ("reversed", pts_2nd, audio_1st, filmed_1st)):
-            shape_range = build_bank(avatar).shape_range()
+        for split, avatar, own, audio, filmed in (("forward", pts_1st, audio_1st, audio_2nd, filmed_2nd),
+                                                  ("reversed", pts_2nd, audio_2nd, audio_1st, filmed_1st)):
+            shape_range = speaking_bank(avatar, own, ev.FPS)[0].shape_range()
             target = np.array([s.aperture for s in ShapeStream(audio, ev.FPS, len(filmed), shape_range)])
             labels = phone_labels(audio, len(filmed))
             bil = np.array([p in BILABIAL for p in labels])

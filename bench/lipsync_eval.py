@@ -104,6 +104,7 @@ class ClipResult:
     speaker_model: str = "–"  # what the engine learned from the avatar's soundtrack, if it says
     r_gt_generic: float | None = None  # r_gt with the avatar's soundtrack withheld
     mapping: str = "shipped"  # the generic mapping's settings this run used (leave-one-clip-out choice)
+    spread: str = "–"  # how the avatar spreads voiced openness (engine_info.openness_spread), if it says
 
 
 def envelope(audio: np.ndarray, n_frames: int, fps: float = FPS) -> np.ndarray:
@@ -289,6 +290,7 @@ def score(engine: Engine, clip: str, avatar_frames: list[np.ndarray], audio: np.
         render_ms_per_frame=round(per_frame_ms, 2), first_frame_ms=round(first_ms, 1), strip=str(strip),
         frame_pixels=int(rendered[0].shape[0] * rendered[0].shape[1]) if rendered else 0,
         speaker_model=speaker_summary(avatar.manifest["engine_info"]),
+        spread=spread_summary(avatar.manifest["engine_info"]),
     )
 
 
@@ -304,6 +306,16 @@ def speaker_summary(info: dict) -> str:
     if facts.get("av_offset_frames"):
         gain += f", A/V offset {facts['av_offset_frames']:+d}"
     return f"used ({gain})" if facts.get("used") else f"no ({gain})"
+
+
+def spread_summary(info: dict) -> str:
+    """'rank (0.26→0.43)': the spread the avatar chose, with its own frames' r by share → by rank."""
+    facts = info.get("openness_spread") if isinstance(info, dict) else None
+    if not facts:
+        return "–"
+    if "r_share" not in facts:
+        return str(facts.get("spread", "?"))
+    return f"{facts['spread']} ({facts['r_share']}→{facts['r_rank']})"
 
 
 def load_clip(name: str) -> tuple[list[np.ndarray], np.ndarray]:
@@ -392,17 +404,19 @@ def clip_bars(r: ClipResult) -> list[str]:
 def markdown(rows: list[ClipResult], med: dict[str, float | None], cross: list[ClipResult]) -> str:
     def fmt(v: object) -> str:
         return "–" if v is None else str(v)
-    head = ("| clip | audio | frames | generic settings | speaker model (held-out r: generic→blend) | r_env | lag | r_gt | "
+    head = ("| clip | audio | frames | generic settings | spread (own r: share→rank) | "
+            "speaker model (held-out r: generic→blend) | r_env | lag | r_gt | "
             "r_gt generic | env→gt (best lag) | closed_in_silence | psnr_outside dB | jitter | "
             "render ms/frame | first frame ms | bars missed |")
-    lines = [head, "|" + "---|" * 16]
+    lines = [head, "|" + "---|" * 17]
     for r in rows + cross:
-        lines.append(f"| {r.clip} | {r.audio} | {r.frames} | {r.mapping} | {r.speaker_model} | {r.r_env} | {r.lag:+d} | "
+        lines.append(f"| {r.clip} | {r.audio} | {r.frames} | {r.mapping} | {r.spread} | {r.speaker_model} | "
+                     f"{r.r_env} | {r.lag:+d} | "
                      f"{fmt(r.r_gt)} | {fmt(r.r_gt_generic)} | {fmt(r.env_gt)} ({fmt(r.env_gt_best)}) | "
                      f"{fmt(r.closed_in_silence)} ({r.silent_frames}) | {r.psnr_outside} | {fmt(r.jitter)} | "
                      f"{r.render_ms_per_frame} | {r.first_frame_ms} | {', '.join(clip_bars(r)) or 'none'} |")
     missed = [k for k, ok in meets_bar(med, rows).items() if not ok]
-    lines.insert(2 + len(rows), f"| **median** (ground truth) | | | | | {med['r_env']} | {fmt(med['lag'])} | "
+    lines.insert(2 + len(rows), f"| **median** (ground truth) | | | | | | {med['r_env']} | {fmt(med['lag'])} | "
                  f"{fmt(med['r_gt'])} | {fmt(med['r_gt_generic'])} | {fmt(med['env_gt'])} "
                  f"({fmt(med['env_gt_best'])}) | {fmt(med['closed_in_silence'])} | {med['psnr_outside']} | "
                  f"{fmt(med['jitter'])} | {med['render_ms_per_frame']} | {med['first_frame_ms']} | "
@@ -442,15 +456,17 @@ def tuning_r(mapping: GenericMapping, clips: list[TuningClip]) -> float:
     """Mean r of the generic mapping's target aperture against the filmed mouth, over `clips`,
     each both ways: an avatar from one half driven by the other half's audio. No rendering: the
     target is what the bank is asked for, which is cheap and what the settings change."""
-    from musetalk_server.engines.lite.bank import build_bank
+    from musetalk_server.engines.lite.engine import speaking_bank
     from musetalk_server.engines.lite.shape import ShapeStream
 
     rs = []
     for c in clips:
         pts_1st, pts_2nd, audio_2nd, audio_1st = halves(c.landmarks, c.audio)
         filmed_1st, filmed_2nd, _, _ = halves(c.filmed, c.audio)
-        for avatar, audio, target in ((pts_1st, audio_2nd, filmed_2nd), (pts_2nd, audio_1st, filmed_1st)):
-            shapes = ShapeStream(audio, FPS, len(target), build_bank(avatar).shape_range(), mapping=mapping)
+        for avatar, own, audio, target in ((pts_1st, audio_1st, audio_2nd, filmed_2nd),
+                                           (pts_2nd, audio_2nd, audio_1st, filmed_1st)):
+            bank = speaking_bank(avatar, own, FPS, mapping)[0]
+            shapes = ShapeStream(audio, FPS, len(target), bank.shape_range(), mapping=mapping)
             rs.append(pearson(np.array([s.aperture for s in shapes]), target))
     return float(np.mean(rs))
 

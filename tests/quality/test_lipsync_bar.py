@@ -66,14 +66,18 @@ def test_mouth_matches_the_filmed_mouth_better_than_the_envelope_does(results, c
     assert r.r_gt > r.env_gt, r  # stricter, and it holds on these two
 
 
-def test_the_speaker_model_is_weighed_and_never_costs(results):
-    """Each avatar weighs a speaker model on its own soundtrack (held-out numbers, the A/V offset
-    found), and the render is never worse than the generic mapping alone: these two first halves
-    do not earn one, so the render is the generic mapping's exactly."""
+def test_what_the_soundtrack_teaches_is_weighed_and_never_costs(results):
+    """Each avatar weighs, on its own soundtrack, a speaker model (held-out numbers, the A/V offset
+    found) and the spread of openness (by share or by rank, whichever follows its own mouth
+    better), and the render is never worse than with the soundtrack withheld: the child's
+    first half keeps the spread by share, the news reader's takes the ranked one."""
     rows, _ = results
     for r in rows.values():
         assert r.speaker_model.startswith(("used (", "no (")), r
+        assert r.spread.startswith(("share (", "rank (")), r
         assert r.r_gt >= r.r_gt_generic, r
+    assert rows["lp_d11"].spread.startswith("share"), rows["lp_d11"]
+    assert rows["vr_face2"].spread.startswith("rank"), rows["vr_face2"]
 
 
 @pytest.mark.parametrize("clip", CLIPS)

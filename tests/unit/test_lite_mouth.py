@@ -109,3 +109,51 @@ def test_no_shirt_is_carried_onto_the_chin(monkeypatch):
     monkeypatch.setattr(compose, "_drop_foreign", lambda mask, *a: mask)
     before = foreign_pixels()
     assert before > 200 and now < before / 10, (before, now)
+
+
+def _bank(aperture: np.ndarray, voiced: np.ndarray | None = None) -> MouthBank:
+    n = len(aperture)
+    return MouthBank(aperture=aperture.astype(np.float32), width=np.full(n, 0.5, np.float32),
+                     pose=np.zeros((n, 2), np.float32), voiced=voiced)
+
+
+def test_the_ranked_spread_reads_the_curve_from_speaking_frames_and_survives_a_reload(tmp_path):
+    # 40 frames of pause (shut) and 60 of speech (0.10-0.16): by share the curve spans both; with
+    # the speaking frames marked it spans the speech, and a pause still asks for the shut mouth.
+    aperture = np.r_[np.zeros(40), np.linspace(0.10, 0.16, 60)]
+    voiced = np.r_[np.zeros(40, bool), np.ones(60, bool)]
+    share, ranked = _bank(aperture).shape_range(), _bank(aperture, voiced).shape_range()
+    assert not share.by_rank and ranked.by_rank
+    assert share.curve[4] == 0.0 and ranked.curve[0] == 0.0
+    assert ranked.curve[1] > 0.10 and np.all(np.diff(ranked.curve) >= 0)
+    _bank(aperture, voiced).save(tmp_path / "bank.npz")
+    again = MouthBank.load(tmp_path / "bank.npz")
+    assert np.array_equal(again.voiced, voiced) and again.shape_range() == ranked
+    _bank(aperture).save(tmp_path / "old.npz")  # a bank without the mark: the spread by share
+    assert MouthBank.load(tmp_path / "old.npz").voiced is None
+    # Mouths warped shut join as not speaking, so the curve does not move.
+    assert _bank(aperture, voiced).extended(_bank(np.zeros(3))).shape_range().curve == ranked.curve
+
+
+def test_ranked_spread_opens_and_closes_a_voice_that_never_pauses():
+    """Speech without a pause (lp_d12's second half, a man talking on and on) by share asks only
+    for the top of the range; by rank the openings spread over it, and still follow its loudness."""
+    from helpers import media
+    from musetalk_server.media.audio import decode_audio
+
+    audio = decode_audio(media("lp_d12.mp4"))
+    audio = audio[len(audio) // 2:]
+    n = int(len(audio) / SAMPLE_RATE * FPS)
+    curve = tuple(np.linspace(0.0, 0.2, 11))
+    spans, opened = [], []
+    for by_rank in (False, True):
+        rng = ShapeRange(closed=0.0, open=0.2, width_lo=0.5, width_hi=0.6, curve=curve, by_rank=by_rank)
+        o = np.array([s.openness for s in ShapeStream(audio, FPS, n, rng)])
+        spans.append(np.percentile(o[o > 0], [10, 90]))
+        opened.append(o)
+    assert (opened[0] > 0).mean() > 0.9, "he talks without a pause"
+    (share_lo, share_hi), (rank_lo, rank_hi) = spans
+    assert share_lo > 0.5 and rank_lo < 0.35, spans  # by share even his quietest syllables open wide
+    assert rank_hi - rank_lo > 1.5 * (share_hi - share_lo), spans
+    assert np.corrcoef(opened[0], opened[1])[0, 1] > 0.8, "the same speech, spread wider"
+    assert np.array_equal(opened[0] == 0, opened[1] == 0), "pauses stay pauses"

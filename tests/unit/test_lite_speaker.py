@@ -65,7 +65,9 @@ def taught(talking):
     mouth = np.convolve(mouth, np.ones(3) / 3, "same").astype(np.float32)
     # The engine's own path (learn_speaker), on a bank whose filmed apertures are that mouth.
     filmed = MouthBank(aperture=mouth, width=bank.width, pose=bank.pose)
-    model, facts = learn_speaker(AvatarFrames([None] * n, points, FPS, audio), filmed)
+    generic = np.array([s.openness for s in ShapeStream(audio, FPS, n, filmed.shape_range())], np.float32)
+    filmed = filmed.with_voiced(generic > 0)
+    model, facts = learn_speaker(AvatarFrames([None] * n, points, FPS, audio), filmed, generic)
     return model, facts, filmed.shape_range()
 
 

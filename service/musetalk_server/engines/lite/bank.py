@@ -22,6 +22,10 @@ __all__ = ["MouthBank", "MouthPicker", "build_bank", "shut_candidates"]
 
 OPEN_PERCENTILE = 90.0  # the widest target is this percentile of the bank's apertures
 CURVE_PERCENTILES = np.linspace(0.0, OPEN_PERCENTILE, 11)  # openness 0, 0.1, ... 1 -> these
+# Where the avatar's preprocess chose the ranked spread (engine.speaking_bank), the curve is read
+# from the frames where its own soundtrack is speech, when there are at least this many (a second
+# at 25 fps): the openings this person makes while talking, not those of the pauses in between.
+MIN_VOICED = 25
 SHUT_MARGIN = 0.012  # inter-ocular units above the bank's most closed mouth that still read as shut
 SHUT_PENALTY = 6.0  # in silence, a mouth that is not shut costs this much extra
 # Inter-ocular units: the aperture error that costs 1. It is tight because a speaker who talks
@@ -47,14 +51,24 @@ class MouthBank:
     aperture: np.ndarray  # (N,) float32, inter-ocular units
     width: np.ndarray  # (N,)
     pose: np.ndarray  # (N, 2) nose offset from the eyes' midpoint, inter-ocular units
+    # (N,) bool: the avatar's soundtrack is speech on this frame (False for mouths warped shut).
+    # Only set where preprocess chose the ranked spread; None: the spread by share, as before.
+    voiced: np.ndarray | None = None
 
     def shape_range(self) -> ShapeRange:
+        """Openness 0 is the most closed mouth. Above it, the quantiles of all the frames' openings,
+        or, with the ranked spread, of this person's openings while speaking."""
+        by_rank = self.voiced is not None and int(self.voiced.sum()) >= MIN_VOICED
+        curve = np.percentile(self.aperture[self.voiced] if by_rank else self.aperture, CURVE_PERCENTILES)
+        curve[0] = self.aperture.min()  # a pause still asks for the most closed mouth there is
+        curve = np.maximum.accumulate(curve)
         return ShapeRange(
-            closed=float(self.aperture.min()),
-            open=float(np.percentile(self.aperture, OPEN_PERCENTILE)),
+            closed=float(curve[0]),
+            open=float(curve[-1]),
             width_lo=float(np.percentile(self.width, 10)),
             width_hi=float(np.percentile(self.width, 90)),
-            curve=tuple(float(v) for v in np.percentile(self.aperture, CURVE_PERCENTILES)),
+            curve=tuple(float(v) for v in curve),
+            by_rank=by_rank,
         )
 
     def __len__(self) -> int:
@@ -62,19 +76,28 @@ class MouthBank:
 
     def extended(self, other: MouthBank) -> MouthBank:
         """This bank followed by `other`'s entries (synthetic mouths appended after the frames)."""
+        voiced = None if self.voiced is None else np.concatenate([self.voiced, np.zeros(len(other), bool)])
         return MouthBank(
             aperture=np.concatenate([self.aperture, other.aperture]),
             width=np.concatenate([self.width, other.width]),
             pose=np.concatenate([self.pose, other.pose]),
+            voiced=voiced,
         )
 
+    def with_voiced(self, voiced: np.ndarray) -> MouthBank:
+        return MouthBank(self.aperture, self.width, self.pose, np.asarray(voiced, bool).reshape(len(self)))
+
     def save(self, path: Path) -> None:
-        np.savez(path, aperture=self.aperture, width=self.width, pose=self.pose)
+        if self.voiced is None:
+            np.savez(path, aperture=self.aperture, width=self.width, pose=self.pose)
+        else:
+            np.savez(path, aperture=self.aperture, width=self.width, pose=self.pose, voiced=self.voiced)
 
     @classmethod
     def load(cls, path: Path) -> MouthBank:
         with np.load(path) as z:
-            return cls(aperture=z["aperture"], width=z["width"], pose=z["pose"])
+            voiced = z["voiced"].astype(bool) if "voiced" in z.files else None
+            return cls(aperture=z["aperture"], width=z["width"], pose=z["pose"], voiced=voiced)
 
 
 def head_pose(points: np.ndarray) -> np.ndarray:

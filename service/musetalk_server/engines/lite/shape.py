@@ -2,10 +2,11 @@
 
 Shapes are in inter-ocular units, like the mouth bank's, so a target can be looked up directly.
 The level of the speech is unknown up front; it is read from the first seconds (a bounded cost,
-so the first frame does not wait on long audio) and then follows the speech as it goes. So is
-the speech's own wide opening, which scales openness; openness then goes through the bank's
-aperture quantiles, so the mouth opens as this person opens. A frame whose own sound is a pause
-is shut, whatever its neighbours do.
+so the first frame does not wait on long audio) and then follows the speech as it goes. So does
+the spread of the speech's voiced openness, over which a voiced frame's openness is scaled (by its
+share of a wide opening, or by its rank: chosen per avatar); it then goes through the bank's
+aperture quantiles, so the mouth opens as this person opens. A frame whose own
+sound is a pause is shut, whatever its neighbours do.
 
 That is the generic mapping, the same for every face. When the avatar's preprocess learned how
 this person's mouth follows their voice (speaker.py), its openness is blended in on every frame
@@ -35,8 +36,17 @@ LEVEL_PERCENTILE = 95.0  # the speech level is this percentile of frame loudness
 RANGE_DB = 40.0  # from the level down this many dB the mouth goes from open to closed (GenericMapping)
 SILENCE_DB = 24.0  # a frame whose own sound is this far under the level is a pause: mouth shut
 MIN_LEVEL_DB = -50.0  # a level below this is noise, not speech (keeps a silent start silent)
-OPEN_REF_PERCENTILE = 90.0  # openness of voiced frames is scaled so this percentile opens fully
-MIN_OPEN_REF = 0.2  # ... but never by more than 1 / this (quiet murmurs stay small)
+# The spread of voiced openness over the bank's shapes, one of two, chosen per avatar at
+# preprocess (engine.speaking_bank):
+# - by share: openness over its OPEN_REF_PERCENTILE among this speech's voiced frames (that
+#   percentile opens fully);
+# - by rank: a voiced frame's rank among them (0..1), through the person's own openings while
+#   speaking. A speaker who talks without pauses varies by 10-15 dB, not 40, and by share is
+#   asked only for the top of the range (lp_d12: targets 0.129-0.158 of a 0-0.16 range; by rank
+#   0.08-0.16).
+OPEN_REF_PERCENTILE = 90.0
+MIN_OPEN_REF = 0.2  # quiet murmurs: the reference is never under this (they stay small)
+MIN_RANK = 0.01  # a voiced frame is never exactly 0, which means a pause
 VOWEL_WEIGHT = 0.6  # how much the vowel's spectral centroid modulates the opening (GenericMapping)
 CENTROID_HZ = (400.0, 1200.0)  # centroids from closed (/u/, nasals) to open (/a/) sounds
 WIDTH_GAIN = 0.8  # share of the bank's width range spanned by the second formant
@@ -79,6 +89,7 @@ class ShapeRange:
     # Apertures for openness 0, 1/(n-1), ..., 1: the bank's own quantiles, so that speech is
     # shown with the spread of openings this person actually makes, not a straight ramp.
     curve: tuple[float, ...] = ()
+    by_rank: bool = False  # voiced openness is spread by rank, not by share (see OPEN_REF_PERCENTILE)
 
     def aperture(self, openness: float) -> float:
         if not self.curve:
@@ -122,6 +133,15 @@ class RunningPercentile:
         k = int(np.searchsorted(np.cumsum(self.counts), total * self.percentile / 100.0))
         return max(self.lo + k * self.step, self.floor)
 
+    def rank(self, values: np.ndarray) -> np.ndarray:
+        """Share of the values seen that lie below each of `values` (half of its own bin counted)."""
+        total = int(self.counts.sum())
+        if total == 0:
+            return np.zeros(len(values), np.float32)
+        bins = np.clip(((values - self.lo) / self.step).astype(int), 0, len(self.counts) - 1)
+        below = np.cumsum(self.counts) - self.counts
+        return ((below[bins] + 0.5 * self.counts[bins]) / total).astype(np.float32)
+
 
 # Histogram ranges (lo, hi, step) of the two running percentiles: loudness in dB re full scale,
 # openness in [0, 1]. The steps are far finer than any threshold read from them.
@@ -135,8 +155,8 @@ def loudness_level() -> RunningPercentile:
 
 
 def openness_level() -> RunningPercentile:
-    """What a wide-open frame of this speech reaches: OPEN_REF_PERCENTILE of the voiced openness."""
-    return RunningPercentile(*OPENNESS_BINS, OPEN_REF_PERCENTILE, MIN_OPEN_REF)
+    """The voiced openness of this speech so far: ranks, and OPEN_REF_PERCENTILE of it."""
+    return RunningPercentile(*OPENNESS_BINS, OPEN_REF_PERCENTILE, 0.0)
 
 
 class ShapeStream:
@@ -182,8 +202,13 @@ class ShapeStream:
         if stop > self._seen:
             self._add_voiced(opened[new])
             self._seen = stop
-        # Relative to this speech's own wide opening, so typical speech spans the bank's shapes.
-        opened = np.clip(opened / self._open_ref.value(), 0.0, 1.0).astype(np.float32)
+        # Relative to this speech's own voiced frames, so typical speech spans the bank's shapes.
+        ref = max(self._open_ref.value(), MIN_OPEN_REF)
+        if self.range.by_rank:
+            ranked = np.maximum(self._open_ref.rank(opened), MIN_RANK) * (self._open_ref.value() / ref)
+            opened = np.where(opened > 0, ranked, 0.0).astype(np.float32)
+        else:
+            opened = np.clip(opened / ref, 0.0, 1.0).astype(np.float32)
         spread = np.clip((feat.f2_share - 0.05) / 0.5, 0.0, 1.0) - 0.5
         return opened, (spread * opened).astype(np.float32)
 
