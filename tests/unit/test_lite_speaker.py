@@ -66,7 +66,6 @@ def taught(talking):
     # The engine's own path (learn_speaker), on a bank whose filmed apertures are that mouth.
     filmed = MouthBank(aperture=mouth, width=bank.width, pose=bank.pose)
     generic = np.array([s.openness for s in ShapeStream(audio, FPS, n, filmed.shape_range())], np.float32)
-    filmed = filmed.with_voiced(generic > 0)
     model, facts = learn_speaker(AvatarFrames([None] * n, points, FPS, audio), filmed, generic)
     return model, facts, filmed.shape_range()
 

@@ -26,7 +26,7 @@ from ..base import AvatarFrames, Engine, FrameSession, LoadedAvatar, Renderer
 from .bank import MIN_VOICED, MouthBank, MouthPicker, build_bank, shut_candidates
 from .compose import paste_mouth
 from .shape import SHIPPED, GenericMapping, ShapeStream
-from .speaker import SpeakerModel, av_offset, fit_speaker
+from .speaker import SpeakerModel, av_offset, fit_speaker, shifted_r
 from .synth import close_lips
 
 __all__ = ["LiteEngine", "LiteRenderer"]
@@ -152,7 +152,7 @@ def speaking_bank(landmarks: np.ndarray, audio: np.ndarray | None, fps: float,
     rank_open, rank_target = _generic(ranked, audio, fps, mapping)
     # The same A/V offset for both (the file's, found as the speaker fit finds it), then r.
     k = av_offset(share_target, bank.aperture)
-    r_share, r_rank = (_shifted_r(t, bank.aperture, k) for t in (share_target, rank_target))
+    r_share, r_rank = (shifted_r(t, bank.aperture, k) or 0.0 for t in (share_target, rank_target))
     facts = {"r_share": round(r_share, 3), "r_rank": round(r_rank, 3)}
     if r_rank > r_share:
         return ranked, rank_open, {"spread": "rank"} | facts
@@ -164,14 +164,6 @@ def _generic(bank: MouthBank, audio: np.ndarray, fps: float,
     """(openness, target aperture) of the generic mapping on each of the bank's frames."""
     shapes = list(ShapeStream(audio, fps, len(bank), bank.shape_range(), mapping=mapping))
     return (np.array([s.openness for s in shapes], np.float32), np.array([s.aperture for s in shapes], np.float32))
-
-
-def _shifted_r(predicted: np.ndarray, filmed: np.ndarray, offset: int) -> float:
-    """r of the prediction against the mouth `offset` frames later."""
-    n = len(filmed)
-    lo, hi = max(-offset, 0), n - max(offset, 0)
-    a, b = predicted[lo:hi], filmed[lo + offset:hi + offset]
-    return float(np.corrcoef(a, b)[0, 1]) if hi - lo >= 3 and a.std() > 0 and b.std() > 0 else 0.0
 
 
 def learn_speaker(avatar: AvatarFrames, bank: MouthBank,

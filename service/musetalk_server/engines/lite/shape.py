@@ -203,9 +203,10 @@ class ShapeStream:
             self._add_voiced(opened[new])
             self._seen = stop
         # Relative to this speech's own voiced frames, so typical speech spans the bank's shapes.
-        ref = max(self._open_ref.value(), MIN_OPEN_REF)
+        wide = self._open_ref.value()
+        ref = max(wide, MIN_OPEN_REF)
         if self.range.by_rank:
-            ranked = np.maximum(self._open_ref.rank(opened), MIN_RANK) * (self._open_ref.value() / ref)
+            ranked = np.maximum(self._open_ref.rank(opened), MIN_RANK) * (wide / ref)
             opened = np.where(opened > 0, ranked, 0.0).astype(np.float32)
         else:
             opened = np.clip(opened / ref, 0.0, 1.0).astype(np.float32)

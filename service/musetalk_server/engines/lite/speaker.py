@@ -35,6 +35,7 @@ __all__ = [
     "av_offset",
     "blend_openness",
     "fit_speaker",
+    "shifted_r",
     "to_openness",
 ]
 
@@ -165,16 +166,21 @@ def fit_speaker(
 def av_offset(predicted: np.ndarray, filmed: np.ndarray, max_offset: int = MAX_OFFSET) -> int:
     """Frames by which the filmed mouth trails the sound (negative: leads it): the shift that best
     lines the generic mapping's prediction up with it. Ties go to the smaller shift."""
-    n = len(filmed)
     best, best_r = 0, -2.0
     for k in sorted(range(-max_offset, max_offset + 1), key=abs):
-        lo, hi = max(-k, 0), n - max(k, 0)
-        if hi - lo < 3:
-            continue
-        r = _r(predicted[lo:hi], filmed[lo + k:hi + k])
-        if r > best_r + 1e-9:
+        r = shifted_r(predicted, filmed, k)
+        if r is not None and r > best_r + 1e-9:
             best, best_r = k, r
     return best
+
+
+def shifted_r(predicted: np.ndarray, filmed: np.ndarray, offset: int) -> float | None:
+    """r of the prediction against the mouth `offset` frames later; None with under 3 frames left."""
+    n = len(filmed)
+    lo, hi = max(-offset, 0), n - max(offset, 0)
+    if hi - lo < 3:
+        return None
+    return _r(predicted[lo:hi], filmed[lo + offset:hi + offset])
 
 
 def blend_openness(generic: np.ndarray, learned: np.ndarray, weight: float) -> np.ndarray:
