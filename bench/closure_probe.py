@@ -8,7 +8,7 @@ the ground-truth clips, each both ways round (avatar from one half, driven by th
 1. Are the filmed lips shut more often on frames it calls bilabial than on other speech frames?
    (At the lag where they are most often shut: the clips' own A/V offsets differ.)
 2. Does the generic mapping's target, shut (or half-shut) on those frames, follow the filmed
-   aperture better? Pearson r of target against filmed, as `lipsync_eval.tuning_r` computes it.
+   aperture better? Pearson r of target against filmed, the measure `lipsync_eval.tuning_r` averages.
 
     .venv/bin/pip install '.[eval]' && .venv/bin/python bench/closure_probe.py
 """

@@ -452,21 +452,37 @@ def tuning_clip(clip: str, measure: Measure) -> TuningClip:
     return TuningClip(points, audio, filmed)
 
 
+TUNING_SHARES = (0.4, 0.5, 0.6)  # the avatar's share of a clip, from either end, in tuning_r's splits
+
+
+def tuning_splits(n: int) -> list[tuple[slice, slice]]:
+    """(avatar frames, driving frames) of a clip of `n` frames: the avatar is the first or the
+    last TUNING_SHARES of it, driven by the rest. Six splits, not the two halves: on clips of
+    3-5 s one split's r moves by more than the settings do, so fewer splits choose on noise."""
+    out = []
+    for share in TUNING_SHARES:
+        k = round(n * share)
+        out += [(slice(0, k), slice(k, n)), (slice(n - k, n), slice(0, n - k))]
+    return out
+
+
 def tuning_r(mapping: GenericMapping, clips: list[TuningClip]) -> float:
     """Mean r of the generic mapping's target aperture against the filmed mouth, over `clips`,
-    each both ways: an avatar from one half driven by the other half's audio. No rendering: the
-    target is what the bank is asked for, which is cheap and what the settings change."""
+    each split every way tuning_splits gives: an avatar from one part driven by the other part's
+    audio. No rendering: the target is what the bank is asked for, which is cheap and what the
+    settings change."""
     from musetalk_server.engines.lite.engine import speaking_bank
     from musetalk_server.engines.lite.shape import ShapeStream
 
+    def audio_of(c: TuningClip, frames: slice) -> np.ndarray:
+        return c.audio[round(frames.start / FPS * SAMPLE_RATE):round(frames.stop / FPS * SAMPLE_RATE)]
+
     rs = []
     for c in clips:
-        pts_1st, pts_2nd, audio_2nd, audio_1st = halves(c.landmarks, c.audio)
-        filmed_1st, filmed_2nd, _, _ = halves(c.filmed, c.audio)
-        for avatar, own, audio, target in ((pts_1st, audio_1st, audio_2nd, filmed_2nd),
-                                           (pts_2nd, audio_2nd, audio_1st, filmed_1st)):
-            bank = speaking_bank(avatar, own, FPS, mapping)[0]
-            shapes = ShapeStream(audio, FPS, len(target), bank.shape_range(), mapping=mapping)
+        for avatar, drive in tuning_splits(len(c.filmed)):
+            bank = speaking_bank(c.landmarks[avatar], audio_of(c, avatar), FPS, mapping)[0]
+            target = c.filmed[drive]
+            shapes = ShapeStream(audio_of(c, drive), FPS, len(target), bank.shape_range(), mapping=mapping)
             rs.append(pearson(np.array([s.aperture for s in shapes]), target))
     return float(np.mean(rs))
 

@@ -17,9 +17,15 @@ from musetalk_server.engines.lite.audio_features import N_MELS
 from musetalk_server.engines.lite.bank import MouthBank, build_bank
 from musetalk_server.engines.lite.engine import SPEAKER_FILE, learn_speaker
 from musetalk_server.engines.lite.shape import CHUNK, ShapeStream
-from musetalk_server.engines.lite.speaker import MIN_GAIN, SpeakerFeatures, SpeakerModel
+from musetalk_server.engines.lite.speaker import (
+    MIN_GAIN,
+    MIN_OWN_R,
+    NOT_THEIR_VOICE,
+    SpeakerFeatures,
+    SpeakerModel,
+)
 from musetalk_server.face.landmarks import detect_video
-from musetalk_server.media.audio import soundtrack
+from musetalk_server.media.audio import decode_audio, soundtrack
 from musetalk_server.media.timeline import SAMPLE_RATE, frame_count
 from musetalk_server.media.video import read_video
 
@@ -106,6 +112,25 @@ def test_no_soundtrack_or_silence_leaves_the_generic_mapping(tmp_path, talking, 
     assert facts == {"used": False, "reason": reason}
     assert not (avatar.engine_dir / SPEAKER_FILE).exists()
     assert engine.open(avatar).speaker is None
+
+
+def test_a_voice_over_teaches_nothing(tmp_path, talking):
+    """lp_d11's frames with someone else's speech as their soundtrack (a radio presenter, looped to
+    the clip's length). Fitted to it, a speaker model beats the generic mapping's near-zero r on
+    held-out frames by far more than MIN_GAIN: noise that would drive every render. The generic
+    mapping does not follow her mouth from that voice, so nothing is learned from it: no speaker
+    model, and the spread by share, each saying why."""
+    frames, points, own = talking
+    voice = np.resize(decode_audio(media("st_RD_Radio31_000.wav")), len(own)).astype(np.float32)
+    _, avatar, facts = prepare(tmp_path, frames, points, voice)
+    assert facts["heldout_r_generic"] < MIN_OWN_R, facts
+    assert facts["heldout_r_blend"] >= facts["heldout_r_generic"] + MIN_GAIN, facts  # what the gate stops
+    assert facts["used"] is False and facts["reason"] == NOT_THEIR_VOICE, facts
+    assert not (avatar.engine_dir / SPEAKER_FILE).exists()
+    spread = avatar.manifest["engine_info"]["openness_spread"]
+    assert spread["spread"] == "share" and spread["reason"] == NOT_THEIR_VOICE, spread
+    # Her own soundtrack is her voice: it passes the same gate.
+    assert prepare(tmp_path, frames, points, own)[2]["heldout_r_generic"] >= MIN_OWN_R
 
 
 def test_a_still_renders_without_a_soundtrack(tmp_path, talking):

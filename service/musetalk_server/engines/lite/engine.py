@@ -26,7 +26,7 @@ from ..base import AvatarFrames, Engine, FrameSession, LoadedAvatar, Renderer
 from .bank import MIN_VOICED, MouthBank, MouthPicker, build_bank, shut_candidates
 from .compose import paste_mouth
 from .shape import SHIPPED, GenericMapping, ShapeStream
-from .speaker import SpeakerModel, av_offset, fit_speaker, shifted_r
+from .speaker import MIN_OWN_R, NOT_THEIR_VOICE, SpeakerModel, av_offset, fit_speaker, shifted_r
 from .synth import close_lips
 
 __all__ = ["LiteEngine", "LiteRenderer"]
@@ -136,8 +136,9 @@ def speaking_bank(landmarks: np.ndarray, audio: np.ndarray | None, fps: float,
     soundtrack), and how voiced openness is spread over the bank for this person.
 
     Both spreads (shape.py: by share, by rank) predict the frames' own filmed mouth from their own
-    soundtrack; the ranked one is kept where it does better. Neither has anything fitted to the
-    clip but the bank's quantiles, so the choice is one bit. Measured over 24 splits of the
+    soundtrack; the ranked one is kept where it does better, if the soundtrack is evidently their
+    voice (speaker.MIN_OWN_R). Neither has anything fitted to the clip but the bank's quantiles,
+    so the choice is one bit. Measured over 24 splits of the
     ground-truth clips (docs/lite-engine.md), choosing this way beat either spread alone.
     """
     bank = build_bank(landmarks)
@@ -154,6 +155,8 @@ def speaking_bank(landmarks: np.ndarray, audio: np.ndarray | None, fps: float,
     k = av_offset(share_target, bank.aperture)
     r_share, r_rank = (shifted_r(t, bank.aperture, k) or 0.0 for t in (share_target, rank_target))
     facts = {"r_share": round(r_share, 3), "r_rank": round(r_rank, 3)}
+    if r_share < MIN_OWN_R:  # not evidently their voice: nothing is learned from it (speaker.py)
+        return bank, share_open, {"spread": "share", "reason": NOT_THEIR_VOICE} | facts
     if r_rank > r_share:
         return ranked, rank_open, {"spread": "rank"} | facts
     return bank, share_open, {"spread": "share"} | facts

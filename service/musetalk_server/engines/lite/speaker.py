@@ -30,6 +30,8 @@ from .audio_features import N_MELS, log_mel
 __all__ = [
     "CONTEXT_AHEAD",
     "CONTEXT_BACK",
+    "MIN_OWN_R",
+    "NOT_THEIR_VOICE",
     "SpeakerFeatures",
     "SpeakerModel",
     "av_offset",
@@ -51,6 +53,18 @@ CV_FOLDS = 8  # contiguous blocks of the clip, each held out in turn
 BLEND_WEIGHTS = (0.5, 1.0, 2.0)  # the learned openness's weight against the generic's (1)
 MIN_VOICED_FRAMES = 25  # 1 s of speech at 25 fps: less is too little to learn a voice from
 MIN_GAIN = 0.05  # the blend must beat the generic mapping's held-out r by this much to be used
+# Whether the soundtrack is this person's voice at all. Every speaker's jaw follows the loudness
+# of their own speech (shut in pauses, open on vowels), so the generic mapping, with nothing
+# fitted to the clip, follows the filmed mouth from it: r 0.30-0.57 on the eight half-clip
+# avatars of the ground-truth clips (2 of 24 shorter splits fall under 0.2; gated, they lost
+# nothing, and one lost a speaker model that had cost its render 0.07 in r_gt). Someone else's
+# voice mostly gives r near 0, and a fit there finds noise that CV scores above it: lp_d11's
+# half with a Chinese voice-over, held-out r -0.11 -> -0.01, was "used" and its render's r_gt
+# fell from 0.50 to 0.00. Under MIN_OWN_R nothing is learned from the soundtrack (a voice-over,
+# music, a dub). A voice-over that happens to follow the mouth by chance (r 0.3-0.55 on 2-4 s
+# halves) still passes; there MIN_GAIN guards.
+MIN_OWN_R = 0.2
+NOT_THEIR_VOICE = "the soundtrack does not follow this mouth (not the person's own voice?)"
 MAX_OFFSET = 4  # frames: the most the avatar video's sound may lead or trail its picture
 _EPS = 1e-9
 
@@ -157,6 +171,8 @@ def fit_speaker(
         "ridge": lam,
         "blend": weight,
     }
+    if r_generic < MIN_OWN_R:
+        return None, {"used": False, "reason": NOT_THEIR_VOICE} | facts
     if scores[weight] < r_generic + MIN_GAIN:
         return None, {"used": False, "reason": "not better than the generic mapping on held-out frames"} | facts
     (w, b), = _ridge_path(x, y, (lam,))
