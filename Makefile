@@ -43,6 +43,7 @@ k8s-control-plane: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/service_bench.py
 	$(BIN)/python bench/lipsync_eval.py
+	$(BIN)/python bench/other_voices.py
 	$(BIN)/python bench/load_bench.py
 	$(BIN)/python bench/musetalk_bench.py $(MUSETALK_BENCH_ARGS)
 	$(BIN)/python bench/fuzz_bench.py

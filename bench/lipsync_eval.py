@@ -52,6 +52,7 @@ sys.path[:0] = [str(ROOT / "service"), str(ROOT / "bench")]
 from musetalk_server.avatars.preprocess import fill_missing  # noqa: E402
 from musetalk_server.engines.base import AvatarFrames, Engine, LoadedAvatar  # noqa: E402
 from musetalk_server.engines.lite.shape import SHIPPED, GenericMapping  # noqa: E402
+from musetalk_server.engines.lite.speaker import NOT_THEIR_VOICE  # noqa: E402
 from musetalk_server.face.landmarks import JAW, detect_video, inner_lip_gap, interocular  # noqa: E402
 from musetalk_server.media.audio import decode_audio, soundtrack  # noqa: E402
 from musetalk_server.media.timeline import SAMPLE_RATE, frame_count, pingpong_index  # noqa: E402
@@ -305,7 +306,9 @@ def speaker_summary(info: dict) -> str:
     gain = f"{facts['heldout_r_generic']}→{facts['heldout_r_blend']}"
     if facts.get("av_offset_frames"):
         gain += f", A/V offset {facts['av_offset_frames']:+d}"
-    return f"used ({gain})" if facts.get("used") else f"no ({gain})"
+    if facts.get("used"):
+        return f"used ({gain})"
+    return f"no, not their voice ({gain})" if facts.get("reason") == NOT_THEIR_VOICE else f"no ({gain})"
 
 
 def spread_summary(info: dict) -> str:
@@ -315,7 +318,8 @@ def spread_summary(info: dict) -> str:
         return "–"
     if "r_share" not in facts:
         return str(facts.get("spread", "?"))
-    return f"{facts['spread']} ({facts['r_share']}→{facts['r_rank']})"
+    why = ", not their voice" if facts.get("reason") == NOT_THEIR_VOICE else ""
+    return f"{facts['spread']}{why} ({facts['r_share']}→{facts['r_rank']})"
 
 
 def load_clip(name: str) -> tuple[list[np.ndarray], np.ndarray]:

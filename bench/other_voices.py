@@ -1,0 +1,106 @@
+"""The lite engine with voices that are not the avatar's own (issue 13: other voices and languages).
+
+Two questions, on each ground-truth clip's avatar (its first half, as in lipsync_eval.py):
+
+- **driven**: the avatar, with its own soundtrack, driven by other people's speech (English
+  `mt_eng.wav` (first 20 s), `vr_audio1.wav`, `st_RD_Radio31_000.wav`; Chinese `mt_yongen.wav`).
+  There is no filmed mouth for that audio, so: r_env (the mouth against the driving speech's
+  envelope) and the share of its pauses with the mouth shut.
+- **voice-over** (`--voice-over`): the avatar's soundtrack replaced by someone else's speech (looped
+  to its length), driven by the clip's own second half as in lipsync_eval. Whatever the engine
+  learns from a soundtrack (the spread, a speaker model) is then learned from the wrong voice;
+  the run with no soundtrack at all is the baseline it must not fall under.
+
+`--vowel W` runs the generic mapping with vowel weight W instead of the shipped one.
+
+    python bench/other_voices.py [--voice-over] [--vowel 0.9] [--clips ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import lipsync_eval as ev  # first: it puts service/ on the path
+from musetalk_server.engines.lite.shape import SHIPPED, GenericMapping
+from musetalk_server.media.audio import decode_audio
+from musetalk_server.media.timeline import SAMPLE_RATE, frame_count
+
+VOICES = {"mt_eng_20s": ("mt_eng.wav", 20.0), "vr_audio1": ("vr_audio1.wav", None),
+          "radio": ("st_RD_Radio31_000.wav", None), "yongen (zh)": ("mt_yongen.wav", None)}
+
+
+def voices() -> dict[str, np.ndarray]:
+    out = {}
+    for name, (file, seconds) in VOICES.items():
+        audio = decode_audio(ev.MEDIA / file)
+        out[name] = audio[: int(seconds * SAMPLE_RATE)] if seconds else audio
+    return out
+
+
+def driven(engine: ev.Engine, clips: list[str], work: Path, out: Path) -> list[float]:
+    print("| avatar | driving voice | r_env (lag) | shut in pauses | spread |")
+    print("|---|---|---|---|---|")
+    rs = []
+    others = voices()
+    for clip in clips:
+        for name, audio in others.items():
+            r = ev.evaluate_cross(engine, clip, audio, name.split()[0], out, work)
+            shut = "–" if r.closed_in_silence is None else f"{r.closed_in_silence:.3f} ({r.silent_frames})"
+            print(f"| {clip} | {name} | {r.r_env:.3f} ({r.lag:+d}) | {shut} | {r.spread} |", flush=True)
+            rs.append(r.r_env)
+    return rs
+
+
+def voice_over(engine: ev.Engine, clips: list[str], work: Path, out: Path) -> list[float]:
+    print("| avatar | its soundtrack | r_gt | r_env | spread (own r: share→rank) | speaker model |")
+    print("|---|---|---|---|---|---|")
+    changes = []
+    others = voices()
+    for clip in clips:
+        frames, audio = ev.load_clip(clip)
+        first, second, drive, own = ev.halves(frames, audio)
+        filmed = ev.FACEMESH.read(second[:frame_count(len(drive), ev.FPS)])
+        none = ev.score(engine, clip, first, drive, "none", filmed, out, work, None)
+        print(f"| {clip} | none | {none.r_gt} | {none.r_env} | – | – |")
+        for name, soundtrack in ({"own": own} | others).items():
+            fake = soundtrack if name == "own" else np.resize(soundtrack, len(own)).astype(np.float32)
+            r = ev.score(engine, clip, first, drive, f"vo_{name.split()[0]}", filmed, out, work, fake)
+            print(f"| {clip} | {name} | {r.r_gt} | {r.r_env} | {r.spread} | {r.speaker_model} |", flush=True)
+            if name != "own":
+                changes.append((r.r_gt or 0.0) - (none.r_gt or 0.0))
+                changes.append(r.r_env - none.r_env)
+    return changes
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clips", nargs="*", default=list(ev.GROUND_TRUTH))
+    ap.add_argument("--voice-over", action="store_true", help="someone else's speech as the avatar's soundtrack")
+    ap.add_argument("--vowel", type=float, default=SHIPPED.vowel_weight, help="the generic mapping's vowel weight")
+    ap.add_argument("--out", type=Path, default=ev.ROOT / "results" / "other_voices")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    engine = ev.make_engine("lite", GenericMapping(vowel_weight=args.vowel))
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.voice_over:
+            d = voice_over(engine, args.clips, Path(tmp), args.out)
+            gt, env = d[0::2], d[1::2]
+            print(f"\nagainst no soundtrack: r_gt mean {np.mean(gt):+.3f} (worst {min(gt):+.3f}), "
+                  f"r_env mean {np.mean(env):+.3f} (worst {min(env):+.3f})")
+        else:
+            rs = driven(engine, args.clips, Path(tmp), args.out)
+            print(f"\nr_env: mean {np.mean(rs):.3f}, lowest {min(rs):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
