@@ -59,10 +59,11 @@ def driven(engine: ev.Engine, clips: list[str], work: Path, out: Path) -> list[f
     return rs
 
 
-def voice_over(engine: ev.Engine, clips: list[str], work: Path, out: Path) -> list[float]:
+def voice_over(engine: ev.Engine, clips: list[str], work: Path, out: Path) -> tuple[list[float], list[float]]:
+    """(r_gt, r_env) of each voice-over avatar less those of the same avatar with no soundtrack."""
     print("| avatar | its soundtrack | r_gt | r_env | spread (own r: share→rank) | speaker model |")
     print("|---|---|---|---|---|---|")
-    changes = []
+    gt, env = [], []
     others = voices()
     for clip in clips:
         frames, audio = ev.load_clip(clip)
@@ -75,9 +76,9 @@ def voice_over(engine: ev.Engine, clips: list[str], work: Path, out: Path) -> li
             r = ev.score(engine, clip, first, drive, f"vo_{name.split()[0]}", filmed, out, work, fake)
             print(f"| {clip} | {name} | {r.r_gt} | {r.r_env} | {r.spread} | {r.speaker_model} |", flush=True)
             if name != "own":
-                changes.append((r.r_gt or 0.0) - (none.r_gt or 0.0))
-                changes.append(r.r_env - none.r_env)
-    return changes
+                gt.append((r.r_gt or 0.0) - (none.r_gt or 0.0))
+                env.append(r.r_env - none.r_env)
+    return gt, env
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         if args.voice_over:
-            d = voice_over(engine, args.clips, Path(tmp), args.out)
-            gt, env = d[0::2], d[1::2]
+            gt, env = voice_over(engine, args.clips, Path(tmp), args.out)
             print(f"\nagainst no soundtrack: r_gt mean {np.mean(gt):+.3f} (worst {min(gt):+.3f}), "
                   f"r_env mean {np.mean(env):+.3f} (worst {min(env):+.3f})")
         else:
