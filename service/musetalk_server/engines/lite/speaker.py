@@ -56,8 +56,8 @@ MIN_GAIN = 0.05  # the blend must beat the generic mapping's held-out r by this 
 # Whether the soundtrack is this person's voice at all. Every speaker's jaw follows the loudness
 # of their own speech (shut in pauses, open on vowels), so the generic mapping, with nothing
 # fitted to the clip, follows the filmed mouth from it: r 0.30-0.57 on the eight half-clip
-# avatars of the ground-truth clips (2 of 24 shorter splits fall under 0.2; gated, they lost
-# nothing, and one lost a speaker model that had cost its render 0.07 in r_gt). Someone else's
+# avatars of the ground-truth clips (2 of 24 shorter splits fall under 0.2; gated, neither got
+# worse, and one lost a speaker model that had cost its render 0.07 in r_gt). Someone else's
 # voice mostly gives r near 0, and a fit there finds noise that CV scores above it: lp_d11's
 # half with a Chinese voice-over, held-out r -0.11 -> -0.01, was "used" and its render's r_gt
 # fell from 0.50 to 0.00. Under MIN_OWN_R nothing is learned from the soundtrack (a voice-over,
