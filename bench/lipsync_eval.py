@@ -337,9 +337,13 @@ def halves(frames: Frames, audio: np.ndarray) -> tuple[Frames, Frames, np.ndarra
     The first half, frames and soundtrack, is the avatar video; the second half is never seen at
     preprocess, so nothing learned there comes from the frames it is scored on."""
     half = len(frames) // 2
-    start = round(half / FPS * SAMPLE_RATE)
-    stop = round(len(frames) / FPS * SAMPLE_RATE)
-    return frames[:half], frames[half:], audio[start:stop], audio[:start]
+    first, second = slice(0, half), slice(half, len(frames))
+    return frames[first], frames[second], audio_of(audio, second), audio_of(audio, first)
+
+
+def audio_of(audio: np.ndarray, frames: slice) -> np.ndarray:
+    """The samples of `audio` under frames [frames.start, frames.stop) on the FPS grid."""
+    return audio[round(frames.start / FPS * SAMPLE_RATE):round(frames.stop / FPS * SAMPLE_RATE)]
 
 
 def evaluate_clip(engine: Engine, clip: str, out_dir: Path, work: Path, generic: bool = False,
@@ -478,15 +482,12 @@ def tuning_r(mapping: GenericMapping, clips: list[TuningClip]) -> float:
     from musetalk_server.engines.lite.engine import speaking_bank
     from musetalk_server.engines.lite.shape import ShapeStream
 
-    def audio_of(c: TuningClip, frames: slice) -> np.ndarray:
-        return c.audio[round(frames.start / FPS * SAMPLE_RATE):round(frames.stop / FPS * SAMPLE_RATE)]
-
     rs = []
     for c in clips:
         for avatar, drive in tuning_splits(len(c.filmed)):
-            bank = speaking_bank(c.landmarks[avatar], audio_of(c, avatar), FPS, mapping)[0]
+            bank = speaking_bank(c.landmarks[avatar], audio_of(c.audio, avatar), FPS, mapping)[0]
             target = c.filmed[drive]
-            shapes = ShapeStream(audio_of(c, drive), FPS, len(target), bank.shape_range(), mapping=mapping)
+            shapes = ShapeStream(audio_of(c.audio, drive), FPS, len(target), bank.shape_range(), mapping=mapping)
             rs.append(pearson(np.array([s.aperture for s in shapes]), target))
     return float(np.mean(rs))
 
