@@ -19,7 +19,6 @@ __all__ = [
     "AVATAR_LABEL",
     "GENERATION_LABEL",
     "RETRY_ANNOTATION",
-    "SPEC_FIELDS",
     "CONTAINER",
     "InvalidAvatar",
     "avatar_id",
@@ -37,9 +36,6 @@ GENERATION_LABEL = f"{GROUP}/generation"
 # `musetalk.io/`: Kopf keeps its own state there and leaves every such annotation out of the
 # changes it reports, so a handler would never see this one change.
 RETRY_ANNOTATION = f"operator.{GROUP}/retry"
-# The spec fields the CRD defines. The CRD keeps unknown ones (x-kubernetes-preserve-unknown-fields)
-# so that a typo reaches this check and fails loudly instead of being pruned in silence.
-SPEC_FIELDS = ("videoPath", "videoUrl", "bboxShift", "engine", "fps", "resources")
 CONTAINER = "preprocess"
 TERMINATION_LOG = "/dev/termination-log"
 VOLUME = "avatars"
@@ -89,12 +85,6 @@ def job_name_for(avatar: Mapping[str, Any]) -> str:
     meta = avatar["metadata"]
     retry = (meta.get("annotations") or {}).get(RETRY_ANNOTATION, "")
     return job_name(avatar_id(meta["name"]), int(meta.get("generation", 1)), retry)
-
-
-def check_fields(spec: Mapping[str, Any]) -> None:
-    unknown = sorted(set(spec) - set(SPEC_FIELDS))
-    if unknown:
-        raise InvalidAvatar(f"unknown spec field(s) {', '.join(unknown)}; the spec takes {', '.join(SPEC_FIELDS)}")
 
 
 def job_labels(name: str, generation: int) -> dict[str, str]:
@@ -153,7 +143,6 @@ def build_job(avatar: Mapping[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
     """The Job that preprocesses this Avatar's current generation."""
     meta, spec = avatar["metadata"], avatar.get("spec") or {}
     name, generation = avatar_id(meta["name"]), int(meta.get("generation", 1))
-    check_fields(spec)
     labels = job_labels(name, generation)
     container: dict[str, Any] = {
         "name": CONTAINER,

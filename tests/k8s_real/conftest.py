@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from k8s_real_helpers import (
     ROOT,
+    SHARED_RELEASE_NS,
     Cluster,
     Operator,
     chart_release,
@@ -29,7 +30,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import k8s_control_plane
 
 OPT_OUT = "MUSETALK_SKIP_K8S_REAL"
-SHARED_RELEASE_NS = "musetalk-helm"  # manifests/ (kubectl apply -k) installs into `musetalk`
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

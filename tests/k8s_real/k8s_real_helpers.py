@@ -27,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "musetalk"
 RELEASE = "musetalk"
+SHARED_RELEASE_NS = "musetalk-helm"  # manifests/ (kubectl apply -k) installs into `musetalk`
 GROUP, VERSION, PLURAL = "musetalk.io", "v1", "avatars"
 CONTAINER = "preprocess"
 READY_TIMEOUT_S = 30.0

@@ -10,11 +10,10 @@ from typing import Any
 
 import helm_python as helm
 import pytest
-from k8s_real_helpers import ROOT, Cluster, _json, chart_release, eventually, new_namespace
+from k8s_real_helpers import ROOT, SHARED_RELEASE_NS, Cluster, _json, chart_release, eventually, new_namespace
 from kubernetes.client.exceptions import ApiException
 
-from conftest import SHARED_RELEASE_NS as NS
-
+NS = SHARED_RELEASE_NS
 MANIFESTS_NS = "musetalk"  # where manifests/ installs
 
 
@@ -104,3 +103,19 @@ def test_the_server_admits_and_defaults_a_valid_avatar(cluster: Cluster, shared_
     assert created["spec"] == {"videoPath": "uploads/a.mp4", "bboxShift": 0, "engine": "auto"}  # CRD defaults
     cluster.delete_avatar(NS, "fine")  # no operator in this namespace: no finalizer holds it
     eventually(lambda: cluster.avatar_gone(NS, "fine"))
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def test_kubectl_refuses_a_misspelt_field_and_explains_the_real_ones(cluster: Cluster,
+                                                                      shared_release: dict[str, Any]) -> None:
+    kubectl = ["kubectl", "--kubeconfig", str(cluster.kubeconfig)]
+    typo = "apiVersion: musetalk.io/v1\nkind: Avatar\nmetadata: {name: typo}\nspec: {videoPath: a.mp4, bboxshift: 3}\n"
+    done = subprocess.run([*kubectl, "-n", NS, "apply", "-f", "-"], input=typo, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0 and 'unknown field "bboxshift"' in done.stderr  # not pruned in silence
+    explained = subprocess.run([*kubectl, "explain", "avatar.spec.bboxShift"], capture_output=True, text=True,
+                               timeout=60).stdout
+    assert "An integer from -200 to 200; default 0." in explained
+    status = subprocess.run([*kubectl, "explain", "avatar.status.reason"], capture_output=True, text=True,
+                            timeout=60).stdout
+    assert "Unschedulable" in status and "ImagePullBackOff" in status
