@@ -85,8 +85,10 @@ def test_a_gpu_rollout_needs_no_spare_gpu_and_every_container_has_resources() ->
                                           "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
     pod = server["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["initContainers"]] == ["weights"]  # models.download is on by default
-    for deployment in (d for d in docs if d["kind"] == "Deployment"):
-        spec = deployment["spec"]["template"]["spec"]
+    pods = [d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"]
+    pods += [d["spec"] for d in docs if d["kind"] == "Pod"]  # the `helm test` hook
+    assert len(pods) == 3
+    for spec in pods:
         for c in [*spec.get("initContainers", []), *spec["containers"]]:
             resources = c["resources"]
             assert resources["requests"]["memory"] and resources["limits"]["memory"], c["name"]
