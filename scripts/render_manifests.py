@@ -3,8 +3,8 @@
     python scripts/render_manifests.py
 
 manifests/ is for clusters without Helm: `kubectl apply -k manifests/` on every version the chart
-supports (1.20+), so its CRD leaves out the CEL name rule, which 1.20-1.24 refuse as an unknown
-field. `kubectl apply -k manifests/cel/` (1.25+) is the same install with the rule added. Both
+supports (1.20+), so its CRD leaves out the CEL rules, which 1.20-1.24 refuse as an unknown
+field. `kubectl apply -k manifests/cel/` (1.25+) is the same install with the rules added. Both
 build on manifests/base/ (kustomize refuses an overlay inside its own base's folder).
 tests/chart checks that both still match a fresh render, so run this after changing the chart.
 """
@@ -62,10 +62,12 @@ def render_default() -> dict[str, list[dict[str, Any]]]:
 
 
 def cel_overlay() -> dict[str, Any]:
-    """manifests/cel/kustomization.yaml: the base plus the CRD's CEL rule, for 1.25+."""
+    """manifests/cel/kustomization.yaml: the base plus the CRD's CEL rules, for 1.25+."""
     crd = yaml.safe_load(CRD_FILE.read_text())
-    rule = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"][CEL]
-    patch = [{"op": "add", "path": f"/spec/versions/0/schema/openAPIV3Schema/{CEL}", "value": rule}]
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    root = "/spec/versions/0/schema/openAPIV3Schema"
+    patch = [{"op": "add", "path": f"{root}/{CEL}", "value": schema[CEL]},
+             {"op": "add", "path": f"{root}/properties/spec/{CEL}", "value": schema["properties"]["spec"][CEL]}]
     return {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": ["../base"],
             "patches": [{"target": {"group": "apiextensions.k8s.io", "version": "v1",
                                     "kind": "CustomResourceDefinition", "name": crd["metadata"]["name"]},

@@ -50,8 +50,9 @@ def test_cel_validation_is_a_value_for_servers_before_1_25() -> None:
     without = find(render({"crds": {"celValidation": False}}), "CustomResourceDefinition")
     expected = yaml.safe_load(CRD_PATH.read_text())
     del expected["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
+    del expected["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]
     without["metadata"].pop("annotations")
-    assert without == expected  # the CEL rule, and nothing else, is left out
+    assert without == expected  # the CEL rules, and nothing else, are left out
     assert not [d for d in render({"crds": {"install": False}}) if d["kind"] == "CustomResourceDefinition"]
 
 
@@ -79,6 +80,16 @@ def test_the_crd_schema_validates_specs(spec: dict, ok: bool) -> None:
     avatar = {"apiVersion": "musetalk.io/v1", "kind": "Avatar", "metadata": {"name": "a"}, "spec": spec}
     errors = list(validator().iter_errors(avatar))
     assert (not errors) == ok, errors
+
+
+def test_the_crd_source_rule_is_the_exactly_one_the_schema_and_the_operator_enforce() -> None:
+    # No CEL interpreter here (nor a 1.25+ server): the rule is checked for its form, and the
+    # structural oneOf it restates (which every server enforces) is checked above.
+    spec = SCHEMA["properties"]["spec"]
+    [rule] = spec["x-kubernetes-validations"]
+    assert rule["rule"] == "has(self.videoPath) != has(self.videoUrl)"
+    assert spec["oneOf"] == [{"required": ["videoPath"]}, {"required": ["videoUrl"]}]
+    assert "spec.videoPath" in rule["message"] and "spec.videoUrl" in rule["message"]
 
 
 def test_the_crd_name_rule_only_admits_ids_the_service_accepts() -> None:
@@ -129,9 +140,11 @@ def test_the_plain_crd_works_before_1_25_and_the_cel_overlay_adds_only_the_rule(
     plain, with_cel = kustomize(""), kustomize("cel")
     crd = next(d for d in plain if d["kind"] == "CustomResourceDefinition")
     cel_crd = next(d for d in with_cel if d["kind"] == "CustomResourceDefinition")
-    assert "x-kubernetes-validations" not in crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    rule = cel_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].pop("x-kubernetes-validations")
-    assert rule == SCHEMA["x-kubernetes-validations"] and cel_crd == crd
+    assert "x-kubernetes-validations" not in json.dumps(crd)
+    cel_schema = cel_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert cel_schema.pop("x-kubernetes-validations") == SCHEMA["x-kubernetes-validations"]
+    spec_rules = cel_schema["properties"]["spec"].pop("x-kubernetes-validations")
+    assert spec_rules == SCHEMA["properties"]["spec"]["x-kubernetes-validations"] and cel_crd == crd
     assert [d for d in with_cel if d["kind"] != "CustomResourceDefinition"] == [
         d for d in plain if d["kind"] != "CustomResourceDefinition"]
 
