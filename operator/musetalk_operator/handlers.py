@@ -4,8 +4,9 @@ Who writes `status.phase`: the Job and Pod watchers (`follow_job`, `follow_pod`,
 `follow`), for the generation that Job was made for, and nothing else while a Job exists. `launch`
 never writes Pending (that race, Pending landing over Running, is in docs/k8s-testing.md); it only
 reports Failed for a generation that cannot get a Job at all. Every write is guarded by the Avatar's
-generation and resourceVersion, so a superseded Job or a stale read cannot overwrite newer state.
-Each phase change is also an Event on the Avatar (Kopf's own posting is off: see `configure`).
+generation, its current Job's name (a retry replaces the Job) and its resourceVersion, so a superseded
+Job or a stale read cannot overwrite newer state. Each phase or reason change is also an Event on the
+Avatar (Kopf's own posting is off: see `configure`).
 """
 
 from __future__ import annotations
