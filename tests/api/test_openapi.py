@@ -20,6 +20,8 @@ import pytest
 from fakes import FakeEngine
 from helpers import media
 from mediatools import first_frames
+from musetalk_server.avatars.layout import AVATAR_ID_PATTERN
+from musetalk_server.media.jpeg import jpeg_part
 from servers import make_server
 
 KEY = "schema-secret"
@@ -253,3 +255,51 @@ def test_real_answer_matches_the_schema(api, method, path, status):
             assert media_type in content  # the boundary too
     if status >= 400:
         assert content == {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+
+
+def test_path_parameters_carry_the_patterns_the_service_checks(api):
+    *_, spec, _ = api
+    for path, ops in spec["paths"].items():
+        for op in ops.values():
+            for param in op.get("parameters", []):
+                if param["name"] == "avatar_id":
+                    assert param["schema"]["pattern"] == AVATAR_ID_PATTERN.pattern, path
+                elif param["in"] == "path":  # job ids: secrets.token_urlsafe's alphabet
+                    assert param["schema"]["pattern"] == r"^[A-Za-z0-9_-]{1,64}$", path
+    form = spec["components"]["schemas"]["Body_preprocess_avatars_preprocess_post"]["properties"]
+    assert form["avatar_id"]["pattern"] == AVATAR_ID_PATTERN.pattern
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("OPTIONS", "/avatars/face", "DELETE, GET"),
+    ("PUT", "/avatars/face", "DELETE, GET"),
+    ("OPTIONS", "/jobs/some-job", "DELETE, GET"),
+    ("PATCH", "/jobs/some-job/result", "GET"),
+    ("GET", "/avatars/preprocess", "POST"),
+    ("DELETE", "/avatars/preprocess", "POST"),
+    ("GET", "/inference/batch/face", "POST"),
+    ("POST", "/health", "GET"),
+])
+def test_405_names_every_method_of_the_path(api, method, path, allow):
+    *_, client, spec, _ = api
+    r = client.request(method, path)
+    assert (r.status_code, r.json()["code"]) == (405, "method_not_allowed")
+    assert r.headers["allow"] == allow
+    documented = spec["paths"].get(path.replace("face", "{avatar_id}").replace("some-job", "{job_id}"), {})
+    assert allow == ", ".join(sorted(m.upper() for m in documented))
+
+
+def test_a_malformed_multipart_body_is_invalid_input(api):
+    *_, client, _, _ = api
+    r = client.post("/inference/batch/face", content=b"--x\r\nnot a part\r\n",
+                    headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 422 and r.json()["code"] == "invalid_input"
+
+
+def test_frame_timestamps_are_whole_milliseconds():
+    def stamp(index: int, fps: float) -> str:
+        head = jpeg_part(b"", index, index * 1000.0 / fps).split(b"\r\n\r\n")[0].decode()
+        return next(line.split(": ")[1] for line in head.split("\r\n") if line.startswith("X-Timestamp-Ms"))
+
+    assert [stamp(i, 30.0) for i in range(4)] == ["0", "33", "67", "100"]
+    assert [stamp(i, 16.0) for i in (1, 3)] == ["63", "188"]  # 62.5 and 187.5: half up, never to even
