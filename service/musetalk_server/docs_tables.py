@@ -87,9 +87,10 @@ def _allowed(field: FieldInfo) -> str:
     annotation = field.annotation
     if get_origin(annotation) is Literal:
         return ", ".join(f"`{v}`" for v in get_args(annotation))
-    kinds = [a for a in get_args(annotation) if a is not type(None)] if isinstance(annotation, types.UnionType) \
-        else [annotation]
-    kind = {int: "integer", float: "number", str: "text", Path: "path"}.get(kinds[0], str(kinds[0]))
+    kinds: list[Any] = [a for a in get_args(annotation) if a is not type(None)] \
+        if isinstance(annotation, types.UnionType) else [annotation]
+    names: dict[Any, str] = {int: "integer", float: "number", str: "text", Path: "path"}
+    kind = names.get(kinds[0], str(kinds[0]))
     bounds = [f"{sign} {getattr(m, attr)}" for m in field.metadata for attr, sign in _BOUNDS.items()
               if getattr(m, attr, None) is not None]
     return " ".join([kind, ", ".join(bounds)]).strip()
