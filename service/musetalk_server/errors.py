@@ -55,6 +55,7 @@ __all__ = [
 OperationKind = Literal[
     "keyed",  # needs MUSETALK_API_KEY when set: every avatar, inference and job route
     "avatar",  # names an existing avatar in its path
+    "reads_avatar",  # reads that avatar's stored files (its manifest, a frame)
     "upload",  # takes a file (and form or query fields) that is checked and decoded
     "preprocess",  # makes an avatar from a video
     "device",  # runs work on the engine through the device scheduler
@@ -264,7 +265,7 @@ class AvatarCorrupt(MuseTalkError):
     when = ("that avatar's files on disk cannot be read back (a truncated frame or landmarks file, a garbled "
             "manifest); logged; other avatars are unaffected, and the list leaves out one whose manifest is "
             "unreadable. Preprocess it again with `overwrite=true`")
-    raised_by = frozenset({"render", "realtime"})
+    raised_by = frozenset({"reads_avatar", "render", "realtime"})
 
 
 class SessionTimeout(MuseTalkError):

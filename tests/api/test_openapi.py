@@ -20,7 +20,7 @@ import pytest
 from fakes import FakeEngine
 from helpers import media
 from mediatools import first_frames
-from musetalk_server.avatars.layout import AVATAR_ID_PATTERN
+from musetalk_server.avatars.layout import AVATAR_ID_PATTERN, MANIFEST, frame_path
 from musetalk_server.media.jpeg import jpeg_part
 from servers import make_server
 
@@ -148,12 +148,25 @@ def _with_id(method: str, suffix: str = "") -> dict[int, Callable]:
         assert _preprocess(client, "gone", files["still"], overwrite="true").status_code == 200
         return call(client, "gone")
 
-    return {
+    def damaged(server, engine, client, files):
+        """An avatar whose manifest (show) or first frame (preview) cannot be read back."""
+        assert _preprocess(client, "damaged", files["still"], overwrite="true").status_code == 200
+        folder = server.server.config.app.state.musetalk.runtime.store.path("damaged")
+        if suffix:
+            frame_path(folder, 0).write_bytes(b"half a PNG")
+        else:
+            (folder / MANIFEST).write_text("{not json")
+        return call(client, "damaged")
+
+    cases = {
         200: made_for_deletion if method == "DELETE" else (lambda s, e, c, f: call(c, "face")),
         401: lambda s, e, c, f: httpx.request(method, f"{s.url}/avatars/face{suffix}"),
         404: lambda s, e, c, f: call(c, "nobody"),
         422: lambda s, e, c, f: call(c, "bad.id"),
     }
+    if method == "GET":
+        cases[500] = damaged
+    return cases
 
 
 def _ready_cases() -> dict[int, Callable]:

@@ -56,7 +56,7 @@ async def list_avatars(avatars: AvatarsDep) -> dict[str, Any]:
 
 
 @router.get("/avatars/{avatar_id}", response_model=Avatar, response_model_exclude_unset=True,
-            responses=error_responses("avatar"))
+            responses=error_responses("avatar", "reads_avatar"))
 async def show_avatar(avatars: AvatarsDep, avatar_id: AvatarIdPath) -> dict[str, Any]:
     return (await run_in_threadpool(avatars.get, avatar_id)).to_dict()
 

@@ -29,7 +29,7 @@ def require_api_key_or_query(
 
 
 @router.get("/avatars/{avatar_id}/preview.jpg", dependencies=[Depends(require_api_key_or_query)],
-            response_class=Response, responses={**JPEG_RESPONSE, **error_responses("keyed", "avatar")})
+            response_class=Response, responses={**JPEG_RESPONSE, **error_responses("keyed", "avatar", "reads_avatar")})
 async def preview(state: StateDep, avatar_id: AvatarIdPath) -> Response:
     """The avatar's first frame as a JPEG."""
     if not state.runtime.store.exists(avatar_id):
