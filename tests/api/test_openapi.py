@@ -19,7 +19,7 @@ import pytest
 
 from fakes import FakeEngine
 from helpers import media
-from mediatools import first_frames
+from mediatools import first_frames, parse_mjpeg
 from musetalk_server.avatars.layout import AVATAR_ID_PATTERN, MANIFEST, frame_path
 from musetalk_server.media.jpeg import jpeg_part
 from servers import make_server
@@ -314,5 +314,15 @@ def test_frame_timestamps_are_whole_milliseconds():
         head = jpeg_part(b"", index, index * 1000.0 / fps).split(b"\r\n\r\n")[0].decode()
         return next(line.split(": ")[1] for line in head.split("\r\n") if line.startswith("X-Timestamp-Ms"))
 
-    assert [stamp(i, 30.0) for i in range(4)] == ["0", "33", "67", "100"]
-    assert [stamp(i, 16.0) for i in (1, 3)] == ["63", "188"]  # 62.5 and 187.5: half up, never to even
+    # Rounded down, as the real-time protocol's pts_ms: one clock for every output.
+    assert [stamp(i, 30.0) for i in range(4)] == ["0", "33", "66", "100"]
+    assert [stamp(i, 16.0) for i in (1, 3)] == ["62", "187"]
+
+
+def test_a_stream_gives_whole_millisecond_timestamps(api):
+    *_, client, _, _ = api
+    r = _audio(client, "/inference/stream/face", media("vr_audio1.wav"))
+    fps = float(r.headers["x-frame-rate"])
+    parts, closed = parse_mjpeg(r.content)
+    assert closed and len(parts) == int(r.headers["x-frame-count"])
+    assert [p.headers["X-Timestamp-Ms"] for p in parts] == [str(int(i * 1000 // fps)) for i in range(len(parts))]

@@ -24,13 +24,14 @@ def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
 def jpeg_part(jpeg: bytes, index: int, timestamp_ms: float) -> bytes:
     """One multipart part: headers a client can sync to, then the JPEG.
 
-    X-Timestamp-Ms is whole milliseconds, rounded half up, like every other *-Ms header."""
+    X-Timestamp-Ms is whole milliseconds like every other *-Ms header, rounded down as the
+    real-time frames' pts_ms are (realtime/timeline.py): frame i of 30 fps is at 33, 66, 100."""
     head = (
         f"--{BOUNDARY}\r\n"
         "Content-Type: image/jpeg\r\n"
         f"Content-Length: {len(jpeg)}\r\n"
         f"X-Frame-Index: {index}\r\n"
-        f"X-Timestamp-Ms: {math.floor(timestamp_ms + 0.5)}\r\n\r\n"
+        f"X-Timestamp-Ms: {math.floor(timestamp_ms)}\r\n\r\n"
     )
     return head.encode() + jpeg + b"\r\n"
 
