@@ -69,7 +69,8 @@ def test_an_error_code_added_to_the_tree_reaches_the_openapi_and_the_table(tmp_p
     for path in ("/inference/stream/{avatar_id}", "/inference/batch/{avatar_id}"):
         response = spec["paths"][path]["post"]["responses"]["451"]
         assert response["description"] == "`voice_too_quiet`: the audio is too quiet to drive a mouth"
-        assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+        assert response["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorBody", "properties": {"code": {"enum": ["voice_too_quiet"]}}}
     assert "451" not in spec["paths"]["/avatars/{avatar_id}"]["get"]["responses"]  # not a render route
     assert "| 451 | `voice_too_quiet` | the audio is too quiet to drive a mouth |" in out["table"]
     assert "voice_too_quiet" not in error_table()  # this interpreter's tree is the real one

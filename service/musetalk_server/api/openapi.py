@@ -31,6 +31,9 @@ DESCRIPTION = (
 )
 
 
+_COMPONENTS = "#/components/schemas"  # ErrorBody is there: the Job model holds one
+
+
 def error_responses(*kinds: OperationKind) -> dict[int | str, dict[str, Any]]:
     """`responses=` entries for every error that an operation of these kinds can answer, by status."""
     by_status: dict[int, list[type[MuseTalkError]]] = defaultdict(list)
@@ -41,9 +44,12 @@ def error_responses(*kinds: OperationKind) -> dict[int | str, dict[str, Any]]:
 
 
 def _error_response(errors: list[type[MuseTalkError]]) -> dict[str, Any]:
+    codes = list(dict.fromkeys(e.code for e in errors))
+    # The one error body, its `code` narrowed to the codes this operation answers with this status.
+    schema = {"$ref": f"{_COMPONENTS}/{ErrorBody.__name__}", "properties": {"code": {"enum": codes}}}
     response: dict[str, Any] = {
-        "model": ErrorBody,
         "description": "; ".join(f"`{e.code}`: {e.when}" for e in errors),
+        "content": {"application/json": {"schema": schema}},
     }
     headers = {name: {"description": text, "schema": {"type": "string"}}
                for e in errors for name, text in e.response_headers.items()}
