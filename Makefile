@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test install bench clean k8s-control-plane lint
+.PHONY: serve test install bench clean k8s-control-plane lint docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,3 +51,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
+
+# The tables the code writes into docs/ (errors from the error tree, settings from Settings);
+# the tests fail while they are stale.
+docs: $(STAMP)
+	$(BIN)/python scripts/docs_tables.py
