@@ -1,0 +1,120 @@
+"""Every face the lite engine accepts speaks (issue 26): a photo (png and jpg), a clip whose mouth
+stays shut and the seed's one-second clip, whose lips barely part, each driven by speech and
+then silence, through the engine itself.
+
+Their own frames hold no open mouth, so the engine makes openings by dropping the jaw
+(synth.open_lips). What is judged is what a viewer sees: the mouth opening read back from the
+rendered frames with FaceMesh, against the audio's envelope (bench/lipsync_eval.py's measures),
+shut in the silence, and nothing changed outside the lower face.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from helpers import REPO, media
+from mediatools import first_frames
+from musetalk_server.engines.lite.geometry import mouth_aperture
+from musetalk_server.face.landmarks import detect_video
+from musetalk_server.media.audio import decode_audio
+from musetalk_server.media.timeline import SAMPLE_RATE, pingpong_index
+from musetalk_server.media.video import read_video
+
+FPS = 25.0
+SPEECH_S, SILENCE_S = 3.0, 2.0
+R_ENV = 0.5  # issue 26's bar for these faces
+CLOSED_IN_SILENCE = 0.95
+PSNR_OUTSIDE_DB = 35.0
+NEARLY_SHUT = 0.02  # inter-ocular units: the stills' lips before the engine opens them
+OPENS_TO = 0.05  # inter-ocular units the read-back mouth reaches in speech (the talking clips: 0.13-0.31)
+
+
+def _load_eval():
+    spec = importlib.util.spec_from_file_location("lipsync_eval", REPO / "bench" / "lipsync_eval.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["lipsync_eval"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def still(tmp, clip: str, frame: int, ext: str) -> list[np.ndarray]:
+    """One frame of `clip`, its mouth nearly shut, written as an image and read back as preprocess reads it."""
+    path = tmp / f"{clip}_{frame}.{ext}"
+    cv2.imwrite(str(path), first_frames(media(f"{clip}.mp4"), frame + 1)[frame])
+    frames = list(read_video(path, FPS).frames)
+    assert len(frames) == 1 and mouth_aperture(detect_video(frames)[0])[0] < NEARLY_SHUT
+    return frames
+
+
+@pytest.fixture(scope="module")
+def driven(tmp_path_factory):
+    """{case: (engine_info, read-back apertures, envelope dB, silent frames, PSNR outside the lower face)}."""
+    le = _load_eval()
+    from musetalk_server.engines.lite import LiteEngine
+
+    tmp = tmp_path_factory.mktemp("every_face")
+    speech = decode_audio(media("vr_audio1.wav"))[: int(SPEECH_S * SAMPLE_RATE)]
+    audio = np.r_[speech, np.zeros(int(SILENCE_S * SAMPLE_RATE), np.float32)].astype(np.float32)
+    cases = {
+        "still_png": still(tmp, "lp_d11", 34, "png"),  # a child, lips closed (aperture 0.002)
+        "still_jpg": still(tmp, "vr_face2", 93, "jpg"),  # a news reader, lips closed (0.001)
+        # a real clip whose mouth stays shut: 90 % of its frames under 0.02
+        "closed_clip": first_frames(media("mt_yongen.mp4"), int(2 * FPS)),
+        "seed_short": list(read_video(media("seed_short_test_video.mp4"), FPS).frames),  # lips part by 0.025 at most
+    }
+    engine, out = LiteEngine(), {}
+    for name, frames in cases.items():
+        avatar = le.build_avatar(engine, frames, tmp, name)
+        rendered, _, _ = le.render_all(engine, avatar, audio)
+        aperture = np.nan_to_num(le.aperture_of(detect_video(rendered)[0]), nan=0.0)
+        env_db = le.envelope(audio, len(rendered))
+        sq_err, count = 0.0, 0
+        for i, frame in enumerate(rendered):
+            b = pingpong_index(i, len(frames))
+            keep = ~le.lower_face_mask(avatar.landmarks[b], frame.shape[:2])
+            sq_err += float(np.sum((frame[keep].astype(np.float64) - frames[b][keep]) ** 2))
+            count += int(keep.sum()) * 3
+        psnr = 99.0 if sq_err == 0 else 10 * np.log10(255.0**2 * count / sq_err)
+        le.draw_strip(rendered, np.nan_to_num(detect_video(rendered)[0]), env_db, aperture,
+                      tmp / f"strip_{name}.png", count=16, start=int(SPEECH_S * FPS) - 12)
+        out[name] = (avatar.manifest["engine_info"], aperture, env_db, le.silent_mask(env_db), psnr)
+    return out, le
+
+
+CASES = ("still_png", "still_jpg", "closed_clip", "seed_short")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_avatar_says_its_openings_are_made(driven, case):
+    info = driven[0][case][0]["animation"]
+    assert info["status"] == "synthesised" and info["open"] == "synthesised", info
+    assert "never opens" in info["reason"], info
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_mouth_follows_the_speech_and_opens(driven, case):
+    (_, aperture, env_db, silent, _), le = driven[0][case], driven[1]
+    r_env, lag = le.lagged_r(aperture, env_db)
+    assert r_env >= R_ENV and -1 <= lag <= 2, (r_env, lag)
+    speaking = ~silent
+    assert aperture[speaking].max() >= OPENS_TO, aperture[speaking].max()
+    # It varies with the syllables, not just open-then-shut: r within the speech alone.
+    n = int(SPEECH_S * FPS)
+    assert np.std(aperture[:n][speaking[:n]]) > 0.01, aperture[:n]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_silence_shuts_the_mouth(driven, case):
+    _, aperture, _, silent, _ = driven[0][case]
+    assert silent.sum() >= SILENCE_S * FPS - 5
+    assert (aperture[silent] < driven[1].CLOSED_APERTURE).mean() >= CLOSED_IN_SILENCE, aperture[silent]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_nothing_changes_outside_the_lower_face(driven, case):
+    assert driven[0][case][4] >= PSNR_OUTSIDE_DB
