@@ -93,6 +93,6 @@ def animation_facts(bank: MouthBank, plan: MouthPlan) -> dict[str, Any]:
     if plan.openings:
         teeth = "with the teeth it shows" if plan.donor is not None else "a dark mouth, no teeth (none were shown)"
         return {"status": "synthesised", **facts, "teeth": plan.donor is not None, "reason": (
-            "the mouth never opens on camera (a still image or a closed-mouth clip): its openings are made by "
-            f"dropping the jaw, {teeth}; a video of the person talking looks more natural")}
+            "the mouth never opens on camera as speech opens it (a still image or a closed-mouth clip): its "
+            f"openings are made by dropping the jaw, {teeth}; a video of the person talking looks more natural")}
     return {"status": "synthesised" if shut == "synthesised" else "filmed", **facts}
