@@ -118,3 +118,26 @@ def test_silence_shuts_the_mouth(driven, case):
 @pytest.mark.parametrize("case", CASES)
 def test_nothing_changes_outside_the_lower_face(driven, case):
     assert driven[0][case][4] >= PSNR_OUTSIDE_DB
+
+
+def test_a_photo_speaks_live_too(tmp_path):
+    """A live session (live.py) on the png still: fed the speech as it arrives, its mouths open
+    and vary with the syllables, and idle it shows the photo's shut lips."""
+    import math
+
+    le = _load_eval()
+    from musetalk_server.engines.lite import LiteEngine
+
+    engine = LiteEngine()
+    renderer = engine.open(le.build_avatar(engine, still(tmp_path, "lp_d11", 34, "png"), tmp_path, "live"))
+    session = renderer.session(FPS)
+    speech = decode_audio(media("vr_audio1.wav"))[: int(SPEECH_S * SAMPLE_RATE)]
+    hop, ahead = int(SAMPLE_RATE / FPS), math.ceil(session.lookahead_s * SAMPLE_RATE)
+    shown = []
+    for i in range(int(SPEECH_S * FPS)):
+        heard = speech[: (i + 1) * hop + ahead]  # only the audio that has arrived
+        shown.append(session.speech_frame(0, i, 0, heard, final=len(heard) == len(speech)))
+    aperture = np.nan_to_num(le.aperture_of(detect_video(shown)[0]), nan=0.0)
+    assert aperture.max() >= OPENS_TO and aperture.std() > 0.01, aperture
+    idle = detect_video([session.idle_frame(0)])[0]
+    assert le.aperture_of(idle)[0] < le.CLOSED_APERTURE
