@@ -31,7 +31,6 @@ OPEN_SOURCES = 4  # ... each from the least-open frame of this many stretches of
 # A filmed gap this wide shows the inner mouth (teeth, tongue) well enough to lend it to the
 # openings; a narrower one is a slit, and the openings get a dark cavity without teeth.
 DONOR_MIN = 0.03
-CURVE_POINTS = 11  # like bank.CURVE_PERCENTILES
 
 
 @dataclass(frozen=True)
@@ -55,9 +54,8 @@ class MouthPlan:
         r = bank.shape_range()
         if not self.openings:
             return r
-        ramp = np.linspace(r.closed, max(self.openings), CURVE_POINTS)
-        curve = np.maximum(np.interp(np.linspace(0, 1, CURVE_POINTS), np.linspace(0, 1, len(r.curve)), r.curve),
-                           ramp) if r.curve else ramp
+        ramp = np.linspace(r.closed, max(self.openings), len(r.curve))
+        curve = np.maximum(np.asarray(r.curve), ramp)
         return replace(r, open=float(curve[-1]), curve=tuple(float(v) for v in curve))
 
 
