@@ -60,6 +60,8 @@ class MouthPlan:
 
 
 def plan_mouths(bank: MouthBank) -> MouthPlan:
+    """The mouths `bank`'s frames lack: shut ones (bank.shut_candidates) and, if it never opens
+    as speech does, openings above its widest from its least-open frames."""
     shut = tuple(shut_candidates(bank))
     widest = float(np.percentile(bank.aperture, OPEN_PERCENTILE))
     if widest >= OPEN_ENOUGH:
