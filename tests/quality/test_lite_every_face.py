@@ -1,11 +1,12 @@
 """Every face the lite engine accepts speaks (issue 26): a photo (png and jpg), a clip whose mouth
 stays shut and the seed's one-second clip, whose lips barely part, each driven by speech and
-then silence, through the engine itself.
+then silence, through the engine itself; and a photo taken mid-word, whose mouth never shuts.
 
-Their own frames hold no open mouth, so the engine makes openings by dropping the jaw
-(synth.open_lips). What is judged is what a viewer sees: the mouth opening read back from the
-rendered frames with FaceMesh, against the audio's envelope (bench/lipsync_eval.py's measures),
-shut in the silence, and nothing changed outside the lower face.
+The first four hold no open mouth, so the engine makes openings by dropping the jaw
+(synth.open_lips); the last is warped shut and part-way (synth.close_lips). What is judged is
+what a viewer sees: the mouth opening read back from the rendered frames with FaceMesh, against
+the audio's envelope (bench/lipsync_eval.py's measures), shut in the silence, and nothing
+changed outside the lower face.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 from helpers import REPO, media
 from mediatools import first_frames
+from musetalk_server.engines.lite.bank import SHUT_LIMIT
 from musetalk_server.engines.lite.geometry import mouth_aperture
 from musetalk_server.face.landmarks import detect_video
 from musetalk_server.media.audio import decode_audio
@@ -42,12 +44,14 @@ def _load_eval():
     return module
 
 
-def still(tmp, clip: str, frame: int, ext: str) -> list[np.ndarray]:
-    """One frame of `clip`, its mouth nearly shut, written as an image and read back as preprocess reads it."""
+def still(tmp, clip: str, frame: int, ext: str, shut: bool = True) -> list[np.ndarray]:
+    """One frame of `clip` (its mouth nearly shut, or else wide open) written as an image and
+    read back as preprocess reads it."""
     path = tmp / f"{clip}_{frame}.{ext}"
     cv2.imwrite(str(path), first_frames(media(f"{clip}.mp4"), frame + 1)[frame])
     frames = list(read_video(path, FPS).frames)
-    assert len(frames) == 1 and mouth_aperture(detect_video(frames)[0])[0] < NEARLY_SHUT
+    aperture = mouth_aperture(detect_video(frames)[0])[0]
+    assert len(frames) == 1 and (aperture < NEARLY_SHUT if shut else aperture > SHUT_LIMIT), aperture
     return frames
 
 
@@ -66,6 +70,8 @@ def driven(tmp_path_factory):
         # a real clip whose mouth stays shut: 90 % of its frames under 0.02
         "closed_clip": first_frames(media("mt_yongen.mp4"), int(2 * FPS)),
         "seed_short": list(read_video(media("seed_short_test_video.mp4"), FPS).frames),  # lips part by 0.025 at most
+        # a photo taken mid-word, open in its only frame, so nothing filmed is near shut
+        "open_still": still(tmp, "vr_face2", 0, "png", shut=False),
     }
     engine, out = LiteEngine(), {}
     for name, frames in cases.items():
@@ -86,14 +92,21 @@ def driven(tmp_path_factory):
     return out, le
 
 
-CASES = ("still_png", "still_jpg", "closed_clip", "seed_short")
+NEVER_OPEN = ("still_png", "still_jpg", "closed_clip", "seed_short")
+CASES = (*NEVER_OPEN, "open_still")
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", NEVER_OPEN)
 def test_the_avatar_says_its_openings_are_made(driven, case):
     info = driven[0][case][0]["animation"]
     assert info["status"] == "synthesised" and info["open"] == "synthesised", info
     assert "never opens" in info["reason"], info
+
+
+def test_a_photo_open_mid_word_says_its_shut_mouths_are_made(driven):
+    info = driven[0]["open_still"][0]["animation"]
+    assert info["status"] == "synthesised" and info["shut"] == "synthesised" and info["open"] == "filmed", info
+    assert "open in every frame" in info["reason"], info
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -82,9 +82,20 @@ def test_a_mouth_that_never_opens_gets_openings_and_says_so():
     assert facts["status"] == "synthesised" and facts["open"] == "synthesised" and not facts["teeth"]
     curve = plan.shape_range(still).curve
     assert curve[0] <= 0.005 and curve[-1] == max(plan.openings), "openness spans the made openings"
-    agape = bank(np.full(20, 0.15))
+    mid_word = bank(np.full(20, 0.15))  # open in every frame: warped shut and part-way
+    plan = plan_mouths(mid_word)
+    assert plan.narrow_from == (0, 5, 10, 15) and plan.shut == () and plan.openings == ()
+    facts = animation_facts(mid_word, plan)
+    assert facts["status"] == "synthesised" and facts["shut"] == "synthesised", facts
+    agape = bank(np.full(20, 0.25))  # too open to warp shut
     facts = animation_facts(agape, plan_mouths(agape))
     assert facts["status"] == "limited" and facts["shut"] == "missing" and "pauses" in facts["reason"]
+
+
+def test_close_lips_can_leave_part_of_the_gap():
+    frame, pts = open_mouth_face(gap=12.0)
+    half_open = mouth_aperture(close_lips(frame, pts, keep=0.5)[1])
+    assert abs(half_open - mouth_aperture(pts) / 2) < 0.01
 
 
 def test_shut_candidates_skip_shut_and_wide_open_frames():

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .bank import ALREADY_SHUT, OPEN_PERCENTILE, MouthBank, build_bank, shut_candidates
+from .bank import ALREADY_SHUT, OPEN_PERCENTILE, SHUT_LIMIT, MouthBank, build_bank, shut_candidates
 from .shape import ShapeRange
 from .synth import close_lips, open_lips
 
@@ -31,6 +31,11 @@ OPEN_SOURCES = 4  # ... each from the least-open frame of this many stretches of
 # A filmed gap this wide shows the inner mouth (teeth, tongue) well enough to lend it to the
 # openings; a narrower one is a slit, and the openings get a dark cavity without teeth.
 DONOR_MIN = 0.03
+# A mouth open in every frame (a photo taken mid-word: none of its frames is under bank.SHUT_LIMIT,
+# so none is warped shut the usual way) is warped shut with each lip moving up to this far, and
+# part-way, keeping these shares of its gap, so that it has narrower openings to speak with too.
+WIDE_HALF_GAP = 0.1
+NARROWINGS = (0.0, 0.25, 0.5, 0.75)
 
 
 @dataclass(frozen=True)
@@ -41,11 +46,14 @@ class MouthPlan:
     open_from: tuple[int, ...] = ()
     openings: tuple[float, ...] = ()
     donor: int | None = None  # the frame whose filmed inner mouth the openings show
+    narrow_from: tuple[int, ...] = ()  # a mouth open in every frame: these, shut and part-way (NARROWINGS)
 
     def synthesise(self, frames: list[np.ndarray], landmarks: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """(frame, points) of every synthetic mouth, shut ones first."""
         donor = None if self.donor is None else (frames[self.donor], landmarks[self.donor])
         made = [close_lips(frames[k], landmarks[k]) for k in self.shut]
+        made += [close_lips(frames[k], landmarks[k], keep, WIDE_HALF_GAP)
+                 for k in self.narrow_from for keep in NARROWINGS]
         made += [open_lips(frames[k], landmarks[k], a, donor) for k in self.open_from for a in self.openings]
         return made
 
@@ -63,11 +71,15 @@ def plan_mouths(bank: MouthBank) -> MouthPlan:
     """The mouths `bank`'s frames lack: shut ones (bank.shut_candidates) and, if it never opens
     as speech does, openings above its widest from its least-open frames."""
     shut = tuple(shut_candidates(bank))
+    stretches = np.array_split(np.arange(len(bank)), min(OPEN_SOURCES, len(bank)))
+    least_open = tuple(int(part[np.argmin(bank.aperture[part])]) for part in stretches)
+    if float(bank.aperture.min()) >= SHUT_LIMIT:  # open in every frame
+        narrow_from = tuple(k for k in least_open if bank.aperture[k] <= 2 * WIDE_HALF_GAP)
+        return MouthPlan(shut, narrow_from=narrow_from)
     widest = float(np.percentile(bank.aperture, OPEN_PERCENTILE))
     if widest >= OPEN_ENOUGH:
         return MouthPlan(shut)
-    stretches = np.array_split(np.arange(len(bank)), min(OPEN_SOURCES, len(bank)))
-    open_from = tuple(int(part[np.argmin(bank.aperture[part])]) for part in stretches)
+    open_from = least_open
     donor = int(np.argmax(bank.aperture))
     return MouthPlan(shut, open_from, tuple(a for a in OPENINGS if a > widest),
                      donor if bank.aperture[donor] >= DONOR_MIN else None)
@@ -84,12 +96,17 @@ def animation_facts(bank: MouthBank, plan: MouthPlan) -> dict[str, Any]:
     `status` is "filmed" (its own mouths serve), "synthesised" (some are made, see `open` and
     `shut`) or "limited", with a `reason` a person can read."""
     opened = "synthesised" if plan.openings else "filmed"
-    shut = "filmed" if float(bank.aperture.min()) <= ALREADY_SHUT else ("synthesised" if plan.shut else "missing")
+    made_shut = plan.shut or plan.narrow_from
+    shut = "filmed" if float(bank.aperture.min()) <= ALREADY_SHUT else ("synthesised" if made_shut else "missing")
     facts: dict[str, Any] = {"open": opened, "shut": shut}
     if shut == "missing":
         return {"status": "limited", **facts, "reason": (
             f"the mouth is open in every frame (at least {bank.aperture.min():.2f} inter-ocular units) and too "
             "open to warp shut: it cannot close in pauses; use a video where the lips meet at least once")}
+    if plan.narrow_from:
+        return {"status": "synthesised", **facts, "reason": (
+            "the mouth is open in every frame: it is warped shut for pauses and part-way for quieter sounds, "
+            "hiding the teeth; a video where the lips meet looks more natural")}
     if plan.openings:
         teeth = "with the teeth it shows" if plan.donor is not None else "a dark mouth, no teeth (none were shown)"
         return {"status": "synthesised", **facts, "teeth": plan.donor is not None, "reason": (

@@ -51,8 +51,13 @@ def _contour(points: np.ndarray, idx: tuple[int, ...], centre: np.ndarray, ex: n
     return u[order], v[order]
 
 
-def close_lips(frame: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(frame, points) with the inner lips brought together; the rest of the face untouched."""
+def close_lips(frame: np.ndarray, points: np.ndarray, keep: float = 0.0,
+               max_half_gap: float = MAX_HALF_GAP) -> tuple[np.ndarray, np.ndarray]:
+    """(frame, points) with the inner lips brought together; the rest of the face untouched.
+
+    `keep`: the share of the gap left open (0: shut; 0.5 halves it), for a mouth that is open in
+    every frame and needs its narrower openings too (coverage.py). `max_half_gap`: how far each
+    lip may move, inter-ocular units."""
     points = points.astype(np.float64)
     iod = float(interocular(points))
     centre, ex, ey = _mouth_frame(points)
@@ -64,7 +69,7 @@ def close_lips(frame: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.nd
         """(midline, half gap, signed pull weight) at mouth coordinates (u, v)."""
         yu, yl = np.interp(u, up_u, up_v), np.interp(u, lo_u, lo_v)
         inside = (u > up_u[0]) & (u < up_u[-1])
-        half = np.where(inside, np.clip((yl - yu) / 2, 0.0, MAX_HALF_GAP * iod), 0.0)
+        half = np.where(inside, np.clip((yl - yu) / 2, 0.0, max_half_gap * iod), 0.0) * (1 - keep)
         mid = (yu + yl) / 2
         d = v - mid
         weight = np.where(d < 0, -np.clip(1 + d / reach_up, 0, 1), np.clip(1 - d / reach_down, 0, 1))
@@ -97,8 +102,9 @@ def close_lips(frame: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.nd
         _, half_p, weight_p = pull(pu, dst_v)
         dst_v = pv - half_p * weight_p
     mid_p, half_p, _ = pull(pu, pv)
-    between = (np.abs(pv - mid_p) <= half_p + 1e-6) & (half_p > 0)
-    dst_v = np.where(between, mid_p, dst_v)
+    gap_p = half_p / (1 - keep) if keep < 1 else half_p
+    between = (np.abs(pv - mid_p) <= gap_p + 1e-6) & (half_p > 0)
+    dst_v = np.where(between, mid_p + (pv - mid_p) * keep, dst_v)
     moved = centre + pu[:, None] * ex + dst_v[:, None] * ey
     return out, moved.astype(np.float32)
 
