@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 
 from helpers import LiveServer, media
-from mediatools import parse_mjpeg, read_mp4
+from mediatools import first_frames, parse_mjpeg, read_mp4
 from musetalk_server.api import create_app
 from musetalk_server.avatars.store import AvatarStore, read_frame
 from musetalk_server.config import Settings
-from musetalk_server.face.landmarks import LIPS_OUTER
-from musetalk_server.media.timeline import pingpong_index
+from musetalk_server.engines.lite.geometry import mouth_aperture
+from musetalk_server.face.landmarks import LIPS_OUTER, detect_video
+from musetalk_server.media.audio import decode_audio
+from musetalk_server.media.timeline import SAMPLE_RATE, pingpong_index
 from servers import post_audio, preprocess
 
 
@@ -75,3 +77,56 @@ def test_avatar_from_another_engine_is_a_clear_409(lite, tmp_path):
     r = post_audio(client, "/inference/stream/alien", media("vr_audio1.wav"))
     assert r.status_code == 409 and r.json()["code"] == "avatar_engine_mismatch"
     assert "musetalk" in r.json()["detail"] and "lite" in r.json()["detail"]
+
+
+def test_a_filmed_talking_face_is_animated_from_its_own_mouths(lite):
+    client, _ = lite
+    animation = client.get("/avatars/face2").json()["info"]["engine_info"]["animation"]
+    assert animation == {"status": "filmed", "open": "filmed", "shut": "filmed"}
+
+
+def speech_then_silence(tmp_path, speech_s: float = 3.0, silence_s: float = 2.0):
+    """A wav of `speech_s` of speech and `silence_s` of silence, and its per-frame level (dB) at 25 fps."""
+    import wave
+
+    speech = decode_audio(media("vr_audio1.wav"))[: int(speech_s * SAMPLE_RATE)]
+    audio = np.r_[speech, np.zeros(int(silence_s * SAMPLE_RATE), np.float32)]
+    path = tmp_path / "speech_then_silence.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    per_frame = audio[: len(audio) // 640 * 640].reshape(-1, 640)  # 40 ms frames
+    return path, 10 * np.log10(np.mean(per_frame.astype(np.float64) ** 2, axis=1) + 1e-10)
+
+
+@pytest.mark.parametrize(("clip", "frame", "ext"), [("lp_d11", 34, "png"), ("vr_face2", 93, "jpg")])
+def test_a_photo_speaks_and_says_its_mouth_is_made(lite, tmp_path, clip, frame, ext):
+    """The README's promise: a still image (png, jpg) is a one-frame avatar. Its lips are shut in
+    the photo; driven by speech then silence, the mouth read back from the stream opens with the
+    speech and shuts in the silence, and the avatar's info says its openings are made."""
+    client, _ = lite
+    photo = tmp_path / f"photo.{ext}"
+    cv2.imwrite(str(photo), first_frames(media(f"{clip}.mp4"), frame + 1)[frame])
+    r = preprocess(client, f"photo-{ext}", photo)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["message"] == "Avatar processed successfully" and body["info"]["frames"] == 1
+    animation = body["info"]["engine_info"]["animation"]
+    assert animation["status"] == "synthesised" and animation["open"] == "synthesised", animation
+    assert "never opens" in animation["reason"]
+    assert client.get(f"/avatars/photo-{ext}").json()["info"]["engine_info"]["animation"] == animation
+
+    wav, level_db = speech_then_silence(tmp_path)
+    r = post_audio(client, f"/inference/stream/photo-{ext}", wav)
+    parts, closed = parse_mjpeg(r.content)
+    assert r.status_code == 200 and closed and len(parts) == len(level_db) == 125
+    frames = [cv2.imdecode(np.frombuffer(p.body, np.uint8), cv2.IMREAD_COLOR) for p in parts]
+    points, found = detect_video(frames)
+    assert found.all()
+    aperture = mouth_aperture(points)
+    speaking, silent = slice(0, 75), slice(80, 125)
+    assert aperture[speaking].max() > 0.08 and aperture[speaking].std() > 0.01, aperture[speaking]
+    assert (aperture[silent] < 0.03).all(), aperture[silent]
+    assert np.corrcoef(aperture, level_db)[0, 1] >= 0.5

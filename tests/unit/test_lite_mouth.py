@@ -1,17 +1,20 @@
-"""The lite engine's mouth pieces on their own: shutting lips by warping, and shut mouths in pauses."""
+"""The lite engine's mouth pieces on their own: shutting and opening lips by warping, which
+mouths an avatar lacks, and shut mouths in pauses."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from musetalk_server.engines.lite.bank import MouthBank, shut_candidates
+from musetalk_server.engines.lite.coverage import OPEN_ENOUGH, animation_facts, plan_mouths
 from musetalk_server.engines.lite.geometry import mouth_aperture
 from musetalk_server.engines.lite.shape import ShapeRange, ShapeStream
-from musetalk_server.engines.lite.synth import close_lips
+from musetalk_server.engines.lite.synth import close_lips, open_lips
 from musetalk_server.face.landmarks import LIPS_INNER_LOWER, LIPS_INNER_UPPER
 from musetalk_server.media.timeline import SAMPLE_RATE
 
 FPS = 25.0
+CHIN = 152
 
 
 def open_mouth_face(gap: float = 12.0) -> tuple[np.ndarray, np.ndarray]:
@@ -36,6 +39,63 @@ def test_close_lips_shuts_the_gap_and_leaves_the_upper_face_alone():
     assert np.array_equal(out[:120], frame[:120]), "eyes and forehead must not move"
     assert not np.array_equal(out[160:180], frame[160:180]), "the lips must move"
     assert np.allclose(moved[[33, 263, 4]], pts[[33, 263, 4]])
+
+
+def test_open_lips_drops_the_lower_lip_into_a_dark_gap_and_leaves_the_upper_face_alone():
+    frame, pts = open_mouth_face(gap=0.0)
+    frame[150:250] = 200  # a plain pale lower face, so the cavity's darkness is plain to see
+    pts[CHIN] = (128, 215)
+    out, moved = open_lips(frame, pts, 0.12)
+    assert abs(mouth_aperture(moved) - 0.12) < 0.005
+    assert np.array_equal(out[:160], frame[:160]), "the upper lip, nose and eyes must not move"
+    assert np.allclose(moved[[33, 263, 4, 13]], pts[[33, 263, 4, 13]])
+    assert moved[CHIN, 1] > pts[CHIN, 1] + 5, "the chin drops with the jaw"
+    gap = out[172:180, 120:137].astype(int)
+    assert gap.mean() < 80, "between the lips: the dark inner mouth"
+    assert gap.mean() > 5, "shaded from the lips' colour, not black"
+
+
+def test_open_lips_shows_teeth_only_from_a_mouth_that_showed_them():
+    frame, pts = open_mouth_face(gap=0.0)
+    frame[150:250] = 200
+    donor, donor_pts = open_mouth_face(gap=12.0)
+    donor[160:185, 90:170] = (250, 250, 250)  # white teeth in the donor's open mouth
+    dark, _ = open_lips(frame, pts, 0.12)
+    teeth, _ = open_lips(frame, pts, 0.12, donor=(donor, donor_pts))
+    under_lip = (slice(171, 174), slice(122, 134))  # just under the (unmoved) upper lip's middle
+    assert dark[under_lip].mean() < 80 and teeth[under_lip].mean() > 200
+
+
+def test_a_mouth_that_never_opens_gets_openings_and_says_so():
+    def bank(aperture: np.ndarray) -> MouthBank:
+        n = len(aperture)
+        return MouthBank(aperture=aperture.astype(np.float32), width=np.full(n, 0.5, np.float32),
+                         pose=np.zeros((n, 2), np.float32))
+
+    talking = bank(np.linspace(0.0, 0.2, 50))
+    assert plan_mouths(talking).openings == () and animation_facts(talking, plan_mouths(talking))["status"] == "filmed"
+    still = bank(np.array([0.005]))
+    plan = plan_mouths(still)
+    assert plan.open_from == (0,) and len(plan.openings) >= 4 and max(plan.openings) > OPEN_ENOUGH
+    assert plan.donor is None, "no teeth were shown, none are lent"
+    facts = animation_facts(still, plan)
+    assert facts["status"] == "synthesised" and facts["open"] == "synthesised" and not facts["teeth"]
+    curve = plan.shape_range(still).curve
+    assert curve[0] <= 0.005 and curve[-1] == max(plan.openings), "openness spans the made openings"
+    mid_word = bank(np.full(20, 0.15))  # open in every frame: warped shut and part-way
+    plan = plan_mouths(mid_word)
+    assert plan.narrow_from == (0, 5, 10, 15) and plan.shut == () and plan.openings == ()
+    facts = animation_facts(mid_word, plan)
+    assert facts["status"] == "synthesised" and facts["shut"] == "synthesised", facts
+    agape = bank(np.full(20, 0.25))  # too open to warp shut
+    facts = animation_facts(agape, plan_mouths(agape))
+    assert facts["status"] == "limited" and facts["shut"] == "missing" and "pauses" in facts["reason"]
+
+
+def test_close_lips_can_leave_part_of_the_gap():
+    frame, pts = open_mouth_face(gap=12.0)
+    half_open = mouth_aperture(close_lips(frame, pts, keep=0.5)[1])
+    assert abs(half_open - mouth_aperture(pts) / 2) < 0.01
 
 
 def test_shut_candidates_skip_shut_and_wide_open_frames():

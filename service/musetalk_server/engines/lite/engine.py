@@ -5,7 +5,11 @@ prepare: measure every avatar frame's mouth (aperture, width) and head pose -> `
          predicts its own mouth better (shape.py);
          from the video's own soundtrack, learn how this person's mouth follows their voice
          (speaker.py) -> `speaker.npz`, only where that beats the generic mapping.
-open:    add a few of the avatar's least-open mouths warped shut (synth.py) to the bank.
+         decide which mouths speech needs that the frames lack (coverage.py) and say so
+         (`engine_info.animation`).
+open:    add those to the bank: a few least-open mouths warped shut (part-way too, for a mouth
+         open in every frame), and for a still or a closed-mouth clip, its mouth opened by
+         dropping the jaw (synth.py).
 render:  audio -> target mouth shape per frame (shape.py) -> best bank entry (bank.py) ->
          its mouth pasted into the ping-pong background frame (compose.py).
 """
@@ -23,11 +27,11 @@ from ...errors import AvatarEngineMismatch, InvalidInput
 from ...face.landmarks import interocular
 from ...media.timeline import SAMPLE_RATE, frame_count, pingpong_index
 from ..base import AvatarFrames, Engine, FrameSession, LoadedAvatar, Renderer
-from .bank import MIN_VOICED, MouthBank, MouthPicker, build_bank, shut_candidates
+from .bank import MIN_VOICED, MouthBank, MouthPicker, build_bank
 from .compose import paste_mouth
+from .coverage import animation_facts, extended_bank, plan_mouths
 from .shape import SHIPPED, GenericMapping, ShapeStream
 from .speaker import MIN_OWN_R, NOT_THEIR_VOICE, SpeakerModel, av_offset, fit_speaker, shifted_r
-from .synth import close_lips
 
 __all__ = ["LiteEngine", "LiteRenderer"]
 
@@ -47,13 +51,16 @@ class LiteRenderer(Renderer):
         mapping: GenericMapping = SHIPPED,
     ) -> None:
         self.frames, self.landmarks, self.speaker, self.mapping = frames, landmarks, speaker, mapping
-        # Mouth sources: the avatar's frames, then a few of them warped shut (synth.py), so a
-        # speaker who never closed their lips on camera can still close them in a pause.
-        shut = [close_lips(frames[k], landmarks[k]) for k in shut_candidates(bank)]
-        self.sources = list(frames) + [f for f, _ in shut]
-        self.source_points = np.concatenate([landmarks] + [p[None] for _, p in shut])
-        self.bank = bank.extended(build_bank(self.source_points[len(frames):])) if shut else bank
-        self.shape_range = self.bank.shape_range()
+        # Mouth sources: the avatar's frames, then the mouths they lack (coverage.py): a few
+        # warped shut, so a speaker who never closed their lips on camera can close them in a
+        # pause; for a still or a closed-mouth clip, its mouth opened to several openings; for a
+        # mouth open in every frame, shut and part-way.
+        plan = plan_mouths(bank)
+        made = plan.synthesise(frames, landmarks)
+        self.sources = list(frames) + [f for f, _ in made]
+        self.source_points = np.concatenate([landmarks] + [p[None] for _, p in made])
+        self.bank = extended_bank(bank, made)
+        self.shape_range = plan.shape_range(self.bank)
 
     def render(
         self, audio: np.ndarray, fps: float, cancel: threading.Event | None = None
@@ -111,6 +118,7 @@ class LiteEngine(Engine):
             "face_box": face_box_stats(landmarks, bbox_shift),
             "speaker_model": speaker_facts,
             "openness_spread": spread,
+            "animation": animation_facts(bank, plan_mouths(bank)),
         }
 
     def open(self, avatar: LoadedAvatar) -> Renderer:

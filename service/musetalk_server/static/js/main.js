@@ -99,7 +99,10 @@ async function createAvatar(event) {
       onProgress: (f) => { progress.value = f; say(status, `Uploading… ${Math.round(f * 100)} %`); },
       onProcessing: () => { progress.removeAttribute("value"); say(status, "Processing the video… (finding the face in every frame)"); },
     });
-    say(status, `Avatar ${result.avatar_id} is ready: ${describe(result.info)}.`);
+    // The lite engine says when it had to make mouths the video lacks, or cannot animate a face well.
+    const animation = (result.info.engine_info || {}).animation || {};
+    const note = animation.reason ? ` ${animation.status === "limited" ? "Warning" : "Note"}: ${animation.reason}.` : "";
+    say(status, `Avatar ${result.avatar_id} is ready: ${describe(result.info)}.${note}`, animation.status === "limited");
     page.selected = result.avatar_id;
     await refreshAvatars();
     select(result.avatar_id);
