@@ -8,7 +8,7 @@ A real server with the lite engine on loopback (in this process, on uvicorn), th
    answer's status and code checked, and the slowest answer and the process's peak RSS noted.
 
 Prints Markdown tables; exits 1 on any 5xx, dropped connection or malformed error.
-Usage: python bench/fuzz_bench.py [--cases-per-operation 100] [--seed 12]
+Usage: python -m bench.fuzz_bench [--cases-per-operation 100] [--seed 12]
 """
 
 from __future__ import annotations
@@ -21,16 +21,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "service"), str(REPO / "tests")]
+import httpx
 
-import httpx  # noqa: E402
-
-from fuzzing import error_shape_problem, fuzz  # noqa: E402
-from helpers import LiveServer, media  # noqa: E402
-from hostile_media import audio_cases, video_cases  # noqa: E402
-from musetalk_server.api import create_app  # noqa: E402
-from musetalk_server.config import Settings  # noqa: E402
+from musetalk_server.api import create_app
+from musetalk_server.config import Settings
+from testkit.fuzzing import error_shape_problem, fuzz
+from testkit.hostile_media import audio_cases, video_cases
+from testkit.live_server import LiveServer
+from testkit.media import media
 
 API_KEY = "bench-key"
 AUDIO_ENDPOINTS = ("/inference/stream/face2", "/inference/batch/face2")

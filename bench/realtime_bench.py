@@ -10,7 +10,7 @@ utterances start at every phase of the frame clock). Measured at the client:
   arrival minus g/F, so lateness is >= 0 and a perfect clock reads 0);
 - underrun frames; CPU of the server process per session (% of one core).
 
-Prints a Markdown table. Usage: python bench/realtime_bench.py [--sessions 4] [--utterances 20]
+Prints a Markdown table. Usage: python -m bench.realtime_bench [--sessions 4] [--utterances 20]
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import struct
-import sys
 import tempfile
 import threading
 import time
@@ -28,12 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "service"), str(REPO / "bench")]
-
-from musetalk_server.client import Client  # noqa: E402
-from musetalk_server.media.audio import decode_audio  # noqa: E402
-from service_bench import MEDIA, start_server  # noqa: E402
+from bench.service_bench import MEDIA, start_server
+from musetalk_client import Client
+from musetalk_server.media.audio import decode_audio
 
 CHUNK_S = 0.02
 UTTERANCE_S = 1.0

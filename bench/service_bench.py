@@ -5,7 +5,7 @@ Starts `musetalk-server serve` in a subprocess with a throw-away result dir, the
 - streaming: time to first frame and frames/s at 512² and 720p, for 5 s and 60 s of audio;
 - batch: seconds of work per second of audio for the MP4.
 
-Prints a Markdown table. Usage: python bench/service_bench.py [--engine lite] [--repeat 2]
+Prints a Markdown table. Usage: python -m bench.service_bench [--engine lite] [--repeat 2]
 """
 
 from __future__ import annotations

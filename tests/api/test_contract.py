@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from helpers import media
-from mediatools import parse_mjpeg, read_mp4, silent_wav
 from servers import make_server, post_audio, preprocess
+from testkit.mediatools import parse_mjpeg, read_mp4, silent_wav
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:

@@ -7,12 +7,12 @@ import time
 
 import httpx
 
-from fuzzing import error_shape_problem, fuzz
 from helpers import LiveServer, media
-from mediatools import first_frames, write_video
 from musetalk_server.api import create_app
 from musetalk_server.config import Settings
 from servers import preprocess
+from testkit.fuzzing import error_shape_problem, fuzz
+from testkit.mediatools import first_frames, write_video
 
 SEED = 12
 CASES_PER_OPERATION = 8

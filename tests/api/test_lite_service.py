@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from helpers import LiveServer, media
-from mediatools import parse_mjpeg, read_mp4
 from musetalk_server.api import create_app
 from musetalk_server.avatars.store import AvatarStore, read_frame
 from musetalk_server.config import Settings
 from musetalk_server.face.landmarks import LIPS_OUTER
 from musetalk_server.media.timeline import pingpong_index
 from servers import post_audio, preprocess
+from testkit.mediatools import parse_mjpeg, read_mp4
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ import pytest
 
 from fakes import FakeEngine
 from helpers import media
-from mediatools import first_frames
 from servers import make_server
+from testkit.mediatools import first_frames
 
 KEY = "schema-secret"
 # Statuses only cluster mode can answer (it needs a Kubernetes API; tests/operator cover it).
