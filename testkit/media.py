@@ -47,6 +47,5 @@ def shared(name: str) -> Path:
     (bench/lipsync_eval.py's clips), even when the repository ships a copy."""
     path = SHARED / name
     if not path.is_file():
-        raise MediaMissing(f"{name} is read from ../shared/media, and {SHARED} does not hold it "
-                           "(only this project's CI has ../shared beside the clone)")
+        raise MediaMissing(f"the evaluation clip {name} is only in ../shared/media, and there is none at {SHARED}")
     return path

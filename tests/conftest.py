@@ -30,8 +30,8 @@ def pytest_collection_modifyitems(config, items):
 def _missing_media(error: MediaMissing):
     """A clip only ../shared/media holds: skipped on a fresh clone, a failure in CI (which has ../shared)."""
     if in_ci():
-        pytest.fail(f"CI=true but {error}", pytrace=False)
-    pytest.skip(f"needs ../shared/media: {error}")
+        pytest.fail(f"CI=true, where ../shared must sit beside the clone: {error}", pytrace=False)
+    pytest.skip(str(error))
 
 
 @pytest.hookimpl(wrapper=True)
