@@ -13,8 +13,6 @@ from bench.service_bench import start_server
 from testkit.media import REPO
 from testkit.mediatools import read_mp4
 
-pytestmark = pytest.mark.slow
-
 CLIENT = REPO / "clients" / "python"
 EXAMPLE = REPO / "examples" / "client_example.py"
 SPEECH_FRAMES = int(5.016 * 25)  # the example's default audio, speech_5s.wav, at the avatar's 25 fps
