@@ -63,6 +63,8 @@ SLOW_TESTS = frozenset({
     "tests/unit/test_musetalk_batching.py::test_the_comparison_would_see_cross_talk",
     "tests/unit/test_musetalk_batching.py::test_two_streams_share_device_calls_and_each_gets_its_own_frames",
     "tests/unit/test_musetalk_live.py::test_real_time_features_stay_within_the_measured_bound",
+    "tests/unit/test_packaging.py::test_the_client_wheel_holds_the_client_only",
+    "tests/unit/test_packaging.py::test_the_server_wheel_holds_the_server_and_the_operator_only",
 })
 
 
