@@ -4,7 +4,7 @@ A real server with the lite engine on loopback (in this process, on uvicorn), th
 1. schemathesis: positive and negative cases for every operation of /openapi.json, with the
    API key on (so requests pass the key check and reach validation), a fixed seed, and more
    positive cases on an existing avatar so generated audio reaches the decoder;
-2. the hostile corpus of tests/hostile_media.py through stream, batch and preprocess, each
+2. the hostile corpus of testkit/hostile_media.py through stream, batch and preprocess, each
    answer's status and code checked, and the slowest answer and the process's peak RSS noted.
 
 Prints Markdown tables; exits 1 on any 5xx, dropped connection or malformed error.

@@ -1,4 +1,4 @@
-"""The hostile corpus (tests/hostile_media.py) against a real server: a clear 4xx each, never a 5xx,
+"""The hostile corpus (testkit/hostile_media.py) against a real server: a clear 4xx each, never a 5xx,
 on every endpoint a file of its kind reaches."""
 
 from __future__ import annotations
