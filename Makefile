@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test test-quick install bench clean k8s-control-plane lint
+.PHONY: serve test test-quick install bench clean k8s-control-plane lint docs
 
 # The server with its test tools, and the Python client (its own distribution, clients/python),
 # which the tests, the benchmarks and examples/ use.
@@ -59,3 +59,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
+
+# The tables the code writes into docs/ (errors from the error tree, settings from Settings);
+# the tests fail while they are stale.
+docs: $(STAMP)
+	$(BIN)/python scripts/docs_tables.py

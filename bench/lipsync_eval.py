@@ -27,6 +27,7 @@ Cross-driven runs pair clip A's avatar with other audio (clip B's second half, m
 they have no r_gt.
 
     python -m bench.lipsync_eval [--engine lite] [--out results/lipsync] [--clips ...] [--no-cross] [--no-generic]
+        [--write-docs]  (also write the table into docs/lite-engine.md, between its generated markers)
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from scipy.signal import butter, sosfiltfilt
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from bench.doc_blocks import LITE_ENGINE, check_block, measured_on, write_block  # noqa: E402
 from musetalk_server.avatars.preprocess import fill_missing  # noqa: E402
 from musetalk_server.engines.base import AvatarFrames, Engine, LoadedAvatar  # noqa: E402
 from musetalk_server.engines.lite.shape import SHIPPED, GenericMapping  # noqa: E402
@@ -513,7 +515,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="avatar from each clip's second half, driven by its first: a split nothing was tuned on")
     ap.add_argument("--detector", choices=("facemesh", "dlib"), default="facemesh",
                     help="who reads the mouths: FaceMesh (the engine's own landmarks) or dlib's 68 points")
+    ap.add_argument("--write-docs", action="store_true",
+                    help="also write the table into docs/lite-engine.md (block lipsync, or lipsync-reverse, -dlib, -shipped)")
     args = ap.parse_args(argv)
+    # One block per variant of the run, so a reversed or dlib run never overwrites the main table.
+    variant = [v for v, on in (("reverse", args.reverse), (args.detector, args.detector != "facemesh"),
+                               ("shipped", args.shipped)) if on]
+    block = "-".join(["lipsync", *variant])
+    if args.write_docs:
+        check_block(LITE_ENGINE, block)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     measure = FACEMESH
     if args.detector == "dlib":
@@ -545,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(rows, med, cross)
     log.info("%s\n\nbar met: %s", table, meets_bar(med, rows))
     (args.out / "table.md").write_text(table + "\n")
+    if args.write_docs:
+        write_block(LITE_ENGINE, block, f"*Engine {args.engine}, detector {args.detector}. {measured_on()}.*\n\n{table}")
     (args.out / "results.json").write_text(json.dumps(
         {"rows": [asdict(r) | {"bars_missed": clip_bars(r)} for r in rows],
          "cross": [asdict(r) | {"bars_missed": clip_bars(r)} for r in cross], "median": med,

@@ -11,7 +11,8 @@ client sees it:
 The bar on the 2-core machine: every admitted stream keeps p99 lateness <= 40 ms at every N,
 the rest are refused, no stream loses or repeats a frame.
 
-Usage: python -m bench.load_bench [--engine lite] [--streams 1,2,4,8,16] [--seconds 9]
+Usage: python -m bench.load_bench [--engine lite] [--streams 1,2,4,8,16] [--seconds 9] [--write-docs]
+(`--write-docs` also writes the table into docs/benchmarks.md.)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench.doc_blocks import BENCHMARKS, WRITE_DOCS_HELP, measured_on, write_block
 from bench.service_bench import MEDIA, cut_audio, preprocess, start_server
 
 CLIP = "lp_d11.mp4"  # 512x512, 25 fps
@@ -156,6 +158,7 @@ def main() -> None:
     parser.add_argument("--engine", default="lite")
     parser.add_argument("--streams", default="1,2,4,8,16")
     parser.add_argument("--seconds", type=float, default=9.0)
+    parser.add_argument("--write-docs", action="store_true", help=WRITE_DOCS_HELP)
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -174,11 +177,13 @@ def main() -> None:
             proc.wait(30)
     print(f"\nengine={args.engine}, {CLIP} (512²), {args.seconds:g} s of speech, paced; machine: "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}\n")
-    print("| streams | admitted | TTFF p50 | TTFF p99 | lateness p50 | lateness p99 | worst stream's p99 "
-          "| refused (429) | errors | bar met | frame cost estimate after |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
+    table = "\n".join(["| streams | admitted | TTFF p50 | TTFF p99 | lateness p50 | lateness p99 | worst stream's p99 "
+                       "| refused (429) | errors | bar met | frame cost estimate after |",
+                       "|---|---|---|---|---|---|---|---|---|---|---|", *("| " + " | ".join(r) + " |" for r in rows)])
+    print(table)
+    if args.write_docs:
+        write_block(BENCHMARKS, "load", f"*Engine {args.engine}, {CLIP} (512²), {args.seconds:g} s of speech per stream, "
+                                        f"paced. {measured_on()}.*\n\n{table}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ Rows:
 
 Usage: python -m bench.musetalk_bench [--size tiny|full] [--device cpu|cuda:0] [--batches 1,8,32]
        [--inputs DIR]  (a folder from bench/gpu_inputs.py, for the GPU machine)
+       [--write-docs]  (also write the tables into docs/benchmarks.md: blocks musetalk-SIZE[-streams])
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from bench.doc_blocks import BENCHMARKS, WRITE_DOCS_HELP, measured_on, write_block
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO.parent / "shared" / "media"
@@ -189,6 +192,7 @@ def main() -> int:
     parser.add_argument("--inputs", type=Path, help="folder written by bench/gpu_inputs.py (no PyAV/MediaPipe needed)")
     parser.add_argument("--streams", default="", help="concurrent stream counts, e.g. 1,4,16,32; '' for none")
     parser.add_argument("--stream-seconds", type=float, default=4.0, help="audio per concurrent stream")
+    parser.add_argument("--write-docs", action="store_true", help=WRITE_DOCS_HELP)
     parser.add_argument("--clip", default=CLIP, choices=tuple(INPUT_FILES), help="avatar of the concurrent rows")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",") if b]
@@ -224,23 +228,29 @@ def main() -> int:
           f"{CLIP} {renderer.frames[0].shape[1]}x{renderer.frames[0].shape[0]}")
     print(f"machine: {machine(args.device)}")
     print(f"model build {load_s:.1f} s, avatar preparation ({args.frames} frames) {prep_s:.1f} s\n")
-    print("| step | UNet + VAE decode (fps) | paste (fps) | total (fps) |")
-    print("|---|---:|---:|---:|")
-    for name, model_fps, paste_fps, total in rows:
-        print(f"| {name} | {model_fps:.2f} | {paste_fps:.0f} | {total:.2f} |")
-    for seconds, t in ttffs:
-        print(f"| time to first frame, {seconds:g} s audio (batch {engine.batch_size}) | {t * 1000:.0f} ms | | |")
+    steps = ["| step | UNet + VAE decode (fps) | paste (fps) | total (fps) |", "|---|---:|---:|---:|"]
+    steps += [f"| {name} | {model_fps:.2f} | {paste_fps:.0f} | {total:.2f} |" for name, model_fps, paste_fps, total in rows]
+    steps += [f"| time to first frame, {seconds:g} s audio (batch {engine.batch_size}) | {t * 1000:.0f} ms | | |"
+              for seconds, t in ttffs]
     if stream_fps is not None:
-        print(f"| whole stream, {min(lengths):g} s audio (batch {engine.batch_size}) | | | {stream_fps:.2f} |")
-    print(f"| peak GPU memory | {peak} | | |")
+        steps.append(f"| whole stream, {min(lengths):g} s audio (batch {engine.batch_size}) | | | {stream_fps:.2f} |")
+    steps.append(f"| peak GPU memory | {peak} | | |")
+    print("\n".join(steps))
+    run = f"size {args.size}, {args.device}, {str(engine.dtype).removeprefix('torch.')}; {machine(args.device)}"
+    if args.write_docs:
+        write_block(BENCHMARKS, f"musetalk-{args.size}", f"*{run}. {measured_on()}.*\n\n" + "\n".join(steps))
     if many:
         print(f"\nConcurrent streams, {args.clip}, {args.stream_seconds:g} s of speech each, "
               f"MUSETALK_BATCH_SIZE {engine.batch_size}:\n")
-        print("| streams | aggregate frames/s | per stream frames/s | × real time per stream (25 fps) "
-              "| frames per device call |")
-        print("|---:|---:|---:|---:|---:|")
-        for n, total, each, per_call in many:
-            print(f"| {n} | {total:.2f} | {each:.2f} | {each / 25:.2f}× | {per_call:.1f} |")
+        streams = ["| streams | aggregate frames/s | per stream frames/s | × real time per stream (25 fps) "
+                   "| frames per device call |", "|---:|---:|---:|---:|---:|"]
+        streams += [f"| {n} | {total:.2f} | {each:.2f} | {each / 25:.2f}× | {per_call:.1f} |"
+                    for n, total, each, per_call in many]
+        print("\n".join(streams))
+        if args.write_docs:
+            write_block(BENCHMARKS, f"musetalk-{args.size}-streams",
+                        f"*{args.clip}, {args.stream_seconds:g} s of speech each, MUSETALK_BATCH_SIZE "
+                        f"{engine.batch_size}; {run}. {measured_on()}.*\n\n" + "\n".join(streams))
     return 0
 
 

@@ -13,7 +13,7 @@ Two questions, on each ground-truth clip's avatar (its first half, as in lipsync
 
 `--vowel W` runs the generic mapping with vowel weight W instead of the shipped one.
 
-    python -m bench.other_voices [--voice-over] [--vowel 0.9] [--clips ...]
+    python -m bench.other_voices [--voice-over] [--vowel 0.9] [--clips ...] [--write-docs]
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from bench import lipsync_eval as ev
+from bench.doc_blocks import LITE_ENGINE, check_block, measured_on, write_block
 from musetalk_server.engines.lite.shape import SHIPPED, GenericMapping
 from musetalk_server.media.audio import decode_audio
 from musetalk_server.media.timeline import SAMPLE_RATE, frame_count
@@ -42,24 +44,25 @@ def voices() -> dict[str, np.ndarray]:
     return out
 
 
-def driven(engine: ev.Engine, clips: list[str], work: Path, out: Path) -> list[float]:
-    print("| avatar | driving voice | r_env (lag) | shut in pauses | spread |")
-    print("|---|---|---|---|---|")
+def driven(engine: ev.Engine, clips: list[str], work: Path, out: Path, emit: Callable[[str], None]) -> list[float]:
+    emit("| avatar | driving voice | r_env (lag) | shut in pauses | spread |")
+    emit("|---|---|---|---|---|")
     rs = []
     others = voices()
     for clip in clips:
         for name, audio in others.items():
             r = ev.evaluate_cross(engine, clip, audio, name.split()[0], out, work)
             shut = "–" if r.closed_in_silence is None else f"{r.closed_in_silence:.3f} ({r.silent_frames})"
-            print(f"| {clip} | {name} | {r.r_env:.3f} ({r.lag:+d}) | {shut} | {r.spread} |", flush=True)
+            emit(f"| {clip} | {name} | {r.r_env:.3f} ({r.lag:+d}) | {shut} | {r.spread} |")
             rs.append(r.r_env)
     return rs
 
 
-def voice_over(engine: ev.Engine, clips: list[str], work: Path, out: Path) -> tuple[list[float], list[float]]:
+def voice_over(engine: ev.Engine, clips: list[str], work: Path, out: Path,
+               emit: Callable[[str], None]) -> tuple[list[float], list[float]]:
     """(r_gt, r_env) of each voice-over avatar less those of the same avatar with no soundtrack."""
-    print("| avatar | its soundtrack | r_gt | r_env | spread (own r: share→rank) | speaker model |")
-    print("|---|---|---|---|---|---|")
+    emit("| avatar | its soundtrack | r_gt | r_env | spread (own r: share→rank) | speaker model |")
+    emit("|---|---|---|---|---|---|")
     gt, env = [], []
     others = voices()
     for clip in clips:
@@ -67,11 +70,11 @@ def voice_over(engine: ev.Engine, clips: list[str], work: Path, out: Path) -> tu
         first, second, drive, own = ev.halves(frames, audio)
         filmed = ev.FACEMESH.read(second[:frame_count(len(drive), ev.FPS)])
         none = ev.score(engine, clip, first, drive, "none", filmed, out, work, None)
-        print(f"| {clip} | none | {none.r_gt} | {none.r_env} | – | – |")
+        emit(f"| {clip} | none | {none.r_gt} | {none.r_env} | – | – |")
         for name, soundtrack in ({"own": own} | others).items():
             fake = soundtrack if name == "own" else np.resize(soundtrack, len(own)).astype(np.float32)
             r = ev.score(engine, clip, first, drive, f"vo_{name.split()[0]}", filmed, out, work, fake)
-            print(f"| {clip} | {name} | {r.r_gt} | {r.r_env} | {r.spread} | {r.speaker_model} |", flush=True)
+            emit(f"| {clip} | {name} | {r.r_gt} | {r.r_env} | {r.spread} | {r.speaker_model} |")
             if name != "own":
                 gt.append((r.r_gt or 0.0) - (none.r_gt or 0.0))
                 env.append(r.r_env - none.r_env)
@@ -84,18 +87,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--voice-over", action="store_true", help="someone else's speech as the avatar's soundtrack")
     ap.add_argument("--vowel", type=float, default=SHIPPED.vowel_weight, help="the generic mapping's vowel weight")
     ap.add_argument("--out", type=Path, default=ev.ROOT / "results" / "other_voices")
+    ap.add_argument("--write-docs", action="store_true",
+                    help="also write the table into docs/lite-engine.md (block other-voices or other-voices-voice-over)")
     args = ap.parse_args(argv)
+    block = "other-voices-voice-over" if args.voice_over else "other-voices"
+    if args.write_docs:
+        check_block(LITE_ENGINE, block)
+    lines: list[str] = []
+
+    def emit(line: str) -> None:  # rows print as they are measured (a run takes minutes), and are kept for the docs
+        print(line, flush=True)
+        lines.append(line)
+
     logging.basicConfig(level=logging.WARNING)
     engine = ev.make_engine("lite", GenericMapping(vowel_weight=args.vowel))
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         if args.voice_over:
-            gt, env = voice_over(engine, args.clips, Path(tmp), args.out)
-            print(f"\nagainst no soundtrack: r_gt mean {np.mean(gt):+.3f} (worst {min(gt):+.3f}), "
-                  f"r_env mean {np.mean(env):+.3f} (worst {min(env):+.3f})")
+            gt, env = voice_over(engine, args.clips, Path(tmp), args.out, emit)
+            emit(f"\nAgainst no soundtrack: r_gt mean {np.mean(gt):+.3f} (worst {min(gt):+.3f}), "
+                 f"r_env mean {np.mean(env):+.3f} (worst {min(env):+.3f}).")
         else:
-            rs = driven(engine, args.clips, Path(tmp), args.out)
-            print(f"\nr_env: mean {np.mean(rs):.3f}, lowest {min(rs):.3f}")
+            rs = driven(engine, args.clips, Path(tmp), args.out, emit)
+            emit(f"\nr_env: mean {np.mean(rs):.3f}, lowest {min(rs):.3f}.")
+    if args.write_docs:
+        write_block(LITE_ENGINE, block, f"*Vowel weight {args.vowel:g}. {measured_on()}.*\n\n" + "\n".join(lines))
     return 0
 
 

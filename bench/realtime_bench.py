@@ -10,7 +10,8 @@ utterances start at every phase of the frame clock). Measured at the client:
   arrival minus g/F, so lateness is >= 0 and a perfect clock reads 0);
 - underrun frames; CPU of the server process per session (% of one core).
 
-Prints a Markdown table. Usage: python -m bench.realtime_bench [--sessions 4] [--utterances 20]
+Prints a Markdown table; `--write-docs` also writes it into docs/benchmarks.md.
+Usage: python -m bench.realtime_bench [--sessions 4] [--utterances 20] [--write-docs]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.doc_blocks import BENCHMARKS, WRITE_DOCS_HELP, measured_on, write_block
 from bench.service_bench import MEDIA, start_server
 from musetalk_client import Client
 from musetalk_server.media.audio import decode_audio
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine", default="lite")
     p.add_argument("--sessions", type=int, default=4, help="N for the concurrent row")
     p.add_argument("--utterances", type=int, default=20, help="per session")
+    p.add_argument("--write-docs", action="store_true", help=WRITE_DOCS_HELP)
     args = p.parse_args(argv)
     speech = decode_audio(MEDIA / "mt_eng.wav")
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Real-time sessions, engine {args.engine}, lp_d11 (512²) at 25 fps, "
           f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}\n")
     print(markdown(rows))
+    if args.write_docs:
+        write_block(BENCHMARKS, "realtime", f"*Engine {args.engine}, lp_d11 (512²) at 25 fps, {args.utterances} utterances "
+                                            f"per session. {measured_on()}.*\n\n{markdown(rows)}")
     return 0
 
 

@@ -5,7 +5,8 @@ Starts `musetalk-server serve` in a subprocess with a throw-away result dir, the
 - streaming: time to first frame and frames/s at 512² and 720p, for 5 s and 60 s of audio;
 - batch: seconds of work per second of audio for the MP4.
 
-Prints a Markdown table. Usage: python -m bench.service_bench [--engine lite] [--repeat 2]
+Prints a Markdown table; `--write-docs` also writes it into docs/benchmarks.md.
+Usage: python -m bench.service_bench [--engine lite] [--repeat 2] [--write-docs]
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from bench.doc_blocks import BENCHMARKS, WRITE_DOCS_HELP, measured_on, write_block
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO.parent / "shared" / "media"
@@ -109,6 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--engine", default="lite")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--write-docs", action="store_true", help=WRITE_DOCS_HELP)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -126,19 +130,20 @@ def main() -> None:
                         ttff = statistics.median(r[0] for r in runs)
                         fps = statistics.median(r[1] for r in runs)
                         rows.append((label, f"stream {seconds} s", f"{ttff * 1000:.0f} ms", f"{fps:.0f}",
-                                     f"{fps / 25:.1f}x", ""))
+                                     f"{fps / 25:.1f}×", ""))
                     per_s = statistics.median(batch(client, avatar, audio[60], 60) for _ in range(args.repeat))
-                    rows.append((label, "batch MP4 60 s", "", "", f"{1 / per_s:.1f}x", f"{per_s:.3f} s/s"))
+                    rows.append((label, "batch MP4 60 s", "", "", f"{1 / per_s:.1f}×", f"{per_s:.3f} s/s"))
                     rows.append((label, f"preprocess {clip}", "", "", "", f"{took / duration:.2f} s/s"))
         finally:
             proc.terminate()
             proc.wait(10)
     print(f"\nengine={args.engine}  machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}\n")
-    print("| size | run | time to first frame | frames/s | x real time (25 fps) | work per second of media |")
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    table = "\n".join(["| size | run | time to first frame | frames/s | × real time (25 fps) | work per second of media |",
+                       "|---|---|---|---|---|---|", *("| " + " | ".join(row) + " |" for row in rows)])
+    print(table)
+    if args.write_docs:
+        write_block(BENCHMARKS, "service", f"*Engine {args.engine}, medians of {args.repeat} runs. {measured_on()}.*\n\n{table}")
 
 
 if __name__ == "__main__":

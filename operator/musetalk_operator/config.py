@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GROUP", "VERSION", "PLURAL", "KIND", "OperatorConfig", "ConfigError"]
+__all__ = ["GROUP", "VERSION", "PLURAL", "KIND", "OperatorConfig", "ConfigError", "SETTINGS", "describe_settings"]
 
 # The Avatar CRD's coordinates (crds/avatars.musetalk.io.yaml).
 GROUP = "musetalk.io"
@@ -52,6 +52,7 @@ class OperatorConfig:
     service_account: str | None = None
     namespace: str | None = None  # None: every namespace (needs cluster-wide RBAC)
     metrics_port: int = 8080
+    bind_address: str = "0.0.0.0"  # of the metrics and /healthz endpoints; 127.0.0.1 for a local run
     post_events: bool = True
     # How long deletion waits for preprocessing pods to stop. A pod on a lost node stays
     # Terminating forever; after this the finalizer reports it and cleans up anyway.
@@ -65,35 +66,73 @@ class OperatorConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
         env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            value = env.get(PREFIX + name)
-            return value if value not in (None, "") else None
-
         kw: dict[str, Any] = {}
-        for name, attr in (("IMAGE", "image"), ("IMAGE_PULL_POLICY", "image_pull_policy"),
-                           ("PVC", "pvc_name"), ("JOB_DATA_DIR", "job_data_dir"),
-                           ("GPU_RESOURCE", "gpu_resource"), ("SERVICE_ACCOUNT", "service_account"),
-                           ("NAMESPACE", "namespace")):
-            if (value := get(name)) is not None:
-                kw[attr] = value
-        if (value := get("DATA_DIR")) is not None:
-            kw["data_dir"] = Path(value)
-        for name, attr in (("GPUS", "gpus"), ("DEADLINE_S", "deadline_s"), ("BACKOFF_LIMIT", "backoff_limit"),
-                           ("TTL_S", "ttl_s"), ("METRICS_PORT", "metrics_port"),
-                           ("CLEANUP_WAIT_S", "cleanup_wait_s")):
-            if (value := get(name)) is not None:
-                kw[attr] = _int(PREFIX + name, value)
-        if (value := get("POST_EVENTS")) is not None:
-            kw["post_events"] = value.strip().lower() in ("1", "true", "yes", "on")
-        for name, attr, kind in (("RESOURCES", "resources", dict), ("NODE_SELECTOR", "node_selector", dict),
-                                 ("TOLERATIONS", "tolerations", list), ("JOB_ENV", "job_env", dict),
-                                 ("POD_SECURITY_CONTEXT", "pod_security_context", dict),
-                                 ("IMAGE_PULL_SECRETS", "image_pull_secrets", list)):
-            if (value := get(name)) is not None:
-                parsed = _json(PREFIX + name, value, kind)
-                kw[attr] = tuple(parsed) if kind is list else parsed
+        for setting in SETTINGS:
+            value = env.get(PREFIX + setting.name)
+            if value not in (None, ""):
+                kw[setting.attr] = setting.parse(PREFIX + setting.name, str(value))
         return cls(**kw)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One MUSETALK_OPERATOR_* variable: the field it sets, how it is read, what it means."""
+
+    name: str
+    attr: str
+    kind: str  # str, path, int, bool, or a JSON kind: object, list
+    help: str
+
+    def parse(self, variable: str, value: str) -> Any:
+        if self.kind == "int":
+            return _int(variable, value)
+        if self.kind == "bool":
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        if self.kind == "path":
+            return Path(value)
+        if self.kind == "object":
+            return _json(variable, value, dict)
+        if self.kind == "list":
+            return tuple(_json(variable, value, list))
+        return value
+
+
+SETTINGS = (
+    Setting("NAMESPACE", "namespace", "str", "the one namespace to watch; unset: all (needs cluster-wide RBAC)"),
+    Setting("IMAGE", "image", "str", "the preprocessing Jobs' image (the service image)"),
+    Setting("IMAGE_PULL_POLICY", "image_pull_policy", "str", "the Jobs' imagePullPolicy"),
+    Setting("IMAGE_PULL_SECRETS", "image_pull_secrets", "list", "JSON list of Secret names for the Jobs' image"),
+    Setting("PVC", "pvc_name", "str", "the avatars volume's PersistentVolumeClaim, mounted by the Jobs"),
+    Setting("DATA_DIR", "data_dir", "path", "where the operator itself sees that volume (cleanup on delete)"),
+    Setting("JOB_DATA_DIR", "job_data_dir", "str", "where the Jobs mount it"),
+    Setting("GPUS", "gpus", "int", "GPUs per Job (never for the lite engine); 0: none"),
+    Setting("GPU_RESOURCE", "gpu_resource", "str", "the GPU's resource name"),
+    Setting("DEADLINE_S", "deadline_s", "int", "a Job's activeDeadlineSeconds"),
+    Setting("BACKOFF_LIMIT", "backoff_limit", "int", "a Job's backoffLimit (retries of a failed pod)"),
+    Setting("TTL_S", "ttl_s", "int", "a finished Job's ttlSecondsAfterFinished; unset: kept until its Avatar goes"),
+    Setting("RESOURCES", "resources", "object", "JSON requests/limits of the Jobs' container"),
+    Setting("NODE_SELECTOR", "node_selector", "object", "JSON nodeSelector of the Jobs' pods"),
+    Setting("TOLERATIONS", "tolerations", "list", "JSON tolerations of the Jobs' pods"),
+    Setting("POD_SECURITY_CONTEXT", "pod_security_context", "object", "JSON securityContext of the Jobs' pods"),
+    Setting("JOB_ENV", "job_env", "object", "JSON MUSETALK_* environment of the Jobs' container"),
+    Setting("SERVICE_ACCOUNT", "service_account", "str", "the Jobs' ServiceAccount; unset: the namespace default"),
+    Setting("METRICS_PORT", "metrics_port", "int", "Prometheus metrics port"),
+    Setting("BIND_ADDRESS", "bind_address", "str", "address the metrics and /healthz endpoints listen on"),
+    Setting("POST_EVENTS", "post_events", "bool", "record Events on Avatars"),
+    Setting("CLEANUP_WAIT_S", "cleanup_wait_s", "int", "how long deletion waits for Job pods to stop (and retries)"),
+)
+
+
+def describe_settings() -> str:
+    """The settings with their defaults, for `musetalk-operator --help`."""
+    defaults = OperatorConfig()
+    lines = []
+    for setting in SETTINGS:
+        default = getattr(defaults, setting.attr)
+        if setting.kind in ("object", "list"):
+            default = json.dumps(list(default) if setting.kind == "list" else dict(default))
+        lines.append(f"  {PREFIX + setting.name:<40} {setting.help} (default: {default})")
+    return "\n".join(lines)
 
 
 def _int(name: str, value: str) -> int:

@@ -4,8 +4,9 @@ Who writes `status.phase`: the Job and Pod watchers (`follow_job`, `follow_pod`,
 `follow`), for the generation that Job was made for, and nothing else while a Job exists. `launch`
 never writes Pending (that race, Pending landing over Running, is in docs/k8s-testing.md); it only
 reports Failed for a generation that cannot get a Job at all. Every write is guarded by the Avatar's
-generation and resourceVersion, so a superseded Job or a stale read cannot overwrite newer state.
-Each phase change is also an Event on the Avatar (Kopf's own posting is off: see `configure`).
+generation, its current Job's name (a retry replaces the Job) and its resourceVersion, so a superseded
+Job or a stale read cannot overwrite newer state. Each phase or reason change is also an Event on the
+Avatar (Kopf's own posting is off: see `configure`).
 """
 
 from __future__ import annotations
@@ -19,14 +20,27 @@ import kopf
 from . import jobs, kube, metrics, status, volume
 from .config import GROUP, PLURAL, VERSION, OperatorConfig
 
-__all__ = ["UPLOAD_ANNOTATION", "clean_up", "configure", "follow_job", "follow_pod", "launch"]
+__all__ = ["UPLOAD_ANNOTATION", "api_server_reachable", "clean_up", "configure", "follow_job", "follow_pod",
+           "launch"]
 
 # Set by the service on Avatars it created from an upload; the finalizer removes that file.
 UPLOAD_ANNOTATION = f"{GROUP}/upload"
 TERMINAL = (status.READY, status.FAILED)
 STATUS_ATTEMPTS = 3  # re-read and recompute when the Avatar moved under us (409)
 POD_WAIT_S = 5.0  # between checks while deletion waits for pods to stop
+WAITING = "waiting for"  # how deletion's wait for pods begins its message
+PROBE_TIMEOUT_S = 3.0  # /healthz's check of the API server
 NORMAL, WARNING = "Normal", "Warning"
+
+
+class WaitIsNotAnError(logging.Filter):
+    """Kopf logs every TemporaryError at ERROR, so a normal deletion wait would log an ERROR every
+    few seconds. Deletion's own wait (only that) is lowered to INFO; real failures stay ERROR."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and f"failed temporarily: {WAITING} " in record.getMessage():
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
 
 
 @kopf.on.startup()
@@ -41,33 +55,45 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     # Progress in annotations: the CRD's structural status schema would prune Kopf's status.kopf.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    objects = logging.getLogger("kopf.objects")  # the logger of Kopf's per-object messages
+    if not any(isinstance(f, WaitIsNotAnError) for f in objects.filters):
+        objects.addFilter(WaitIsNotAnError())
     logger.info("preprocessing image %s, volume claim %s", memo.cfg.image, memo.cfg.pvc_name)
+
+
+@kopf.on.probe(id="apiserver", errors=kopf.ErrorsMode.PERMANENT)
+def api_server_reachable(**_: Any) -> str:
+    """Part of /healthz: without it Kopf's liveness answers 200 while the API server is unreachable.
+    Kopf caches the result for 10 s."""
+    return kube.server_version(timeout_s=PROBE_TIMEOUT_S)
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf.on.update(GROUP, VERSION, PLURAL, field=("metadata", "annotations", jobs.RETRY_ANNOTATION))
 def launch(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
-    """Make sure exactly the current generation's Job exists. Idempotent: safe to re-run."""
+    """Make sure exactly the Job the current generation and retry token call for exists.
+    Idempotent: safe to re-run."""
     generation = int(body["metadata"].get("generation", 1))
     try:
         manifest = jobs.build_job(body, memo.cfg)
     except jobs.InvalidAvatar as e:
         outcome = status.Outcome(status.FAILED, "InvalidSpec", str(e))
-        publish(namespace, name, generation, outcome, job_name="", frames=None, cfg=memo.cfg, logger=logger)
+        publish(namespace, name, generation, outcome, job_name="", cfg=memo.cfg, logger=logger)
         raise kopf.PermanentError(str(e)) from e
+    wanted = manifest["metadata"]["name"]
     for old in kube.list_jobs(namespace, jobs.AVATAR_LABEL, name):
-        if old["metadata"]["labels"].get(jobs.GENERATION_LABEL) != str(generation):
+        if old["metadata"]["name"] != wanted:
             kube.delete_job(namespace, old["metadata"]["name"])
             logger.info("superseded job %s deleted", old["metadata"]["name"])
-            record(body, NORMAL, "JobSuperseded", f"job {old['metadata']['name']} deleted: the spec changed",
+            record(body, NORMAL, "JobSuperseded", f"job {old['metadata']['name']} deleted: replaced by {wanted}",
                    memo.cfg, logger)
     if kube.create_job(namespace, manifest):
         metrics.JOBS_STARTED.inc()
-        logger.info("job %s created for generation %d", manifest["metadata"]["name"], generation)
-        record(body, NORMAL, "JobCreated", f"job {manifest['metadata']['name']} created for generation {generation}",
-               memo.cfg, logger)
+        logger.info("job %s created for generation %d", wanted, generation)
+        record(body, NORMAL, "JobCreated", f"job {wanted} created for generation {generation}", memo.cfg, logger)
     else:
-        logger.info("job %s already exists", manifest["metadata"]["name"])
+        logger.info("job %s already exists", wanted)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={jobs.AVATAR_LABEL: kopf.PRESENT})
@@ -79,8 +105,8 @@ def follow_job(event: kopf.RawEvent, body: kopf.Body, name: str, namespace: str,
         if avatar_name is None:
             return
         outcome = status.Outcome(status.FAILED, "JobDeleted", f"job {name} was deleted before it finished")
-        publish(namespace, avatar_name, generation, outcome, job_name=name, frames=None, cfg=memo.cfg,
-                logger=logger, only_if_unfinished=True)
+        publish(namespace, avatar_name, generation, outcome, job_name=name, cfg=memo.cfg, logger=logger,
+                only_if_unfinished=True)
         return
     follow(body, namespace, memo.cfg, logger)
 
@@ -113,30 +139,41 @@ def follow(job: Any, namespace: str, cfg: OperatorConfig, logger: logging.Logger
     if avatar_name is None:
         return
     pods = kube.list_pods(namespace, "job-name", name)
-    outcome, frames = status.job_outcome(job.get("status"), pods), None
+    outcome, info = status.job_outcome(job.get("status"), pods), dict[str, Any]()
     if outcome.phase in TERMINAL:
-        outcome, frames = status.refine(outcome, status.pod_result(pods))
-        if outcome.phase == status.READY and frames is None:
-            frames = volume.stored_frames(cfg.avatar_root, avatar_name)
-    if publish(namespace, avatar_name, generation, outcome, job_name=name, frames=frames, cfg=cfg, logger=logger):
+        outcome, info = status.refine(outcome, status.pod_result(pods))
+        if outcome.phase == status.READY and not {"frames", "engine"} <= info.keys():
+            info = volume.stored_info(cfg.avatar_root, avatar_name) | info
+    alive = any(not (p.get("metadata") or {}).get("deletionTimestamp") for p in pods)
+    if publish(namespace, avatar_name, generation, outcome, job_name=name, cfg=cfg, logger=logger, info=info,
+               pod_alive=alive):
         count_finish(outcome, job.get("status") or {})
 
 
 def publish(namespace: str, name: str, generation: int, outcome: status.Outcome, *, job_name: str,
-            frames: int | None, cfg: OperatorConfig, logger: logging.Logger,
-            only_if_unfinished: bool = False) -> bool:
-    """Write the status if it is for the Avatar's current generation and differs. True if written."""
+            cfg: OperatorConfig, logger: logging.Logger, info: dict[str, Any] | None = None,
+            only_if_unfinished: bool = False, pod_alive: bool = True) -> bool:
+    """Write the status if it comes from the Avatar's current Job and differs. True if written.
+
+    `info` is the container's report (frames, engine) of a Ready avatar.
+    """
+    info = info or {}
     for _attempt in range(STATUS_ATTEMPTS):
         avatar = kube.get_avatar(namespace, name)
         if avatar is None or avatar["metadata"].get("deletionTimestamp"):
             return False
         if int(avatar["metadata"].get("generation", 1)) != generation:
             return False  # a superseded generation's Job: its news is stale
+        if job_name and jobs.job_name_for(avatar) != job_name:
+            return False  # a Job replaced by a retry: stale too
         current = avatar.get("status") or {}
         if only_if_unfinished and (current.get("phase") in TERMINAL or current.get("jobName") != job_name):
             return False
-        desired = status.avatar_status(outcome, generation=generation, job_name=job_name, frames=frames,
-                                       previous=current, now=_now())
+        outcome = status.keep_cause(outcome, current, job_name, pod_alive=pod_alive)
+        frames = info.get("frames")
+        desired = status.avatar_status(outcome, generation=generation, job_name=job_name,
+                                       frames=int(frames) if frames is not None else None,
+                                       previous=current, now=_now(), engine=engine_of(avatar, info))
         if all(current.get(key) == value for key, value in desired.items()):
             return False  # an unchanged re-delivery: nothing to do
         try:
@@ -147,11 +184,19 @@ def publish(namespace: str, name: str, generation: int, outcome: status.Outcome,
             raise
         logger.info("avatar %s is %s: %s", name, outcome.phase, outcome.message)
         changed = current.get("phase") != outcome.phase or current.get("observedGeneration") != generation
-        if changed:
-            kind = WARNING if outcome.phase == status.FAILED else NORMAL
+        if changed or current.get("reason") != outcome.reason:  # e.g. Pending, now for want of a GPU
+            kind = WARNING if outcome.phase == status.FAILED or status.is_problem(outcome) else NORMAL
             record(avatar, kind, outcome.reason, f"{outcome.phase}: {outcome.message}", cfg, logger)
         return changed
     raise kopf.TemporaryError(f"avatar {name} kept changing; status not written", delay=1)
+
+
+def engine_of(avatar: dict[str, Any], info: dict[str, Any]) -> str | None:
+    """The engine the avatar is (being) prepared with: named in the spec, or what `auto` chose."""
+    if info.get("engine"):
+        return str(info["engine"])
+    spec_engine = (avatar.get("spec") or {}).get("engine", "auto")
+    return None if spec_engine == "auto" else str(spec_engine)
 
 
 def count_finish(outcome: status.Outcome, job_status: dict[str, Any]) -> None:
@@ -181,28 +226,69 @@ def record(avatar: Any, event_type: str, reason: str, message: str, cfg: Operato
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 def clean_up(name: str, namespace: str, body: kopf.Body, annotations: kopf.Annotations,
              runtime: datetime.timedelta, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
-    """The finalizer: stop the Jobs, wait (boundedly) for their pods, then remove the files."""
-    for job in kube.list_jobs(namespace, jobs.AVATAR_LABEL, name):
-        kube.delete_job(namespace, job["metadata"]["name"])
-    running = [p["metadata"]["name"] for p in kube.list_pods(namespace, jobs.AVATAR_LABEL, name)
-               if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
-    if running:
+    """The finalizer: stop the Jobs, wait (boundedly) for their pods, then remove the files.
+
+    Every Avatar can be deleted: this never needs the name to be a valid avatar id (1.20-1.24
+    admit any DNS subdomain), and nothing here retries past `cleanup_wait_s`. After that it says
+    what it could not do (log, Warning Event, status message) and lets the Avatar go.
+    """
+    waited, limit = runtime.total_seconds(), memo.cfg.cleanup_wait_s
+    out_of_time = waited >= limit
+    try:
+        left_running = _clean_up(name, namespace, annotations, memo.cfg, logger, wait=not out_of_time)
+    except Waiting as e:
+        raise kopf.TemporaryError(str(e), delay=min(POD_WAIT_S, limit - waited)) from e
+    except Exception as e:  # the API or the volume refused: retry, but only until the limit
+        if not out_of_time:
+            raise kopf.TemporaryError(f"cleanup failed, retrying: {e}", delay=min(POD_WAIT_S, limit - waited)) from e
+        give_up(body, "CleanupFailed", f"gave up after {waited:.0f}s: {e}; whatever it left stays", memo.cfg, logger)
+        return
+    if left_running:
+        give_up(body, "CleanupTimedOut", f"gave up after {waited:.0f}s {WAITING} preprocessing pod(s) "
+                f"{', '.join(left_running)} to stop (a lost node?); removed the avatar's files anyway",
+                memo.cfg, logger)
+
+
+class Waiting(Exception):
+    """Deletion waits for preprocessing pods to stop (normal, so logged at INFO: see configure)."""
+
+
+def _clean_up(name: str, namespace: str, annotations: kopf.Annotations, cfg: OperatorConfig,
+              logger: logging.Logger, *, wait: bool) -> list[str]:
+    """Stop the Jobs and remove the files. Raises Waiting while pods run, if told to wait; else
+    returns the pods it did not wait for."""
+    running: list[str] = []
+    removed = False
+    try:
+        avatar_name: str | None = jobs.avatar_id(name)
+    except jobs.InvalidAvatar:
+        avatar_name = None  # launch refused it (InvalidSpec): it never had a Job or files
+    if avatar_name is not None:
+        for job in kube.list_jobs(namespace, jobs.AVATAR_LABEL, avatar_name):
+            kube.delete_job(namespace, job["metadata"]["name"])
+        running = [p["metadata"]["name"] for p in kube.list_pods(namespace, jobs.AVATAR_LABEL, avatar_name)
+                   if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
         # A pod still alive could commit its staging folder after we cleaned; wait it out, but
         # not forever: a pod whose node is gone stays Terminating until someone force-deletes it.
-        waited, limit = runtime.total_seconds(), memo.cfg.cleanup_wait_s
-        if waited < limit:
-            raise kopf.TemporaryError(f"waiting for {len(running)} preprocessing pod(s) to stop: "
-                                      f"{', '.join(running)}", delay=min(POD_WAIT_S, limit - waited))
-        message = (f"gave up after {waited:.0f}s waiting for preprocessing pod(s) {', '.join(running)} to stop "
-                   f"(a lost node?); removing the avatar's files anyway")
-        logger.warning("avatar %s: %s", name, message)
-        record(body, WARNING, "CleanupTimedOut", message, memo.cfg, logger)
-        kube.patch_avatar_message(namespace, name, message[:status.MAX_MESSAGE])
-    removed = volume.remove_avatar(memo.cfg.avatar_root, name)
+        if running and wait:
+            raise Waiting(f"{WAITING} preprocessing pod(s) {', '.join(running)} to stop")
+        removed = volume.remove_avatar(cfg.avatar_root, avatar_name)
     upload = annotations.get(UPLOAD_ANNOTATION)
     if upload:
-        volume.remove_upload(memo.cfg.data_dir, upload)
+        volume.remove_upload(cfg.data_dir, upload)
     logger.info("avatar %s cleaned up (files removed: %s)", name, removed)
+    return running
+
+
+def give_up(avatar: Any, reason: str, message: str, cfg: OperatorConfig, logger: logging.Logger) -> None:
+    """Deletion's last word on what it could not finish: best effort, never raises."""
+    meta = avatar["metadata"]
+    logger.warning("avatar %s: %s", meta["name"], message)
+    record(avatar, WARNING, reason, message, cfg, logger)
+    try:
+        kube.patch_avatar_message(meta["namespace"], meta["name"], message[:status.MAX_MESSAGE])
+    except kube.ApiException as e:
+        logger.warning("avatar %s: status message not written: %s %s", meta["name"], e.status, e.reason)
 
 
 def _now() -> str:

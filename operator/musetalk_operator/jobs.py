@@ -18,10 +18,12 @@ from .config import GROUP, KIND, VERSION, OperatorConfig
 __all__ = [
     "AVATAR_LABEL",
     "GENERATION_LABEL",
+    "RETRY_ANNOTATION",
     "CONTAINER",
     "InvalidAvatar",
     "avatar_id",
     "job_name",
+    "job_name_for",
     "job_labels",
     "build_job",
     "video_argument",
@@ -29,6 +31,11 @@ __all__ = [
 
 AVATAR_LABEL = f"{GROUP}/avatar"
 GENERATION_LABEL = f"{GROUP}/generation"
+# Changing this annotation's value (any value, e.g. a timestamp) starts a fresh Job for the current
+# spec: how a Failed Avatar is retried without deleting it or touching its spec. Not under
+# `musetalk.io/`: Kopf keeps its own state there and leaves every such annotation out of the
+# changes it reports, so a handler would never see this one change.
+RETRY_ANNOTATION = f"operator.{GROUP}/retry"
 CONTAINER = "preprocess"
 TERMINATION_LOG = "/dev/termination-log"
 VOLUME = "avatars"
@@ -61,13 +68,23 @@ def avatar_id(name: str) -> str:
     return name
 
 
-def job_name(name: str, generation: int) -> str:
-    """One Job per spec generation, so a spec change never collides with the previous Job."""
+def job_name(name: str, generation: int, retry: str = "") -> str:
+    """One Job per spec generation and retry token, so neither a spec change nor a retry collides
+    with the previous Job."""
     prefix, suffix = f"avatar-{name}", f"-g{generation}"
+    if retry:
+        suffix += "-r" + hashlib.sha256(retry.encode()).hexdigest()[:6]
     if len(prefix) + len(suffix) > MAX_NAME:
         digest = hashlib.sha256(name.encode()).hexdigest()[:8]
         prefix = f"{prefix[: MAX_NAME - len(suffix) - len(digest) - 1].rstrip('-')}-{digest}"
     return prefix + suffix
+
+
+def job_name_for(avatar: Mapping[str, Any]) -> str:
+    """The name of the Job the Avatar's current generation and retry token call for."""
+    meta = avatar["metadata"]
+    retry = (meta.get("annotations") or {}).get(RETRY_ANNOTATION, "")
+    return job_name(avatar_id(meta["name"]), int(meta.get("generation", 1)), retry)
 
 
 def job_labels(name: str, generation: int) -> dict[str, str]:
@@ -84,7 +101,8 @@ def video_argument(spec: Mapping[str, Any], data_dir: str) -> str:
     """The --video value: a path inside the Job's volume mount, or the URL as given."""
     path, url = spec.get("videoPath"), spec.get("videoUrl")
     if (path is None) == (url is None):
-        raise InvalidAvatar("spec needs exactly one of videoPath and videoUrl")
+        given = "both" if path is not None else "neither"
+        raise InvalidAvatar(f"spec needs exactly one video source, videoPath or videoUrl; it has {given}")
     if path is not None:
         if not _VOLUME_PATH.fullmatch(str(path)):
             raise InvalidAvatar(f"spec.videoPath {path!r} must be relative to the volume, without '..'")
@@ -167,7 +185,7 @@ def build_job(avatar: Mapping[str, Any], cfg: OperatorConfig) -> dict[str, Any]:
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": job_name(name, generation),
+            "name": job_name_for(avatar),
             "namespace": meta["namespace"],
             "labels": labels,
             # Controller owner: deleting the Avatar garbage-collects the Job even without the operator.

@@ -27,6 +27,7 @@ __all__ = [
     "patch_avatar_message",
     "patch_avatar_status",
     "post_event",
+    "server_version",
 ]
 
 EVENT_COMPONENT = "musetalk-operator"
@@ -122,3 +123,16 @@ def post_event(avatar: dict[str, Any], event_type: str, reason: str, message: st
     }
     # The client takes plain dicts as bodies; its stubs name only its model classes.
     client.CoreV1Api().create_namespaced_event(meta["namespace"], body, _preload_content=False)  # type: ignore[arg-type]
+
+
+def server_version(timeout_s: float) -> str:
+    """The API server's version; raises (ApiException, urllib3 errors) when it cannot be reached."""
+    # The generated VersionApi asks for /version/ (a trailing slash), which not every server serves.
+    api = client.ApiClient()
+    request = api.param_serialize("GET", "/version", header_params={"Accept": "application/json"},
+                                  auth_settings=["BearerToken"])
+    response = api.call_api(*request, _request_timeout=timeout_s)
+    response.read()
+    if not 200 <= response.status < 300:
+        raise ApiException(http_resp=response)
+    return str(_json(response)["gitVersion"])

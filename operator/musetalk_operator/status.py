@@ -2,6 +2,10 @@
 
 Phases: Pending (Job exists, no pod running yet, e.g. waiting for a GPU node), Running,
 Ready (the CLI committed the avatar), Failed (the Job gave up; the message says why).
+While Pending, the reason is the pod's own when it has one: the scheduler's (`Unschedulable`:
+no GPU free, a taint, an unbound volume) or its container's waiting reason (`ImagePullBackOff`,
+`CreateContainerConfigError`, ...). A Job that then fails on its deadline keeps that cause in its
+message, since the pod that held it is gone by then.
 """
 
 from __future__ import annotations
@@ -13,10 +17,14 @@ from typing import Any
 
 from .jobs import CONTAINER
 
-__all__ = ["Outcome", "avatar_status", "job_outcome", "pod_result", "pod_running", "reason_name"]
+__all__ = ["Outcome", "avatar_status", "is_problem", "job_outcome", "keep_cause", "pod_problem", "pod_result", "pod_running",
+           "reason_name"]
 
 PENDING, RUNNING, READY, FAILED = "Pending", "Running", "Ready", "Failed"
 MAX_MESSAGE = 4000  # the CRD caps status.message at 4096 characters
+JOB_PENDING, JOB_RETRYING = "JobPending", "JobRetrying"  # Pending for no reason the pod gives
+# Container waiting reasons that are progress, not a problem to report.
+STARTING = frozenset({"ContainerCreating", "PodInitializing"})
 
 
 @dataclass(frozen=True)
@@ -42,10 +50,62 @@ def job_outcome(job_status: Mapping[str, Any] | None, pods: Iterable[Mapping[str
     running = ready > 0 if ready is not None else any(pod_running(p) for p in pods)
     if active and running:
         return Outcome(RUNNING, "JobRunning", "preprocessing")
+    problem = pod_problem(pods)
+    if problem is not None:
+        return problem
     failed = status.get("failed") or 0
     if failed:
-        return Outcome(PENDING, "JobRetrying", f"attempt {failed} failed; retrying")
-    return Outcome(PENDING, "JobPending", "waiting for the preprocessing pod to start")
+        return Outcome(PENDING, JOB_RETRYING, f"attempt {failed} failed; retrying")
+    return Outcome(PENDING, JOB_PENDING, "waiting for the preprocessing pod to start")
+
+
+def pod_problem(pods: Iterable[Mapping[str, Any]]) -> Outcome | None:
+    """Why a live pod has not started: the scheduler's verdict, else a container's waiting reason."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        if status.get("phase") != "Pending" or (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        scheduled = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), None)
+        if scheduled and scheduled.get("status") == "False":
+            detail = scheduled.get("message") or "no node fits it"
+            return Outcome(PENDING, scheduled.get("reason") or "Unschedulable",
+                           f"the preprocessing pod cannot be scheduled: {detail}")
+        for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason and reason not in STARTING:
+                detail = waiting.get("message") or reason
+                return Outcome(PENDING, reason, f"container {cs.get('name')} is waiting: {reason}: {detail}")
+    return None
+
+
+def is_problem(outcome: Outcome) -> bool:
+    """Pending for a reason someone must act on (the pod's, not the Job's own progress)."""
+    return outcome.phase == PENDING and outcome.reason not in (JOB_PENDING, JOB_RETRYING)
+
+
+def keep_cause(outcome: Outcome, previous: Mapping[str, Any] | None, job_name: str, *,
+               pod_alive: bool = True) -> Outcome:
+    """A Job that failed (its deadline, typically) while its pod was stuck keeps the pod's reason.
+
+    The Job controller deletes the pod at the deadline, and with it the only record of why it
+    never started; the Avatar's own last status still has it. So does the moment between the pod's
+    deletion and the Job's Failed condition (`pod_alive` False: no live pod to go by).
+    """
+    before = previous or {}
+    if before.get("jobName") != job_name:
+        return outcome
+    reason, message = str(before.get("reason") or ""), str(before.get("message") or "")
+    stuck_before = before.get("phase") == PENDING and bool(reason) and is_problem(Outcome(PENDING, reason, message))
+    if outcome.phase == PENDING and outcome.reason == JOB_PENDING and not pod_alive and stuck_before:
+        return Outcome(PENDING, reason, message)
+    if outcome.phase != FAILED:
+        return outcome
+    if before.get("phase") == FAILED and reason == outcome.reason and message.startswith(outcome.message):
+        return Outcome(FAILED, outcome.reason, message)  # already said, with its cause: a re-delivery
+    if stuck_before:
+        return Outcome(FAILED, outcome.reason, f"{outcome.message}; the pod never started: {reason}: {message}")
+    return outcome
 
 
 def pod_running(pod: Mapping[str, Any]) -> bool:
@@ -83,25 +143,25 @@ def reason_name(code: str) -> str:
     return name if name[:1].isalpha() else "Failed"
 
 
-def refine(outcome: Outcome, result: dict[str, Any] | None) -> tuple[Outcome, int | None]:
-    """Fold the container's own report into the outcome; returns it with the frame count."""
+def refine(outcome: Outcome, result: dict[str, Any] | None) -> tuple[Outcome, dict[str, Any]]:
+    """Fold the container's own report into the outcome; returns it with the report's `info`
+    (frames, engine, ...) when the avatar is Ready, else an empty dict."""
     if result is None:
-        return outcome, None
+        return outcome, {}
     report = result["json"] or {}
     if outcome.phase == READY:
-        frames = (report.get("info") or {}).get("frames")
         message = report.get("message") or outcome.message
-        return Outcome(READY, outcome.reason, message), int(frames) if frames is not None else None
+        return Outcome(READY, outcome.reason, message), dict(report.get("info") or {})
     if outcome.phase == FAILED:
         if report.get("detail"):
             code = report.get("code") or "preprocess_failed"
-            return Outcome(FAILED, reason_name(code), f"{code}: {report['detail']}"), None
+            return Outcome(FAILED, reason_name(code), f"{code}: {report['detail']}"), {}
         # No JSON: the container died on its own (OOMKilled, a crash); say so with the log tail.
         container = result["reason"] or f"exit code {result['exitCode']}"
         tail = result["raw"].strip()
         message = f"{container}: {tail}" if tail else f"{container} ({outcome.message})"
-        return Outcome(FAILED, reason_name(result["reason"]) if result["reason"] else outcome.reason, message), None
-    return outcome, None
+        return Outcome(FAILED, reason_name(result["reason"]) if result["reason"] else outcome.reason, message), {}
+    return outcome, {}
 
 
 def avatar_status(
@@ -112,6 +172,7 @@ def avatar_status(
     frames: int | None,
     previous: Mapping[str, Any] | None,
     now: str,
+    engine: str | None = None,
 ) -> dict[str, Any]:
     """The full status to publish. Keeps lastTransitionTime when the Ready condition holds still."""
     ready = {READY: "True", FAILED: "False"}.get(outcome.phase, "Unknown")
@@ -120,7 +181,9 @@ def avatar_status(
     message = outcome.message[:MAX_MESSAGE]
     status: dict[str, Any] = {
         "phase": outcome.phase,
+        "reason": outcome.reason,
         "message": message,
+        "engine": engine,  # the engine that prepared (or will prepare) it; None while `auto` is unresolved
         "observedGeneration": generation,
         # None, not "": no Job (an invalid spec). A 1.20 apiserver turns "" in a merge patch into
         # null and then refuses it as not a string (found on the real server in tests/k8s_real).

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from musetalk_server.avatars.layout import AvatarLayout
 from musetalk_server.errors import AvatarCorrupt
 
 from .jobs import avatar_id
 
-__all__ = ["remove_avatar", "remove_upload", "stored_frames"]
+__all__ = ["remove_avatar", "remove_upload", "stored_info"]
 
 
 def remove_avatar(root: Path, name: str) -> bool:
@@ -28,15 +29,14 @@ def remove_upload(data_dir: Path, relative: str) -> bool:
     return True
 
 
-def stored_frames(root: Path, name: str) -> int | None:
-    """Frames from the committed manifest, for when the Job's pod (and its message) is gone.
-
-    None when there is no avatar, or its manifest cannot be read (the status then lacks a count).
-    """
+def stored_info(root: Path, name: str) -> dict[str, Any]:
+    """Frames and engine from the committed manifest, for when the Job's pod (and its message) is
+    gone. Empty when there is no avatar or its manifest cannot be read (the status then lacks them)."""
     store = AvatarLayout(root)
     if not store.exists(avatar_id(name)):
-        return None
+        return {}
     try:
-        return int(store.manifest(name)["frames"])
+        manifest = store.manifest(name)
     except AvatarCorrupt:
-        return None
+        return {}
+    return {key: manifest[key] for key in ("frames", "engine") if key in manifest}

@@ -1,4 +1,8 @@
-"""Settings: the one place the environment is read (MUSETALK_* variables and `.env`)."""
+"""Settings: the one place the environment is read (MUSETALK_* variables and `.env`).
+
+Each field's description is its documentation: docs/configuration.md's table is generated from
+this class (`python scripts/docs_tables.py`), and a test fails when the two differ.
+"""
 
 from __future__ import annotations
 
@@ -17,61 +21,82 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MUSETALK_", env_file=".env", extra="ignore")
 
     # The seed's three variables.
-    gpu_id: int = Field(0, ge=0)
-    port: int = Field(8000, ge=1, le=65535)
-    result_dir: Path = Path("./results")
+    gpu_id: int = Field(0, ge=0, description="CUDA device index for the musetalk engine")
+    port: int = Field(8000, ge=1, le=65535, description="listening port")
+    result_dir: Path = Field(Path("./results"), description=(
+        "storage: avatars in `avatars/`, async job MP4s in `jobs/`, transient uploads and outputs beside them"))
 
-    host: str = "127.0.0.1"
-    engine: EngineName = "auto"
-    fps: float = Field(25.0, gt=0, le=120)
-    model_dir: Path = Path("./models")
+    host: str = Field("127.0.0.1", description="listening address (`0.0.0.0` in the container image)")
+    engine: EngineName = Field("auto", description=(
+        "`auto` takes `musetalk` when its weights check out and CUDA is present, else `lite`; `musetalk` with "
+        "missing weights refuses to start and names the files"))
+    fps: float = Field(25.0, gt=0, le=120, description=(
+        "frame rate of new avatars: source videos are re-timed onto it. An avatar always renders at the rate it "
+        "was preprocessed at (its `info.fps`, the `X-Frame-Rate` header); a mismatch is logged"))
+    model_dir: Path = Field(Path("./models"), description="MuseTalk weights in the upstream layout")
 
     # Limits: a self-hosted server still must not be knocked over by one upload.
-    max_upload_mb: float = Field(200.0, gt=0)
-    max_audio_seconds: float = Field(600.0, gt=0)
-    max_video_seconds: float = Field(120.0, gt=0)
-    max_video_side: int = Field(1920, ge=64)
+    max_upload_mb: float = Field(200.0, gt=0, description="largest upload")
+    max_audio_seconds: float = Field(600.0, gt=0, description="longest driving audio")
+    max_video_seconds: float = Field(120.0, gt=0, description="longest source video")
+    max_video_side: int = Field(1920, ge=64, description="larger source frames are scaled down to this long edge")
     # Checked on the header before decoding, then frame by frame: 4K UHD, and 120 s at 60 fps.
-    max_video_pixels: int = Field(3840 * 2160, ge=64 * 64)
-    max_video_frames: int = Field(7200, ge=1)
-    api_key: str | None = None
-    # Leftover uploads and MP4s (a killed request) older than this are swept.
-    temp_ttl_s: float = Field(3600.0, gt=0)
+    max_video_pixels: int = Field(3840 * 2160, ge=64 * 64, description=(
+        "largest source frame (3840×2160) before any scaling; checked on the header before a frame is decoded"))
+    max_video_frames: int = Field(7200, ge=1, description="most source frames decoded (120 s at 60 fps)")
+    api_key: str | None = Field(None, description="when set, required on avatar, inference and job endpoints")
+    temp_ttl_s: float = Field(3600.0, gt=0, description=(
+        "leftover uploads and MP4s (from a killed process or request) older than this are removed, checked every "
+        "quarter of it (at most 5 minutes apart); in local mode all of them go at start-up"))
 
     # Serving.
-    jpeg_quality: int = Field(85, ge=10, le=100)
-    stream_queue_frames: int = Field(16, ge=1)
-    max_loaded_avatars: int = Field(4, ge=1)
-    batch_size: int = Field(8, ge=1)
-    # Browser pages on these origins may call the API (comma-separated, e.g.
-    # "http://localhost:3000,https://app.example.com"); empty leaves CORS off.
-    cors_origins: str = ""
+    jpeg_quality: int = Field(85, ge=10, le=100, description="MJPEG quality")
+    stream_queue_frames: int = Field(16, ge=1, description=(
+        "frames buffered per stream before the engine waits for the client"))
+    max_loaded_avatars: int = Field(4, ge=1, description="avatars kept in memory (least recently used leave first)")
+    batch_size: int = Field(8, ge=1, description=(
+        "frames per device call (musetalk), shared by every stream with frames due"))
+    cors_origins: str = Field("", description=(
+        "comma-separated origins (`https://app.example.com,http://localhost:3000`) whose pages may call the API; "
+        "empty leaves CORS off. Preflights then succeed, and `X-Frame-Rate`, `X-Frame-Count`, "
+        "`X-Audio-Duration-Ms` and `Content-Disposition` are exposed to scripts"))
 
     # Real-time sessions (WS /inference/realtime/{avatar_id}).
-    realtime_idle_timeout_s: float = Field(60.0, gt=0)  # no message and nothing to say for this long: close 4408
-    realtime_max_buffer_s: float = Field(30.0, gt=0)  # audio buffered ahead of playback, all utterances
-    realtime_max_session_s: float = Field(3600.0, gt=0)  # a session's length cap
+    realtime_idle_timeout_s: float = Field(60.0, gt=0, description=(
+        "a real-time session with no message and nothing to say for this long closes with 4408"))
+    realtime_max_buffer_s: float = Field(30.0, gt=0, description=(
+        "audio a real-time session buffers ahead of playback, all utterances together; past it a chunk is "
+        "dropped with a `too_large` event"))
+    realtime_max_session_s: float = Field(3600.0, gt=0, description="a real-time session's length cap (close 4408)")
 
-    # Capacity (scheduler.py): unpaced work waits this long for the device, then gets 429 busy.
-    queue_timeout_s: float = Field(30.0, ge=0)
-    max_queue: int = Field(64, ge=0)  # unpaced requests waiting at most; more get 429 at once
-    max_realtime_streams: int = Field(0, ge=0)  # cap on paced streams and sessions; 0: by measure only
-    device_workers: int = Field(0, ge=0)  # a CPU engine's parallel frame steps; 0: this process's cores
-    shutdown_grace_s: float = Field(20.0, ge=0)  # SIGTERM: running work gets this long to finish
+    # Capacity (scheduler.py).
+    queue_timeout_s: float = Field(30.0, ge=0, description=(
+        "how long a batch, an unpaced stream or a preprocess waits for the device before 429 `busy`"))
+    max_queue: int = Field(64, ge=0, description="requests that may wait at once; the next gets 429 `busy` at once")
+    max_realtime_streams: int = Field(0, ge=0, description=(
+        "a cap on paced streams and real-time sessions at once; `0`: admission by measured capacity alone"))
+    device_workers: int = Field(0, ge=0, description=(
+        "frame steps a CPU engine runs at once; `0`: the cores this process may use (set it to a container's CPU "
+        "limit, which the affinity mask does not show)"))
+    shutdown_grace_s: float = Field(20.0, ge=0, description=(
+        "on SIGTERM, how long running streams get to finish before they end with their error part"))
 
-    # Async batch jobs (POST /inference/batch/{id}?async=true): kept this long after they finish.
-    job_ttl_s: float = Field(3600.0, gt=0)
-    job_workers: int = Field(1, ge=1)  # jobs rendering at once; the rest wait, queued
-    max_jobs: int = Field(16, ge=1)  # queued + running; each holds its decoded audio in memory
+    # Async batch jobs (POST /inference/batch/{id}?async=true).
+    job_ttl_s: float = Field(3600.0, gt=0, description="how long a finished async job and its MP4 are kept")
+    job_workers: int = Field(1, ge=1, description="async jobs rendering at once; the others wait `queued`")
+    max_jobs: int = Field(16, ge=1, description=(
+        "async jobs queued or running at once (each holds its decoded audio in memory)"))
 
-    # Cluster mode: `local` runs preprocessing inline; `kubernetes` hands it to the operator.
-    avatar_source: Literal["local", "kubernetes"] = "local"
-    namespace: str = "default"
-    preprocess_timeout_s: float = Field(900.0, gt=0)
-    # The Avatar CRD (crds/avatars.musetalk.io.yaml) and how often to re-read one while waiting.
-    crd_group: str = "musetalk.io"
-    crd_version: str = "v1"
-    kube_poll_s: float = Field(1.0, gt=0)
+    # Cluster mode.
+    avatar_source: Literal["local", "kubernetes"] = Field("local", description=(
+        "`local` preprocesses inline; `kubernetes` hands preprocessing to the operator (cluster mode)"))
+    namespace: str = Field("default", description="cluster mode: the namespace of the Avatar resources")
+    preprocess_timeout_s: float = Field(900.0, gt=0, description=(
+        "cluster mode: how long a preprocess waits for its Avatar to be Ready before 504 `preprocess_timeout`"))
+    crd_group: str = Field("musetalk.io", description="cluster mode: the Avatar CRD's group "
+                                                      "(crds/avatars.musetalk.io.yaml)")
+    crd_version: str = Field("v1", description="cluster mode: the Avatar CRD's version")
+    kube_poll_s: float = Field(1.0, gt=0, description="cluster mode: how often a waiting preprocess re-reads its Avatar")
 
     @property
     def avatar_dir(self) -> Path:

@@ -1,41 +1,26 @@
-"""The project's error tree. The API maps it to HTTP in one place (api/errors.py).
+"""The project's error tree: the one source of the HTTP error contract.
 
 Every error the service raises on purpose is a `MuseTalkError` whose class carries the HTTP
-status and the machine `code` clients see in `{"detail": ..., "code": ...}` (`error_body`):
+status, the machine `code` clients see in `{"detail": ..., "code": ...}` (`error_body`), `when`
+(what it means, for people) and `raised_by` (which kinds of operation answer it). From these
+alone come the error handlers (api/errors.py), every route's declared error responses
+(api/openapi.py) and the table in docs/errors.md (`python scripts/docs_tables.py`): adding an
+error code is adding a class here.
 
-    MuseTalkError                      500 internal_error
-    ├── InvalidAvatarId                422 invalid_avatar_id
-    ├── AvatarNotFound                 404 avatar_not_found
-    ├── AvatarExists                   409 avatar_exists
-    ├── AvatarEngineMismatch           409 avatar_engine_mismatch
-    ├── TooLarge                       413 too_large
-    ├── UnsupportedMedia               415 unsupported_media
-    │   ├── EmptyMedia                 422 unsupported_media
-    │   └── InvalidSamples             422 unsupported_media   (NaN or infinite audio samples)
-    ├── NoFaceDetected                 422 no_face_detected
-    ├── InvalidInput                   422 invalid_input
-    ├── Unauthorized                   401 unauthorized
-    ├── NotReady                       503 not_ready     (loading, or draining for shutdown)
-    ├── Busy                           429 busy          (the scheduler's refusal; Retry-After)
-    ├── SessionTimeout                 408 timeout       (a real-time session idle or too long: 4408)
-    ├── WeightsError                   500 weights_error
-    ├── EngineError                    500 internal_error
-    │   └── RenderError                500 internal_error   (a render that failed or fell short)
-    ├── PreprocessTimeout              504 preprocess_timeout
-    ├── InsufficientStorage            507 insufficient_storage (nothing half-written is left)
-    ├── AvatarCorrupt                  500 avatar_corrupt       (that avatar alone, logged)
-    ├── JobNotFound                    404 job_not_found
-    ├── JobNotFinished                 409 job_not_finished
-    ├── JobFailed                      409 job_failed
-    └── TooManyJobs                    429 too_many_jobs
-
-Anything else that escapes is a bug: the handler logs its trace and answers a generic 500.
+A class that sets no `when` of its own shares its parent's row (RenderError is an
+internal_error). Anything else that escapes is a bug: the handler logs its trace and answers a
+generic 500.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import ClassVar, Literal
+
 __all__ = [
     "error_body",
+    "documented_errors",
+    "OperationKind",
     "MuseTalkError",
     "InvalidAvatarId",
     "AvatarNotFound",
@@ -48,6 +33,8 @@ __all__ = [
     "NoFaceDetected",
     "InvalidInput",
     "Unauthorized",
+    "RouteNotFound",
+    "MethodNotAllowed",
     "NotReady",
     "Busy",
     "WeightsError",
@@ -63,6 +50,23 @@ __all__ = [
     "TooManyJobs",
 ]
 
+# What kind of operation answers an error. A route names the kinds it is (api/routes/), an error
+# the kinds that raise it; the route's declared error responses are the errors they share.
+OperationKind = Literal[
+    "keyed",  # needs MUSETALK_API_KEY when set: every avatar, inference and job route
+    "avatar",  # names an existing avatar in its path
+    "reads_avatar",  # reads that avatar's stored files (its manifest, a frame)
+    "upload",  # takes a file (and form or query fields) that is checked and decoded
+    "preprocess",  # makes an avatar from a video
+    "device",  # runs work on the engine through the device scheduler
+    "render",  # renders an avatar's frames (stream, batch)
+    "async_batch",  # queues a render as an async job
+    "job",  # names an async job in its path
+    "job_result",  # fetches an async job's MP4
+    "probe",  # the readiness probe
+    "realtime",  # the real-time WebSocket (closes with 4000 + the status; OpenAPI cannot describe it)
+]
+
 
 def error_body(detail: str, code: str) -> dict[str, str]:
     """The one JSON error shape, everywhere: handlers, middleware, a stream's error part, the CLI."""
@@ -72,8 +76,12 @@ def error_body(detail: str, code: str) -> dict[str, str]:
 class MuseTalkError(Exception):
     """Base of every error the service raises on purpose. `code` is the machine code clients see."""
 
-    status = 500
-    code = "internal_error"
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    when: ClassVar[str] = "model or GPU failure; the trace goes to the server log, never to the client"
+    raised_by: ClassVar[frozenset[OperationKind]] = frozenset({"device", "realtime"})
+    # Headers the answer carries besides the body, by name: what each says (for the OpenAPI).
+    response_headers: ClassVar[dict[str, str]] = {}
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -87,64 +95,127 @@ class MuseTalkError(Exception):
         return {}
 
 
+def documented_errors() -> Iterator[type[MuseTalkError]]:
+    """The tree in definition order, depth first: every class that documents its own `when`."""
+
+    def walk(cls: type[MuseTalkError]) -> Iterator[type[MuseTalkError]]:
+        if "when" in vars(cls):
+            yield cls
+        for sub in cls.__subclasses__():
+            yield from walk(sub)
+
+    return walk(MuseTalkError)
+
+
 class InvalidAvatarId(MuseTalkError):
     status, code = 422, "invalid_avatar_id"
+    when = "the id does not match `^[A-Za-z0-9_-]{1,64}$` (path traversal included)"
+    raised_by = frozenset({"avatar", "preprocess", "realtime"})
 
 
 class AvatarNotFound(MuseTalkError):
     status, code = 404, "avatar_not_found"
+    when = "the avatar does not exist (it needs preprocessing)"
+    raised_by = frozenset({"avatar", "realtime"})
 
 
 class AvatarExists(MuseTalkError):
     status, code = 409, "avatar_exists"
+    when = ("preprocess of an existing id with another video, `bbox_shift`, engine or fps, without "
+            "`overwrite=true` (the same ones are a retry: 200)")
+    raised_by = frozenset({"preprocess"})
 
 
 class AvatarEngineMismatch(MuseTalkError):
     """An avatar prepared by one engine was asked for by another: its artifacts do not fit."""
 
     status, code = 409, "avatar_engine_mismatch"
+    when = "the avatar was prepared by another engine than the one serving"
+    raised_by = frozenset({"render", "realtime"})
 
 
 class TooLarge(MuseTalkError):
     status, code = 413, "too_large"
+    when = ("upload over `MUSETALK_MAX_UPLOAD_MB`, audio over `MUSETALK_MAX_AUDIO_SECONDS`, video over "
+            "`MUSETALK_MAX_VIDEO_SECONDS`, `MUSETALK_MAX_VIDEO_FRAMES` or `MUSETALK_MAX_VIDEO_PIXELS` per frame "
+            "(refused from the header when it declares so, else as soon as decoding crosses the limit)")
+    raised_by = frozenset({"upload", "realtime"})
 
 
 class UnsupportedMedia(MuseTalkError):
     status, code = 415, "unsupported_media"
+    when = ("the file is not decodable media of the needed kind (a text file named `.mp4`, a truncated mp4, "
+            "a video without sound as audio)")
+    raised_by = frozenset({"upload"})
 
 
 class EmptyMedia(UnsupportedMedia):
     """Decodable, but holds nothing to work with (zero samples, zero frames)."""
 
     status = 422
+    when = "decodable but empty (zero-length audio, a video without frames)"
 
 
 class InvalidSamples(UnsupportedMedia):
     """Decodable, but the samples themselves are unusable (NaN or infinite values in float audio)."""
 
     status = 422
+    when = "audio with NaN or infinite samples (the message gives the time of the first)"
 
 
 class NoFaceDetected(MuseTalkError):
     status, code = 422, "no_face_detected"
+    when = "no face in the video; the message names the frame"
+    raised_by = frozenset({"preprocess"})
 
 
 class InvalidInput(MuseTalkError):
     status, code = 422, "invalid_input"
+    when = ("a missing or malformed field or request body, audio shorter than one frame, a job id that is not of "
+            "the form jobs are given (letters, digits, `-`, `_`; up to 64)")
+    raised_by = frozenset({"upload", "job", "realtime"})
 
 
 class Unauthorized(MuseTalkError):
     status, code = 401, "unauthorized"
+    when = ("`MUSETALK_API_KEY` is set and the request lacks `X-API-Key: <key>` or `Authorization: Bearer <key>` "
+            "(health, probes and metrics need no key)")
+    raised_by = frozenset({"keyed", "realtime"})
+
+
+class RouteNotFound(MuseTalkError):
+    """No route has this path (answered by the router, so no operation declares it)."""
+
+    status, code = 404, "not_found"
+    when = "no route has this path"
+    raised_by = frozenset()
+
+
+class MethodNotAllowed(MuseTalkError):
+    """The path exists, not for this method; `Allow` lists every method it has."""
+
+    status, code = 405, "method_not_allowed"
+    when = ("the path exists but not for this method; `Allow` lists the methods it has (also a CORS preflight "
+            "while `MUSETALK_CORS_ORIGINS` is unset)")
+    raised_by = frozenset()
 
 
 class NotReady(MuseTalkError):
     status, code = 503, "not_ready"
+    when = ("the engine is still loading or failed to load, or the server is shutting down "
+            "(`\"the server is shutting down\"`)")
+    raised_by = frozenset({"device", "probe", "realtime"})
 
 
 class Busy(MuseTalkError):
     """The device cannot take this work on time now (scheduler.py); retry after `retry_after_s`."""
 
     status, code = 429, "busy"
+    when = ("the device cannot take the work on time now; the `Retry-After` header says in how many seconds to "
+            "try again. A paced stream is refused at once; a batch, an unpaced stream or a preprocess after "
+            "waiting `MUSETALK_QUEUE_TIMEOUT_S`")
+    raised_by = frozenset({"device", "realtime"})
+    response_headers: ClassVar[dict[str, str]] = {"Retry-After": "seconds to wait before trying again"}
 
     def __init__(self, detail: str, *, retry_after_s: int) -> None:
         super().__init__(detail)
@@ -158,6 +229,7 @@ class WeightsError(MuseTalkError):
     """Model weights are missing or do not match the expected layout; names the file."""
 
     status, code = 500, "weights_error"
+    when = "the model weights are missing or do not match the expected layout; the message names the file"
 
 
 class EngineError(MuseTalkError):
@@ -172,45 +244,67 @@ class PreprocessTimeout(MuseTalkError):
     """Cluster mode: the Avatar resource was not Ready in time. It keeps going; poll GET /avatars/{id}."""
 
     status, code = 504, "preprocess_timeout"
+    when = ("cluster mode: the Avatar was not Ready within `MUSETALK_PREPROCESS_TIMEOUT_S`; it carries on, poll "
+            "`GET /avatars/{id}`")
+    raised_by = frozenset({"preprocess"})
 
 
 class InsufficientStorage(MuseTalkError):
     """The disk (or the process's file-size limit) ran out mid-write; nothing half-written is kept."""
 
     status, code = 507, "insufficient_storage"
+    when = ("the disk filled (or a file-size limit was hit) while storing the upload, the avatar or the MP4; "
+            "nothing half-written is kept")
+    raised_by = frozenset({"upload"})
 
 
 class AvatarCorrupt(MuseTalkError):
     """An avatar on disk cannot be read back (a truncated frame, a garbled manifest); names the file."""
 
     status, code = 500, "avatar_corrupt"
+    when = ("that avatar's files on disk cannot be read back (a truncated frame or landmarks file, a garbled "
+            "manifest); logged; other avatars are unaffected, and the list leaves out one whose manifest is "
+            "unreadable. Preprocess it again with `overwrite=true`")
+    raised_by = frozenset({"reads_avatar", "render", "realtime"})
 
 
 class SessionTimeout(MuseTalkError):
     """A real-time session idled past MUSETALK_REALTIME_IDLE_TIMEOUT_S or ran past its length cap."""
 
     status, code = 408, "timeout"
+    when = ("real time: the session idled past `MUSETALK_REALTIME_IDLE_TIMEOUT_S` or ran past "
+            "`MUSETALK_REALTIME_MAX_SESSION_S` (close code 4408)")
+    raised_by = frozenset({"realtime"})
 
 
 class JobNotFound(MuseTalkError):
     """No async job has this id: never made, discarded, or expired after MUSETALK_JOB_TTL_S."""
 
     status, code = 404, "job_not_found"
+    when = "no async job has that id (never made, discarded, or expired)"
+    raised_by = frozenset({"job"})
 
 
 class JobNotFinished(MuseTalkError):
     """The job's result was asked for while it is still queued or running; poll GET /jobs/{id}."""
 
     status, code = 409, "job_not_finished"
+    when = "`GET /jobs/{id}/result` while the job is queued or running; the message gives the frames done"
+    raised_by = frozenset({"job_result"})
 
 
 class JobFailed(MuseTalkError):
     """The job's result was asked for, but it failed or was cancelled: there is none."""
 
     status, code = 409, "job_failed"
+    when = ("`GET /jobs/{id}/result` of a job that failed (its `error` is on `GET /jobs/{id}`) or was "
+            "cancelled")
+    raised_by = frozenset({"job_result"})
 
 
 class TooManyJobs(MuseTalkError):
     """MUSETALK_MAX_JOBS jobs are queued or running already; retry once one has finished."""
 
     status, code = 429, "too_many_jobs"
+    when = "`MUSETALK_MAX_JOBS` async jobs are already queued or running"
+    raised_by = frozenset({"async_batch"})

@@ -36,18 +36,23 @@ class EngineChoice:
 
 def choose_engine(settings: Settings) -> EngineChoice:
     """Which engine on which device. `musetalk` asked for by name, with files missing, refuses
-    to start (naming them) instead of falling back behind the user's back."""
+    to start (naming them) instead of falling back behind the user's back. So does `auto` on a GPU
+    in cluster mode: there the fallback would hold GPUs for the CPU engine, and its avatars would
+    all turn 409 avatar_engine_mismatch once the weights arrive (docs/kubernetes.md)."""
     import torch
 
     cuda = torch.cuda.is_available()
     name = resolve_engine_name(settings.engine, model_dir=settings.model_dir, cuda=cuda)
-    if settings.engine == "musetalk":  # `auto` looked already; the load checks every file it reads
+    gpu_cluster_auto = settings.engine == "auto" and cuda and settings.avatar_source == "kubernetes"
+    if settings.engine == "musetalk" or gpu_cluster_auto:  # the load checks every file it reads
         from .engines.musetalk.weights import missing_weights
 
         missing = missing_weights(settings.model_dir)
         if missing:
-            raise WeightsError(f"MUSETALK_ENGINE=musetalk but weights are missing under {settings.model_dir}: "
-                               + ", ".join(missing))
+            fix = " (fetch them, e.g. the chart's models.download=true, or set MUSETALK_ENGINE=lite)" \
+                if gpu_cluster_auto else ""
+            raise WeightsError(f"MUSETALK_ENGINE={settings.engine} but weights are missing under "
+                               f"{settings.model_dir}{fix}: " + ", ".join(missing))
     device = f"cuda:{settings.gpu_id}" if cuda and name == "musetalk" else "cpu"
     return EngineChoice(name, device)
 

@@ -19,8 +19,10 @@ import pytest
 
 from fakes import FakeEngine
 from helpers import media
+from musetalk_server.avatars.layout import AVATAR_ID_PATTERN, MANIFEST, frame_path
+from musetalk_server.media.jpeg import jpeg_part
 from servers import make_server
-from testkit.mediatools import first_frames
+from testkit.mediatools import first_frames, parse_mjpeg
 
 KEY = "schema-secret"
 # Statuses only cluster mode can answer (it needs a Kubernetes API; tests/operator cover it).
@@ -146,12 +148,25 @@ def _with_id(method: str, suffix: str = "") -> dict[int, Callable]:
         assert _preprocess(client, "gone", files["still"], overwrite="true").status_code == 200
         return call(client, "gone")
 
-    return {
+    def damaged(server, engine, client, files):
+        """An avatar whose manifest (show) or first frame (preview) cannot be read back."""
+        assert _preprocess(client, "damaged", files["still"], overwrite="true").status_code == 200
+        folder = server.server.config.app.state.musetalk.runtime.store.path("damaged")
+        if suffix:
+            frame_path(folder, 0).write_bytes(b"half a PNG")
+        else:
+            (folder / MANIFEST).write_text("{not json")
+        return call(client, "damaged")
+
+    cases = {
         200: made_for_deletion if method == "DELETE" else (lambda s, e, c, f: call(c, "face")),
         401: lambda s, e, c, f: httpx.request(method, f"{s.url}/avatars/face{suffix}"),
         404: lambda s, e, c, f: call(c, "nobody"),
         422: lambda s, e, c, f: call(c, "bad.id"),
     }
+    if method == "GET":
+        cases[500] = damaged
+    return cases
 
 
 def _ready_cases() -> dict[int, Callable]:
@@ -251,5 +266,64 @@ def test_real_answer_matches_the_schema(api, method, path, status):
         assert media_type.split(";")[0] in declared_types, (media_type, list(content))
         if media_type.startswith("multipart/"):
             assert media_type in content  # the boundary too
-    if status >= 400:
-        assert content == {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    if status >= 400:  # the one error body, with a code the route declares for this status (validated above)
+        schema = content["application/json"]["schema"]
+        assert schema["$ref"] == "#/components/schemas/ErrorBody" and r.json()["code"] in schema["properties"]["code"]["enum"]
+
+
+def test_path_parameters_carry_the_patterns_the_service_checks(api):
+    *_, spec, _ = api
+    for path, ops in spec["paths"].items():
+        for op in ops.values():
+            for param in op.get("parameters", []):
+                if param["name"] == "avatar_id":
+                    assert param["schema"]["pattern"] == AVATAR_ID_PATTERN.pattern, path
+                elif param["in"] == "path":  # job ids: secrets.token_urlsafe's alphabet
+                    assert param["schema"]["pattern"] == r"^[A-Za-z0-9_-]{1,64}$", path
+    form = spec["components"]["schemas"]["Body_preprocess_avatars_preprocess_post"]["properties"]
+    assert form["avatar_id"]["pattern"] == AVATAR_ID_PATTERN.pattern
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("OPTIONS", "/avatars/face", "DELETE, GET"),
+    ("PUT", "/avatars/face", "DELETE, GET"),
+    ("OPTIONS", "/jobs/some-job", "DELETE, GET"),
+    ("PATCH", "/jobs/some-job/result", "GET"),
+    ("GET", "/avatars/preprocess", "POST"),
+    ("DELETE", "/avatars/preprocess", "POST"),
+    ("GET", "/inference/batch/face", "POST"),
+    ("POST", "/health", "GET"),
+])
+def test_405_names_every_method_of_the_path(api, method, path, allow):
+    *_, client, spec, _ = api
+    r = client.request(method, path)
+    assert (r.status_code, r.json()["code"]) == (405, "method_not_allowed")
+    assert r.headers["allow"] == allow
+    documented = spec["paths"].get(path.replace("face", "{avatar_id}").replace("some-job", "{job_id}"), {})
+    assert allow == ", ".join(sorted(m.upper() for m in documented))
+
+
+def test_a_malformed_multipart_body_is_invalid_input(api):
+    *_, client, _, _ = api
+    r = client.post("/inference/batch/face", content=b"--x\r\nnot a part\r\n",
+                    headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 422 and r.json()["code"] == "invalid_input"
+
+
+def test_frame_timestamps_are_whole_milliseconds():
+    def stamp(index: int, fps: float) -> str:
+        head = jpeg_part(b"", index, index * 1000.0 / fps).split(b"\r\n\r\n")[0].decode()
+        return next(line.split(": ")[1] for line in head.split("\r\n") if line.startswith("X-Timestamp-Ms"))
+
+    # Rounded down, as the real-time protocol's pts_ms: one clock for every output.
+    assert [stamp(i, 30.0) for i in range(4)] == ["0", "33", "66", "100"]
+    assert [stamp(i, 16.0) for i in (1, 3)] == ["62", "187"]
+
+
+def test_a_stream_gives_whole_millisecond_timestamps(api):
+    *_, client, _, _ = api
+    r = _audio(client, "/inference/stream/face", media("vr_audio1.wav"))
+    fps = float(r.headers["x-frame-rate"])
+    parts, closed = parse_mjpeg(r.content)
+    assert closed and len(parts) == int(r.headers["x-frame-count"])
+    assert [p.headers["X-Timestamp-Ms"] for p in parts] == [str(int(i * 1000 // fps)) for i in range(len(parts))]

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import yaml
+from helm_python import _native
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "musetalk"
 KUBE_VERSION = "1.30"
+
+# What a real 1.30 cluster with the Prometheus Operator tells Helm it serves.
+CAPABILITIES_1_30 = ("v1.30.0", ("monitoring.coreos.com/v1/ServiceMonitor", "policy/v1/PodDisruptionBudget"))
+CAPABILITIES_1_20 = ("v1.20.2", ())  # the real control plane of tests/k8s_real, without it
 
 FULL = {  # everything optional switched on
     "gpu": {"enabled": True, "nodeSelector": {"nvidia.com/gpu.present": "true"}},
@@ -20,7 +26,7 @@ FULL = {  # everything optional switched on
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}},
     "apiKey": {"value": "s3cret"},
     "models": {"download": True},
-    "server": {"replicaCount": 3},
+    "server": {"replicaCount": 3, "podDisruptionBudget": {"enabled": True}, "topologySpread": {"enabled": True}},
     "preprocess": {"ttlSecondsAfterFinished": 600},
     "imagePullSecrets": ["regcred"],
 }
@@ -31,6 +37,21 @@ def render(values: dict[str, Any] | None = None, namespace: str = "lipsync") -> 
     """Every object the chart renders (hooks included), in template order."""
     with helm.Chart.load(str(CHART)) as chart:
         files = chart.render(values or {}, name="musetalk", namespace=namespace)
+    return [doc for path, text in sorted(files.items()) if path.endswith(".yaml")
+            for doc in yaml.safe_load_all(text) if doc]
+
+
+def render_on(capabilities: tuple[str, tuple[str, ...]], values: dict[str, Any] | None = None,
+              namespace: str = "lipsync") -> list[dict[str, Any]]:
+    """Render as an install on a server of that version serving those APIs would (`helm template
+    --kube-version --api-versions`). helm-python-sdk's Chart.render has no such arguments, but the
+    Helm C SDK under it takes them, so this goes one level down."""
+    kube_version, api_versions = capabilities
+    options = {"name": "musetalk", "namespace": namespace, "kube_version": kube_version,
+               "api_versions": list(api_versions)}
+    with helm.Chart.load(str(CHART)) as chart:
+        files = json.loads(_native.call_string("helm_render", chart._raw(), json.dumps(values or {}),
+                                               json.dumps(options)))
     return [doc for path, text in sorted(files.items()) if path.endswith(".yaml")
             for doc in yaml.safe_load_all(text) if doc]
 

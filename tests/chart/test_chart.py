@@ -7,7 +7,19 @@ import json
 import helm_python as helm
 import kubernetes_validate
 import pytest
-from chart_helpers import CHART, FULL, GPU_OFF, KUBE_VERSION, container, env_of, find, render
+from chart_helpers import (
+    CAPABILITIES_1_20,
+    CAPABILITIES_1_30,
+    CHART,
+    FULL,
+    GPU_OFF,
+    KUBE_VERSION,
+    container,
+    env_of,
+    find,
+    render,
+    render_on,
+)
 
 VARIANTS = {"defaults": {}, "gpu-off": GPU_OFF, "everything-on": FULL}
 NOT_BUILT_IN = {"ServiceMonitor"}  # a Prometheus Operator CRD: checked by hand below
@@ -41,10 +53,14 @@ def test_defaults_put_inference_on_gpus_with_probes_and_a_shared_volume() -> Non
     docs = render()
     server = find(docs, "Deployment", "musetalk-server")
     c = container(server)
-    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"  # a string: 1.20's server-side apply wants one
     assert c["livenessProbe"]["httpGet"]["path"] == "/health/live"
     assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
-    assert c["startupProbe"]["httpGet"]["path"] == "/health/live"
+    # The startup probe waits for the engine (ready), so its 5-minute window covers model loading
+    # and an engine that never loads gets the pod restarted.
+    assert c["startupProbe"]["httpGet"]["path"] == "/health/ready"
+    assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] == 300
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
     env = env_of(c)
     assert env["MUSETALK_AVATAR_SOURCE"] == "kubernetes" and env["MUSETALK_RESULT_DIR"] == "/data"
     assert env["MUSETALK_PORT"] == "8000" and env["MUSETALK_HOST"] == "0.0.0.0"
@@ -59,7 +75,66 @@ def test_defaults_put_inference_on_gpus_with_probes_and_a_shared_volume() -> Non
     assert container(operator)["command"] == ["musetalk-operator"]
     service = find(docs, "Service", "musetalk-server")
     assert service["spec"]["ports"][0]["targetPort"] == "http"
-    assert not [d for d in docs if d["kind"] in ("Ingress", "ServiceMonitor", "Secret")]
+    assert not [d for d in docs if d["kind"] in ("Ingress", "ServiceMonitor", "Secret", "PodDisruptionBudget")]
+
+
+def test_a_gpu_rollout_needs_no_spare_gpu_and_every_container_has_resources() -> None:
+    docs = render()
+    server = find(docs, "Deployment", "musetalk-server")
+    assert server["spec"]["strategy"] == {"type": "RollingUpdate",
+                                          "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    pod = server["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["weights"]  # models.download is on by default
+    pods = [d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"]
+    pods += [d["spec"] for d in docs if d["kind"] == "Pod"]  # the `helm test` hook
+    assert len(pods) == 3
+    for spec in pods:
+        for c in [*spec.get("initContainers", []), *spec["containers"]]:
+            resources = c["resources"]
+            assert resources["requests"]["memory"] and resources["limits"]["memory"], c["name"]
+            quantities = [q for kind in resources.values() for q in kind.values()]
+            assert all(isinstance(q, str) for q in quantities), (c["name"], resources)
+
+
+def test_user_quantities_given_as_numbers_render_as_strings() -> None:
+    docs = render({"server": {"resources": {"requests": {"cpu": 2, "memory": "8Gi"}, "limits": {"cpu": 4.5}}}})
+    resources = container(find(docs, "Deployment", "musetalk-server"))["resources"]
+    assert resources == {"requests": {"cpu": "2", "memory": "8Gi"},
+                         "limits": {"cpu": "4.5", "memory": "16Gi", "nvidia.com/gpu": "1"}}
+
+
+def test_the_optional_pdb_and_topology_spread_select_the_server_pods() -> None:
+    values = {"server": {"podDisruptionBudget": {"enabled": True}, "topologySpread": {"enabled": True}}}
+    for capabilities, api in ((CAPABILITIES_1_30, "policy/v1"), (CAPABILITIES_1_20, "policy/v1beta1")):
+        docs = render_on(capabilities, values)
+        pdb = find(docs, "PodDisruptionBudget")
+        assert pdb["apiVersion"] == api and pdb["spec"]["maxUnavailable"] == 1
+        server = find(docs, "Deployment", "musetalk-server")
+        labels = server["spec"]["template"]["metadata"]["labels"]
+        assert pdb["spec"]["selector"]["matchLabels"] == labels
+        [spread] = server["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert spread["labelSelector"]["matchLabels"] == labels and spread["whenUnsatisfiable"] == "ScheduleAnyway"
+
+
+def test_the_server_decides_cel_and_servicemonitor_by_default() -> None:
+    def cel(docs: list[dict]) -> int:
+        """How many CEL rule lists the CRD carries (the name's and the video source's)."""
+        schema = find(docs, "CustomResourceDefinition")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        return json.dumps(schema).count("x-kubernetes-validations")
+
+    newer, older = render_on(CAPABILITIES_1_30), render_on(CAPABILITIES_1_20)
+    assert cel(newer) == 2 and cel(older) == 0
+    assert {d["metadata"]["name"] for d in newer if d["kind"] == "ServiceMonitor"} == {
+        "musetalk-server", "musetalk-operator"}
+    assert not [d for d in older if d["kind"] == "ServiceMonitor"]
+    # Explicit values still win: false leaves CEL out on 1.30, true renders a ServiceMonitor anywhere.
+    assert not cel(render_on(CAPABILITIES_1_30, {"crds": {"celValidation": False}}))
+    assert [d for d in render_on(CAPABILITIES_1_20, {"metrics": {"serviceMonitor": {"enabled": True}}})
+            if d["kind"] == "ServiceMonitor"]
+    assert not [d for d in render_on(CAPABILITIES_1_30, {"metrics": {"serviceMonitor": {"enabled": False}}})
+                if d["kind"] == "ServiceMonitor"]
+    with pytest.raises(helm.HelmError, match="v1.20.2 has no CEL validation in CRDs"):
+        render_on(CAPABILITIES_1_20, {"crds": {"celValidation": True}})
 
 
 def test_rbac_grants_only_what_the_code_uses() -> None:
@@ -131,6 +206,9 @@ def test_everything_on_adds_ingress_monitoring_secret_and_scheduling() -> None:
     ({"persistence": {"accessModes": []}}, "accessModes"),
     ({"preprocess": {"backoffLimit": -1}}, "backoffLimit"),
     ({"replicas": 2}, "replicas"),
+    ({"crds": {"celValidation": "yes"}}, "celValidation"),
+    ({"server": {"rollingUpdate": {"maxSurge": -1, "maxUnavailable": 1}}}, "maxSurge"),
+    ({"server": {"topologySpread": {"whenUnsatisfiable": "Sometimes"}}}, "whenUnsatisfiable"),
 ])
 def test_values_schema_rejects_mistakes(values: dict, complaint: str) -> None:
     with helm.Chart.load(str(CHART)) as chart, pytest.raises(helm.HelmValuesError, match=complaint):

@@ -50,8 +50,9 @@ def test_cel_validation_is_a_value_for_servers_before_1_25() -> None:
     without = find(render({"crds": {"celValidation": False}}), "CustomResourceDefinition")
     expected = yaml.safe_load(CRD_PATH.read_text())
     del expected["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
+    del expected["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]
     without["metadata"].pop("annotations")
-    assert without == expected  # the CEL rule, and nothing else, is left out
+    assert without == expected  # the CEL rules, and nothing else, are left out
     assert not [d for d in render({"crds": {"install": False}}) if d["kind"] == "CustomResourceDefinition"]
 
 
@@ -81,6 +82,16 @@ def test_the_crd_schema_validates_specs(spec: dict, ok: bool) -> None:
     assert (not errors) == ok, errors
 
 
+def test_the_crd_source_rule_is_the_exactly_one_the_schema_and_the_operator_enforce() -> None:
+    # No CEL interpreter here (nor a 1.25+ server): the rule is checked for its form, and the
+    # structural oneOf it restates (which every server enforces) is checked above.
+    spec = SCHEMA["properties"]["spec"]
+    [rule] = spec["x-kubernetes-validations"]
+    assert rule["rule"] == "has(self.videoPath) != has(self.videoUrl)"
+    assert spec["oneOf"] == [{"required": ["videoPath"]}, {"required": ["videoUrl"]}]
+    assert "spec.videoPath" in rule["message"] and "spec.videoUrl" in rule["message"]
+
+
 def test_the_crd_name_rule_only_admits_ids_the_service_accepts() -> None:
     rule = SCHEMA["x-kubernetes-validations"][0]["rule"]
     pattern = re.search(r"matches\('([^']+)'\)", rule).group(1)
@@ -95,10 +106,11 @@ def test_the_crd_name_rule_only_admits_ids_the_service_accepts() -> None:
 
 
 def test_manifests_are_the_charts_default_install() -> None:
-    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    assert yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())["resources"] == ["base"]
+    kustomization = yaml.safe_load((MANIFESTS / "base" / "kustomization.yaml").read_text())
     on_disk = {}
     for name in kustomization["resources"]:
-        for doc in yaml.safe_load_all((MANIFESTS / name).read_text()):
+        for doc in yaml.safe_load_all((MANIFESTS / "base" / name).read_text()):
             on_disk[(doc["kind"], doc["metadata"]["name"])] = doc
     fresh = {(d["kind"], d["metadata"]["name"]): d for docs in render_manifests.render_default().values() for d in docs}
     fresh[("Namespace", "musetalk")] = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "musetalk"}}
@@ -107,16 +119,34 @@ def test_manifests_are_the_charts_default_install() -> None:
         assert on_disk[key] == doc, f"{key} differs; run: python scripts/render_manifests.py"
 
 
+def kustomize(folder: str) -> list[dict]:
+    out = subprocess.run(["kubectl", "kustomize", str(MANIFESTS / folder)], check=True, capture_output=True,
+                         text=True, timeout=60).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
 def test_kustomize_builds_valid_objects_in_one_namespace() -> None:
-    out = subprocess.run(["kubectl", "kustomize", str(MANIFESTS)], check=True, capture_output=True, text=True,
-                         timeout=60).stdout
-    docs = [d for d in yaml.safe_load_all(out) if d]
+    docs = kustomize("")
     assert len(docs) >= 10
     for doc in docs:
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
         if doc["kind"] not in ("Namespace", "CustomResourceDefinition"):
             assert doc["metadata"]["namespace"] == "musetalk", doc["metadata"]["name"]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def test_the_plain_crd_works_before_1_25_and_the_cel_overlay_adds_only_the_rule() -> None:
+    plain, with_cel = kustomize(""), kustomize("cel")
+    crd = next(d for d in plain if d["kind"] == "CustomResourceDefinition")
+    cel_crd = next(d for d in with_cel if d["kind"] == "CustomResourceDefinition")
+    assert "x-kubernetes-validations" not in json.dumps(crd)
+    cel_schema = cel_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert cel_schema.pop("x-kubernetes-validations") == SCHEMA["x-kubernetes-validations"]
+    spec_rules = cel_schema["properties"]["spec"].pop("x-kubernetes-validations")
+    assert spec_rules == SCHEMA["properties"]["spec"]["x-kubernetes-validations"] and cel_crd == crd
+    assert [d for d in with_cel if d["kind"] != "CustomResourceDefinition"] == [
+        d for d in plain if d["kind"] != "CustomResourceDefinition"]
 
 
 def test_the_operator_configured_by_the_chart_builds_a_valid_job() -> None:

@@ -53,7 +53,8 @@ def _check_pod(where: str, pod: dict[str, Any]) -> list[str]:
 def test_every_chart_container_is_locked_down(values: dict) -> None:
     docs = render(values)
     seen = [name for where, pod in _pods(docs) for name in _check_pod(where, pod)]
-    expected = {"server", "operator", "health"} | ({"weights"} if values is FULL else set())
+    # models.download is on by default; the weights init container only comes with the GPU.
+    expected = {"server", "operator", "health"} | ({"weights"} if values is not GPU_OFF else set())
     assert set(seen) == expected
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from k8s_real_helpers import (
     ROOT,
+    SHARED_RELEASE_NS,
     Cluster,
     Operator,
     chart_release,
@@ -29,7 +30,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import k8s_control_plane
 
 OPT_OUT = "MUSETALK_SKIP_K8S_REAL"
-SHARED_RELEASE_NS = "musetalk"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -56,9 +56,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def shared_release(cluster: Cluster) -> dict[str, Any]:
-    """The chart installed once for real, CRD included (without its CEL rule: this is 1.20)."""
+    """The chart installed once for real with its default values (GPU on, CRD included; the chart
+    leaves the CEL rule out by itself, this being 1.20): `helm install` as the docs say."""
     cluster.create_namespace(SHARED_RELEASE_NS)
-    release = chart_release(cluster, SHARED_RELEASE_NS, {"crds": {"install": True, "celValidation": False}})
+    release = chart_release(cluster, SHARED_RELEASE_NS, {})
     cluster.wait_crd_established("avatars.musetalk.io")
     return release
 

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -26,10 +27,9 @@ from kubernetes.client.exceptions import ApiException
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "musetalk"
 RELEASE = "musetalk"
+SHARED_RELEASE_NS = "musetalk-helm"  # manifests/ (kubectl apply -k) installs into `musetalk`
 GROUP, VERSION, PLURAL = "musetalk.io", "v1", "avatars"
 CONTAINER = "preprocess"
-# Values for every install here: no GPU node exists, so nothing should ask for one.
-BASE_VALUES: dict[str, Any] = {"gpu": {"enabled": False}}
 READY_TIMEOUT_S = 30.0
 POLL_S = 0.1
 
@@ -157,6 +157,37 @@ class Cluster:
                                 "message": message, "startedAt": now(), "finishedAt": now()}}
         self._pod_status(ns, pod, "Succeeded" if exit_code == 0 else "Failed", state, ready=False)
 
+    def set_pod_unschedulable(self, ns: str, pod: str, message: str) -> None:
+        """What the scheduler writes when no node fits."""
+        condition = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+                     "lastTransitionTime": now(), "lastProbeTime": None}
+        self.core.patch_namespaced_pod_status(pod, ns, {"status": {"phase": "Pending", "conditions": [condition]}},
+                                              _preload_content=False)
+
+    def set_container_waiting(self, ns: str, pod: str, reason: str, message: str) -> None:
+        """What the kubelet writes while a container cannot start (an image pull, a config error)."""
+        condition = {"type": "PodScheduled", "status": "True", "lastTransitionTime": now(), "lastProbeTime": None}
+        self.core.patch_namespaced_pod_status(pod, ns, {"status": {"conditions": [condition]}}, _preload_content=False)
+        self._pod_status(ns, pod, "Pending", {"waiting": {"reason": reason, "message": message}}, ready=False)
+
+    def avatar_table(self, ns: str) -> dict[str, dict[str, Any]]:
+        """`kubectl get avatars`, as the server prints it (its Table): name -> column -> cell."""
+        request = urllib.request.Request(
+            f"{self.url}/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}",
+            headers={"Authorization": f"Bearer {self.plane.token}",
+                     "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
+        with urllib.request.urlopen(request, context=ssl._create_unverified_context(), timeout=5) as response:
+            table = json.loads(response.read())
+        names = [c["name"] for c in table["columnDefinitions"]]
+        return {row["cells"][0]: dict(zip(names, row["cells"], strict=True)) for row in table["rows"]}
+
+    def annotate_avatar(self, ns: str, name: str, annotations: dict[str, str]) -> None:
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name,
+                                                   {"metadata": {"annotations": annotations}}, _preload_content=False)
+
+    def patch_job(self, ns: str, name: str, spec: dict[str, Any]) -> None:
+        self.batch.patch_namespaced_job(name, ns, {"spec": spec}, _preload_content=False)
+
     def _pod_status(self, ns: str, pod: str, phase: str, state: dict[str, Any], *, ready: bool) -> None:
         image = _json(self.core.read_namespaced_pod(pod, ns, _preload_content=False))["spec"]["containers"][0]["image"]
         status = {"phase": phase, "containerStatuses": [{
@@ -184,12 +215,10 @@ def new_namespace(cluster: Cluster, test_name: str) -> str:
 
 
 def chart_release(cluster: Cluster, ns: str, values: dict[str, Any]) -> dict[str, Any]:
-    """`helm install musetalk charts/musetalk -n ns` through the Helm SDK (helm-python-sdk)."""
-    merged = json.loads(json.dumps(BASE_VALUES))
-    for key, value in values.items():
-        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    """`helm install musetalk charts/musetalk -n ns` through the Helm SDK (helm-python-sdk), on the
+    chart's defaults (GPU on) plus `values`."""
     with helm.Config(kubeconfig_path=str(cluster.kubeconfig), namespace=ns) as cfg:
-        return cfg.install(str(CHART), RELEASE, merged, namespace=ns, timeout=60)
+        return cfg.install(str(CHART), RELEASE, values, namespace=ns, timeout=60)
 
 
 def service_account_kubeconfig(cluster: Cluster, ns: str, account: str, path: Path) -> Path:

@@ -1,12 +1,20 @@
 """Deleting an Avatar on the real server: the finalizer stops the Job, waits (boundedly) for its
-pods, removes the files, and lets the Avatar go."""
+pods, removes the files, and lets the Avatar go. Every Avatar, whatever its name or state, goes
+within seconds (no kubelet involved): nothing the user can apply is undeletable."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import pytest
 from k8s_real_helpers import Cluster, Operator, eventually
+
+# A pod's first failure fails its Job: a Failed Avatar without the controller's 10 s back-off.
+CHART_VALUES = {"preprocess": {"backoffLimit": 0}}
+GONE_WITHIN_S = 5.0  # "a few seconds"
+NO_FACE = json.dumps({"detail": "no face found in the first 40 frames", "code": "no_face_detected"})
 
 
 def write_avatar(volume: Path, name: str, frames: int) -> Path:
@@ -55,3 +63,44 @@ def test_a_pod_stuck_terminating_holds_deletion_only_for_a_bounded_wait(cluster:
     assert len(warning) == 1 and warning[0]["type"] == "Warning" and pod in warning[0]["message"]
     assert f"waiting for preprocessing pod(s) {pod} to stop" in warning[0]["message"]
     assert "avatar erin: gave up after" in operator.log()
+    # The wait is normal: Kopf's retries of it are INFO lines, not an ERROR every few seconds.
+    waits = [line for line in operator.log().splitlines() if "failed temporarily: waiting for" in line]
+    assert waits and not [line for line in waits if " ERROR " in line], waits
+
+
+def delete_and_time(cluster: Cluster, ns: str, name: str) -> float:
+    start = time.monotonic()
+    cluster.delete_avatar(ns, name)
+    eventually(lambda: cluster.avatar_gone(ns, name), timeout=GONE_WITHIN_S * 4, what=f"{name} gone")
+    return time.monotonic() - start
+
+
+# 1.20-1.24 have no CEL, so the API admits any DNS subdomain: a dot, or up to 253 characters.
+@pytest.mark.parametrize("name", ["news.anchor", "x" * 70], ids=["dotted", "70-characters"])
+def test_an_avatar_whose_name_is_no_avatar_id_fails_and_is_still_deletable(cluster: Cluster, namespace: str,
+                                                                          operator: Operator, name: str) -> None:
+    ns = namespace
+    cluster.create_avatar(ns, name, videoPath="uploads/x.mp4", engine="lite")
+    eventually(lambda: cluster.phase(ns, name) == "Failed", what="Failed")
+    status = cluster.avatar(ns, name)["status"]
+    assert status["reason"] == "InvalidSpec" and "must be a DNS label" in status["message"]
+    assert "musetalk.io/cleanup" in cluster.avatar(ns, name)["metadata"]["finalizers"]
+    assert delete_and_time(cluster, ns, name) < GONE_WITHIN_S
+    assert cluster.job_names(ns) == []
+    assert "Traceback" not in operator.log(), operator.log()[-3000:]
+
+
+def test_a_failed_and_a_pending_avatar_are_deleted_within_seconds(cluster: Cluster, namespace: str,
+                                                                 operator: Operator, volume: Path) -> None:
+    ns = namespace
+    cluster.create_avatar(ns, "broken", videoPath="uploads/broken.mp4", engine="lite")
+    cluster.create_avatar(ns, "waiting", videoPath="uploads/waiting.mp4", engine="lite")
+    pod = eventually(lambda: cluster.one_pod(ns, "avatar-broken-g1"), what="broken's pod")["metadata"]["name"]
+    cluster.finish_pod(ns, pod, exit_code=2, message=NO_FACE)
+    eventually(lambda: cluster.phase(ns, "broken") == "Failed", what="Failed")
+    eventually(lambda: cluster.one_pod(ns, "avatar-waiting-g1"), what="waiting's pod (never scheduled)")
+    eventually(lambda: cluster.phase(ns, "waiting") == "Pending", what="Pending")
+
+    assert delete_and_time(cluster, ns, "broken") < GONE_WITHIN_S
+    assert delete_and_time(cluster, ns, "waiting") < GONE_WITHIN_S
+    assert cluster.job_names(ns) == []

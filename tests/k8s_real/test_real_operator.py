@@ -116,3 +116,5 @@ def test_a_name_only_the_cel_rule_would_refuse_fails_in_the_operator(cluster: Cl
     assert status["conditions"][0]["reason"] == "InvalidSpec" and "DNS label" in status["message"]
     assert cluster.job_names(namespace) == []
     assert eventually(lambda: cluster.event_reasons(namespace, "not.a.label")) == ["InvalidSpec"]
+    cluster.delete_avatar(namespace, "not.a.label")  # and it can be deleted (it once could not)
+    eventually(lambda: cluster.avatar_gone(namespace, "not.a.label"), timeout=10, what="the Avatar gone")

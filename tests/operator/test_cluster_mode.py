@@ -271,3 +271,22 @@ async def test_the_jobs_real_entry_point_builds_an_avatar_the_service_serves(
             assert status == 200 and b"\xff\xd8" in data
     assert current(k8s, AVATAR, "news")["status"]["frames"] == 125
     assert runner.exception is None
+
+
+def test_auto_on_a_gpu_in_cluster_mode_without_weights_refuses_to_start(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """No silent CPU engine on GPU nodes: the pod's start fails, naming the weights and both fixes."""
+    import torch
+
+    from musetalk_server.errors import WeightsError
+    from musetalk_server.runtime import choose_engine
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cluster = Settings(_env_file=None, result_dir=tmp_path, model_dir=tmp_path / "empty", engine="auto",
+                       avatar_source="kubernetes")
+    with pytest.raises(WeightsError, match=r"MUSETALK_ENGINE=auto but weights are missing under .*models\.download=true"
+                                           r".*MUSETALK_ENGINE=lite.*: musetalkV15/unet\.pth"):
+        choose_engine(cluster)
+    # Local mode keeps its fallback, and lite by name is a choice, not a surprise.
+    assert choose_engine(cluster.model_copy(update={"avatar_source": "local"})).name == "lite"
+    assert choose_engine(cluster.model_copy(update={"engine": "lite"})).name == "lite"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +115,36 @@ def test_settings_come_from_the_environment() -> None:
         OperatorConfig.from_env({"MUSETALK_OPERATOR_GPUS": "many"})
     with pytest.raises(ConfigError, match="JSON list"):
         OperatorConfig.from_env({"MUSETALK_OPERATOR_TOLERATIONS": "{}"})
+
+
+def test_a_retry_token_names_a_new_job_for_the_same_generation() -> None:
+    plain = avatar()
+    retried = avatar()
+    retried["metadata"]["annotations"] = {jobs.RETRY_ANNOTATION: "2030-01-01T00:00:00Z"}
+    first, second = jobs.job_name_for(plain), jobs.job_name_for(retried)
+    assert first == "avatar-alice-g1" and second.startswith("avatar-alice-g1-r") and len(second) == len(first) + 8
+    assert jobs.build_job(retried, OperatorConfig())["metadata"]["name"] == second
+    assert jobs.job_name_for(retried) == second  # the same token is the same Job: re-running is a no-op
+    long = avatar(name="x" * 63)
+    long["metadata"]["annotations"] = {jobs.RETRY_ANNOTATION: "1"}
+    assert len(jobs.job_name_for(long)) <= jobs.MAX_NAME
+
+
+@pytest.mark.parametrize("spec, says", [
+    ({"bboxShift": 3}, "exactly one video source, videoPath or videoUrl; it has neither"),
+    ({"videoPath": "a.mp4", "videoUrl": "https://h/x.mp4"}, "it has both"),
+])
+def test_a_spec_without_one_source_says_which_way_it_is_wrong(spec: dict, says: str) -> None:
+    with pytest.raises(jobs.InvalidAvatar, match=re.escape(says)):
+        jobs.build_job(avatar(**spec), OperatorConfig())
+
+
+def test_every_setting_is_listed_with_its_default_and_the_bind_address_is_one() -> None:
+    from musetalk_operator.config import SETTINGS, describe_settings
+
+    listed = describe_settings()
+    for setting in SETTINGS:
+        assert f"MUSETALK_OPERATOR_{setting.name} " in listed
+    assert "MUSETALK_OPERATOR_CLEANUP_WAIT_S" in listed and "(default: 120)" in listed
+    assert OperatorConfig.from_env({"MUSETALK_OPERATOR_BIND_ADDRESS": "127.0.0.1"}).bind_address == "127.0.0.1"
+    assert OperatorConfig().bind_address == "0.0.0.0"  # in a pod, the probes come from the kubelet

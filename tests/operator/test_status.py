@@ -41,11 +41,58 @@ def test_phases_follow_the_job() -> None:
     assert status.job_outcome({"conditions": [{"type": "Complete", "status": "False"}]}).phase == "Pending"
 
 
-def test_ready_takes_frames_from_the_termination_message() -> None:
-    report = json.dumps({"message": "Avatar processed successfully", "avatar_id": "a", "info": {"frames": 125}})
+def test_ready_takes_frames_and_engine_from_the_termination_message() -> None:
+    report = json.dumps({"message": "Avatar processed successfully", "avatar_id": "a",
+                         "info": {"frames": 125, "engine": "lite"}})
     done = status.job_outcome({"conditions": [{"type": "Complete", "status": "True"}]})
-    outcome, frames = status.refine(done, status.pod_result([pod(report)]))
-    assert (outcome.phase, outcome.message, frames) == ("Ready", "Avatar processed successfully", 125)
+    outcome, info = status.refine(done, status.pod_result([pod(report)]))
+    assert (outcome.phase, outcome.message, info["frames"], info["engine"]) == (
+        "Ready", "Avatar processed successfully", 125, "lite")
+
+
+UNSCHEDULABLE = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                 "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}
+
+
+def pending_pod(conditions: list | None = None, waiting: dict | None = None, deleting: bool = False) -> dict:
+    statuses = [{"name": "preprocess", "state": {"waiting": waiting}}] if waiting else []
+    meta = {"deletionTimestamp": "2030-01-01T00:00:00Z"} if deleting else {}
+    return {"metadata": meta, "status": {"phase": "Pending", "conditions": conditions or [],
+                                         "containerStatuses": statuses}}
+
+
+def test_pending_says_what_the_scheduler_or_the_kubelet_says() -> None:
+    unschedulable = status.job_outcome({"active": 1}, [pending_pod([UNSCHEDULABLE])])
+    assert (unschedulable.phase, unschedulable.reason) == ("Pending", "Unschedulable")
+    assert unschedulable.message.endswith("0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")
+    pull = status.job_outcome({"active": 1}, [pending_pod(waiting={"reason": "ImagePullBackOff",
+                                                                  "message": "Back-off pulling image"})])
+    assert pull.reason == "ImagePullBackOff" and "Back-off pulling image" in pull.message
+    assert status.is_problem(unschedulable) and status.is_problem(pull)
+    # Progress is no problem: a container being created, a pod being torn down.
+    creating = pending_pod(waiting={"reason": "ContainerCreating"})
+    assert status.job_outcome({"active": 1}, [creating]).reason == "JobPending"
+    assert status.job_outcome({"active": 1}, [pending_pod([UNSCHEDULABLE], deleting=True)]).reason == "JobPending"
+    assert not status.is_problem(status.job_outcome({"active": 1}, [creating]))
+
+
+def test_a_deadline_keeps_the_reason_the_pod_gave_and_a_redelivery_keeps_it_too() -> None:
+    stuck = status.avatar_status(status.job_outcome({"active": 1}, [pending_pod([UNSCHEDULABLE])]), generation=1,
+                                 job_name="j", frames=None, previous=None, now="2030-01-01T00:00:00Z")
+    # The pod is gone before the Job says Failed: no live pod, so the reason stays.
+    gap = status.keep_cause(status.job_outcome({"active": 1}, []), stuck, "j", pod_alive=False)
+    assert gap.reason == "Unschedulable"
+    # But a pod that got scheduled and is being created clears it.
+    assert status.keep_cause(status.job_outcome({"active": 1}, [pending_pod()]), stuck, "j").reason == "JobPending"
+    deadline = status.job_outcome({"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                                                   "message": "Job was active longer than specified deadline"}]})
+    failed = status.keep_cause(deadline, stuck, "j")
+    assert failed.reason == "DeadlineExceeded"
+    assert failed.message == ("Job was active longer than specified deadline; the pod never started: Unschedulable: "
+                              + stuck["message"])
+    written = status.avatar_status(failed, generation=1, job_name="j", frames=None, previous=stuck, now="t")
+    assert status.keep_cause(deadline, written, "j") == failed  # re-delivered: same message, nothing to write
+    assert status.keep_cause(deadline, stuck, "another-job") == deadline  # a retry's Job starts afresh
 
 
 def test_failure_reasons_the_cli_json_then_the_container_then_the_job() -> None:
@@ -80,6 +127,7 @@ def test_status_fits_the_crd_and_keeps_transition_time() -> None:
     again = status.avatar_status(running, generation=2, job_name="j", frames=None, previous=first,
                                  now="2030-01-01T00:09:00Z")
     assert again == first  # a re-delivered event changes nothing, so nothing is written
+    assert first["reason"] == "JobRunning" and first["engine"] is None
     ready = status.avatar_status(status.Outcome("Ready", "Preprocessed", "ok"), generation=2, job_name="j",
                                  frames=10, previous=first, now="2030-01-01T00:10:00Z")
     assert ready["conditions"][0]["lastTransitionTime"] == "2030-01-01T00:10:00Z"

@@ -90,3 +90,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $own := index . 0 }}{{- $gpu := index . 1 }}
 {{- if $gpu.enabled }}{{ toJson (concat $own $gpu.tolerations) }}{{ else }}{{ toJson $own }}{{ end }}
 {{- end }}
+
+{{/* Resources with every quantity a string: server-side apply on 1.20 refuses a bare 1
+("expected string, got 1"), and a user's `cpu: 2` must not break the install. */}}
+{{- define "musetalk.resources" -}}
+{{- $out := dict }}
+{{- range $kind, $quantities := . }}
+{{- $strings := dict }}
+{{- range $name, $value := $quantities }}{{ $_ := set $strings $name (toString $value) }}{{ end }}
+{{- $_ := set $out $kind $strings }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from ..avatars.layout import validate_avatar_id
+from ..avatars.layout import AVATAR_ID_PATTERN, validate_avatar_id
 from ..avatars.service import Avatars
 from ..errors import Unauthorized
 from ..jobs import Jobs
@@ -59,7 +59,9 @@ def get_jobs(state: StateDep) -> Jobs:
     return state.jobs
 
 
-def avatar_id_path(avatar_id: Annotated[str, Path()]) -> str:
+# The schema states the pattern; the check stays validate_avatar_id's, so a bad id answers
+# invalid_avatar_id (not FastAPI's invalid_input), as everywhere else an id is checked.
+def avatar_id_path(avatar_id: Annotated[str, Path(json_schema_extra={"pattern": AVATAR_ID_PATTERN.pattern})]) -> str:
     return validate_avatar_id(avatar_id)
 
 

@@ -10,15 +10,28 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import InsufficientStorage, MuseTalkError, error_body
+from ..errors import (
+    InsufficientStorage,
+    InvalidInput,
+    MethodNotAllowed,
+    MuseTalkError,
+    RouteNotFound,
+    TooLarge,
+    Unauthorized,
+    error_body,
+)
 from ..storage import is_full_disk
 
-__all__ = ["install_error_handlers", "error_body", "UnhandledErrorMiddleware"]
+__all__ = ["install_error_handlers", "error_body", "UnhandledErrorMiddleware", "allowed_methods"]
 
 log = logging.getLogger(__name__)
 
 _FULL_FOR_REQUEST = "the server ran out of storage for the request"
-_HTTP_CODES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+# The HTTP errors Starlette and FastAPI raise themselves, as the tree's codes. Their 400 is a body
+# that could not be parsed (a malformed multipart form): to a client that is a malformed field.
+_FRAMEWORK_ERRORS: dict[int, type[MuseTalkError]] = {
+    400: InvalidInput, 401: Unauthorized, 404: RouteNotFound, 405: MethodNotAllowed, 413: TooLarge,
+}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -34,14 +47,19 @@ def install_error_handlers(app: FastAPI) -> None:
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             parts.append(f"{where}: {err.get('msg')}")
-        return JSONResponse(error_body("; ".join(parts) or "invalid request", "invalid_input"), status_code=422)
+        return await _ours(request, InvalidInput("; ".join(parts) or "invalid request"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if is_full_disk(exc.__cause__):  # FastAPI wraps a body it could not spool in a 400
             return await _ours(request, InsufficientStorage(_FULL_FOR_REQUEST))
-        code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(str(exc.detail), code), status_code=exc.status_code, headers=exc.headers)
+        error = _FRAMEWORK_ERRORS.get(exc.status_code)
+        code = error.code if error else "http_error"
+        status = error.status if error else exc.status_code
+        headers = dict(exc.headers or {})
+        if status == MethodNotAllowed.status:
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope))
+        return JSONResponse(error_body(str(exc.detail), code), status_code=status, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -50,6 +68,17 @@ def install_error_handlers(app: FastAPI) -> None:
         # The trace goes to the log, never to the client.
         log.exception("unhandled error on %s", request.url.path)
         return JSONResponse(error_body("internal server error", "internal_error"), status_code=500)
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method the OpenAPI schema documents for the path the request matched, for `Allow`.
+
+    Starlette answers 405 from the first route whose path matched and names that route's methods
+    alone; a path served by several routes (GET and DELETE /avatars/{id}) has them all.
+    """
+    route = scope.get("route")
+    documented = app.openapi()["paths"].get(getattr(route, "path_format", None), {})
+    return sorted(m.upper() for m in documented) or sorted(getattr(route, "methods", None) or ())
 
 
 class UnhandledErrorMiddleware:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import cv2
 import numpy as np
@@ -21,13 +22,16 @@ def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
 
 
 def jpeg_part(jpeg: bytes, index: int, timestamp_ms: float) -> bytes:
-    """One multipart part: headers a client can sync to, then the JPEG."""
+    """One multipart part: headers a client can sync to, then the JPEG.
+
+    X-Timestamp-Ms is whole milliseconds like every other *-Ms header, rounded down as the
+    real-time frames' pts_ms are (realtime/timeline.py): frame i of 30 fps is at 33, 66, 100."""
     head = (
         f"--{BOUNDARY}\r\n"
         "Content-Type: image/jpeg\r\n"
         f"Content-Length: {len(jpeg)}\r\n"
         f"X-Frame-Index: {index}\r\n"
-        f"X-Timestamp-Ms: {timestamp_ms:.1f}\r\n\r\n"
+        f"X-Timestamp-Ms: {math.floor(timestamp_ms)}\r\n\r\n"
     )
     return head.encode() + jpeg + b"\r\n"
 

@@ -17,6 +17,11 @@ __all__ = ["AUDIO_RATE", "Mp4Writer"]
 AUDIO_RATE = 48_000  # Hz; the muxed track is re-decoded from the upload at this rate, not upsampled from 16 kHz
 _AAC_FRAME = 1024  # samples per AAC frame
 _AUDIO_BITRATE = 128_000
+# x264 splits each frame into one slice per thread, and by default takes its thread count from the
+# CPUs the encoding thread may run on: the same frames then encode differently (most visibly in
+# the lower slices) on another machine, under another CPU limit or affinity. A fixed count makes
+# identical requests give identical files everywhere.
+ENCODER_THREADS = 4
 
 
 class Mp4Writer:
@@ -29,6 +34,7 @@ class Mp4Writer:
         self._video.width, self._video.height = width - width % 2, height - height % 2
         self._video.pix_fmt = "yuv420p"
         self._video.options = {"preset": "veryfast", "crf": "20"}
+        self._video.codec_context.thread_count = ENCODER_THREADS
         self._audio = self._out.add_stream("aac", rate=audio_rate, layout="mono")
         self._audio.bit_rate = _AUDIO_BITRATE
         self._samples = np.ascontiguousarray(audio, dtype=np.float32)

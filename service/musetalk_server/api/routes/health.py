@@ -9,12 +9,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ... import __version__
 from ...errors import error_body
 from ..deps import StateDep
-from ..openapi import HEALTH, LIVE, METRICS_RESPONSE, READY, errors, ok
+from ..models import Health, Live, Ready
+from ..openapi import METRICS_RESPONSE, error_responses
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", responses=ok(HEALTH))
+@router.get("/health", response_model=Health)
 async def health(state: StateDep) -> dict:
     """The seed's status body, plus the engine's own facts."""
     rt = state.runtime
@@ -31,12 +32,12 @@ async def health(state: StateDep) -> dict:
     }
 
 
-@router.get("/health/live", responses=ok(LIVE))
+@router.get("/health/live", response_model=Live)
 async def live() -> dict:
     return {"status": "alive"}
 
 
-@router.get("/health/ready", responses={**ok(READY), **errors(503)})
+@router.get("/health/ready", response_model=Ready, responses=error_responses("probe"))
 async def ready(state: StateDep) -> Response:
     rt = state.runtime
     if rt.scheduler.draining:

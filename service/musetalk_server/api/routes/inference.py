@@ -9,19 +9,19 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from ...errors import OperationKind
 from ...media.jpeg import MJPEG_MEDIA_TYPE
 from ...media.mp4 import AUDIO_RATE
 from ...pipeline import RenderJob
 from ...sinks.mjpeg import MjpegStream
 from ...sinks.mp4 import render_mp4_file
 from ..deps import AvatarIdPath, JobsDep, RenderingDep, StateDep, require_api_key
-from ..openapi import BATCH_WHEN, JOB_ACCEPTED, MP4_RESPONSE, STREAM_RESPONSE, errors
+from ..openapi import JOB_ACCEPTED, MP4_RESPONSE, STREAM_RESPONSE, error_responses
 from ..uploads import saved_upload
 from .jobs import accept
 
-router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)], responses=errors(401))
-_RENDER_STATUSES = (404, 409, 413, 415, 422, 429, 500, 503, 507)
-_RENDER_ERRORS = errors(*_RENDER_STATUSES)
+router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)], responses=error_responses("keyed"))
+_RENDER_KINDS: tuple[OperationKind, ...] = ("avatar", "upload", "device", "render")
 
 AudioFile = Annotated[UploadFile, File(description="Audio in any format FFmpeg decodes (wav, mp3, m4a, ogg, flac)")]
 
@@ -51,7 +51,7 @@ async def _open_job(state, rendering, avatar_id: str, upload: UploadFile, kind: 
 
 
 @router.post("/inference/stream/{avatar_id}", response_class=StreamingResponse,
-             responses={**STREAM_RESPONSE, **_RENDER_ERRORS})
+             responses={**STREAM_RESPONSE, **error_responses(*_RENDER_KINDS)})
 async def stream(
     state: StateDep,
     rendering: RenderingDep,
@@ -79,7 +79,7 @@ async def _forget_when_done(state, sink: MjpegStream):
 
 
 @router.post("/inference/batch/{avatar_id}", response_class=FileResponse,
-             responses={**MP4_RESPONSE, **JOB_ACCEPTED, **errors(*_RENDER_STATUSES, when=BATCH_WHEN)})
+             responses={**MP4_RESPONSE, **JOB_ACCEPTED, **error_responses(*_RENDER_KINDS, "async_batch")})
 async def batch(
     request: Request, state: StateDep, rendering: RenderingDep, jobs: JobsDep, avatar_id: AvatarIdPath,
     audio_file: AudioFile,

@@ -11,11 +11,12 @@ from starlette.concurrency import run_in_threadpool
 from ...jobs import Job, Jobs
 from ...pipeline import RenderJob
 from ..deps import JobsDep, require_api_key
-from ..openapi import JOB, JOB_RESULT, JOB_WHEN, errors, ok
+from ..models import Job as JobModel
+from ..openapi import JOB_RESULT, error_responses
 
 __all__ = ["router", "accept"]
 
-router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)], responses=errors(401))
+router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)], responses=error_responses("keyed"))
 
 # Ids are secrets.token_urlsafe (jobs.py): anything else is refused as invalid_input, not looked up.
 JobIdPath = Annotated[str, Path(description="The id from the 202 of POST /inference/batch/{avatar_id}?async=true",
@@ -34,14 +35,14 @@ async def accept(jobs: Jobs, render: RenderJob) -> JSONResponse:
     return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})
 
 
-@router.get("/jobs/{job_id}", responses={**ok(JOB), **errors(404, 422, when=JOB_WHEN)})
+@router.get("/jobs/{job_id}", response_model=JobModel, responses=error_responses("job"))
 async def show_job(jobs: JobsDep, job_id: JobIdPath) -> dict[str, Any]:
     """State (queued, running, done, failed, cancelled), progress in frames, and the error if failed."""
     return job_body(jobs, await run_in_threadpool(jobs.get, job_id))
 
 
 @router.get("/jobs/{job_id}/result", response_class=FileResponse,
-            responses={**JOB_RESULT, **errors(404, 409, 422, when=JOB_WHEN)})
+            responses={**JOB_RESULT, **error_responses("job", "job_result")})
 async def job_result(jobs: JobsDep, job_id: JobIdPath) -> FileResponse:
     """The MP4 once the job is done (409 job_not_finished before, 409 job_failed if there is none)."""
     job = await run_in_threadpool(jobs.result, job_id)
@@ -50,7 +51,7 @@ async def job_result(jobs: JobsDep, job_id: JobIdPath) -> FileResponse:
                                  "Cache-Control": "no-store"})
 
 
-@router.delete("/jobs/{job_id}", responses={**ok(JOB), **errors(404, 422, when=JOB_WHEN)})
+@router.delete("/jobs/{job_id}", response_model=JobModel, responses=error_responses("job"))
 async def delete_job(jobs: JobsDep, job_id: JobIdPath) -> dict[str, Any]:
     """Cancel a job in flight (its render stops, its file goes) or discard a finished one."""
     return job_body(jobs, await run_in_threadpool(jobs.cancel, job_id))

@@ -12,7 +12,7 @@ from ...avatars.layout import not_found
 from ...avatars.store import read_frame
 from ...media.jpeg import encode_jpeg
 from ..deps import AvatarIdPath, StateDep, key_matches, require_api_key
-from ..openapi import JPEG_RESPONSE, errors
+from ..openapi import JPEG_RESPONSE, error_responses
 
 router = APIRouter(tags=["avatars"])
 
@@ -29,7 +29,7 @@ def require_api_key_or_query(
 
 
 @router.get("/avatars/{avatar_id}/preview.jpg", dependencies=[Depends(require_api_key_or_query)],
-            response_class=Response, responses={**JPEG_RESPONSE, **errors(401, 404, 422)})
+            response_class=Response, responses={**JPEG_RESPONSE, **error_responses("keyed", "avatar", "reads_avatar")})
 async def preview(state: StateDep, avatar_id: AvatarIdPath) -> Response:
     """The avatar's first frame as a JPEG."""
     if not state.runtime.store.exists(avatar_id):

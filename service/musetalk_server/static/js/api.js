@@ -17,7 +17,7 @@ function keyHeaders() {
   return key ? { "X-API-Key": key } : {};
 }
 
-// The README's error table, in words for a person at the page.
+// The error codes of docs/errors.md, in words for a person at the page.
 const MESSAGES = {
   unauthorized: "The server needs an API key: enter it at the top right.",
   avatar_not_found: "That avatar does not exist (any more): create it first.",

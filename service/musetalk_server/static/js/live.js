@@ -1,4 +1,4 @@
-// A real-time session over `WS inference/realtime/{avatar_id}` (the README's "Real-time WebSocket").
+// A real-time session over `WS inference/realtime/{avatar_id}` (docs/realtime.md).
 // Each binary message is one frame: a 24-byte little-endian header `<4sIIIHHI` (magic "MTF1",
 // frame index, pts in ms, utterance, flags, reserved, JPEG length), the JPEG, then that frame's
 // share of the audio as PCM16 mono. Every frame's audio is scheduled through WebAudio at its pts,
