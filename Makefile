@@ -1,15 +1,17 @@
-# Two commands from a fresh clone: `make serve` and `make test`.
+# Two commands from a fresh clone: `make serve` and `make test` (`make test-quick` for daily work).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test install bench clean k8s-control-plane lint docs
+.PHONY: serve test test-quick install bench clean k8s-control-plane lint docs
 
-$(STAMP): pyproject.toml
+# The server with its test tools, and the Python client (its own distribution, clients/python),
+# which the tests, the benchmarks and examples/ use.
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test]' -e clients/python
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,6 +24,11 @@ serve: $(STAMP)
 test: $(STAMP) k8s-control-plane lint
 	bash .ci/chromium.sh
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Everything but the tests marked slow (each over about 5 s here: real control plane, browser,
+# quality bars, long renders): under 3 minutes on a 2-core VM, with no control plane to build.
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -40,14 +47,15 @@ k8s-control-plane: $(STAMP)
 # quality on the ground-truth clips, the musetalk engine on tiny models (pass
 # MUSETALK_BENCH_ARGS='--size full --device cuda:0' on a GPU machine), and reliability
 # (schema-driven fuzzing and the hostile media corpus).
+# The scripts are modules of the bench package, run from the repository root.
 bench: $(STAMP)
-	$(BIN)/python bench/service_bench.py
-	$(BIN)/python bench/lipsync_eval.py
-	$(BIN)/python bench/other_voices.py
-	$(BIN)/python bench/load_bench.py
-	$(BIN)/python bench/musetalk_bench.py $(MUSETALK_BENCH_ARGS)
-	$(BIN)/python bench/fuzz_bench.py
-	$(BIN)/python bench/realtime_bench.py
+	$(BIN)/python -m bench.service_bench
+	$(BIN)/python -m bench.lipsync_eval
+	$(BIN)/python -m bench.other_voices
+	$(BIN)/python -m bench.load_bench
+	$(BIN)/python -m bench.musetalk_bench $(MUSETALK_BENCH_ARGS)
+	$(BIN)/python -m bench.fuzz_bench
+	$(BIN)/python -m bench.realtime_bench
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -10,19 +10,16 @@ the ground-truth clips, each both ways round (avatar from one half, driven by th
 2. Does the generic mapping's target, shut (or half-shut) on those frames, follow the filmed
    aperture better? Pearson r of target against filmed, the measure `lipsync_eval.tuning_r` averages.
 
-    .venv/bin/pip install '.[eval]' && .venv/bin/python bench/closure_probe.py
+    .venv/bin/pip install '.[eval]' && .venv/bin/python -m bench.closure_probe
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import lipsync_eval as ev  # first: it puts service/ on the path
+from bench import lipsync_eval as ev
 from musetalk_server.engines.lite.engine import speaking_bank
 from musetalk_server.engines.lite.shape import ShapeStream
 from musetalk_server.media.timeline import SAMPLE_RATE

@@ -1,16 +1,16 @@
 """Reliability benchmark: schema-driven fuzzing at scale, and the hostile media corpus timed.
 
 A real server with the lite engine on loopback (in this process, on uvicorn), then:
-1. schemathesis `--checks all` (tests/fuzzing.py): every phase (coverage, fuzzing, stateful) over
+1. schemathesis `--checks all` (testkit/fuzzing.py): every phase (coverage, fuzzing, stateful) over
    every operation of /openapi.json, with the API key on (so requests pass the key check and
    reach validation) and a fixed seed, with the avatar face2 in place; the only refusal not
    counted a failure is 415 for random bytes sent as media (no schema can say "decodable");
-2. the hostile corpus of tests/hostile_media.py through stream, batch and preprocess, each
+2. the hostile corpus of testkit/hostile_media.py through stream, batch and preprocess, each
    answer's status and code checked, and the slowest answer and the process's peak RSS noted.
 
 Prints Markdown tables; exits 1 on any schemathesis failure, malformed error or fewer than
 --min-cases cases.
-Usage: python bench/fuzz_bench.py [--max-examples 100] [--seed 12] [--min-cases 1500]
+Usage: python -m bench.fuzz_bench [--max-examples 100] [--seed 12] [--min-cases 1500]
 """
 
 from __future__ import annotations
@@ -23,16 +23,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "service"), str(REPO / "tests")]
+import httpx
 
-import httpx  # noqa: E402
-
-from fuzzing import error_shape_problem, fuzz  # noqa: E402
-from helpers import LiveServer, media  # noqa: E402
-from hostile_media import audio_cases, video_cases  # noqa: E402
-from musetalk_server.api import create_app  # noqa: E402
-from musetalk_server.config import Settings  # noqa: E402
+from musetalk_server.api import create_app
+from musetalk_server.config import Settings
+from testkit.fuzzing import error_shape_problem, fuzz
+from testkit.hostile_media import audio_cases, video_cases
+from testkit.live_server import LiveServer
+from testkit.media import media
 
 API_KEY = "bench-key"
 AUDIO_ENDPOINTS = ("/inference/stream/face2", "/inference/batch/face2")

@@ -7,7 +7,7 @@ Writes into OUT_DIR:
 - `speech.npy`: mt_eng.wav as 16 kHz mono float32 (60 s).
 
 `bench/musetalk_bench.py --inputs OUT_DIR` and the `gpu` tests (MUSETALK_GPU_INPUTS=OUT_DIR) read
-them instead of decoding. Usage: python bench/gpu_inputs.py OUT_DIR [--frames 8]
+them instead of decoding. Usage: python -m bench.gpu_inputs OUT_DIR [--frames 8]
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO.parent / "shared" / "media"
-sys.path[:0] = [str(REPO / "service"), str(REPO / "tests")]
 
 CLIP = "vr_face2.mp4"  # 844x844, 25 fps: the face the benchmark pastes into
 CLIPS = {"avatar.npz": CLIP, "avatar720.npz": "lp_s18.mp4"}  # the second: 1280x720, streams at 720p
@@ -28,9 +27,9 @@ SPEECH = "mt_eng.wav"  # 60 s of English speech
 
 
 def main() -> int:
-    from mediatools import first_frames
     from musetalk_server.face.landmarks import detect_video
     from musetalk_server.media.audio import decode_audio
+    from testkit.mediatools import first_frames
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)

@@ -11,5 +11,5 @@ diffusers=$("$PY" -c 'import diffusers; print(diffusers.__version__)')
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d .gpu/wheels "diffusers==$diffusers" importlib_metadata zipp
-"$PY" bench/gpu_inputs.py .gpu
+"$PY" -m bench.gpu_inputs .gpu
 du -sh .gpu

@@ -10,13 +10,14 @@ DEVICE=${DEVICE:-cuda:0}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 MUSETALK_GPU_INPUTS="$PWD/.gpu"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/wheels/*.whl || exit 1
-export PYTHONPATH=/tmp/site
+# The device has no install of the project: its sources come from this checkout.
+export PYTHONPATH=/tmp/site:$PWD/service
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 # Only the `gpu` tests: the device lacks pytest-asyncio, kmock, PyAV and MediaPipe, which the rest need.
 python3 -m pytest -q -m gpu -p no:cacheprovider -o addopts="" tests/gpu tests/unit/test_musetalk_face.py 2>&1 | tee "$OUT/gpu_tests.log"
 tests=${PIPESTATUS[0]}
 # One run: the per-step rows, then N = 1, 4, 16, 32 concurrent 720p streams batched across streams.
-python3 bench/musetalk_bench.py --size full --device "$DEVICE" --inputs .gpu --streams 1,4,16,32 --clip lp_s18.mp4 \
+python3 -m bench.musetalk_bench --size full --device "$DEVICE" --inputs .gpu --streams 1,4,16,32 --clip lp_s18.mp4 \
   ${MUSETALK_BENCH_ARGS:-} 2>&1 | tee "$OUT/gpu_bench.md"
 bench=${PIPESTATUS[0]}
 echo "gpu tests exit $tests, bench exit $bench"

@@ -26,7 +26,7 @@ alone, which has no per-clip fit at all.
 Cross-driven runs pair clip A's avatar with other audio (clip B's second half, mt_eng.wav);
 they have no r_gt.
 
-    python bench/lipsync_eval.py [--engine lite] [--out results/lipsync] [--clips ...] [--no-cross] [--no-generic]
+    python -m bench.lipsync_eval [--engine lite] [--out results/lipsync] [--clips ...] [--no-cross] [--no-generic]
         [--write-docs]  (also write the table into docs/lite-engine.md, between its generated markers)
 """
 
@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -48,9 +47,8 @@ import numpy as np
 from scipy.signal import butter, sosfiltfilt
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "service"), str(ROOT / "bench")]
 
-from doc_blocks import LITE_ENGINE, check_block, measured_on, write_block  # noqa: E402
+from bench.doc_blocks import LITE_ENGINE, check_block, measured_on, write_block  # noqa: E402
 from musetalk_server.avatars.preprocess import fill_missing  # noqa: E402
 from musetalk_server.engines.base import AvatarFrames, Engine, LoadedAvatar  # noqa: E402
 from musetalk_server.engines.lite.shape import SHIPPED, GenericMapping  # noqa: E402
@@ -529,8 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     measure = FACEMESH
     if args.detector == "dlib":
-        from dlib_mouth import CLOSED_APERTURE as DLIB_CLOSED
-        from dlib_mouth import DlibMouth
+        from bench.dlib_mouth import CLOSED_APERTURE as DLIB_CLOSED
+        from bench.dlib_mouth import DlibMouth
         measure = Measure(DlibMouth().apertures, DLIB_CLOSED)
     engine = make_engine(args.engine)
     args.out.mkdir(parents=True, exist_ok=True)

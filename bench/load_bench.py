@@ -11,7 +11,7 @@ client sees it:
 The bar on the 2-core machine: every admitted stream keeps p99 lateness <= 40 ms at every N,
 the rest are refused, no stream loses or repeats a frame.
 
-Usage: python bench/load_bench.py [--engine lite] [--streams 1,2,4,8,16] [--seconds 9] [--write-docs]
+Usage: python -m bench.load_bench [--engine lite] [--streams 1,2,4,8,16] [--seconds 9] [--write-docs]
 (`--write-docs` also writes the table into docs/benchmarks.md.)
 """
 
@@ -31,8 +31,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from doc_blocks import BENCHMARKS, WRITE_DOCS_HELP, measured_on, write_block
-from service_bench import MEDIA, cut_audio, preprocess, start_server
+from bench.doc_blocks import BENCHMARKS, WRITE_DOCS_HELP, measured_on, write_block
+from bench.service_bench import MEDIA, cut_audio, preprocess, start_server
 
 CLIP = "lp_d11.mp4"  # 512x512, 25 fps
 AVATAR = "load512"

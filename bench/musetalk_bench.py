@@ -15,7 +15,7 @@ Rows:
   aggregate frames/s, per-stream frames/s and the mean frames per device call. At the same batch
   size, N = 4 should be at least the N = 1 figure.
 
-Usage: python bench/musetalk_bench.py [--size tiny|full] [--device cpu|cuda:0] [--batches 1,8,32]
+Usage: python -m bench.musetalk_bench [--size tiny|full] [--device cpu|cuda:0] [--batches 1,8,32]
        [--inputs DIR]  (a folder from bench/gpu_inputs.py, for the GPU machine)
        [--write-docs]  (also write the tables into docs/benchmarks.md: blocks musetalk-SIZE[-streams])
 """
@@ -33,11 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from doc_blocks import BENCHMARKS, WRITE_DOCS_HELP, measured_on, write_block
+from bench.doc_blocks import BENCHMARKS, WRITE_DOCS_HELP, measured_on, write_block
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO.parent / "shared" / "media"
-sys.path[:0] = [str(REPO / "service"), str(REPO / "tests")]
 
 from musetalk_server.engines.base import AvatarFrames, LoadedAvatar  # noqa: E402
 from musetalk_server.engines.musetalk import blend  # noqa: E402
@@ -53,7 +52,7 @@ SPEECH = "mt_eng.wav"  # 60 s
 def load_models(size: str, device: str) -> MuseTalkModels:
     from transformers import WhisperFeatureExtractor
 
-    from musetalk_tiny import build_models
+    from testkit.musetalk_tiny import build_models
 
     dtype = dtype_for(device)
     unet, vae, whisper = build_models(size)
@@ -71,8 +70,8 @@ def avatar_inputs(n_frames: int, inputs: Path | None, clip: str = CLIP) -> tuple
     if inputs is not None:
         saved = np.load(inputs / INPUT_FILES[clip])
         return list(saved["frames"][:n_frames]), saved["points"][:n_frames]
-    from mediatools import first_frames
     from musetalk_server.face.landmarks import detect_video
+    from testkit.mediatools import first_frames
 
     frames = first_frames(MEDIA / clip, n_frames)
     points, _ = detect_video(frames)

@@ -13,24 +13,21 @@ Two questions, on each ground-truth clip's avatar (its first half, as in lipsync
 
 `--vowel W` runs the generic mapping with vowel weight W instead of the shipped one.
 
-    python bench/other_voices.py [--voice-over] [--vowel 0.9] [--clips ...] [--write-docs]
+    python -m bench.other_voices [--voice-over] [--vowel 0.9] [--clips ...] [--write-docs]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import lipsync_eval as ev  # first: it puts service/ on the path
-from doc_blocks import LITE_ENGINE, check_block, measured_on, write_block
+from bench import lipsync_eval as ev
+from bench.doc_blocks import LITE_ENGINE, check_block, measured_on, write_block
 from musetalk_server.engines.lite.shape import SHIPPED, GenericMapping
 from musetalk_server.media.audio import decode_audio
 from musetalk_server.media.timeline import SAMPLE_RATE, frame_count

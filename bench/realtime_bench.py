@@ -11,7 +11,7 @@ utterances start at every phase of the frame clock). Measured at the client:
 - underrun frames; CPU of the server process per session (% of one core).
 
 Prints a Markdown table; `--write-docs` also writes it into docs/benchmarks.md.
-Usage: python bench/realtime_bench.py [--sessions 4] [--utterances 20] [--write-docs]
+Usage: python -m bench.realtime_bench [--sessions 4] [--utterances 20] [--write-docs]
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import struct
-import sys
 import tempfile
 import threading
 import time
@@ -29,13 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "service"), str(REPO / "bench")]
-
-from doc_blocks import BENCHMARKS, WRITE_DOCS_HELP, measured_on, write_block  # noqa: E402
-from musetalk_server.client import Client  # noqa: E402
-from musetalk_server.media.audio import decode_audio  # noqa: E402
-from service_bench import MEDIA, start_server  # noqa: E402
+from bench.doc_blocks import BENCHMARKS, WRITE_DOCS_HELP, measured_on, write_block
+from bench.service_bench import MEDIA, start_server
+from musetalk_client import Client
+from musetalk_server.media.audio import decode_audio
 
 CHUNK_S = 0.02
 UTTERANCE_S = 1.0

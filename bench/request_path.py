@@ -4,7 +4,7 @@ Runs the real app in-process (lite engine, a real clip, a real WAV), warms the a
 memory, then traces one `POST /inference/stream/{id}` with sys.setprofile: every project file
 whose code runs, and how often each check function is called. Prints a table.
 
-    python bench/request_path.py
+    python -m bench.request_path
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "service"), str(ROOT / "tests")]
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from helpers import media  # noqa: E402
 from musetalk_server.api import create_app  # noqa: E402
 from musetalk_server.config import Settings  # noqa: E402
+from testkit.media import media  # noqa: E402
 
 PACKAGE = str(ROOT / "service" / "musetalk_server")
 # name of a function -> what it checks; whichever of them the tree has is counted

@@ -6,7 +6,7 @@ Starts `musetalk-server serve` in a subprocess with a throw-away result dir, the
 - batch: seconds of work per second of audio for the MP4.
 
 Prints a Markdown table; `--write-docs` also writes it into docs/benchmarks.md.
-Usage: python bench/service_bench.py [--engine lite] [--repeat 2] [--write-docs]
+Usage: python -m bench.service_bench [--engine lite] [--repeat 2] [--write-docs]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from doc_blocks import BENCHMARKS, WRITE_DOCS_HELP, measured_on, write_block
+from bench.doc_blocks import BENCHMARKS, WRITE_DOCS_HELP, measured_on, write_block
 
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO.parent / "shared" / "media"

@@ -1,56 +1,15 @@
-"""Shared test helpers: the real media beside the repo, and servers on loopback."""
+"""Test helpers: the test media and a live server (from testkit, which the benchmarks share), and a stream's first bytes."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from pathlib import Path
 
 import httpx
-import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-MEDIA = REPO.parent / "shared" / "media"
+from testkit.live_server import LiveServer
+from testkit.media import REPO, media
 
-
-def media(name: str) -> Path:
-    path = MEDIA / name
-    if not path.is_file():
-        pytest.fail(f"test media {path} is missing; the shared/ folder must sit beside the repo")
-    return path
-
-
-class LiveServer:
-    """A real uvicorn server on a free loopback port, in a thread."""
-
-    def __init__(self, app) -> None:
-        import uvicorn
-
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+__all__ = ["REPO", "LiveServer", "first_stream_bytes", "media"]
 
 
 def first_stream_bytes(url: str, audio: Path, limit: int = 20_000) -> tuple[int, str, bytes]:

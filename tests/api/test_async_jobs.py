@@ -12,8 +12,8 @@ import pytest
 
 from fakes import FakeEngine
 from helpers import LiveServer, media
-from mediatools import first_frames, read_mp4
 from servers import make_server, post_audio, preprocess
+from testkit.mediatools import first_frames, read_mp4
 
 AUDIO = "vr_audio1.wav"  # 5.0 s: 125 frames at 25 fps
 FRAMES = 125
@@ -199,7 +199,7 @@ def test_jobs_expire_with_their_files_and_the_queue_is_bounded(tmp_path):
 
 
 def test_the_python_client_runs_a_job(served, tmp_path):
-    from musetalk_server.client import Client, ClientError
+    from musetalk_client import Client, ClientError
 
     server, _, _, _ = served
     with Client(server.url) as c:

@@ -11,10 +11,10 @@ import pytest
 
 from fakes import FakeEngine
 from helpers import LiveServer, media
-from mediatools import parse_mjpeg
 from musetalk_server.api import create_app
 from musetalk_server.config import Settings
 from servers import make_server, post_audio, preprocess
+from testkit.mediatools import parse_mjpeg
 
 
 def first_part_time(client: httpx.Client, avatar: str, audio, **params) -> tuple[float, httpx.Response]:
@@ -167,7 +167,7 @@ def test_odd_timelines_and_faces(served, clip, frames, size):
 def test_still_image_makes_a_one_frame_avatar(served, tmp_path):
     import cv2
 
-    from mediatools import first_frames
+    from testkit.mediatools import first_frames
 
     _, _, client = served
     still = tmp_path / "face.jpg"

@@ -16,8 +16,8 @@ import soundfile as sf
 
 from fakes import FakeEngine
 from helpers import media
-from mediatools import parse_mjpeg
 from servers import make_server, post_audio, preprocess
+from testkit.mediatools import parse_mjpeg
 
 FPS = 25.0
 

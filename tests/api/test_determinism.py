@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 
 from helpers import LiveServer, media
-from mediatools import first_frames, parse_mjpeg, write_video
 from musetalk_server.api import create_app
 from musetalk_server.config import Settings
 from musetalk_server.media.mp4 import Mp4Writer
 from servers import post_audio, preprocess
+from testkit.mediatools import first_frames, parse_mjpeg, write_video
 
 REPEATS = 4
 

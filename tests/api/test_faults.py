@@ -16,11 +16,11 @@ import httpx
 import pytest
 
 from helpers import media
-from mediatools import first_frames, silent_wav, transcode_audio, write_video
 from musetalk_server.avatars.layout import STAGING
 from musetalk_server.sweeper import sweep_temp
 from server_process import ServerProcess
 from servers import make_server, post_audio, preprocess
+from testkit.mediatools import first_frames, silent_wav, transcode_audio, write_video
 
 DEADLINE_S = 60.0  # generous: only a hung server takes this long
 FILE_LIMIT = 256 * 1024  # RLIMIT_FSIZE: above the short clip's upload, below one 844x844 PNG frame

@@ -7,8 +7,8 @@ import math
 import httpx
 
 from helpers import media
-from mediatools import parse_mjpeg, read_mp4
 from servers import make_server, post_audio, preprocess
+from testkit.mediatools import parse_mjpeg, read_mp4
 
 AUDIO = "vr_audio1.wav"  # 5.016 s
 

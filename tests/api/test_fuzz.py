@@ -10,12 +10,12 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from fuzzing import OTHER_METHODS, error_shape_problem, fuzz
 from helpers import LiveServer, media
-from mediatools import first_frames, write_video
 from musetalk_server.api import create_app
 from musetalk_server.config import Settings
 from servers import preprocess
+from testkit.fuzzing import OTHER_METHODS, error_shape_problem, fuzz
+from testkit.mediatools import first_frames, write_video
 
 SEED = 12
 MAX_EXAMPLES = 5  # per operation and phase: about 260 cases in about 10 s

@@ -1,4 +1,4 @@
-"""The hostile corpus (tests/hostile_media.py) against a real server: a clear 4xx each, never a 5xx,
+"""The hostile corpus (testkit/hostile_media.py) against a real server: a clear 4xx each, never a 5xx,
 on every endpoint a file of its kind reaches."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from helpers import media
-from hostile_media import audio_cases, two_face_video, video_cases
 from servers import post_audio, preprocess
+from testkit.hostile_media import audio_cases, two_face_video, video_cases
 
 AUDIO_ENDPOINTS = ("/inference/stream/face2", "/inference/batch/face2")
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from helpers import LiveServer, media
-from mediatools import first_frames, parse_mjpeg, read_mp4
 from musetalk_server.api import create_app
 from musetalk_server.avatars.store import AvatarStore, read_frame
 from musetalk_server.config import Settings
@@ -17,6 +16,7 @@ from musetalk_server.face.landmarks import LIPS_OUTER, detect_video
 from musetalk_server.media.audio import decode_audio
 from musetalk_server.media.timeline import SAMPLE_RATE, pingpong_index
 from servers import post_audio, preprocess
+from testkit.mediatools import first_frames, parse_mjpeg, read_mp4
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from helpers import LiveServer, media
-from mediatools import parse_mjpeg, read_mp4
 from musetalk_server.api import create_app
 from musetalk_server.avatars.preprocess import preprocess_avatar
 from musetalk_server.avatars.store import AvatarStore
@@ -24,6 +23,7 @@ from musetalk_server.media.audio import decode_audio
 from musetalk_server.media.timeline import SAMPLE_RATE, pingpong_index
 from musetalk_server.runtime import choose_engine
 from servers import post_audio, preprocess
+from testkit.mediatools import parse_mjpeg, read_mp4
 
 SECONDS = 2.0
 FPS = 25

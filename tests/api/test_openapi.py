@@ -19,10 +19,10 @@ import pytest
 
 from fakes import FakeEngine
 from helpers import media
-from mediatools import first_frames, parse_mjpeg
 from musetalk_server.avatars.layout import AVATAR_ID_PATTERN, MANIFEST, frame_path
 from musetalk_server.media.jpeg import jpeg_part
 from servers import make_server
+from testkit.mediatools import first_frames, parse_mjpeg
 
 KEY = "schema-secret"
 # Statuses only cluster mode can answer (it needs a Kubernetes API; tests/operator cover it).

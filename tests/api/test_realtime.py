@@ -19,11 +19,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from helpers import LiveServer, media
-from mediatools import first_frames, write_video
 from musetalk_server.api import create_app
 from musetalk_server.config import Settings
 from musetalk_server.media.audio import decode_audio
 from servers import make_server, preprocess
+from testkit.mediatools import first_frames, write_video
 
 FPS = 25
 AVATAR = "d11"

@@ -11,10 +11,10 @@ import pytest
 
 from fakes import FakeEngine
 from helpers import media
-from mediatools import first_frames
 from musetalk_server.avatars.info import ALREADY_PROCESSED, PROCESSED
 from musetalk_server.avatars.layout import AvatarLayout
 from servers import make_server, preprocess
+from testkit.mediatools import first_frames
 
 PREPARE_S = 1.5  # long enough for the first client to give up
 CLIENT_TIMEOUT_S = 0.3

@@ -13,8 +13,8 @@ import time
 import httpx
 
 from helpers import REPO, media
-from mediatools import parse_mjpeg
 from servers import post_audio, preprocess
+from testkit.mediatools import parse_mjpeg
 
 GRACE_S = 3.0
 EXIT_MARGIN_S = 5.0  # interpreter teardown on a busy machine

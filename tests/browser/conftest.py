@@ -14,7 +14,7 @@ import pytest
 from browsing import chromium_path, make_app
 
 from helpers import LiveServer, media
-from mediatools import first_frames, transcode_audio, write_video
+from testkit.mediatools import first_frames, transcode_audio, write_video
 
 CLIP_FRAMES = 50  # 2 s of vr_face2: a real face, quick to preprocess
 SPEECH = "vr_audio1.wav"  # English speech; also the fake microphone's input

@@ -14,7 +14,7 @@ import pytest
 from browsing import OriginWatch, mouth_box
 
 from helpers import REPO
-from mediatools import read_mp4
+from testkit.mediatools import read_mp4
 
 AVATAR = "face2"
 TIMEOUT_MS = 60_000

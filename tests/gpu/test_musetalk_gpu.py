@@ -31,8 +31,8 @@ def clip():
     if inputs:
         saved = np.load(Path(inputs) / "avatar.npz")
         return AvatarFrames(list(saved["frames"][:4]), saved["points"][:4], 25.0)
-    from mediatools import first_frames
     from musetalk_server.face.landmarks import detect_video
+    from testkit.mediatools import first_frames
 
     frames = first_frames(media("vr_face2.mp4"), 4)
     points, found = detect_video(frames)
@@ -44,7 +44,7 @@ def clip():
 def full_engine():
     from transformers import WhisperFeatureExtractor
 
-    from musetalk_tiny import build_models
+    from testkit.musetalk_tiny import build_models
 
     unet, vae, whisper = build_models("full")
     move = lambda m: torch.nn.Module.to(m, device=DEVICE, dtype=torch.float16).eval()  # noqa: E731

@@ -16,35 +16,24 @@ Speed is the benchmarks' business (bench/service_bench.py), not a timed test's.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 
-from helpers import REPO, media
+from testkit.media import shared
 
 CLIPS = ("lp_d11", "vr_face2")
 R_GT_FLOOR = 0.3  # issue 5's per-clip floor, kept
 
 
-def _load_eval():
-    spec = importlib.util.spec_from_file_location("lipsync_eval", REPO / "bench" / "lipsync_eval.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lipsync_eval"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     """{clip: ClipResult} for every clip in CLIPS, and the bars."""
-    lipsync_eval = _load_eval()
+    from bench import lipsync_eval
     from musetalk_server.engines.lite import LiteEngine
 
     engine, work = LiteEngine(), tmp_path_factory.mktemp("lipsync")
     out = {}
     for clip in CLIPS:
-        media(f"{clip}.mp4")
+        shared(f"{clip}.mp4")
         out[clip] = lipsync_eval.evaluate_clip(engine, clip, work / "out", work, generic=True)
     return out, lipsync_eval.BARS
 

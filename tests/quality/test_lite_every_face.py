@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 
 from helpers import REPO, media
-from mediatools import first_frames
 from musetalk_server.engines.lite.bank import SHUT_LIMIT
 from musetalk_server.engines.lite.geometry import mouth_aperture
 from musetalk_server.face.landmarks import detect_video
 from musetalk_server.media.audio import decode_audio
 from musetalk_server.media.timeline import SAMPLE_RATE, pingpong_index
 from musetalk_server.media.video import read_video
+from testkit.mediatools import first_frames
 
 FPS = 25.0
 SPEECH_S, SILENCE_S = 3.0, 2.0

@@ -9,28 +9,17 @@ measured with bench/lipsync_eval.py's FaceMesh measures: r_env (best lag) and cl
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import numpy as np
 import pytest
 
-from helpers import REPO, media
 from musetalk_server.media.timeline import SAMPLE_RATE
 from musetalk_server.realtime.timeline import IDLE, SPEECH, Timeline
+from testkit.media import shared
 
 FPS = 25.0
 CHUNK_S = 0.02
 CLIPS = ("vr_face2", "lp_d11")
 TOLERANCE = 0.05
-
-
-def _load_eval():
-    spec = importlib.util.spec_from_file_location("lipsync_eval", REPO / "bench" / "lipsync_eval.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lipsync_eval"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def live_frames(renderer, audio: np.ndarray) -> tuple[list[np.ndarray], int]:
@@ -69,13 +58,13 @@ def live_frames(renderer, audio: np.ndarray) -> tuple[list[np.ndarray], int]:
 
 @pytest.fixture(scope="module")
 def scores(tmp_path_factory):
-    ev = _load_eval()
+    from bench import lipsync_eval as ev
     from musetalk_server.engines.lite import LiteEngine
 
     engine, work = LiteEngine(), tmp_path_factory.mktemp("rt-lipsync")
     out = {}
     for clip in CLIPS:
-        frames, audio = ev.load_clip(media(f"{clip}.mp4").stem)
+        frames, audio = ev.load_clip(shared(f"{clip}.mp4").stem)
         first, _, drive, own = ev.halves(frames, audio)
         avatar = ev.build_avatar(engine, first, work, clip, own)  # with its soundtrack, as preprocess does
         renderer = engine.open(avatar)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from helpers import REPO, media
-from mediatools import read_mp4
+from testkit.mediatools import read_mp4
 
 
 def run_cli(*args: str, result_dir: Path) -> subprocess.CompletedProcess:

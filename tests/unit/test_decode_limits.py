@@ -9,11 +9,11 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from hostile_media import HUGE_SIDE, MILLION, SIX_HOURS_S, float_wav, long_wav, png_claiming, y4m
 from musetalk_server.errors import InvalidSamples, TooLarge
 from musetalk_server.media.audio import check_finite, decode_audio
 from musetalk_server.media.timeline import SAMPLE_RATE
 from musetalk_server.media.video import read_video
+from testkit.hostile_media import HUGE_SIDE, MILLION, SIX_HOURS_S, float_wav, long_wav, png_claiming, y4m
 
 MAX_AUDIO_S = 600.0
 FLOAT32 = 4  # bytes per decoded sample

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from helpers import media
-from mediatools import first_frames
 from musetalk_server.engines.base import AvatarFrames, LoadedAvatar
 from musetalk_server.engines.musetalk import MuseTalkEngine
 from musetalk_server.face.landmarks import detect_video
 from musetalk_server.media.audio import decode_audio
 from musetalk_server.media.timeline import SAMPLE_RATE
+from testkit.mediatools import first_frames
 
 N_FRAMES = 3
 FPS = 25.0

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from helpers import media
-from mediatools import first_frames
 from musetalk_server.engines.base import AvatarFrames, LoadedAvatar
 from musetalk_server.engines.musetalk import MuseTalkEngine
 from musetalk_server.engines.musetalk import engine as E
@@ -21,7 +20,8 @@ from musetalk_server.engines.musetalk.models import decode_faces, encode_latents
 from musetalk_server.errors import AvatarEngineMismatch, InvalidInput, NoFaceDetected
 from musetalk_server.face.landmarks import detect_video, to_ibug68
 from musetalk_server.media.timeline import SAMPLE_RATE, frame_count
-from musetalk_tiny import write_bisenet, write_model_dir
+from testkit.mediatools import first_frames
+from testkit.musetalk_tiny import write_bisenet, write_model_dir
 
 N_FRAMES = 3
 

@@ -11,9 +11,9 @@ import torch
 
 from musetalk_server.engines.musetalk import bisenet, blend, crop
 from musetalk_server.errors import InvalidInput, NoFaceDetected, WeightsError
+from testkit.media import media
 
-MEDIA = Path("/work/shared/media")
-VR_FACE2 = MEDIA / "vr_face2.mp4"
+VR_FACE2 = media("vr_face2.mp4")  # shipped in examples/media
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,8 +420,6 @@ def mask_in_frame(mask: np.ndarray, square, frame_hw) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def real_face():
-    if not VR_FACE2.exists():
-        pytest.skip("shared media not present")
     from musetalk_server.face.landmarks import detect_video, to_ibug68
 
     cap = cv2.VideoCapture(str(VR_FACE2))

@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from helpers import media
-from mediatools import first_frames
 from musetalk_server.engines.base import AvatarFrames, LoadedAvatar
 from musetalk_server.engines.musetalk import MuseTalkEngine
 from musetalk_server.engines.musetalk.live import MuseTalkSession
 from musetalk_server.face.landmarks import detect_video
 from musetalk_server.media.audio import decode_audio
 from musetalk_server.media.timeline import SAMPLE_RATE, pingpong_index
+from testkit.mediatools import first_frames
 
 FPS = 25.0
 N_FRAMES = 3

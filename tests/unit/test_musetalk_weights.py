@@ -13,7 +13,7 @@ from musetalk_server.cli import main
 from musetalk_server.engines.musetalk import download
 from musetalk_server.engines.musetalk import weights as W
 from musetalk_server.errors import WeightsError
-from musetalk_tiny import UNET_TINY, write_model_dir
+from testkit.musetalk_tiny import UNET_TINY, write_model_dir
 
 V15_FILES = ["musetalkV15/unet.pth", "musetalkV15/musetalk.json", "sd-vae/config.json",
              "sd-vae/diffusion_pytorch_model.bin (or diffusion_pytorch_model.safetensors)",
@@ -208,7 +208,7 @@ def test_auto_takes_musetalk_only_with_weights_and_cuda(musetalk_dir, v10_dir, t
 
 def test_the_full_size_configs_build_upstream_models():
     """Spec §1.2-1.4 on the meta device (no memory): 849,947,844 UNet params, 8 heads everywhere."""
-    from musetalk_tiny import UNET_FULL, VAE_FULL, WHISPER_FULL
+    from testkit.musetalk_tiny import UNET_FULL, VAE_FULL, WHISPER_FULL
 
     unet, vae, whisper = W.build_unet(UNET_FULL), W.build_vae(VAE_FULL), W.build_whisper_encoder(WHISPER_FULL)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731

@@ -65,10 +65,10 @@ def test_lite_idle_frames_are_still_and_shut(lite_renderer):
 @pytest.fixture(scope="module")
 def lite_renderer(tmp_path_factory):
     from helpers import media
-    from mediatools import first_frames
     from musetalk_server.engines.base import AvatarFrames, LoadedAvatar
     from musetalk_server.engines.lite import LiteEngine
     from musetalk_server.face.landmarks import detect_video
+    from testkit.mediatools import first_frames
 
     frames = first_frames(media("lp_d11.mp4"), 30)
     points, _ = detect_video(frames)

@@ -1,13 +1,4 @@
-"""A small Python client for MuseTalk Server: preprocess, stream, batch and real-time sessions.
-
-    from musetalk_server.client import Client
-    with Client("http://127.0.0.1:8000", api_key=None) as c:
-        c.preprocess("anchor", "face.mp4")
-        c.batch("anchor", "speech.wav", "anchor.mp4")
-        for part in c.stream("anchor", "speech.wav"): ...
-        with c.realtime("anchor", sample_rate=16000) as rt:
-            rt.send_audio(pcm16_bytes); rt.end()
-            for item in rt: ...   # RealtimeFrame or dict events
+"""The HTTP and WebSocket client: preprocess, stream, batch, async jobs and real-time sessions.
 
 Timeouts follow each call's work: a preprocess runs for minutes on long clips, so it gets
 `PREPROCESS_TIMEOUT_S` (httpx's default of 5 s would give up while the server still works);
@@ -16,59 +7,24 @@ streams get a read timeout per part, not for the whole body.
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+from websockets.sync.client import connect
 
-from .realtime.protocol import LAST, SPEAKING, UNDERRUN, FrameHeader, unpack_frame
+from .errors import ClientError
+from .mjpeg import MjpegPart, mjpeg_parts
+from .realtime import OPEN_TIMEOUT_S, RealtimeSession
 
-__all__ = ["Client", "ClientError", "MjpegPart", "RealtimeFrame", "RealtimeSession"]
+__all__ = ["Client"]
 
 CONNECT_TIMEOUT_S = 10.0
 PREPROCESS_TIMEOUT_S = 1800.0  # MUSETALK_PREPROCESS_TIMEOUT_S is 900 s in cluster mode; long clips take minutes
 BATCH_TIMEOUT_S = 1800.0  # the whole MP4 is rendered before the response starts
 STREAM_READ_TIMEOUT_S = 60.0  # between two parts of a stream
 REQUEST_TIMEOUT_S = 30.0  # everything else
-REALTIME_OPEN_TIMEOUT_S = 30.0  # the first session on an avatar loads it from disk
-
-
-class ClientError(Exception):
-    """The server's error body: HTTP status (or WebSocket close code), `code` and `detail`."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(f"{status} {code}: {detail}")
-        self.status, self.code, self.detail = status, code, detail
-
-
-@dataclass(frozen=True)
-class MjpegPart:
-    index: int
-    timestamp_ms: float
-    jpeg: bytes
-
-
-@dataclass(frozen=True)
-class RealtimeFrame:
-    header: FrameHeader
-    jpeg: bytes
-    audio: bytes  # PCM16 at the session's sample rate
-
-    @property
-    def speaking(self) -> bool:
-        return bool(self.header.flags & SPEAKING)
-
-    @property
-    def last(self) -> bool:
-        return bool(self.header.flags & LAST)
-
-    @property
-    def underrun(self) -> bool:
-        return bool(self.header.flags & UNDERRUN)
 
 
 def _save(response: httpx.Response, out: Path) -> Path:
@@ -83,6 +39,7 @@ def _save(response: httpx.Response, out: Path) -> Path:
 
 
 def _raise_for(r: httpx.Response) -> None:
+    """An error response as a ClientError with the body's `code` and `detail`; a success passes."""
     if r.status_code >= 400:
         try:
             body = r.json()
@@ -92,6 +49,8 @@ def _raise_for(r: httpx.Response) -> None:
 
 
 class Client:
+    """One server: `Client(base_url, api_key=...)`, used as a context manager or closed with `close()`."""
+
     def __init__(self, base_url: str = "http://127.0.0.1:8000", *, api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
@@ -182,113 +141,13 @@ class Client:
             if r.status_code >= 400:
                 r.read()
                 _raise_for(r)
-            yield from _mjpeg_parts(r.iter_bytes())
+            yield from mjpeg_parts(r.iter_bytes())
 
     # --- WebSocket ------------------------------------------------------------------------
 
     def realtime(self, avatar_id: str, *, sample_rate: int | None = None) -> RealtimeSession:
         """Open `WS /inference/realtime/{avatar_id}`; raises ClientError if the server refuses."""
-        from websockets.sync.client import connect
-
         url = self.base_url.replace("http", "ws", 1) + f"/inference/realtime/{avatar_id}"
         headers = {"X-API-Key": self.api_key} if self.api_key else None
-        ws = connect(url, additional_headers=headers, open_timeout=REALTIME_OPEN_TIMEOUT_S, max_size=None)
+        ws = connect(url, additional_headers=headers, open_timeout=OPEN_TIMEOUT_S, max_size=None)
         return RealtimeSession(ws, sample_rate)
-
-
-class RealtimeSession:
-    """A live session: send audio and controls from any thread, iterate frames and events."""
-
-    def __init__(self, ws, sample_rate: int | None) -> None:
-        self.ws = ws
-        self._send = threading.Lock()
-        self.ready = self._first(ws.recv(timeout=REALTIME_OPEN_TIMEOUT_S))
-        if sample_rate is not None:
-            self._control({"type": "config", "sample_rate": sample_rate})
-        self.sample_rate = sample_rate or self.ready["sample_rate"]
-
-    def _first(self, message) -> dict[str, Any]:
-        body = json.loads(message) if isinstance(message, str) else {}
-        if body.get("type") == "error":
-            code = self.ws.close_code if self._wait_closed() else 1006
-            raise ClientError(code, body["code"], body["detail"])
-        if body.get("type") != "ready":
-            raise ClientError(0, "protocol", f"expected ready, got {body!r}")
-        return body
-
-    def _wait_closed(self) -> bool:
-        """After a refusal's error event: wait for the close, so its code is known."""
-        from websockets.exceptions import ConnectionClosed
-
-        try:
-            self.ws.recv(timeout=5)
-        except (ConnectionClosed, TimeoutError):
-            return True
-        return False
-
-    def __enter__(self) -> RealtimeSession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _control(self, body: dict[str, Any]) -> None:
-        with self._send:
-            self.ws.send(json.dumps(body))
-
-    def send_audio(self, pcm16: bytes) -> None:
-        with self._send:
-            self.ws.send(pcm16)
-
-    def end(self) -> None:
-        self._control({"type": "end"})
-
-    def interrupt(self) -> None:
-        self._control({"type": "interrupt"})
-
-    def ping(self) -> None:
-        self._control({"type": "ping"})
-
-    def receive(self, timeout: float | None = None) -> RealtimeFrame | dict[str, Any]:
-        """The next frame or event; ConnectionClosed when the session is over."""
-        message = self.ws.recv(timeout=timeout)
-        if isinstance(message, str):
-            return json.loads(message)
-        header, jpeg, audio = unpack_frame(message)
-        return RealtimeFrame(header, jpeg, audio)
-
-    def __iter__(self) -> Iterator[RealtimeFrame | dict[str, Any]]:
-        from websockets.exceptions import ConnectionClosed
-
-        while True:
-            try:
-                yield self.receive()
-            except ConnectionClosed:
-                return
-
-    def close(self) -> None:
-        self.ws.close()
-
-
-def _mjpeg_parts(chunks: Iterator[bytes]) -> Iterator[MjpegPart]:
-    """Parse multipart/x-mixed-replace parts as they arrive (Content-Length framed)."""
-    buf = b""
-    for chunk in chunks:
-        buf += chunk
-        while True:
-            head_end = buf.find(b"\r\n\r\n")
-            if head_end < 0:
-                break
-            head = buf[:head_end].decode("latin-1")
-            if "--frame--" in head.split("\r\n")[0]:
-                return
-            fields = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line)
-            n = int(fields.get("Content-Length", "0"))
-            if len(buf) < head_end + 4 + n + 2:
-                break
-            body = buf[head_end + 4:head_end + 4 + n]
-            buf = buf[head_end + 4 + n + 2:]
-            if fields.get("X-Stream-Error") == "true":
-                err = json.loads(body)
-                raise ClientError(500, err.get("code", "internal_error"), err.get("detail", ""))
-            yield MjpegPart(int(fields["X-Frame-Index"]), float(fields["X-Timestamp-Ms"]), body)

@@ -16,8 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from helpers import media
-from mediatools import first_frames, transcode_audio, write_video
+from testkit.media import media
+from testkit.mediatools import first_frames, transcode_audio, write_video
 
 _WAV_FLOAT = 3  # WAVE_FORMAT_IEEE_FLOAT
 _WAV_PCM = 1

@@ -1,0 +1,29 @@
+"""A Python client for MuseTalk Server: HTTP and the real-time WebSocket, nothing else.
+
+    from musetalk_client import Client
+    with Client("http://127.0.0.1:8000", api_key=None) as c:
+        c.preprocess("anchor", "face.mp4")
+        c.batch("anchor", "speech.wav", "anchor.mp4")
+        for part in c.stream("anchor", "speech.wav"): ...
+        with c.realtime("anchor", sample_rate=16000) as rt:
+            rt.send_audio(pcm16_bytes); rt.end()
+            for item in rt: ...   # RealtimeFrame or dict events
+"""
+
+from .client import Client
+from .errors import ClientError
+from .mjpeg import MjpegPart
+from .realtime import LAST, SPEAKING, UNDERRUN, FrameHeader, RealtimeFrame, RealtimeSession, unpack_frame
+
+__all__ = [
+    "Client",
+    "ClientError",
+    "MjpegPart",
+    "RealtimeFrame",
+    "RealtimeSession",
+    "FrameHeader",
+    "unpack_frame",
+    "SPEAKING",
+    "LAST",
+    "UNDERRUN",
+]

@@ -1,0 +1,142 @@
+"""A real-time session over `WS /inference/realtime/{avatar_id}`, and its binary frame format.
+
+Server to client, one binary message per output frame: a 24-byte little-endian header
+`<4sIIIHHI` (magic b"MTF1", frame index, pts ms, utterance, flags, reserved, JPEG length), the
+JPEG, then the frame's PCM16 audio. Client to server: PCM16 little-endian mono as binary
+messages, and the JSON text messages `config`, `end`, `interrupt`, `ping`. The server's writer of
+this format is `musetalk_server.realtime.protocol`; tests/client checks that the two agree.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
+
+from .errors import ClientError
+
+__all__ = ["LAST", "SPEAKING", "UNDERRUN", "FrameHeader", "RealtimeFrame", "RealtimeSession", "unpack_frame"]
+
+MAGIC = b"MTF1"
+HEADER = struct.Struct("<4sIIIHHI")
+HEADER_BYTES = HEADER.size  # 24
+# Flag bits of FrameHeader.flags.
+SPEAKING = 1  # the frame belongs to an utterance
+LAST = 2  # the last frame of its utterance (ended by `end`)
+UNDERRUN = 4  # the utterance's audio ran short: closed mouth and zeros
+OPEN_TIMEOUT_S = 30.0  # the first session on an avatar loads it from disk
+CLOSE_WAIT_S = 5.0  # after a refusal's error event, for its close code
+ABNORMAL_CLOSURE = 1006  # RFC 6455: the connection dropped without a close frame
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    index: int
+    pts_ms: int
+    utterance: int
+    flags: int
+    jpeg_bytes: int
+
+
+def unpack_frame(message: bytes) -> tuple[FrameHeader, bytes, bytes]:
+    """(header, JPEG, PCM16 audio) of one frame message."""
+    magic, index, pts, utterance, flags, _reserved, n = HEADER.unpack_from(message)
+    if magic != MAGIC:
+        raise ValueError(f"not a frame message: magic {magic!r}")
+    jpeg = message[HEADER_BYTES:HEADER_BYTES + n]
+    return FrameHeader(index, pts, utterance, flags, n), jpeg, message[HEADER_BYTES + n:]
+
+
+@dataclass(frozen=True)
+class RealtimeFrame:
+    header: FrameHeader
+    jpeg: bytes
+    audio: bytes  # PCM16 at the session's sample rate
+
+    @property
+    def speaking(self) -> bool:
+        return bool(self.header.flags & SPEAKING)
+
+    @property
+    def last(self) -> bool:
+        return bool(self.header.flags & LAST)
+
+    @property
+    def underrun(self) -> bool:
+        return bool(self.header.flags & UNDERRUN)
+
+
+class RealtimeSession:
+    """A live session: send audio and controls from any thread, iterate frames and events."""
+
+    def __init__(self, ws: ClientConnection, sample_rate: int | None) -> None:
+        self.ws = ws
+        self._send = threading.Lock()
+        self.ready = self._first(ws.recv(timeout=OPEN_TIMEOUT_S))
+        if sample_rate is not None:
+            self._control({"type": "config", "sample_rate": sample_rate})
+        self.sample_rate: int = sample_rate or self.ready["sample_rate"]
+
+    def _first(self, message: str | bytes) -> dict[str, Any]:
+        body = json.loads(message) if isinstance(message, str) else {}
+        if body.get("type") == "error":
+            code = self.ws.close_code if self._wait_closed() else ABNORMAL_CLOSURE
+            raise ClientError(code or ABNORMAL_CLOSURE, body["code"], body["detail"])
+        if body.get("type") != "ready":
+            raise ClientError(0, "protocol", f"expected ready, got {body!r}")
+        return body
+
+    def _wait_closed(self) -> bool:
+        """After a refusal's error event: wait for the close, so its code is known."""
+        try:
+            self.ws.recv(timeout=CLOSE_WAIT_S)
+        except (ConnectionClosed, TimeoutError):
+            return True
+        return False
+
+    def __enter__(self) -> RealtimeSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _control(self, body: dict[str, Any]) -> None:
+        with self._send:
+            self.ws.send(json.dumps(body))
+
+    def send_audio(self, pcm16: bytes) -> None:
+        with self._send:
+            self.ws.send(pcm16)
+
+    def end(self) -> None:
+        self._control({"type": "end"})
+
+    def interrupt(self) -> None:
+        self._control({"type": "interrupt"})
+
+    def ping(self) -> None:
+        self._control({"type": "ping"})
+
+    def receive(self, timeout: float | None = None) -> RealtimeFrame | dict[str, Any]:
+        """The next frame or event; ConnectionClosed when the session is over."""
+        message = self.ws.recv(timeout=timeout)
+        if isinstance(message, str):
+            return json.loads(message)
+        header, jpeg, audio = unpack_frame(message)
+        return RealtimeFrame(header, jpeg, audio)
+
+    def __iter__(self) -> Iterator[RealtimeFrame | dict[str, Any]]:
+        while True:
+            try:
+                yield self.receive()
+            except ConnectionClosed:
+                return
+
+    def close(self) -> None:
+        self.ws.close()

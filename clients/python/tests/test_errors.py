@@ -1,0 +1,59 @@
+"""Errors over real HTTP on loopback: the server's body becomes ClientError's status, code and detail."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from loopback import CannedServer
+
+from musetalk_client import Client, ClientError
+
+JSON = "application/json"
+
+
+def error(status: int, code: str, detail: str):
+    return status, JSON, json.dumps({"code": code, "detail": detail}).encode()
+
+
+def test_an_error_body_is_raised_with_its_code(tmp_path) -> None:
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"RIFF")
+    replies = {"/avatars": error(401, "unauthorized", "missing or wrong X-API-Key"),
+               "/inference/batch/ghost": error(404, "avatar_not_found", "avatar 'ghost' does not exist")}
+    with CannedServer(replies) as server, Client(server.url) as client:
+        with pytest.raises(ClientError) as caught:
+            client.avatars()
+        assert (caught.value.status, caught.value.code) == (401, "unauthorized")
+        with pytest.raises(ClientError) as caught:
+            client.batch("ghost", audio, tmp_path / "out.mp4")
+        assert (caught.value.status, caught.value.code, caught.value.detail) == (
+            404, "avatar_not_found", "avatar 'ghost' does not exist")
+        assert not (tmp_path / "out.mp4").exists()  # nothing written for a refusal
+
+
+def test_a_body_that_is_not_json_is_an_http_error() -> None:
+    with (CannedServer({"/health": (502, "text/html", b"<h1>Bad Gateway</h1>")}) as server, Client(server.url) as client,
+          pytest.raises(ClientError) as caught):
+        client.health()
+    assert (caught.value.status, caught.value.code, caught.value.detail) == (502, "http_error", "<h1>Bad Gateway</h1>")
+
+
+def test_success_bodies_and_the_api_key() -> None:
+    with CannedServer({"/health": (200, JSON, b'{"status": "ok"}')}) as server, Client(server.url, api_key="k") as client:
+        assert client.health() == {"status": "ok"}
+    [(method, path, headers)] = server.requests
+    assert (method, path, headers["X-API-Key"]) == ("GET", "/health", "k")
+
+
+def test_a_stream_over_http(tmp_path) -> None:
+    from test_mjpeg import JPEGS, STREAM
+
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"RIFF")
+    replies = {"/inference/stream/anchor": (200, "multipart/x-mixed-replace; boundary=frame", STREAM)}
+    with CannedServer(replies) as server, Client(server.url) as client:
+        assert [p.jpeg for p in client.stream("anchor", audio, realtime=True)] == JPEGS
+    [(method, path, headers)] = server.requests
+    assert (method, path) == ("POST", "/inference/stream/anchor?realtime=true")
+    assert headers["Content-Type"].startswith("multipart/form-data")
