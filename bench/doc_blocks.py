@@ -3,7 +3,8 @@
 A block is a pair of lines, `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`. `write_block`
 replaces what lies between them and keeps the rest of the page byte for byte: the prose around a
 table (what it means, what to read into it) stays hand-written, the numbers and the line saying
-where they were measured come from the run. Standard library only, so any script can use it.
+where they were measured come from the run. The marker format and its writer are the server's
+`docs_tables` (the error and settings tables use them too).
 """
 
 from __future__ import annotations
@@ -13,28 +14,14 @@ import platform
 import time
 from pathlib import Path
 
-__all__ = ["BENCHMARKS", "LITE_ENGINE", "WRITE_DOCS_HELP", "markers", "replace_block", "check_block", "write_block",
-           "measured_on"]
+from musetalk_server.docs_tables import replace_between_markers
+
+__all__ = ["BENCHMARKS", "LITE_ENGINE", "WRITE_DOCS_HELP", "check_block", "write_block", "measured_on"]
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 BENCHMARKS = DOCS / "benchmarks.md"
 LITE_ENGINE = DOCS / "lite-engine.md"
 WRITE_DOCS_HELP = "also write the table into its page under docs/, between its generated markers"
-
-
-def markers(name: str) -> tuple[str, str]:
-    """The opening and closing marker of block `name`."""
-    return f"<!-- generated:{name} -->", f"<!-- /generated:{name} -->"
-
-
-def replace_block(text: str, name: str, body: str) -> str:
-    """`text` with the contents of block `name` replaced by `body`; the markers and the rest stay."""
-    start, end = markers(name)
-    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
-        raise ValueError(f"expected exactly one {start} followed by one {end}")
-    head, rest = text.split(start)
-    tail = rest.split(end)[1]
-    return f"{head}{start}\n{body.strip()}\n{end}{tail}"
 
 
 def check_block(page: Path, name: str) -> None:
@@ -46,7 +33,7 @@ def write_block(page: Path, name: str, body: str | None) -> None:
     """Replace block `name` of the Markdown file `page` with `body`; with `body=None` only check the block."""
     text = page.read_text(encoding="utf-8")
     try:
-        new = replace_block(text, name, body or "")
+        new = replace_between_markers(text, name, body or "")
     except ValueError as e:
         raise ValueError(f"{page}: {e}") from e
     if body is not None:

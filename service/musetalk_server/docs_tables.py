@@ -18,21 +18,23 @@ from pydantic.fields import FieldInfo
 from .config import Settings
 from .errors import documented_errors
 
-__all__ = ["replace_between_markers", "write_between_markers", "error_table", "settings_table", "TABLES",
+__all__ = ["markers", "replace_between_markers", "write_between_markers", "error_table", "settings_table", "TABLES",
            "update_docs"]
 
 
-def _markers(name: str) -> tuple[str, str]:
+def markers(name: str) -> tuple[str, str]:
+    """The opening and closing marker of the generated block `name`."""
     return f"<!-- generated:{name} -->", f"<!-- /generated:{name} -->"
 
 
 def replace_between_markers(text: str, name: str, body: str) -> str:
-    """`text` with the part between the markers of `name` replaced by `body`."""
-    start, end = _markers(name)
-    head, found, rest = text.partition(start)
-    _, found_end, tail = rest.partition(end)
-    if not found or not found_end:
-        raise ValueError(f"no {start} ... {end} pair in the document")
+    """`text` with the part between the markers of `name` replaced by `body`; the markers and the
+    rest stay. Exactly one pair, in order, or ValueError: a doubled block would go stale unseen."""
+    start, end = markers(name)
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise ValueError(f"expected exactly one {start} followed by one {end}")
+    head, rest = text.split(start)
+    tail = rest.split(end)[1]
     return f"{head}{start}\n{body.strip()}\n{end}{tail}"
 
 
