@@ -110,7 +110,7 @@ def _preprocess(args: argparse.Namespace) -> int:
 
 def _render(args: argparse.Namespace) -> int:
     from .media.mp4 import AUDIO_RATE
-    from .sinks.mp4 import write_mp4
+    from .render.sinks.mp4 import write_mp4
 
     settings = _settings(args)
     try:

@@ -20,7 +20,7 @@ from .engines.base import Engine
 from .engines.registry import create_engine, resolve_engine_name
 from .errors import NotReady, WeightsError
 from .metrics import Metrics
-from .pipeline import Rendering
+from .render.request import Rendering
 from .scheduler import DeviceScheduler
 
 __all__ = ["EngineChoice", "choose_engine", "build_scheduler", "Runtime"]

@@ -13,7 +13,7 @@ from musetalk_server.api import create_app
 from musetalk_server.avatars.store import AvatarStore, read_frame
 from musetalk_server.config import Settings
 from musetalk_server.face.landmarks import LIPS_OUTER
-from musetalk_server.media.timeline import pingpong_index
+from musetalk_server.media.frame_timing import pingpong_index
 from servers import post_audio, preprocess
 
 

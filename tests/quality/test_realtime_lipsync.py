@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from helpers import REPO, media
-from musetalk_server.media.timeline import SAMPLE_RATE
-from musetalk_server.realtime.timeline import IDLE, SPEECH, Timeline
+from musetalk_server.media.frame_timing import SAMPLE_RATE
+from musetalk_server.render.realtime.timeline import IDLE, SPEECH, Timeline
 
 FPS = 25.0
 CHUNK_S = 0.02

@@ -14,12 +14,12 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..config import Settings
+from ..disk.sweeper import sweep_forever, sweep_temp
 from ..engines.base import Engine
-from ..jobs import Jobs, expire_forever
 from ..media.mp4 import AUDIO_RATE
 from ..metrics import Metrics
+from ..render.async_jobs import Jobs, expire_forever
 from ..runtime import EngineChoice, Runtime
-from ..sweeper import sweep_forever, sweep_temp
 from .errors import UnhandledErrorMiddleware, install_error_handlers
 from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from .openapi import DESCRIPTION

@@ -11,8 +11,8 @@ from fastapi import Depends, Path, Request
 from ..avatars.layout import validate_avatar_id
 from ..avatars.service import Avatars
 from ..errors import Unauthorized
-from ..jobs import Jobs
-from ..pipeline import Rendering
+from ..render.async_jobs import Jobs
+from ..render.request import Rendering
 from .state import AppState
 
 __all__ = ["StateDep", "AvatarsDep", "RenderingDep", "JobsDep", "AvatarIdPath", "require_api_key"]

@@ -1,14 +1,2 @@
-"""Real-time sessions: audio streamed in as it is spoken, frames with their audio streamed out."""
-
-from .protocol import (
-    HEADER_BYTES,
-    LAST,
-    MAGIC,
-    SPEAKING,
-    UNDERRUN,
-    FrameHeader,
-    pack_frame,
-    unpack_frame,
-)
-
-__all__ = ["HEADER_BYTES", "LAST", "MAGIC", "SPEAKING", "UNDERRUN", "FrameHeader", "pack_frame", "unpack_frame"]
+"""Only for `musetalk_server/client.py`, which imports the wire format from here until it moves to its
+own distribution; the real-time code lives in `render/realtime/`. Delete this package with that move."""

@@ -11,9 +11,9 @@ from starlette.concurrency import run_in_threadpool
 
 from ...media.jpeg import MJPEG_MEDIA_TYPE
 from ...media.mp4 import AUDIO_RATE
-from ...pipeline import RenderJob
-from ...sinks.mjpeg import MjpegStream
-from ...sinks.mp4 import render_mp4_file
+from ...render.request import RenderJob
+from ...render.sinks.mjpeg import MjpegStream
+from ...render.sinks.mp4 import render_mp4_file
 from ..deps import AvatarIdPath, JobsDep, RenderingDep, StateDep, require_api_key
 from ..openapi import BATCH_WHEN, JOB_ACCEPTED, MP4_RESPONSE, STREAM_RESPONSE, errors
 from ..uploads import saved_upload

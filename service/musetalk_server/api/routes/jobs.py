@@ -1,4 +1,4 @@
-"""Async batch jobs: state and progress, the finished MP4, cancel. Thin: jobs.py does the work."""
+"""Async batch jobs: state and progress, the finished MP4, cancel. Thin: render/async_jobs.py does the work."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Path
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ...jobs import Job, Jobs
-from ...pipeline import RenderJob
+from ...render.async_jobs import Job, Jobs
+from ...render.request import RenderJob
 from ..deps import JobsDep, require_api_key
 from ..openapi import JOB, JOB_RESULT, JOB_WHEN, errors, ok
 
@@ -17,7 +17,7 @@ __all__ = ["router", "accept"]
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)], responses=errors(401))
 
-# Ids are secrets.token_urlsafe (jobs.py): anything else is refused as invalid_input, not looked up.
+# Ids are secrets.token_urlsafe (render/async_jobs.py): anything else is refused as invalid_input, not looked up.
 JobIdPath = Annotated[str, Path(description="The id from the 202 of POST /inference/batch/{avatar_id}?async=true",
                                 pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ...avatars.store import validate_avatar_id
 from ...errors import MuseTalkError, Unauthorized
-from ...realtime.session import (
+from ...render.realtime.session import (
     IdleFrames,
     RealtimeSession,
     SessionConfig,

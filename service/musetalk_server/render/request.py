@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .avatars.cache import AvatarCache
-from .engines.base import LoadedAvatar, Renderer
-from .errors import InvalidInput
+from ..avatars.cache import AvatarCache
+from ..engines.base import LoadedAvatar, Renderer
+from ..errors import InvalidInput
+from ..media.frame_timing import SAMPLE_RATE, frame_count
 from .media.audio import decode_audio
-from .media.timeline import SAMPLE_RATE, frame_count
 
 if TYPE_CHECKING:
-    from .scheduler import Ticket
+    from ..scheduler import Ticket
 
 __all__ = ["RenderJob", "Rendering"]
 

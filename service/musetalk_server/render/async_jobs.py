@@ -6,7 +6,7 @@ A job then goes queued -> running -> done | failed | cancelled:
 
 - at most `workers` jobs render at once (MUSETALK_JOB_WORKERS), the others wait queued, and
   at most `max_jobs` are queued or running (each holds its decoded audio; MUSETALK_MAX_JOBS);
-- progress is counted in frames, as `sinks/mp4.write_mp4` writes them;
+- progress is counted in frames, as `render/sinks/mp4.write_mp4` writes them;
 - cancelling sets the render's cancel event, which the engine sees before its next frame;
 - a finished job and its file are kept `ttl_s` (MUSETALK_JOB_TTL_S), then swept. Files in the
   folder that belong to no job here (a killed process's) go once they are that old too.
@@ -32,14 +32,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .errors import JobFailed, JobNotFinished, JobNotFound, MuseTalkError, RenderError, TooManyJobs
-from .metrics import Metrics
-from .pipeline import RenderJob
-from .scheduler import DeviceScheduler
+from ..disk.faults import disk_writes
+from ..disk.sweeper import sweep_interval
+from ..errors import JobFailed, JobNotFinished, JobNotFound, MuseTalkError, RenderError, TooManyJobs
+from ..metrics import Metrics
+from ..scheduler import DeviceScheduler
+from .request import RenderJob
 from .sinks import RENDER_FAILED, as_render_error
 from .sinks.mp4 import write_mp4
-from .storage import disk_writes
-from .sweeper import sweep_interval
 
 __all__ = ["JobState", "Job", "Jobs", "expire_forever", "CANCEL_WAIT_S"]
 
@@ -251,7 +251,7 @@ class Jobs:
 
 
 async def expire_forever(jobs: Jobs) -> None:
-    """The app's task that expires jobs, on the temp sweeper's schedule (sweeper.py)."""
+    """The app's task that expires jobs, on the temp sweeper's schedule (disk/sweeper.py)."""
     interval = sweep_interval(jobs.ttl_s)
     while True:
         await asyncio.sleep(interval)

@@ -9,11 +9,11 @@ import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from ..errors import RenderError
-from ..media.mp4 import Mp4Writer
-from ..metrics import RenderTracker
-from ..pipeline import RenderJob
-from ..storage import disk_writes
+from ...disk.faults import disk_writes
+from ...errors import RenderError
+from ...media.mp4 import Mp4Writer
+from ...metrics import RenderTracker
+from ..request import RenderJob
 from . import reraise_as_render_error
 
 __all__ = ["write_mp4", "render_mp4_file"]

@@ -14,12 +14,12 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-from ..errors import MuseTalkError
-from ..media.jpeg import closing_boundary, encode_jpeg, error_part, jpeg_part
-from ..metrics import RenderTracker
-from ..pipeline import RenderJob
+from ...errors import MuseTalkError
+from ...media.jpeg import closing_boundary, encode_jpeg, error_part, jpeg_part
+from ...metrics import RenderTracker
+from ..request import RenderJob
 from . import as_render_error, reraise_as_render_error
-from .bridge import FrameStream, encode_ahead
+from .thread_bridge import FrameStream, encode_ahead
 
 __all__ = ["MjpegStream"]
 

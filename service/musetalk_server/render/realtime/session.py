@@ -27,9 +27,9 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from ..engines.base import FrameSession, Renderer
-from ..errors import MuseTalkError, SessionTimeout, TooLarge
-from ..media.jpeg import encode_jpeg
+from ...engines.base import FrameSession, Renderer
+from ...errors import MuseTalkError, SessionTimeout, TooLarge
+from ...media.jpeg import encode_jpeg
 from .protocol import (
     HEADER_BYTES,
     check_pcm,
