@@ -114,12 +114,12 @@ def _render(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     try:
-        job = _runtime(settings).rendering.open(args.avatar_id, args.audio, mux_rate=AUDIO_RATE)
-        frames = write_mp4(job, args.out, audio_rate=AUDIO_RATE)
+        with _runtime(settings).rendering.open(args.avatar_id, "unpaced", args.audio, mux_rate=AUDIO_RATE) as render:
+            frames = write_mp4(render, args.out, audio_rate=AUDIO_RATE)
     except MuseTalkError as e:
         _emit(e.body(), None, stream=sys.stderr)
         return EXIT_USER_ERROR if e.status < 500 else 1
-    _emit({"output": str(args.out), "frames": frames, "fps": job.fps}, None, stream=sys.stdout)
+    _emit({"output": str(args.out), "frames": frames, "fps": render.speech.fps}, None, stream=sys.stdout)
     return 0
 
 

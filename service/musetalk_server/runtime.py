@@ -20,7 +20,8 @@ from .engines.base import Engine
 from .engines.registry import create_engine, resolve_engine_name
 from .errors import NotReady, WeightsError
 from .metrics import Metrics
-from .render.request import Rendering
+from .render.entry import RenderEntry
+from .render.request import RequestChecks
 from .scheduler import DeviceScheduler
 
 __all__ = ["EngineChoice", "choose_engine", "build_scheduler", "Runtime"]
@@ -80,7 +81,7 @@ class Runtime:
     engine: Engine | None = None
     cache: AvatarCache | None = None
     load_error: str | None = None
-    _rendering: Rendering | None = field(default=None, repr=False)
+    _rendering: RenderEntry | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings, *, choice: EngineChoice | None = None,
@@ -113,13 +114,14 @@ class Runtime:
             engine.on_device_call = lambda frames, seconds: self.scheduler.observe_device(engine.name, frames, seconds)
         cache = AvatarCache(self.store, engine, self.settings.max_loaded_avatars)
         self.avatars.attach(engine, cache)
-        self._rendering = Rendering(cache, max_audio_seconds=self.settings.max_audio_seconds,
-                                    serving_fps=self.settings.fps)
+        checks = RequestChecks(cache, max_audio_seconds=self.settings.max_audio_seconds, serving_fps=self.settings.fps)
+        self._rendering = RenderEntry(checks, self.scheduler, engine=self.choice.name)
         self.cache = cache
         self.engine = engine  # last: readers test `engine is not None` to mean ready
 
     @property
-    def rendering(self) -> Rendering:
+    def rendering(self) -> RenderEntry:
+        """The one render entry (render/entry.py); NotReady until the engine has loaded."""
         if self._rendering is None:
             raise NotReady(self.load_error or f"engine {self.choice.name} is still loading")
         return self._rendering

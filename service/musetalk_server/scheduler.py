@@ -5,9 +5,12 @@ and preprocessing.
 The admission API (for every client, the real-time sessions included)::
 
     ticket = scheduler.admit("paced", fps=25.0, frame_size=(512, 512), engine="lite", frames=225)
-    with ticket:                                   # release() on exit, idempotent
+    with ticket:                                   # release() on exit
         for frame in ticket.gated(renderer.render(audio, fps, cancel)):
             ...
+
+Renders do not call this themselves: they open through `render/entry.py`, whose handle owns
+the ticket and releases it once.
 
 `admit(kind, fps, frame_size, engine, frames=None)` returns a `Ticket` or raises:
 - `Busy` (HTTP 429, code `busy`, `Retry-After: <retry_after_s>`; a real-time socket closes
@@ -115,26 +118,23 @@ class Ticket:
         return max(0.0, self.admitted_at + self.frames / self.fps - time.monotonic())
 
     def gated(self, frames: Iterator[T]) -> Iterator[T]:
-        """The frame iterator, one frame step per turn, timed; releases the ticket when it ends."""
+        """The frame iterator, one frame step per turn, timed. The ticket's holder releases it."""
         sched = self.scheduler
-        try:
-            while True:
-                if self.revoked.is_set():
-                    raise NotReady("the server is shutting down")
-                with sched.frame_turn(self.priority):
-                    started = time.perf_counter()
-                    try:
-                        frame = next(frames)
-                    except StopIteration:
-                        return
-                    step = time.perf_counter() - started
-                # One sample per frame: its engine step plus the sink's work on the frame before.
-                extra, self._extra = self._extra, 0.0
-                if sched.measure_frames:
-                    sched.observe(self.engine, self.frame_size, step + extra)
-                yield frame
-        finally:
-            self.release()
+        while True:
+            if self.revoked.is_set():
+                raise NotReady("the server is shutting down")
+            with sched.frame_turn(self.priority):
+                started = time.perf_counter()
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    return
+                step = time.perf_counter() - started
+            # One sample per frame: its engine step plus the sink's work on the frame before.
+            extra, self._extra = self._extra, 0.0
+            if sched.measure_frames:
+                sched.observe(self.engine, self.frame_size, step + extra)
+            yield frame
 
     def turn(self) -> _Turn:
         """One more step of this ticket's per-frame work (an MP4 sink's encode) under the gate."""

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ...render.async_jobs import Job, Jobs
-from ...render.request import RenderJob
+from ...render.entry import Render
 from ..deps import JobsDep, require_api_key
 from ..openapi import JOB, JOB_RESULT, JOB_WHEN, errors, ok
 
@@ -27,8 +27,8 @@ def job_body(jobs: Jobs, job: Job) -> dict[str, Any]:
     return job.to_dict(jobs.ttl_s) | {"status_url": status_url, "result_url": f"{status_url}/result"}
 
 
-async def accept(jobs: Jobs, render: RenderJob) -> JSONResponse:
-    """Queue an opened render job; 202 with where to poll."""
+async def accept(jobs: Jobs, render: Render) -> JSONResponse:
+    """Queue an opened (not yet admitted) render; 202 with where to poll."""
     job = await run_in_threadpool(jobs.submit, render)
     body = job_body(jobs, job)
     return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})
