@@ -231,6 +231,9 @@ class Jobs:
                     tracker.frames(written)
         except Exception as e:
             job.path.unlink(missing_ok=True)
+            if job.cancel.is_set():  # what broke after a cancel (its file was removed) is the cancel
+                self._finish(job, JobState.CANCELLED)
+                return
             error = as_render_error(e, f"job {job.job_id} of {job.avatar_id}")
             body = error.body() if isinstance(error, MuseTalkError) else RenderError(RENDER_FAILED).body()
             self._finish(job, JobState.FAILED, body)
