@@ -16,13 +16,14 @@ from .avatars.preprocess import PreprocessLimits
 from .avatars.service import ClusterAvatars, LocalAvatars, crd_engine
 from .avatars.store import AvatarStore
 from .config import Settings
+from .device.cores_free import CoresFree
+from .device.scheduler import CPU_SAMPLE_S, DeviceScheduler
 from .engines.base import Engine
 from .engines.registry import create_engine, resolve_engine_name
 from .errors import NotReady, WeightsError
 from .metrics import Metrics
 from .render.entry import RenderEntry
 from .render.request import RequestChecks
-from .scheduler import DeviceScheduler
 
 __all__ = ["EngineChoice", "choose_engine", "build_scheduler", "Runtime"]
 
@@ -60,11 +61,14 @@ def build_scheduler(settings: Settings, choice: EngineChoice, metrics: Metrics |
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     cores = settings.device_workers or cores  # a container's CPU limit is not in its affinity mask
     workers = 1 if batching else cores
+    # On the CPU, other processes' work leaves fewer cores than the workers; a GPU is the process's own.
+    cores_free = None if batching else CoresFree.available(os.cpu_count() or cores, CPU_SAMPLE_S)
     return DeviceScheduler(
         workers=workers, frame_slots=None if batching else cores,
         unpaced_slots=settings.batch_size if batching else cores,
         queue_timeout_s=settings.queue_timeout_s, max_queue=settings.max_queue,
-        max_realtime=settings.max_realtime_streams, measure_frames=not batching, metrics=metrics)
+        max_realtime=settings.max_realtime_streams, measure_frames=not batching, cores_free=cores_free,
+        metrics=metrics)
 
 
 @dataclass

@@ -18,8 +18,8 @@ from websockets.sync.client import connect
 
 from fakes import FakeEngine
 from helpers import media
+from musetalk_server.device.scheduler import DeviceScheduler, Ticket
 from musetalk_server.engines.base import FrameSession, LoadedAvatar, Renderer
-from musetalk_server.scheduler import DeviceScheduler, Ticket
 from servers import make_server, post_audio, preprocess
 
 SETTLE_S = 5.0  # how long a render may take to end after its client or its engine stopped
@@ -123,11 +123,15 @@ def test_a_stream_to_its_end_left_by_its_client_and_failed_mid_render(served):
     assert tickets.settled(3, "unpaced") == [1, 1, 1]
 
 
-def test_a_paced_stream_takes_and_gives_back_one_ticket(served):
+def test_a_paced_stream_takes_and_gives_back_one_ticket_even_when_its_audio_is_refused(served, tmp_path):
     _, _, client, tickets = served
     r = post_audio(client, "/inference/stream/a", media("vr_audio1.wav"), params={"realtime": "true"})
     assert r.status_code == 200 and r.content.endswith(b"--frame--\r\n")
-    assert tickets.settled(1, "paced") == [1]
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"not audio at all" * 64)
+    r = post_audio(client, "/inference/stream/a", junk, params={"realtime": "true"})  # admitted, then refused
+    assert r.status_code == 415 and r.json()["code"] == "unsupported_media"
+    assert tickets.settled(2, "paced") == [1, 1]
 
 
 def test_a_batch_to_its_end_left_by_its_client_and_failed_mid_render(served):

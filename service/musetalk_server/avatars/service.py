@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ..device.scheduler import DeviceScheduler
 from ..engines.base import Engine, LoadedAvatar
 from ..errors import AvatarExists, InvalidAvatarId, InvalidInput, NotReady
 from ..metrics import Metrics
-from ..scheduler import DeviceScheduler
 from .cache import AvatarCache
 from .idempotency import SOURCE_ANNOTATION, file_sha256, manifest_differences, resource_differences
 from .info import ALREADY_PROCESSED, AvatarEntry, AvatarInfo, PreprocessResult

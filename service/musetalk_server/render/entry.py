@@ -5,7 +5,9 @@ transport) call `RenderEntry.open`, or `open_async` from the event loop, which
 1. checks the request (request.py): the avatar, the audio, at least one frame, before any byte;
 2. admits it on the device scheduler as its kind (Busy is 429, NotReady 503), unless the
    consumer admits it later itself (an async job, when its worker starts: a queued job holds no
-   device share);
+   device share). Paced work (a paced stream, a real-time session) is admitted or refused at
+   once, before its audio is decoded, so that the refused part of a burst costs the admitted
+   part nothing; other work is admitted after, so that bad audio fails before any queue;
 3. returns a `Render`, the handle that owns the device ticket. The consumer leaves its `with`
    (or closes it) when the render ends, however it ends: the ticket is released then, once.
 """
@@ -15,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from ..scheduler import DeviceScheduler, Kind, Ticket
+from ..device.scheduler import PACED_KINDS, DeviceScheduler, Kind, Ticket
 from .request import RenderRequest, RequestChecks, SpeechRequest
 
 __all__ = ["Render", "RenderEntry"]
@@ -33,7 +35,9 @@ class Render:
     render does nothing). Sinks take their per-frame gate and cost reports from `ticket`."""
 
     def __init__(self, request: RenderRequest, scheduler: DeviceScheduler, kind: Kind, engine: str) -> None:
-        self.request, self.kind, self.engine = request, kind, engine
+        self.request: RenderRequest = request
+        self.kind, self.engine = kind, engine
+        self.paced = kind in PACED_KINDS
         self._scheduler = scheduler
         self._ticket: Ticket | None = None
         self._lock = threading.Lock()  # a sink may close from the event loop and a worker at once
@@ -54,6 +58,12 @@ class Render:
     def _facts(self) -> dict:
         frames = self.request.frames if isinstance(self.request, SpeechRequest) else None
         return {"fps": self.request.fps, "frame_size": self.request.size, "engine": self.engine, "frames": frames}
+
+    def hear(self, speech: SpeechRequest) -> None:
+        """The request's audio, checked (a paced render may be admitted before it is decoded)."""
+        self.request = speech
+        if self._ticket is not None:
+            self._ticket.frames = speech.frames  # when it will end: the Retry-After of those it refuses
 
     def _admitted(self, ticket: Ticket) -> None:
         with self._lock:
@@ -112,22 +122,37 @@ class RenderEntry:
     def open(self, avatar_id: str, kind: Kind, audio: Path | None = None, *, mux_rate: int | None = None,
              admit: bool = True) -> Render:
         """Blocking: steps 1-3 above. No `audio`: a real-time render, its audio to come."""
-        render = Render(self._check(avatar_id, audio, mux_rate), self.scheduler, kind, self.engine)
-        return render.admit() if admit else render
+        render = Render(self.checks.avatar(avatar_id), self.scheduler, kind, self.engine)
+        if admit and render.paced:
+            render.admit()
+        with _closed_on_error(render):
+            if audio is not None:
+                render.hear(self.checks.speech(render.request, audio, mux_rate=mux_rate))
+            if admit and not render.paced:
+                render.admit()
+        return render
 
     async def open_async(self, avatar_id: str, kind: Kind,
                          audio: AbstractAsyncContextManager[Path] | None = None, *,
                          mux_rate: int | None = None, admit: bool = True) -> Render:
         """`open` from the event loop. `audio` is the upload, held only while it is decoded."""
-        if audio is None:
-            request = await asyncio.to_thread(self._check, avatar_id, None, mux_rate)
-        else:
-            async with audio as path:
-                request = await asyncio.to_thread(self._check, avatar_id, path, mux_rate)
-        render = Render(request, self.scheduler, kind, self.engine)
-        return await render.admit_async() if admit else render
+        target = await asyncio.to_thread(self.checks.avatar, avatar_id)
+        render = Render(target, self.scheduler, kind, self.engine)
+        if admit and render.paced:
+            await render.admit_async()
+        with _closed_on_error(render):
+            if audio is not None:
+                async with audio as path:
+                    render.hear(await asyncio.to_thread(self.checks.speech, target, path, mux_rate=mux_rate))
+            if admit and not render.paced:
+                await render.admit_async()
+        return render
 
-    def _check(self, avatar_id: str, audio: Path | None, mux_rate: int | None) -> RenderRequest:
-        if audio is None:
-            return self.checks.avatar(avatar_id)
-        return self.checks.speech(avatar_id, audio, mux_rate=mux_rate)
+
+@contextmanager
+def _closed_on_error(render: Render) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        render.close()
+        raise

@@ -72,13 +72,12 @@ class RequestChecks:
                      avatar_id, avatar.fps, self.serving_fps)
         return RenderRequest(avatar, renderer, avatar.fps)
 
-    def speech(self, avatar_id: str, audio_path: Path, *, mux_rate: int | None = None) -> SpeechRequest:
-        # 1. the avatar
-        target = self.avatar(avatar_id)
-        # 2. the audio, 16 kHz mono; the MP4's own track is decoded again at its rate, not upsampled
+    def speech(self, target: RenderRequest, audio_path: Path, *, mux_rate: int | None = None) -> SpeechRequest:
+        """The audio for `target`: it decodes (UnsupportedMedia, EmptyMedia, TooLarge) and lasts a frame."""
+        # 1. the audio, 16 kHz mono; the MP4's own track is decoded again at its rate, not upsampled
         audio = decode_audio(audio_path, max_seconds=self.max_audio_seconds)
         mux = decode_audio(audio_path, rate=mux_rate) if mux_rate else None
-        # 3. at least one frame
+        # 2. at least one frame
         frames = frame_count(audio.size, target.fps)
         if frames == 0:
             raise InvalidInput(f"audio lasts {audio.size / SAMPLE_RATE * 1000:.0f} ms, "

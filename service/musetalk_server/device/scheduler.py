@@ -28,15 +28,22 @@ seconds one frame costs per (engine, frame size), fed as work runs (`Ticket.gate
 engine's step for each frame, the sinks add their encoding through `Ticket.observe`; a batching
 engine reports its device time per frame through `observe_device`). A paced ticket demands
 `fps x cost` device-seconds per second; it is admitted when the demand of every admitted paced
-ticket, its own included, fits `workers x REALTIME_LOAD` (some headroom is kept for the event
-loop, the network and jitter). The costs are wall times measured under the real load, so a busy
-machine reads as a slower one and admits fewer. On a CPU engine the process's own CPU time per
-frame (per megapixel, every `CPU_SAMPLE_S`) is a second measure, which also counts what the
-frame steps do not (the event loop, the network); the larger of the two counts. And whatever
-the estimate says, a paced frame that left more than `LATE_GUARD_S` late in the last
-`LATE_WINDOW_S` refuses new paced work: the device is full. A size never measured takes a measured size's
-cost scaled by pixels, else `SEED_S_PER_MEGAPIXEL`; an empty device always takes one paced
-ticket, which then measures. `max_realtime` (MUSETALK_MAX_REALTIME_STREAMS) may cap the count.
+ticket, its own included, fits `REALTIME_LOAD x` the cores it can have (some headroom is kept
+for the event loop, the network and jitter). Admission must hold for a burst too: many requests
+at once are each admitted against the others all running, start-up included, so a ticket in its
+first `STARTUP_S` counts `STARTUP_FACTOR` times its demand (a paced stream renders its buffer
+ahead on top of its clock then, while the burst's later arrivals decode their audio). The cores
+it can have are `workers`, or fewer on a shared machine: on a CPU engine, `cores_free` reports
+the cores this process used plus those nobody used, over the last `CPU_SAMPLE_S` or more
+(cores_free.py), measured before a burst and held through it. The costs are wall times
+measured under the real load, so a busy machine also reads as a slower one and admits fewer.
+On a CPU engine the process's own CPU time per frame (per megapixel, every `CPU_SAMPLE_S`) is a
+second measure, which also counts what the frame steps do not (the event loop, the network);
+the larger of the two counts. And whatever the estimate says, a paced frame that left more than
+`LATE_GUARD_S` late in the last `LATE_WINDOW_S` refuses new paced work: the device is full. A
+size never measured takes a measured size's cost scaled by pixels, else `SEED_S_PER_MEGAPIXEL`;
+an empty device always takes one paced ticket, which then measures. `max_realtime`
+(MUSETALK_MAX_REALTIME_STREAMS) may cap the count.
 
 **Per-frame priority.** On an engine that renders on the CPU cores (`frame_slots` = cores),
 each frame step takes one of `frame_slots` turns, and a waiting paced frame goes before any
@@ -55,17 +62,18 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from .errors import Busy, NotReady
+from ..errors import Busy, NotReady
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
+    from ..metrics import Metrics
 
-__all__ = ["Kind", "KINDS", "PRIORITY", "DeviceScheduler", "Ticket", "REALTIME_LOAD", "SEED_S_PER_MEGAPIXEL"]
+__all__ = ["Kind", "KINDS", "PRIORITY", "DeviceScheduler", "Ticket", "REALTIME_LOAD", "SEED_S_PER_MEGAPIXEL",
+           "STARTUP_S", "STARTUP_FACTOR", "PACED_KINDS"]
 
 Kind = Literal["realtime", "paced", "unpaced", "preprocess"]
 PRIORITY: dict[str, int] = {"realtime": 0, "paced": 0, "unpaced": 1, "preprocess": 2}
@@ -73,6 +81,11 @@ KINDS = tuple(PRIORITY)
 PRIORITY_NAMES = ("realtime", "unpaced", "preprocess")  # metric label of each priority level
 PACED_KINDS = ("realtime", "paced")
 REALTIME_LOAD = 0.7  # share of the workers' time paced work may claim; the rest absorbs jitter
+STARTUP_S = 1.5  # a paced ticket's start-up: its buffer rendered ahead, its first frames out
+# Its demand then, in times its steady demand: its clock's frames, plus the MJPEG buffer rendered
+# ahead (16 frames and the encoders', ~0.7 s of 25 fps: x1.7), plus what the single stream the
+# cost was measured on did not show: the burst's own audio decoding and N new streams contending.
+STARTUP_FACTOR = 2.5
 SEED_S_PER_MEGAPIXEL = 0.05  # a frame never measured: ~13 ms at 512², several times lite's cost
 EWMA_ALPHA = 0.05  # weight of one frame's measurement: ~20 frames, under a second of one stream
 CPU_SAMPLE_S = 0.5  # how often the process's CPU time per frame is read
@@ -108,8 +121,11 @@ class Ticket:
 
     @property
     def demand(self) -> float:
-        """Device-seconds per second this ticket needs to stay on time (paced kinds)."""
-        return self.fps * self.scheduler.frame_cost(self.engine, self.frame_size)
+        """Device-seconds per second this ticket needs to stay on time (paced kinds), more while
+        it starts."""
+        steady = self.fps * self.scheduler.frame_cost(self.engine, self.frame_size)
+        starting = time.monotonic() - self.admitted_at < STARTUP_S
+        return steady * STARTUP_FACTOR if starting else steady
 
     def ends_in_s(self) -> float:
         """When a paced ticket is expected to end, from its frame count (unknown: one minute)."""
@@ -220,8 +236,9 @@ class DeviceScheduler:
 
     def __init__(self, *, workers: float, frame_slots: int | None, unpaced_slots: int, queue_timeout_s: float,
                  max_queue: int, max_realtime: int = 0, measure_frames: bool = True,
-                 metrics: Metrics | None = None) -> None:
+                 cores_free: Callable[[], float] | None = None, metrics: Metrics | None = None) -> None:
         self.workers, self.frame_slots, self.unpaced_slots = workers, frame_slots, unpaced_slots
+        self.cores_free = cores_free  # None: the workers are this process's alone
         self.queue_timeout_s, self.max_queue, self.max_realtime = queue_timeout_s, max_queue, max_realtime
         self.measure_frames, self.metrics = measure_frames, metrics
         self._cond = threading.Condition()
@@ -338,7 +355,8 @@ class DeviceScheduler:
 
     def capacity(self) -> float:
         """Device-seconds per second paced work may claim."""
-        return self.workers * REALTIME_LOAD
+        workers = self.workers if self.cores_free is None else min(self.workers, self.cores_free())
+        return workers * REALTIME_LOAD
 
     def load(self) -> float:
         """The share of `capacity()` the admitted paced work claims, by the current estimate."""
