@@ -1,4 +1,4 @@
-"""`musetalk-server`: serve, preprocess and render from the command line, over the same pipeline.
+"""`musetalk-server`: serve, preprocess and render from the command line, through the same render entry.
 
 `preprocess` is also the entry point of the Kubernetes preprocessing Job.
 """

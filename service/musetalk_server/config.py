@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     realtime_max_buffer_s: float = Field(30.0, gt=0)  # audio buffered ahead of playback, all utterances
     realtime_max_session_s: float = Field(3600.0, gt=0)  # a session's length cap
 
-    # Capacity (scheduler.py): unpaced work waits this long for the device, then gets 429 busy.
+    # Capacity (device/scheduler.py): unpaced work waits this long for the device, then gets 429 busy.
     queue_timeout_s: float = Field(30.0, ge=0)
     max_queue: int = Field(64, ge=0)  # unpaced requests waiting at most; more get 429 at once
     max_realtime_streams: int = Field(0, ge=0)  # cap on paced streams and sessions; 0: by measure only

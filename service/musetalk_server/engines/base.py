@@ -1,4 +1,4 @@
-"""The contract between the pipeline and an engine.
+"""The contract between the render use cases (render/) and an engine.
 
 An engine has two phases:
 - `prepare` runs once per avatar, at preprocessing time (inline in the service, or in a
