@@ -9,7 +9,13 @@ import pytest
 
 from musetalk_server.device import scheduler as scheduler_module
 from musetalk_server.device.cores_free import CoresFree
-from musetalk_server.device.scheduler import REALTIME_LOAD, STARTUP_FACTOR, STARTUP_S, DeviceScheduler
+from musetalk_server.device.scheduler import (
+    FAIR_SHARE_CORES,
+    REALTIME_LOAD,
+    STARTUP_FACTOR,
+    STARTUP_S,
+    DeviceScheduler,
+)
 from musetalk_server.errors import Busy, NotReady
 
 SIZE = (512, 512)
@@ -53,8 +59,10 @@ def test_a_burst_is_admitted_against_its_start_up_too():
 
 
 def test_the_cores_another_process_holds_are_not_admitted_against():
-    s = scheduler(workers=2, frame_slots=2, cores_free=lambda: 0.5)
-    assert s.capacity() == pytest.approx(0.5 * REALTIME_LOAD)
+    s = scheduler(workers=2, frame_slots=2, cores_free=lambda: 1.5)
+    assert s.capacity() == pytest.approx(1.5 * REALTIME_LOAD)
+    full = scheduler(workers=2, frame_slots=2, cores_free=lambda: 0.0)  # others hold both: its fair share
+    assert full.capacity() == pytest.approx(FAIR_SHARE_CORES * REALTIME_LOAD)
     assert scheduler(workers=2, frame_slots=2, cores_free=lambda: 8.0).capacity() == pytest.approx(2 * REALTIME_LOAD)
 
 

@@ -30,12 +30,14 @@ engine reports its device time per frame through `observe_device`). A paced tick
 `fps x cost` device-seconds per second; it is admitted when the demand of every admitted paced
 ticket, its own included, fits `REALTIME_LOAD x` the cores it can have (some headroom is kept
 for the event loop, the network and jitter). Admission must hold for a burst too: many requests
-at once are each admitted against the others all running, start-up included, so a ticket in its
-first `STARTUP_S` counts `STARTUP_FACTOR` times its demand (a paced stream renders its buffer
-ahead on top of its clock then, while the burst's later arrivals decode their audio). The cores
+at once are each admitted against the others all running, start-up included, so a paced stream
+in its first `STARTUP_S` counts `STARTUP_FACTOR` times its demand (it renders its buffer ahead on
+top of its clock then, while the burst's later arrivals decode their audio; a real-time session
+starts on cached idle frames and counts its steady demand). The cores
 it can have are `workers`, or fewer on a shared machine: on a CPU engine, `cores_free` reports
 the cores this process used plus those nobody used, over the last `CPU_SAMPLE_S` or more
-(cores_free.py), measured before a burst and held through it. The costs are wall times
+(cores_free.py), measured before a burst and held through it, and never taken as less than the
+fair share a busy machine still gives (`FAIR_SHARE_CORES`). The costs are wall times
 measured under the real load, so a busy machine also reads as a slower one and admits fewer.
 On a CPU engine the process's own CPU time per frame (per megapixel, every `CPU_SAMPLE_S`) is a
 second measure, which also counts what the frame steps do not (the event loop, the network);
@@ -73,7 +75,7 @@ if TYPE_CHECKING:
     from ..metrics import Metrics
 
 __all__ = ["Kind", "KINDS", "PRIORITY", "DeviceScheduler", "Ticket", "REALTIME_LOAD", "SEED_S_PER_MEGAPIXEL",
-           "STARTUP_S", "STARTUP_FACTOR", "PACED_KINDS"]
+           "STARTUP_S", "STARTUP_FACTOR", "PACED_KINDS", "FAIR_SHARE_CORES"]
 
 Kind = Literal["realtime", "paced", "unpaced", "preprocess"]
 PRIORITY: dict[str, int] = {"realtime": 0, "paced": 0, "unpaced": 1, "preprocess": 2}
@@ -81,6 +83,7 @@ KINDS = tuple(PRIORITY)
 PRIORITY_NAMES = ("realtime", "unpaced", "preprocess")  # metric label of each priority level
 PACED_KINDS = ("realtime", "paced")
 REALTIME_LOAD = 0.7  # share of the workers' time paced work may claim; the rest absorbs jitter
+FAIR_SHARE_CORES = 1.0  # the cores a process gets on a machine others keep busy (see `capacity`)
 STARTUP_S = 1.5  # a paced ticket's start-up: its buffer rendered ahead, its first frames out
 # Its demand then, in times its steady demand: its clock's frames, plus the MJPEG buffer rendered
 # ahead (16 frames and the encoders', ~0.7 s of 25 fps: x1.7), plus what the single stream the
@@ -124,7 +127,8 @@ class Ticket:
         """Device-seconds per second this ticket needs to stay on time (paced kinds), more while
         it starts."""
         steady = self.fps * self.scheduler.frame_cost(self.engine, self.frame_size)
-        starting = time.monotonic() - self.admitted_at < STARTUP_S
+        # A real-time session starts on idle frames (cached JPEGs) and renders nothing ahead.
+        starting = self.kind == "paced" and time.monotonic() - self.admitted_at < STARTUP_S
         return steady * STARTUP_FACTOR if starting else steady
 
     def ends_in_s(self) -> float:
@@ -355,7 +359,11 @@ class DeviceScheduler:
 
     def capacity(self) -> float:
         """Device-seconds per second paced work may claim."""
-        workers = self.workers if self.cores_free is None else min(self.workers, self.cores_free())
+        if self.cores_free is None:
+            return self.workers * REALTIME_LOAD
+        # Beside busy neighbours the kernel's fair share still gives a process that wants the CPU
+        # about a core's worth of time, so a full machine takes one core's worth of paced work.
+        workers = min(self.workers, max(FAIR_SHARE_CORES, self.cores_free()))
         return workers * REALTIME_LOAD
 
     def load(self) -> float:
