@@ -22,7 +22,7 @@ import numpy as np
 from bench import lipsync_eval as ev
 from musetalk_server.engines.lite.engine import speaking_bank
 from musetalk_server.engines.lite.shape import ShapeStream
-from musetalk_server.media.timeline import SAMPLE_RATE
+from musetalk_server.media.frame_timing import SAMPLE_RATE
 
 BILABIAL = ("P", "B", "M")
 SPEECH_GAP = ("SIL", "+NSN+", "+SPN+")  # the decoder's silence and noise fillers

@@ -55,7 +55,7 @@ from musetalk_server.engines.lite.shape import SHIPPED, GenericMapping  # noqa: 
 from musetalk_server.engines.lite.speaker import NOT_THEIR_VOICE  # noqa: E402
 from musetalk_server.face.landmarks import JAW, detect_video, inner_lip_gap, interocular  # noqa: E402
 from musetalk_server.media.audio import decode_audio, soundtrack  # noqa: E402
-from musetalk_server.media.timeline import SAMPLE_RATE, frame_count, pingpong_index  # noqa: E402
+from musetalk_server.media.frame_timing import SAMPLE_RATE, frame_count, pingpong_index  # noqa: E402
 from musetalk_server.media.video import read_video  # noqa: E402
 
 log = logging.getLogger("lipsync_eval")
@@ -186,7 +186,7 @@ def build_avatar(engine: Engine, frames: list[np.ndarray], work: Path, avatar_id
     path = work / avatar_id
     info = engine.prepare(AvatarFrames(frames, points, FPS, audio), 0, path / "engine")
     manifest = {"fps": FPS, "frames": len(frames), "engine": engine.name, "engine_info": info}
-    return LoadedAvatar(avatar_id, path, manifest, list(frames), points)
+    return LoadedAvatar(avatar_id, path, manifest, list(frames), points, path / "engine")
 
 
 def render_all(engine: Engine, avatar: LoadedAvatar, audio: np.ndarray) -> tuple[list[np.ndarray], float, float]:

@@ -1,17 +1,19 @@
 """Load benchmark: N paced streams (`realtime=true`) at once against a real server process.
 
 Starts `musetalk-server serve` (lite by default) on loopback, preprocesses the 512² clip
-lp_d11.mp4, then for each N opens N paced streams of 9 s of speech together and measures, as a
-client sees it:
+lp_d11.mp4, then for each N opens N paced streams of 9 s of speech together, `--repeats` times
+(each a fresh burst on an idle server), and reports the worst run of each N: admission must hold
+every time, not on average. Per run it measures, as a client sees it:
 - time to first frame (request sent -> first part whole), p50 and p99 over admitted streams;
 - lateness: part i's arrival against arrival(0) + i/fps, the stream's own clock, p50 and p99
   over every frame of every admitted stream, and the worst stream's p99;
 - refused (429 busy), errors (any other status, an error part, a lost or repeated frame).
 
-The bar on the 2-core machine: every admitted stream keeps p99 lateness <= 40 ms at every N,
-the rest are refused, no stream loses or repeats a frame.
+The bar on the 2-core machine: in every run, every admitted stream keeps p99 lateness <= 40 ms
+at every N, the rest are refused, no stream loses or repeats a frame. The worst run is the one
+whose worst stream's p99 is highest (a run with errors counts as worse than any).
 
-Usage: python -m bench.load_bench [--engine lite] [--streams 1,2,4,8,16] [--seconds 9] [--write-docs]
+Usage: python -m bench.load_bench [--engine lite] [--streams 1,2,4,8,16] [--seconds 9] [--repeats 10] [--write-docs]
 (`--write-docs` also writes the table into docs/benchmarks.md.)
 """
 
@@ -37,6 +39,7 @@ from bench.service_bench import MEDIA, cut_audio, preprocess, start_server
 CLIP = "lp_d11.mp4"  # 512x512, 25 fps
 AVATAR = "load512"
 LATENESS_BAR_S = 0.040
+REFUSAL_WINDOW_S = 3.0  # between runs: longer than the scheduler's memory of a late frame (LATE_WINDOW_S)
 _PART_HEAD = re.compile(rb"--frame\r\n(.*?)\r\n\r\n", re.S)
 
 
@@ -139,18 +142,53 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
 
-def row(n: int, outcomes: list[Outcome]) -> tuple[str, ...]:
-    admitted = [o for o in outcomes if o.status == 200]
-    refused = sum(o.status == 429 for o in outcomes)
-    errors = sum(o.status not in (200, 429) for o in outcomes) + sum(not o.clean for o in admitted)
+@dataclass(frozen=True)
+class Run:
+    n: int
+    outcomes: list[Outcome]
+
+    @property
+    def admitted(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == 200]
+
+    @property
+    def refused(self) -> int:
+        return sum(o.status == 429 for o in self.outcomes)
+
+    @property
+    def errors(self) -> int:
+        return sum(o.status not in (200, 429) for o in self.outcomes) + sum(not o.clean for o in self.admitted)
+
+    @property
+    def worst_p99(self) -> float:
+        """The worst admitted stream's p99 lateness (0 when none was admitted)."""
+        return max((float(np.percentile(o.lateness, 99)) for o in self.admitted if o.lateness), default=0.0)
+
+    @property
+    def met(self) -> bool:
+        return self.worst_p99 <= LATENESS_BAR_S and self.errors == 0
+
+    def badness(self) -> tuple[int, float]:
+        return (self.errors > 0, self.worst_p99)
+
+
+def row(run: Run, runs: list[Run]) -> tuple[str, ...]:
+    """The worst run's figures, and over every run: how many met the bar, how many were admitted."""
+    admitted = run.admitted
+    counts = sorted(len(r.admitted) for r in runs)
+    summary = (f"{sum(r.met for r in runs)}/{len(runs)}", f"{counts[0]}-{counts[-1]}")
     if not admitted:
-        return (str(n), "0", "", "", "", "", "", str(refused), str(errors), "")
+        return (str(run.n), "0", "", "", "", "", "", str(run.refused), str(run.errors), "yes" if run.met else "no",
+                *summary)
     ttff = [o.ttff for o in admitted if o.ttff is not None]
     late = np.array([x for o in admitted for x in o.lateness])
-    worst = max(float(np.percentile(o.lateness, 99)) for o in admitted if o.lateness)
-    bar = "yes" if worst <= LATENESS_BAR_S and errors == 0 else "no"
-    return (str(n), str(len(admitted)), ms(statistics.median(ttff)), ms(float(np.percentile(ttff, 99))),
-            ms(float(np.median(late))), ms(float(np.percentile(late, 99))), ms(worst), str(refused), str(errors), bar)
+    return (str(run.n), str(len(admitted)), ms(statistics.median(ttff)), ms(float(np.percentile(ttff, 99))),
+            ms(float(np.median(late))), ms(float(np.percentile(late, 99))), ms(run.worst_p99), str(run.refused),
+            str(run.errors), "yes" if run.met else "no", *summary)
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -158,9 +196,10 @@ def main() -> None:
     parser.add_argument("--engine", default="lite")
     parser.add_argument("--streams", default="1,2,4,8,16")
     parser.add_argument("--seconds", type=float, default=9.0)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--write-docs", action="store_true", help=WRITE_DOCS_HELP)
     args = parser.parse_args()
-    rows = []
+    rows, loads = [], [load_average()]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         audio = cut_audio(args.seconds, folder)
@@ -170,20 +209,28 @@ def main() -> None:
                 preprocess(client, AVATAR, MEDIA / CLIP)
                 run_round(url, cut_audio(1, folder), 1)  # warm: the avatar in memory, a first measurement
                 for n in (int(v) for v in args.streams.split(",")):
-                    wait_idle(client)
-                    rows.append((*row(n, run_round(url, audio, n)), frame_cost(client)))
+                    runs = []
+                    for _ in range(args.repeats):
+                        wait_idle(client)
+                        time.sleep(REFUSAL_WINDOW_S)
+                        runs.append(Run(n, run_round(url, audio, n)))
+                    rows.append((*row(max(runs, key=Run.badness), runs), frame_cost(client)))
         finally:
             proc.terminate()
             proc.wait(30)
-    print(f"\nengine={args.engine}, {CLIP} (512²), {args.seconds:g} s of speech, paced; machine: "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}\n")
+    loads.append(load_average())
+    print(f"\nengine={args.engine}, {CLIP} (512²), {args.seconds:g} s of speech, paced, {args.repeats} runs per N; "
+          f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"python {platform.python_version()}; load average (1, 5, 15 min) {loads[0]} before, {loads[1]} after\n")
+    note = "Each row is the worst of its runs; the last columns count over all of them."
     table = "\n".join(["| streams | admitted | TTFF p50 | TTFF p99 | lateness p50 | lateness p99 | worst stream's p99 "
-                       "| refused (429) | errors | bar met | frame cost estimate after |",
-                       "|---|---|---|---|---|---|---|---|---|---|---|", *("| " + " | ".join(r) + " |" for r in rows)])
-    print(table)
+                       "| refused (429) | errors | bar met | runs meeting the bar | admitted over the runs "
+                       "| frame cost estimate after |",
+                       "|---|---|---|---|---|---|---|---|---|---|---|---|---|", *("| " + " | ".join(r) + " |" for r in rows)])
+    print(f"{note}\n\n{table}")
     if args.write_docs:
         write_block(BENCHMARKS, "load", f"*Engine {args.engine}, {CLIP} (512²), {args.seconds:g} s of speech per stream, "
-                                        f"paced. {measured_on()}.*\n\n{table}")
+                                        f"paced, {args.repeats} runs per N. {note} {measured_on()}.*\n\n{table}")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from musetalk_server.engines.musetalk import blend  # noqa: E402
 from musetalk_server.engines.musetalk.engine import MuseTalkEngine  # noqa: E402
 from musetalk_server.engines.musetalk.models import MuseTalkModels  # noqa: E402
 from musetalk_server.engines.musetalk.weights import dtype_for  # noqa: E402
-from musetalk_server.media.timeline import SAMPLE_RATE, pingpong_index  # noqa: E402
+from musetalk_server.media.frame_timing import SAMPLE_RATE, pingpong_index  # noqa: E402
 
 CLIP = "vr_face2.mp4"
 SPEECH = "mt_eng.wav"  # 60 s
@@ -90,7 +90,7 @@ def make_avatar(engine: MuseTalkEngine, n_frames: int, folder: Path, inputs: Pat
                 clip: str = CLIP) -> LoadedAvatar:
     frames, points = avatar_inputs(n_frames, inputs, clip)
     engine.prepare(AvatarFrames(frames, points, 25.0), 0, folder / "engine")
-    return LoadedAvatar("bench", folder, {"fps": 25.0}, frames, points)
+    return LoadedAvatar("bench", folder, {"fps": 25.0}, frames, points, folder / "engine")
 
 
 def sync(device: str) -> None:

@@ -30,7 +30,7 @@ from bench import lipsync_eval as ev
 from bench.doc_blocks import LITE_ENGINE, check_block, measured_on, write_block
 from musetalk_server.engines.lite.shape import SHIPPED, GenericMapping
 from musetalk_server.media.audio import decode_audio
-from musetalk_server.media.timeline import SAMPLE_RATE, frame_count
+from musetalk_server.media.frame_timing import SAMPLE_RATE, frame_count
 
 VOICES = {"mt_eng_20s": ("mt_eng.wav", 20.0), "vr_audio1": ("vr_audio1.wav", None),
           "radio": ("st_RD_Radio31_000.wav", None), "yongen (zh)": ("mt_yongen.wav", None)}

@@ -17,7 +17,7 @@ import numpy as np
 
 from musetalk_server.engines.base import AvatarFrames, Engine, LoadedAvatar, Renderer
 from musetalk_server.errors import AvatarEngineMismatch
-from musetalk_server.media.timeline import SAMPLE_RATE, frame_count, pingpong_index
+from musetalk_server.media.frame_timing import SAMPLE_RATE, frame_count, pingpong_index
 
 
 class FakeEngine(Engine):

@@ -1,4 +1,4 @@
-"""`musetalk-server`: serve, preprocess and render from the command line, over the same pipeline.
+"""`musetalk-server`: serve, preprocess and render from the command line, through the same render entry.
 
 `preprocess` is also the entry point of the Kubernetes preprocessing Job.
 """
@@ -110,16 +110,16 @@ def _preprocess(args: argparse.Namespace) -> int:
 
 def _render(args: argparse.Namespace) -> int:
     from .media.mp4 import AUDIO_RATE
-    from .sinks.mp4 import write_mp4
+    from .render.sinks.mp4 import write_mp4
 
     settings = _settings(args)
     try:
-        job = _runtime(settings).rendering.open(args.avatar_id, args.audio, mux_rate=AUDIO_RATE)
-        frames = write_mp4(job, args.out, audio_rate=AUDIO_RATE)
+        with _runtime(settings).rendering.open(args.avatar_id, "unpaced", args.audio, mux_rate=AUDIO_RATE) as render:
+            frames = write_mp4(render, args.out, audio_rate=AUDIO_RATE)
     except MuseTalkError as e:
         _emit(e.body(), None, stream=sys.stderr)
         return EXIT_USER_ERROR if e.status < 500 else 1
-    _emit({"output": str(args.out), "frames": frames, "fps": job.fps}, None, stream=sys.stdout)
+    _emit({"output": str(args.out), "frames": frames, "fps": render.speech.fps}, None, stream=sys.stdout)
     return 0
 
 

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
         "dropped with a `too_large` event"))
     realtime_max_session_s: float = Field(3600.0, gt=0, description="a real-time session's length cap (close 4408)")
 
-    # Capacity (scheduler.py).
+    # Capacity (device/scheduler.py).
     queue_timeout_s: float = Field(30.0, ge=0, description=(
         "how long a batch, an unpaced stream or a preprocess waits for the device before 429 `busy`"))
     max_queue: int = Field(64, ge=0, description="requests that may wait at once; the next gets 429 `busy` at once")

@@ -208,7 +208,7 @@ class NotReady(MuseTalkError):
 
 
 class Busy(MuseTalkError):
-    """The device cannot take this work on time now (scheduler.py); retry after `retry_after_s`."""
+    """The device cannot take this work on time now (device/scheduler.py); retry after `retry_after_s`."""
 
     status, code = 429, "busy"
     when = ("the device cannot take the work on time now; the `Retry-After` header says in how many seconds to "

@@ -61,7 +61,7 @@ class Metrics:
         self.realtime_underruns = Counter("musetalk_realtime_underruns", "Runs of frames whose audio had not arrived",
                                           registry=r)
         self.realtime_interrupts = Counter("musetalk_realtime_interrupts", "Interrupts received", registry=r)
-        # The device scheduler (scheduler.py).
+        # The device scheduler (device/scheduler.py).
         self.sched_queue = Gauge("musetalk_scheduler_queue_depth", "Requests waiting for the device, by priority",
                                  ["priority"], registry=r)
         self.sched_admitted = Counter("musetalk_scheduler_admitted", "Work admitted, by kind", ["kind"], registry=r)

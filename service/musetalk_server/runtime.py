@@ -16,12 +16,14 @@ from .avatars.preprocess import PreprocessLimits
 from .avatars.service import ClusterAvatars, LocalAvatars, crd_engine
 from .avatars.store import AvatarStore
 from .config import Settings
+from .device.cores_free import CoresFree
+from .device.scheduler import CPU_SAMPLE_S, DeviceScheduler
 from .engines.base import Engine
 from .engines.registry import create_engine, resolve_engine_name
 from .errors import NotReady, WeightsError
 from .metrics import Metrics
-from .pipeline import Rendering
-from .scheduler import DeviceScheduler
+from .render.entry import RenderEntry
+from .render.request import RequestChecks
 
 __all__ = ["EngineChoice", "choose_engine", "build_scheduler", "Runtime"]
 
@@ -64,11 +66,14 @@ def build_scheduler(settings: Settings, choice: EngineChoice, metrics: Metrics |
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     cores = settings.device_workers or cores  # a container's CPU limit is not in its affinity mask
     workers = 1 if batching else cores
+    # On the CPU, other processes' work leaves fewer cores than the workers; a GPU is the process's own.
+    cores_free = None if batching else CoresFree.available(os.cpu_count() or cores, CPU_SAMPLE_S)
     return DeviceScheduler(
         workers=workers, frame_slots=None if batching else cores,
         unpaced_slots=settings.batch_size if batching else cores,
         queue_timeout_s=settings.queue_timeout_s, max_queue=settings.max_queue,
-        max_realtime=settings.max_realtime_streams, measure_frames=not batching, metrics=metrics)
+        max_realtime=settings.max_realtime_streams, measure_frames=not batching, cores_free=cores_free,
+        metrics=metrics)
 
 
 @dataclass
@@ -85,7 +90,7 @@ class Runtime:
     engine: Engine | None = None
     cache: AvatarCache | None = None
     load_error: str | None = None
-    _rendering: Rendering | None = field(default=None, repr=False)
+    _rendering: RenderEntry | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings, *, choice: EngineChoice | None = None,
@@ -118,13 +123,14 @@ class Runtime:
             engine.on_device_call = lambda frames, seconds: self.scheduler.observe_device(engine.name, frames, seconds)
         cache = AvatarCache(self.store, engine, self.settings.max_loaded_avatars)
         self.avatars.attach(engine, cache)
-        self._rendering = Rendering(cache, max_audio_seconds=self.settings.max_audio_seconds,
-                                    serving_fps=self.settings.fps)
+        checks = RequestChecks(cache, max_audio_seconds=self.settings.max_audio_seconds, serving_fps=self.settings.fps)
+        self._rendering = RenderEntry(checks, self.scheduler, engine=self.choice.name)
         self.cache = cache
         self.engine = engine  # last: readers test `engine is not None` to mean ready
 
     @property
-    def rendering(self) -> Rendering:
+    def rendering(self) -> RenderEntry:
+        """The one render entry (render/entry.py); NotReady until the engine has loaded."""
         if self._rendering is None:
             raise NotReady(self.load_error or f"engine {self.choice.name} is still loading")
         return self._rendering

@@ -17,7 +17,7 @@ import pytest
 
 from helpers import media
 from musetalk_server.avatars.layout import STAGING
-from musetalk_server.sweeper import sweep_temp
+from musetalk_server.disk.sweeper import sweep_temp
 from server_process import ServerProcess
 from servers import make_server, post_audio, preprocess
 from testkit.mediatools import first_frames, silent_wav, transcode_audio, write_video

@@ -14,7 +14,7 @@ from musetalk_server.config import Settings
 from musetalk_server.engines.lite.geometry import mouth_aperture
 from musetalk_server.face.landmarks import LIPS_OUTER, detect_video
 from musetalk_server.media.audio import decode_audio
-from musetalk_server.media.timeline import SAMPLE_RATE, pingpong_index
+from musetalk_server.media.frame_timing import SAMPLE_RATE, pingpong_index
 from servers import post_audio, preprocess
 from testkit.mediatools import first_frames, parse_mjpeg, read_mp4
 

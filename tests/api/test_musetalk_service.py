@@ -20,7 +20,7 @@ from musetalk_server.engines.lite import LiteEngine
 from musetalk_server.engines.musetalk.engine import MASKS_FILE, SQUARES_FILE
 from musetalk_server.errors import WeightsError
 from musetalk_server.media.audio import decode_audio
-from musetalk_server.media.timeline import SAMPLE_RATE, pingpong_index
+from musetalk_server.media.frame_timing import SAMPLE_RATE, pingpong_index
 from musetalk_server.runtime import choose_engine
 from servers import post_audio, preprocess
 from testkit.mediatools import parse_mjpeg, read_mp4

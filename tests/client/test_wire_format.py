@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from musetalk_client import LAST, SPEAKING, UNDERRUN, RealtimeFrame, unpack_frame
-from musetalk_server.realtime import protocol
+from musetalk_server.render.realtime import protocol
 
 
 def test_the_flag_bits_agree():

@@ -17,7 +17,7 @@ from helpers import media
 from musetalk_server.engines.base import AvatarFrames, LoadedAvatar
 from musetalk_server.engines.musetalk.engine import MuseTalkEngine
 from musetalk_server.engines.musetalk.models import MuseTalkModels
-from musetalk_server.media.timeline import SAMPLE_RATE
+from musetalk_server.media.frame_timing import SAMPLE_RATE
 
 pytestmark = pytest.mark.gpu
 DEVICE = "cuda:0"
@@ -75,7 +75,7 @@ def test_full_size_prepare_and_stream(full_engine, clip, tmp_path):
     assert info["version"] == "v1.5"
     latents = np.load(tmp_path / "engine" / "latents.npy")
     assert latents.shape == (4, 8, 32, 32) and np.isfinite(latents).all()
-    avatar = LoadedAvatar("gpu", tmp_path, {"fps": 25.0}, list(clip.frames), clip.landmarks)
+    avatar = LoadedAvatar("gpu", tmp_path, {"fps": 25.0}, list(clip.frames), clip.landmarks, tmp_path / "engine")
     renderer = full_engine.open(avatar)
     assert renderer.latents.device.type == "cuda" and renderer.latents.dtype == torch.float16
     frames = list(renderer.render(np.zeros(SAMPLE_RATE, np.float32), 25.0))

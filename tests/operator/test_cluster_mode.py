@@ -31,10 +31,10 @@ from operator_helpers import (
 from fakes import FakeEngine
 from helpers import LiveServer, first_stream_bytes, media
 from musetalk_server.api import create_app
+from musetalk_server.avatars.idempotency import SOURCE_ANNOTATION
 from musetalk_server.avatars.info import ALREADY_PROCESSED, AvatarInfo, PreprocessResult
 from musetalk_server.avatars.kube import failure_error, upload_name
 from musetalk_server.avatars.preprocess import PreprocessLimits, preprocess_avatar
-from musetalk_server.avatars.source import SOURCE_ANNOTATION
 from musetalk_server.avatars.store import AvatarStore
 from musetalk_server.config import Settings
 from musetalk_server.errors import EngineError, NoFaceDetected

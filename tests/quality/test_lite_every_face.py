@@ -23,7 +23,7 @@ from musetalk_server.engines.lite.bank import SHUT_LIMIT
 from musetalk_server.engines.lite.geometry import mouth_aperture
 from musetalk_server.face.landmarks import detect_video
 from musetalk_server.media.audio import decode_audio
-from musetalk_server.media.timeline import SAMPLE_RATE, pingpong_index
+from musetalk_server.media.frame_timing import SAMPLE_RATE, pingpong_index
 from musetalk_server.media.video import read_video
 from testkit.mediatools import first_frames
 

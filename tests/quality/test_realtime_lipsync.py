@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from musetalk_server.media.timeline import SAMPLE_RATE
-from musetalk_server.realtime.timeline import IDLE, SPEECH, Timeline
+from musetalk_server.media.frame_timing import SAMPLE_RATE
+from musetalk_server.render.realtime.timeline import IDLE, SPEECH, Timeline
 from testkit.media import shared
 
 FPS = 25.0

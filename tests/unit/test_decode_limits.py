@@ -11,7 +11,7 @@ import pytest
 
 from musetalk_server.errors import InvalidSamples, TooLarge
 from musetalk_server.media.audio import check_finite, decode_audio
-from musetalk_server.media.timeline import SAMPLE_RATE
+from musetalk_server.media.frame_timing import SAMPLE_RATE
 from musetalk_server.media.video import read_video
 from testkit.hostile_media import HUGE_SIDE, MILLION, SIX_HOURS_S, float_wav, long_wav, png_claiming, y4m
 

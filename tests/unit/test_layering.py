@@ -1,5 +1,6 @@
-"""The module graph: no import circle, the CLI's commands never reach into the
-HTTP layer, and the avatar layout the operator shares is standard library alone."""
+"""The module graph: no import circle, no import upward through the layers, a top of the package
+that holds only entry and cross-cutting modules, the CLI's commands never reach into the HTTP
+layer, and the avatar layout the operator shares is standard library alone."""
 
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ from helpers import REPO
 PACKAGE = REPO / "service" / "musetalk_server"
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+def module_name(path: Path, root: Path = PACKAGE.parent) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path) -> set[str]:
+def imports_of(path: Path, root: Path = PACKAGE.parent) -> set[str]:
     """Project modules a module imports, at module level or inside its functions (a lazy import
     still ties the two together); type-only imports under TYPE_CHECKING do not count."""
-    name, tree = module_name(path), ast.parse(path.read_text())
+    name, tree = module_name(path, root), ast.parse(path.read_text())
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     type_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
                  and "TYPE_CHECKING" in ast.unparse(block.test) for n in ast.walk(block)}
@@ -65,6 +66,49 @@ def test_no_import_circle() -> None:
     # A package importing its own submodules in __init__ is not a circle of meaning.
     real = [c for c in cycles if not all(m.startswith(c[0] + ".") or m == c[0] for m in c[1:])]
     assert not real, f"import circles: {real}"
+
+
+# The layers, lowest first: a module may import its own layer and those below, never one above.
+# Every top-level module and package of musetalk_server sits in exactly one.
+LAYERS: tuple[frozenset[str], ...] = (
+    frozenset({"musetalk_server", "errors", "config"}),  # the error tree, the settings, the version
+    frozenset({"media", "face", "disk", "device", "metrics"}),  # codecs, faces, scratch disk, the device
+    frozenset({"engines"}),  # audio + avatar -> frames; never knows the avatar format or HTTP
+    frozenset({"avatars"}),  # the on-disk format, the store, preprocessing
+    frozenset({"render"}),  # the render use cases: the one entry, sinks, async jobs, real-time core
+    frozenset({"runtime"}),  # the composition root
+    frozenset({"api", "cli", "serve", "__main__", "docs_tables"}),  # the entries, and the docs tables made from the contract
+)
+# The top of the package: entries and cross-cutting modules only; the rest lives in a folder.
+TOP_MODULES = {"__init__", "__main__", "cli", "config", "docs_tables", "errors", "metrics", "runtime", "serve"}
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else parts[0]
+    found = [i for i, layer in enumerate(LAYERS) if top in layer]
+    assert len(found) == 1, f"{module}: its top-level name {top!r} is in {len(found)} layers, not one"
+    return found[0]
+
+
+def test_no_import_goes_up_a_layer() -> None:
+    upward = sorted(f"{a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)})"
+                    for a, targets in graph().items() for b in targets if layer_of(b) > layer_of(a))
+    assert not upward, "upward imports:\n" + "\n".join(upward)
+
+
+def test_the_layer_check_catches_an_upward_import(tmp_path) -> None:
+    engine = tmp_path / "musetalk_server" / "engines" / "peek.py"
+    engine.parent.mkdir(parents=True)
+    engine.write_text("from ..avatars.layout import ENGINE_DIR\n")  # the import engines/base.py once had
+    imported = imports_of(engine, root=tmp_path)
+    assert "musetalk_server.avatars.layout" in imported
+    assert layer_of("musetalk_server.avatars.layout") > layer_of("musetalk_server.engines.peek")
+
+
+def test_the_top_of_the_package_holds_only_entries_and_cross_cutting_modules() -> None:
+    loose = {p.stem for p in PACKAGE.glob("*.py")} - TOP_MODULES
+    assert not loose, f"modules at the top of the package that belong in a folder: {sorted(loose)}"
 
 
 def test_the_cli_imports_nothing_from_the_http_layer() -> None:

@@ -11,7 +11,7 @@ from musetalk_server.engines.lite.geometry import mouth_aperture
 from musetalk_server.engines.lite.shape import ShapeRange, ShapeStream
 from musetalk_server.engines.lite.synth import close_lips, open_lips
 from musetalk_server.face.landmarks import LIPS_INNER_LOWER, LIPS_INNER_UPPER
-from musetalk_server.media.timeline import SAMPLE_RATE
+from musetalk_server.media.frame_timing import SAMPLE_RATE
 
 FPS = 25.0
 CHIN = 152

@@ -26,7 +26,7 @@ from musetalk_server.engines.lite.speaker import (
 )
 from musetalk_server.face.landmarks import detect_video
 from musetalk_server.media.audio import decode_audio, soundtrack
-from musetalk_server.media.timeline import SAMPLE_RATE, frame_count
+from musetalk_server.media.frame_timing import SAMPLE_RATE, frame_count
 from musetalk_server.media.video import read_video
 
 FPS = 25.0
@@ -46,7 +46,7 @@ def prepare(tmp_path, frames, points, audio):
     path = tmp_path / "avatar"
     engine = LiteEngine()
     info = engine.prepare(AvatarFrames(frames, points, FPS, audio), 0, path / ENGINE_DIR)
-    avatar = LoadedAvatar("a", path, {"fps": FPS, "engine_info": info}, frames, points)
+    avatar = LoadedAvatar("a", path, {"fps": FPS, "engine_info": info}, frames, points, path / ENGINE_DIR)
     return engine, avatar, info["speaker_model"]
 
 

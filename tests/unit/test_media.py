@@ -7,8 +7,8 @@ import pytest
 from helpers import media
 from musetalk_server.errors import EmptyMedia, TooLarge, UnsupportedMedia
 from musetalk_server.media.audio import decode_audio, soundtrack
+from musetalk_server.media.frame_timing import SAMPLE_RATE
 from musetalk_server.media.mp4 import Mp4Writer
-from musetalk_server.media.timeline import SAMPLE_RATE
 from musetalk_server.media.video import read_video
 from testkit.mediatools import first_frames, read_mp4, silent_wav, transcode_audio, write_offset_av, write_video
 

@@ -12,7 +12,7 @@ from musetalk_server.engines.base import AvatarFrames, LoadedAvatar
 from musetalk_server.engines.musetalk import MuseTalkEngine
 from musetalk_server.face.landmarks import detect_video
 from musetalk_server.media.audio import decode_audio
-from musetalk_server.media.timeline import SAMPLE_RATE
+from musetalk_server.media.frame_timing import SAMPLE_RATE
 from testkit.mediatools import first_frames
 
 N_FRAMES = 3
@@ -25,7 +25,8 @@ def avatar(engine: MuseTalkEngine, clip: str, folder, avatar_id: str) -> LoadedA
     points, found = detect_video(frames)
     assert found.all()
     info = engine.prepare(AvatarFrames(frames, points, FPS), 0, folder / "engine")
-    return LoadedAvatar(avatar_id, folder, {"fps": FPS, "engine": engine.name, "engine_info": info}, frames, points)
+    return LoadedAvatar(avatar_id, folder, {"fps": FPS, "engine": engine.name, "engine_info": info}, frames, points,
+                        folder / "engine")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from musetalk_server.engines.musetalk.crop import crop_face, face_box
 from musetalk_server.engines.musetalk.models import decode_faces, encode_latents
 from musetalk_server.errors import AvatarEngineMismatch, InvalidInput, NoFaceDetected
 from musetalk_server.face.landmarks import detect_video, to_ibug68
-from musetalk_server.media.timeline import SAMPLE_RATE, frame_count
+from musetalk_server.media.frame_timing import SAMPLE_RATE, frame_count
 from testkit.mediatools import first_frames
 from testkit.musetalk_tiny import write_bisenet, write_model_dir
 
@@ -42,7 +42,7 @@ def engine(musetalk_dir):
 def make_avatar(engine, clip, folder: Path, avatar_id: str = "a") -> LoadedAvatar:
     info = engine.prepare(clip, 0, folder / "engine")
     manifest = {"fps": clip.fps, "engine": engine.name, "engine_info": info}
-    return LoadedAvatar(avatar_id, folder, manifest, list(clip.frames), clip.landmarks)
+    return LoadedAvatar(avatar_id, folder, manifest, list(clip.frames), clip.landmarks, folder / "engine")
 
 
 def test_prepare_caches_stamped_deterministic_artifacts(engine, clip, tmp_path):
@@ -140,7 +140,7 @@ def test_render_is_the_spec_pipeline_frame_by_frame(engine, clip, tmp_path):
     from musetalk_server.engines.musetalk import blend
     from musetalk_server.engines.musetalk.models import generate
     from musetalk_server.media.audio import decode_audio
-    from musetalk_server.media.timeline import pingpong_index
+    from musetalk_server.media.frame_timing import pingpong_index
 
     avatar = make_avatar(engine, clip, tmp_path / "a")
     renderer = engine.open(avatar)

@@ -21,7 +21,7 @@ from musetalk_server.engines.musetalk import MuseTalkEngine
 from musetalk_server.engines.musetalk.live import MuseTalkSession
 from musetalk_server.face.landmarks import detect_video
 from musetalk_server.media.audio import decode_audio
-from musetalk_server.media.timeline import SAMPLE_RATE, pingpong_index
+from musetalk_server.media.frame_timing import SAMPLE_RATE, pingpong_index
 from testkit.mediatools import first_frames
 
 FPS = 25.0
@@ -40,7 +40,8 @@ def setup(musetalk_dir, tmp_path_factory):
     engine = MuseTalkEngine(model_dir=musetalk_dir, device="cpu", batch_size=4)
     folder = tmp_path_factory.mktemp("mt-live")
     info = engine.prepare(AvatarFrames(frames, points, FPS), 0, folder / "engine")
-    avatar = LoadedAvatar("a", folder, {"fps": FPS, "engine": "musetalk", "engine_info": info}, frames, points)
+    avatar = LoadedAvatar("a", folder, {"fps": FPS, "engine": "musetalk", "engine_info": info}, frames, points,
+                         folder / "engine")
     audio = decode_audio(media("vr_audio1.wav"))[:int(N_OUT / FPS * SAMPLE_RATE)]
     renderer = engine.open(avatar)
     with torch.inference_mode():

@@ -7,10 +7,10 @@ import itertools
 import numpy as np
 import pytest
 
-from musetalk_server.media.timeline import pingpong_index
-from musetalk_server.realtime.protocol import HEADER_BYTES, pack_frame, unpack_frame
-from musetalk_server.realtime.resample import StreamResampler
-from musetalk_server.realtime.timeline import Timeline
+from musetalk_server.media.frame_timing import pingpong_index
+from musetalk_server.render.realtime.protocol import HEADER_BYTES, pack_frame, unpack_frame
+from musetalk_server.render.realtime.resample import StreamResampler
+from musetalk_server.render.realtime.timeline import Timeline
 
 
 def timeline(**kw) -> Timeline:
@@ -75,7 +75,7 @@ def lite_renderer(tmp_path_factory):
     path = tmp_path_factory.mktemp("lite-rt") / "a"
     engine = LiteEngine()
     engine.prepare(AvatarFrames(frames, points, 25.0), 0, path / "engine")
-    return engine.open(LoadedAvatar("a", path, {"fps": 25.0}, frames, points))
+    return engine.open(LoadedAvatar("a", path, {"fps": 25.0}, frames, points, path / "engine"))
 
 
 @pytest.fixture(scope="module")

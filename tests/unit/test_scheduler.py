@@ -7,8 +7,16 @@ import time
 
 import pytest
 
+from musetalk_server.device import scheduler as scheduler_module
+from musetalk_server.device.cores_free import CoresFree
+from musetalk_server.device.scheduler import (
+    FAIR_SHARE_CORES,
+    REALTIME_LOAD,
+    STARTUP_FACTOR,
+    STARTUP_S,
+    DeviceScheduler,
+)
 from musetalk_server.errors import Busy, NotReady
-from musetalk_server.scheduler import REALTIME_LOAD, DeviceScheduler
 
 SIZE = (512, 512)
 
@@ -22,7 +30,8 @@ def paced(s: DeviceScheduler, fps: float = 25.0):
     return s.admit("paced", fps=fps, frame_size=SIZE, engine="lite", frames=250)
 
 
-def test_paced_admission_follows_the_measured_cost():
+def test_paced_admission_follows_the_measured_cost(monkeypatch):
+    monkeypatch.setattr(scheduler_module, "STARTUP_S", 0.0)  # every ticket past its start-up: the steady state
     s = scheduler()
     s.observe("lite", SIZE, 0.010)  # 10 ms a frame: one 25 fps stream claims 0.25 of the worker
     fits = int(REALTIME_LOAD / 0.25)
@@ -34,6 +43,39 @@ def test_paced_admission_follows_the_measured_cost():
     tickets[0].release()
     tickets.append(paced(s))  # room again
     assert s.streams_capacity("lite", SIZE, 25.0) == fits
+
+
+def test_a_burst_is_admitted_against_its_start_up_too():
+    s = scheduler()
+    s.observe("lite", SIZE, 0.005)  # 5 ms a frame: a 25 fps stream claims 0.125, twice that as it starts
+    burst = int(REALTIME_LOAD / (0.125 * STARTUP_FACTOR))
+    tickets = [paced(s) for _ in range(burst)]
+    with pytest.raises(Busy, match="would need"):
+        paced(s)
+    for t in tickets:  # once they run on their clocks alone, there is room for one more starting
+        t.admitted_at -= STARTUP_S
+    tickets.append(paced(s))
+    assert len(tickets) == burst + 1 < int(REALTIME_LOAD / 0.125)
+
+
+def test_the_cores_another_process_holds_are_not_admitted_against():
+    s = scheduler(workers=2, frame_slots=2, cores_free=lambda: 1.5)
+    assert s.capacity() == pytest.approx(1.5 * REALTIME_LOAD)
+    full = scheduler(workers=2, frame_slots=2, cores_free=lambda: 0.0)  # others hold both: its fair share
+    assert full.capacity() == pytest.approx(FAIR_SHARE_CORES * REALTIME_LOAD)
+    assert scheduler(workers=2, frame_slots=2, cores_free=lambda: 8.0).capacity() == pytest.approx(2 * REALTIME_LOAD)
+
+
+def test_cores_free_counts_this_process_and_the_idle_cores_and_holds_through_a_burst():
+    free = CoresFree.available(machine_cores=2, interval_s=0.2)
+    assert free is not None  # Linux
+    started, cpu = time.monotonic(), time.process_time()
+    while time.monotonic() < started + 0.3:  # this process busy: what it got, it can have
+        pass
+    own = (time.process_time() - cpu) / (time.monotonic() - started)
+    busy = free()
+    assert 0.9 * own <= busy <= 2.0
+    assert [free() for _ in range(50)] == [busy] * 50  # a burst reads the figure from before it
 
 
 def test_an_empty_device_takes_one_paced_stream_whatever_the_estimate():
@@ -133,6 +175,6 @@ def test_drain_refuses_new_work_and_revoke_ends_running_work():
         paced(s)
     assert not s.wait_idle(0.05)
     assert s.revoke() == 1
-    with pytest.raises(NotReady, match="shutting down"):
+    with pytest.raises(NotReady, match="shutting down"), running:  # its holder releases it as the render ends
         next(frames)
     assert s.wait_idle(0.5) and s.active == 0

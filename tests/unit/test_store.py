@@ -147,7 +147,8 @@ def test_adopt_keeps_a_fresh_avatar_but_not_one_deleted_while_it_opened(tmp_path
             (s / "engine" / "fake.json").write_text("{}")
             write_frame(s, 0, frame)
             (s / "manifest.json").write_text(json.dumps(manifest))
-        return LoadedAvatar(avatar_id, store.path(avatar_id), manifest, [frame], np.zeros((1, 478, 2), np.float32))
+        return LoadedAvatar(avatar_id, store.path(avatar_id), manifest, [frame], np.zeros((1, 478, 2), np.float32),
+                            store.path(avatar_id) / "engine")
 
     class DeletedWhileOpening(FakeEngine):
         def open(self, avatar):

@@ -1,6 +1,6 @@
 import pytest
 
-from musetalk_server.media.timeline import SAMPLE_RATE, frame_count, pingpong_index
+from musetalk_server.media.frame_timing import SAMPLE_RATE, frame_count, pingpong_index
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ Server to client, one binary message per output frame: a 24-byte little-endian h
 `<4sIIIHHI` (magic b"MTF1", frame index, pts ms, utterance, flags, reserved, JPEG length), the
 JPEG, then the frame's PCM16 audio. Client to server: PCM16 little-endian mono as binary
 messages, and the JSON text messages `config`, `end`, `interrupt`, `ping`. The server's writer of
-this format is `musetalk_server.realtime.protocol`; tests/client checks that the two agree.
+this format is `musetalk_server.render.realtime.protocol`; tests/client checks that the two agree.
 """
 
 from __future__ import annotations

@@ -14,12 +14,12 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from ..config import Settings
+from ..disk.sweeper import sweep_forever, sweep_temp
 from ..engines.base import Engine
-from ..jobs import Jobs, expire_forever
 from ..media.mp4 import AUDIO_RATE
 from ..metrics import Metrics
+from ..render.async_jobs import Jobs, expire_forever
 from ..runtime import EngineChoice, Runtime
-from ..sweeper import sweep_forever, sweep_temp
 from .errors import UnhandledErrorMiddleware, install_error_handlers
 from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from .openapi import DESCRIPTION
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         state = AppState(runtime, metrics, ThreadPoolExecutor(pool_size, thread_name_prefix="encode"), pool_size)
         state.jobs = Jobs(settings.result_dir / "jobs", ttl_s=settings.job_ttl_s, workers=settings.job_workers,
                           max_jobs=settings.max_jobs, audio_rate=AUDIO_RATE, metrics=metrics,
-                          engine_name=runtime.choice.name, scheduler=runtime.scheduler)
+                          engine_name=runtime.choice.name)
         expirer = asyncio.create_task(expire_forever(state.jobs))
         metrics.queue_depth.set_function(lambda: sum(s.frames.buffered for s in list(state.streams)))
         metrics.avatars_loaded.set_function(lambda: len(runtime.loaded_avatars()))

@@ -11,8 +11,8 @@ from fastapi import Depends, Path, Request
 from ..avatars.layout import AVATAR_ID_PATTERN, validate_avatar_id
 from ..avatars.service import Avatars
 from ..errors import Unauthorized
-from ..jobs import Jobs
-from ..pipeline import Rendering
+from ..render.async_jobs import Jobs
+from ..render.entry import RenderEntry
 from .state import AppState
 
 __all__ = ["StateDep", "AvatarsDep", "RenderingDep", "JobsDep", "AvatarIdPath", "require_api_key"]
@@ -50,7 +50,7 @@ def get_avatars(state: StateDep) -> Avatars:
     return state.runtime.avatars
 
 
-def get_rendering(state: StateDep) -> Rendering:
+def get_rendering(state: StateDep) -> RenderEntry:
     return state.runtime.rendering  # NotReady until the engine has loaded
 
 
@@ -66,6 +66,6 @@ def avatar_id_path(avatar_id: Annotated[str, Path(json_schema_extra={"pattern": 
 
 
 AvatarsDep = Annotated[Avatars, Depends(get_avatars)]
-RenderingDep = Annotated[Rendering, Depends(get_rendering)]
+RenderingDep = Annotated[RenderEntry, Depends(get_rendering)]
 JobsDep = Annotated[Jobs, Depends(get_jobs)]
 AvatarIdPath = Annotated[str, Depends(avatar_id_path)]

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..disk.faults import is_full_disk
 from ..errors import (
     InsufficientStorage,
     InvalidInput,
@@ -20,7 +21,6 @@ from ..errors import (
     Unauthorized,
     error_body,
 )
-from ..storage import is_full_disk
 
 __all__ = ["install_error_handlers", "error_body", "UnhandledErrorMiddleware", "allowed_methods"]
 

@@ -20,7 +20,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from ..scheduler import DeviceScheduler
+from ..device.scheduler import DeviceScheduler
 
 __all__ = ["DrainingServer", "drain", "FLUSH_S"]
 

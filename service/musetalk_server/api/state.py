@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..jobs import Jobs
 from ..metrics import Metrics
+from ..render.async_jobs import Jobs
 from ..runtime import Runtime
 
 __all__ = ["AppState"]

@@ -11,8 +11,8 @@ from pathlib import Path
 from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from ..disk.faults import disk_writes
 from ..errors import TooLarge
-from ..storage import disk_writes
 
 __all__ = ["saved_upload"]
 

@@ -8,7 +8,7 @@ from typing import Any
 __all__ = ["AvatarInfo", "AvatarEntry", "PreprocessResult", "PROCESSED", "ALREADY_PROCESSED"]
 
 PROCESSED = "Avatar processed successfully"  # the seed's message
-# A retry of a finished preprocess (avatars/source.py): the stored avatar, not recomputed.
+# A retry of a finished preprocess (avatars/idempotency.py): the stored avatar, not recomputed.
 ALREADY_PROCESSED = "Avatar already processed (same video and bbox_shift)"
 
 

@@ -31,8 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..disk.faults import disk_writes
 from ..errors import AvatarCorrupt, AvatarExists, AvatarNotFound, InvalidAvatarId
-from ..storage import disk_writes
 
 __all__ = [
     "AVATAR_ID_PATTERN", "FORMAT_VERSION", "MANIFEST", "FRAMES_DIR", "LANDMARKS_FILE", "ENGINE_DIR",

@@ -19,7 +19,7 @@ from ..errors import NoFaceDetected
 from ..face.landmarks import detect_video
 from ..media.audio import soundtrack
 from ..media.video import read_video
-from .layout import FORMAT_VERSION, MANIFEST
+from .layout import ENGINE_DIR, FORMAT_VERSION, MANIFEST
 from .store import AvatarStore
 
 __all__ = ["MAX_MISSING_FACE_SHARE", "PreprocessLimits", "preprocess_avatar", "fill_missing"]
@@ -58,7 +58,7 @@ def preprocess_avatar(
 
     The caller has checked the request (avatars/service.py); the store's staging still refuses
     to replace an avatar that appeared meanwhile unless `overwrite`. `source_sha256`, the
-    upload's hash, goes into the manifest so that a retry can be recognised (avatars/source.py).
+    upload's hash, goes into the manifest so that a retry can be recognised (avatars/idempotency.py).
     `on_stored` receives the stored avatar with its frames still in memory, so a server can keep
     it loaded instead of reading every frame back from disk for the first stream.
     """
@@ -103,7 +103,8 @@ def preprocess_avatar(
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
     if on_stored is not None:
-        on_stored(LoadedAvatar(avatar_id, store.path(avatar_id), manifest, list(clip.frames), points))
+        folder = store.path(avatar_id)
+        on_stored(LoadedAvatar(avatar_id, folder, manifest, list(clip.frames), points, folder / ENGINE_DIR))
     return manifest
 
 

@@ -8,7 +8,7 @@ Two backends answer them the same way:
   `list` already shows the phase for anyone who prefers to poll.
 
 A retry is safe in both: the same id, video (by hash) and bbox_shift answer the avatar already
-there, with `ALREADY_PROCESSED` as the message, instead of 409 (avatars/source.py).
+there, with `ALREADY_PROCESSED` as the message, instead of 409 (avatars/idempotency.py).
 
 Every call blocks; the routes run them on worker threads.
 """
@@ -25,16 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ..device.scheduler import DeviceScheduler
 from ..engines.base import Engine, LoadedAvatar
 from ..errors import AvatarExists, InvalidAvatarId, InvalidInput, NotReady
 from ..metrics import Metrics
-from ..scheduler import DeviceScheduler
 from .cache import AvatarCache
+from .idempotency import SOURCE_ANNOTATION, file_sha256, manifest_differences, resource_differences
 from .info import ALREADY_PROCESSED, AvatarEntry, AvatarInfo, PreprocessResult
 from .kube import AvatarResources, remove_upload, upload_name
 from .layout import validate_avatar_id
 from .preprocess import PreprocessLimits, preprocess_avatar
-from .source import SOURCE_ANNOTATION, file_sha256, manifest_differences, resource_differences
 from .store import AvatarStore
 
 __all__ = ["Avatars", "CreateRequest", "LocalAvatars", "ClusterAvatars", "BBOX_SHIFT_LIMIT"]

@@ -47,7 +47,7 @@ class AvatarStore(AvatarLayout):
             raise corrupt(avatar_id, LANDMARKS_FILE, "cannot be read") from e
         if landmarks.shape[0] != n:
             raise corrupt(avatar_id, LANDMARKS_FILE, f"holds {landmarks.shape[0]} frames, not {n}")
-        return LoadedAvatar(avatar_id, folder, manifest, frames, landmarks)
+        return LoadedAvatar(avatar_id, folder, manifest, frames, landmarks, folder / ENGINE_DIR)
 
     def write_contents(self, staging: Path, frames: list[np.ndarray], landmarks: np.ndarray) -> Path:
         """Write frames and landmarks into a staging folder. Returns the engine's (empty) folder."""

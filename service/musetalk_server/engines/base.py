@@ -1,4 +1,4 @@
-"""The contract between the pipeline and an engine.
+"""The contract between the render use cases (render/) and an engine.
 
 An engine has two phases:
 - `prepare` runs once per avatar, at preprocessing time (inline in the service, or in a
@@ -40,20 +40,16 @@ class AvatarFrames:
 
 @dataclass
 class LoadedAvatar:
-    """A stored avatar, read back from disk (see avatars/layout.py for the layout)."""
+    """A stored avatar, read back from disk. The store knows its layout and hands the engine the
+    one folder that is the engine's own, so engines never learn the avatar format."""
 
     avatar_id: str
     path: Path
     manifest: dict[str, Any]
     frames: list[np.ndarray]  # N x (H, W, 3) uint8 BGR
     landmarks: np.ndarray  # (N, 478, 2) float32
+    engine_dir: Path  # what `Engine.prepare` wrote, for `Engine.open` to read
     cache: dict[str, Any] = field(default_factory=dict)  # per-engine state, filled by `open`
-
-    @property
-    def engine_dir(self) -> Path:
-        from ..avatars.layout import ENGINE_DIR
-
-        return self.path / ENGINE_DIR
 
     @property
     def fps(self) -> float:
@@ -103,7 +99,7 @@ class Renderer(ABC):
         fps: float,
         cancel: threading.Event | None = None,
     ) -> Iterator[np.ndarray]:
-        """Yield exactly `media.timeline.frame_count(len(audio), fps)` full BGR frames.
+        """Yield exactly `media.frame_timing.frame_count(len(audio), fps)` full BGR frames.
 
         Output frame i shows avatar frame `pingpong_index(i, N)` with the mouth replaced.
         Stops early, without error, once `cancel` is set.

@@ -11,8 +11,8 @@ import av
 import numpy as np
 
 from ..errors import EmptyMedia, InvalidSamples, TooLarge, UnsupportedMedia
-from .errors import declared_seconds, ffmpeg_reason, over_declared_limit
-from .timeline import SAMPLE_RATE
+from .frame_timing import SAMPLE_RATE
+from .probe import declared_seconds, ffmpeg_reason, over_declared_limit
 
 __all__ = ["decode_audio", "soundtrack", "check_finite"]
 

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..errors import TooLarge, UnsupportedMedia
-from .errors import declared_seconds, ffmpeg_reason, over_declared_limit
+from .probe import declared_seconds, ffmpeg_reason, over_declared_limit
 
 __all__ = ["VideoClip", "read_video"]
 

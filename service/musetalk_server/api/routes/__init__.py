@@ -1,1 +1,1 @@
-"""Route modules: thin handlers over the pipeline and the store."""
+"""Route modules: thin handlers over the render entry and the avatar store."""

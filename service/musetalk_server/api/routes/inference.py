@@ -1,22 +1,25 @@
-"""Inference: the live MJPEG stream and the MP4 download, two sinks over one render job."""
+"""Inference: the live MJPEG stream and the MP4 download, two sinks over a render from the one entry."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
 
 from ...errors import OperationKind
 from ...media.jpeg import MJPEG_MEDIA_TYPE
 from ...media.mp4 import AUDIO_RATE
-from ...pipeline import RenderJob
-from ...sinks.mjpeg import MjpegStream
-from ...sinks.mp4 import render_mp4_file
+from ...render.request import SpeechRequest
+from ...render.sinks.mjpeg import MjpegStream
+from ...render.sinks.mp4 import render_mp4_file
 from ..deps import AvatarIdPath, JobsDep, RenderingDep, StateDep, require_api_key
 from ..openapi import JOB_ACCEPTED, MP4_RESPONSE, STREAM_RESPONSE, error_responses
+from ..state import AppState
 from ..uploads import saved_upload
 from .jobs import accept
 
@@ -26,28 +29,20 @@ _RENDER_KINDS: tuple[OperationKind, ...] = ("avatar", "upload", "device", "rende
 AudioFile = Annotated[UploadFile, File(description="Audio in any format FFmpeg decodes (wav, mp3, m4a, ogg, flac)")]
 
 
-def stream_headers(job: RenderJob) -> dict[str, str]:
+def stream_headers(speech: SpeechRequest) -> dict[str, str]:
     return {
-        "X-Frame-Rate": f"{job.fps:g}",
-        "X-Frame-Count": str(job.frames),
-        "X-Audio-Duration-Ms": f"{job.duration_ms:.0f}",
+        "X-Frame-Rate": f"{speech.fps:g}",
+        "X-Frame-Count": str(speech.frames),
+        "X-Audio-Duration-Ms": f"{speech.duration_ms:.0f}",
         "Cache-Control": "no-store",
         "X-Accel-Buffering": "no",  # tell nginx-style ingresses not to buffer the stream
     }
 
 
-async def _open_job(state, rendering, avatar_id: str, upload: UploadFile, kind: str | None,
-                    mux_rate: int | None = None) -> RenderJob:
-    """The job, admitted by the device scheduler as `kind` (429 busy or 503 not_ready if not).
-    `kind` None: not admitted here (an async job is admitted when its worker starts it, jobs.py)."""
-    settings = state.settings
-    async with saved_upload(upload, settings.result_dir / "uploads", settings.max_upload_bytes) as path:
-        job = await run_in_threadpool(rendering.open, avatar_id, path, mux_rate=mux_rate)
-    if kind is None:
-        return job
-    ticket = await state.runtime.scheduler.admit_async(kind, fps=job.fps, frame_size=job.size,
-                                                       engine=state.engine_name, frames=job.frames)
-    return job.admitted(ticket)
+def _audio(state: AppState, upload: UploadFile) -> AbstractAsyncContextManager[Path]:
+    """The upload as a temporary file, held while the render entry decodes it."""
+    s = state.settings
+    return saved_upload(upload, s.result_dir / "uploads", s.max_upload_bytes)
 
 
 @router.post("/inference/stream/{avatar_id}", response_class=StreamingResponse,
@@ -61,16 +56,18 @@ async def stream(
 ) -> StreamingResponse:
     """MJPEG (multipart/x-mixed-replace): each part one JPEG with X-Frame-Index and X-Timestamp-Ms."""
     tracker = state.metrics.render("stream", state.engine_name)  # started now: TTFF counts the upload
-    job = await _open_job(state, rendering, avatar_id, audio_file, "paced" if realtime else "unpaced")
+    render = await rendering.open_async(avatar_id, "paced" if realtime else "unpaced", _audio(state, audio_file))
     s = state.settings
-    sink = MjpegStream(job, pool=state.pool, ahead=state.pool_size, quality=s.jpeg_quality,
+    sink = MjpegStream(render, pool=state.pool, ahead=state.pool_size, quality=s.jpeg_quality,
                        queue_frames=s.stream_queue_frames, paced=realtime, tracker=tracker)
-    await sink.start()  # a failure here closes the sink, which releases the ticket
+    await sink.start()  # the sink owns the render now: a failure here closes both
     state.streams.add(sink)
-    return StreamingResponse(_forget_when_done(state, sink), media_type=MJPEG_MEDIA_TYPE, headers=stream_headers(job))
+    # The body's end closes the sink; the background task too, should the body never start.
+    return StreamingResponse(_forget_when_done(state, sink), media_type=MJPEG_MEDIA_TYPE,
+                             headers=stream_headers(render.speech), background=BackgroundTask(sink.close))
 
 
-async def _forget_when_done(state, sink: MjpegStream):
+async def _forget_when_done(state: AppState, sink: MjpegStream) -> AsyncIterator[bytes]:
     try:
         async for part in sink.body():
             yield part
@@ -87,13 +84,15 @@ async def batch(
                                      "in the background (GET /jobs/{job_id})")] = False,
 ) -> Response:
     """An MP4: H.264 yuv420p with the uploaded audio as AAC, one frame per 1/fps of audio."""
-    if run_async:  # the same checks, then the render goes to the job queue (jobs.py)
-        return await accept(jobs, await _open_job(state, rendering, avatar_id, audio_file, None, mux_rate=AUDIO_RATE))
+    upload = _audio(state, audio_file)
+    if run_async:  # the same checks; the job's worker admits the render when it starts (async_jobs.py)
+        return await accept(jobs, await rendering.open_async(avatar_id, "unpaced", upload, mux_rate=AUDIO_RATE,
+                                                             admit=False))
     tracker = state.metrics.render("batch", state.engine_name)
-    job = await _open_job(state, rendering, avatar_id, audio_file, "unpaced", mux_rate=AUDIO_RATE)
-    out = await render_mp4_file(job, state.settings.result_dir / "outputs", audio_rate=AUDIO_RATE,
-                                tracker=tracker, gone=request.is_disconnected)
+    with await rendering.open_async(avatar_id, "unpaced", upload, mux_rate=AUDIO_RATE) as render:
+        out = await render_mp4_file(render, state.settings.result_dir / "outputs", audio_rate=AUDIO_RATE,
+                                    tracker=tracker, gone=request.is_disconnected)
     return FileResponse(
         out, media_type="video/mp4", filename=f"{avatar_id}.mp4",
-        headers=stream_headers(job), background=BackgroundTask(out.unlink, missing_ok=True),
+        headers=stream_headers(render.speech), background=BackgroundTask(out.unlink, missing_ok=True),
     )

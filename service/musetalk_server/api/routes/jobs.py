@@ -1,4 +1,4 @@
-"""Async batch jobs: state and progress, the finished MP4, cancel. Thin: jobs.py does the work."""
+"""Async batch jobs: state and progress, the finished MP4, cancel. Thin: render/async_jobs.py does the work."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Path
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ...jobs import Job, Jobs
-from ...pipeline import RenderJob
+from ...render.async_jobs import Job, Jobs
+from ...render.entry import Render
 from ..deps import JobsDep, require_api_key
 from ..models import Job as JobModel
 from ..openapi import JOB_RESULT, error_responses
@@ -18,7 +18,7 @@ __all__ = ["router", "accept"]
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)], responses=error_responses("keyed"))
 
-# Ids are secrets.token_urlsafe (jobs.py): anything else is refused as invalid_input, not looked up.
+# Ids are secrets.token_urlsafe (render/async_jobs.py): anything else is refused as invalid_input, not looked up.
 JobIdPath = Annotated[str, Path(description="The id from the 202 of POST /inference/batch/{avatar_id}?async=true",
                                 pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
@@ -28,8 +28,8 @@ def job_body(jobs: Jobs, job: Job) -> dict[str, Any]:
     return job.to_dict(jobs.ttl_s) | {"status_url": status_url, "result_url": f"{status_url}/result"}
 
 
-async def accept(jobs: Jobs, render: RenderJob) -> JSONResponse:
-    """Queue an opened render job; 202 with where to poll."""
+async def accept(jobs: Jobs, render: Render) -> JSONResponse:
+    """Queue an opened (not yet admitted) render; 202 with where to poll."""
     job = await run_in_threadpool(jobs.submit, render)
     body = job_body(jobs, job)
     return JSONResponse(body, status_code=202, headers={"Location": body["status_url"]})

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...media.timeline import SAMPLE_RATE
+from ...media.frame_timing import SAMPLE_RATE
 
 __all__ = ["WINDOW", "LEAD_S", "N_MELS", "FrameFeatures", "frame_features", "log_mel"]
 

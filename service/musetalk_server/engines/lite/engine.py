@@ -25,7 +25,7 @@ import numpy as np
 
 from ...errors import AvatarEngineMismatch, InvalidInput
 from ...face.landmarks import interocular
-from ...media.timeline import SAMPLE_RATE, frame_count, pingpong_index
+from ...media.frame_timing import SAMPLE_RATE, frame_count, pingpong_index
 from ..base import AvatarFrames, Engine, FrameSession, LoadedAvatar, Renderer
 from .bank import MIN_VOICED, MouthBank, MouthPicker, build_bank
 from .compose import paste_mouth

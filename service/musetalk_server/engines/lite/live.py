@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ...media.timeline import SAMPLE_RATE
+from ...media.frame_timing import SAMPLE_RATE
 from ..base import FrameSession
 from .audio_features import LEAD_S, WINDOW
 from .bank import MouthPicker

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ...media.timeline import SAMPLE_RATE
+from ...media.frame_timing import SAMPLE_RATE
 from .audio_features import N_MELS, log_mel
 
 __all__ = [

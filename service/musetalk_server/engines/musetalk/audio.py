@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from ...media.timeline import SAMPLE_RATE
+from ...media.frame_timing import SAMPLE_RATE
 
 __all__ = [
     "SAMPLE_RATE",

@@ -20,7 +20,7 @@ Decisions on upstream's quirks (spec §9), each also noted where it is implement
    per avatar frame, as upstream's realtime avatars are, so the realtime (softer) kernel is kept
    (blend.DEFAULT_BLUR).
 9. 2N PNGs and double parsing: each unique frame is parsed and stored once; the cycle is index
-   arithmetic (media/timeline.pingpong_index) (fixed).
+   arithmetic (media/frame_timing.pingpong_index) (fixed).
 10. get_bbox_range's second detection pass: the range is computed from the same landmarks
    (`prepare`, into engine_info) (fixed).
 11. Script defaults: the layout is detected from the model dir, v1.5 first (weights.detect_layout).
@@ -42,7 +42,7 @@ import torch
 
 from ...errors import AvatarEngineMismatch, InvalidInput, NoFaceDetected
 from ...face.landmarks import MESH_POINTS, to_ibug68
-from ...media.timeline import frame_count, pingpong_index
+from ...media.frame_timing import frame_count, pingpong_index
 from ..base import AvatarFrames, Engine, FrameSession, LoadedAvatar, Renderer
 from . import blend
 from .audio import TOKENS, SegmentedWindows, encode_segment, positional_encoding

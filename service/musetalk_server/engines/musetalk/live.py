@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...media.timeline import SAMPLE_RATE
+from ...media.frame_timing import SAMPLE_RATE
 from ..base import FrameSession
 from . import blend
 from .audio import (

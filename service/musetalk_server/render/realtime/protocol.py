@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidInput, MuseTalkError
+from ...errors import InvalidInput, MuseTalkError
 
 __all__ = [
     "DEFAULT_RATE",

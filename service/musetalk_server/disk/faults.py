@@ -10,7 +10,7 @@ import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .errors import InsufficientStorage
+from ..errors import InsufficientStorage
 
 __all__ = ["FULL_DISK_ERRNOS", "disk_writes", "is_full_disk"]
 

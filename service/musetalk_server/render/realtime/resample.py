@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..media.timeline import SAMPLE_RATE
+from ...media.frame_timing import SAMPLE_RATE
 
 __all__ = ["StreamResampler"]
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInput, TooLarge
-from ..media.timeline import SAMPLE_RATE, pingpong_index
+from ...errors import InvalidInput, TooLarge
+from ...media.frame_timing import SAMPLE_RATE, pingpong_index
 from .protocol import DEFAULT_RATE, LAST, PCM_BYTES, SPEAKING, UNDERRUN
 from .resample import StreamResampler
 

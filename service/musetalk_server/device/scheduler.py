@@ -5,9 +5,12 @@ and preprocessing.
 The admission API (for every client, the real-time sessions included)::
 
     ticket = scheduler.admit("paced", fps=25.0, frame_size=(512, 512), engine="lite", frames=225)
-    with ticket:                                   # release() on exit, idempotent
+    with ticket:                                   # release() on exit
         for frame in ticket.gated(renderer.render(audio, fps, cancel)):
             ...
+
+Renders do not call this themselves: they open through `render/entry.py`, whose handle owns
+the ticket and releases it once.
 
 `admit(kind, fps, frame_size, engine, frames=None)` returns a `Ticket` or raises:
 - `Busy` (HTTP 429, code `busy`, `Retry-After: <retry_after_s>`; a real-time socket closes
@@ -25,15 +28,24 @@ seconds one frame costs per (engine, frame size), fed as work runs (`Ticket.gate
 engine's step for each frame, the sinks add their encoding through `Ticket.observe`; a batching
 engine reports its device time per frame through `observe_device`). A paced ticket demands
 `fps x cost` device-seconds per second; it is admitted when the demand of every admitted paced
-ticket, its own included, fits `workers x REALTIME_LOAD` (some headroom is kept for the event
-loop, the network and jitter). The costs are wall times measured under the real load, so a busy
-machine reads as a slower one and admits fewer. On a CPU engine the process's own CPU time per
-frame (per megapixel, every `CPU_SAMPLE_S`) is a second measure, which also counts what the
-frame steps do not (the event loop, the network); the larger of the two counts. And whatever
-the estimate says, a paced frame that left more than `LATE_GUARD_S` late in the last
-`LATE_WINDOW_S` refuses new paced work: the device is full. A size never measured takes a measured size's
-cost scaled by pixels, else `SEED_S_PER_MEGAPIXEL`; an empty device always takes one paced
-ticket, which then measures. `max_realtime` (MUSETALK_MAX_REALTIME_STREAMS) may cap the count.
+ticket, its own included, fits `REALTIME_LOAD x` the cores it can have (some headroom is kept
+for the event loop, the network and jitter). Admission must hold for a burst too: many requests
+at once are each admitted against the others all running, start-up included, so a paced stream
+in its first `STARTUP_S` counts `STARTUP_FACTOR` times its demand (it renders its buffer ahead on
+top of its clock then, while the burst's later arrivals decode their audio; a real-time session
+starts on cached idle frames and counts its steady demand). The cores
+it can have are `workers`, or fewer on a shared machine: on a CPU engine, `cores_free` reports
+the cores this process used plus those nobody used, over the last `CPU_SAMPLE_S` or more
+(cores_free.py), measured before a burst and held through it, and never taken as less than the
+fair share a busy machine still gives (`FAIR_SHARE_CORES`). The costs are wall times
+measured under the real load, so a busy machine also reads as a slower one and admits fewer.
+On a CPU engine the process's own CPU time per frame (per megapixel, every `CPU_SAMPLE_S`) is a
+second measure, which also counts what the frame steps do not (the event loop, the network);
+the larger of the two counts. And whatever the estimate says, a paced frame that left more than
+`LATE_GUARD_S` late in the last `LATE_WINDOW_S` refuses new paced work: the device is full. A
+size never measured takes a measured size's cost scaled by pixels, else `SEED_S_PER_MEGAPIXEL`;
+an empty device always takes one paced ticket, which then measures. `max_realtime`
+(MUSETALK_MAX_REALTIME_STREAMS) may cap the count.
 
 **Per-frame priority.** On an engine that renders on the CPU cores (`frame_slots` = cores),
 each frame step takes one of `frame_slots` turns, and a waiting paced frame goes before any
@@ -52,17 +64,18 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from .errors import Busy, NotReady
+from ..errors import Busy, NotReady
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
+    from ..metrics import Metrics
 
-__all__ = ["Kind", "KINDS", "PRIORITY", "DeviceScheduler", "Ticket", "REALTIME_LOAD", "SEED_S_PER_MEGAPIXEL"]
+__all__ = ["Kind", "KINDS", "PRIORITY", "DeviceScheduler", "Ticket", "REALTIME_LOAD", "SEED_S_PER_MEGAPIXEL",
+           "STARTUP_S", "STARTUP_FACTOR", "PACED_KINDS", "FAIR_SHARE_CORES"]
 
 Kind = Literal["realtime", "paced", "unpaced", "preprocess"]
 PRIORITY: dict[str, int] = {"realtime": 0, "paced": 0, "unpaced": 1, "preprocess": 2}
@@ -70,6 +83,12 @@ KINDS = tuple(PRIORITY)
 PRIORITY_NAMES = ("realtime", "unpaced", "preprocess")  # metric label of each priority level
 PACED_KINDS = ("realtime", "paced")
 REALTIME_LOAD = 0.7  # share of the workers' time paced work may claim; the rest absorbs jitter
+FAIR_SHARE_CORES = 1.0  # the cores a process gets on a machine others keep busy (see `capacity`)
+STARTUP_S = 1.5  # a paced ticket's start-up: its buffer rendered ahead, its first frames out
+# Its demand then, in times its steady demand: its clock's frames, plus the MJPEG buffer rendered
+# ahead (16 frames and the encoders', ~0.7 s of 25 fps: x1.7), plus what the single stream the
+# cost was measured on did not show: the burst's own audio decoding and N new streams contending.
+STARTUP_FACTOR = 2.5
 SEED_S_PER_MEGAPIXEL = 0.05  # a frame never measured: ~13 ms at 512², several times lite's cost
 EWMA_ALPHA = 0.05  # weight of one frame's measurement: ~20 frames, under a second of one stream
 CPU_SAMPLE_S = 0.5  # how often the process's CPU time per frame is read
@@ -105,8 +124,12 @@ class Ticket:
 
     @property
     def demand(self) -> float:
-        """Device-seconds per second this ticket needs to stay on time (paced kinds)."""
-        return self.fps * self.scheduler.frame_cost(self.engine, self.frame_size)
+        """Device-seconds per second this ticket needs to stay on time (paced kinds), more while
+        it starts."""
+        steady = self.fps * self.scheduler.frame_cost(self.engine, self.frame_size)
+        # A real-time session starts on idle frames (cached JPEGs) and renders nothing ahead.
+        starting = self.kind == "paced" and time.monotonic() - self.admitted_at < STARTUP_S
+        return steady * STARTUP_FACTOR if starting else steady
 
     def ends_in_s(self) -> float:
         """When a paced ticket is expected to end, from its frame count (unknown: one minute)."""
@@ -115,26 +138,23 @@ class Ticket:
         return max(0.0, self.admitted_at + self.frames / self.fps - time.monotonic())
 
     def gated(self, frames: Iterator[T]) -> Iterator[T]:
-        """The frame iterator, one frame step per turn, timed; releases the ticket when it ends."""
+        """The frame iterator, one frame step per turn, timed. The ticket's holder releases it."""
         sched = self.scheduler
-        try:
-            while True:
-                if self.revoked.is_set():
-                    raise NotReady("the server is shutting down")
-                with sched.frame_turn(self.priority):
-                    started = time.perf_counter()
-                    try:
-                        frame = next(frames)
-                    except StopIteration:
-                        return
-                    step = time.perf_counter() - started
-                # One sample per frame: its engine step plus the sink's work on the frame before.
-                extra, self._extra = self._extra, 0.0
-                if sched.measure_frames:
-                    sched.observe(self.engine, self.frame_size, step + extra)
-                yield frame
-        finally:
-            self.release()
+        while True:
+            if self.revoked.is_set():
+                raise NotReady("the server is shutting down")
+            with sched.frame_turn(self.priority):
+                started = time.perf_counter()
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    return
+                step = time.perf_counter() - started
+            # One sample per frame: its engine step plus the sink's work on the frame before.
+            extra, self._extra = self._extra, 0.0
+            if sched.measure_frames:
+                sched.observe(self.engine, self.frame_size, step + extra)
+            yield frame
 
     def turn(self) -> _Turn:
         """One more step of this ticket's per-frame work (an MP4 sink's encode) under the gate."""
@@ -220,8 +240,9 @@ class DeviceScheduler:
 
     def __init__(self, *, workers: float, frame_slots: int | None, unpaced_slots: int, queue_timeout_s: float,
                  max_queue: int, max_realtime: int = 0, measure_frames: bool = True,
-                 metrics: Metrics | None = None) -> None:
+                 cores_free: Callable[[], float] | None = None, metrics: Metrics | None = None) -> None:
         self.workers, self.frame_slots, self.unpaced_slots = workers, frame_slots, unpaced_slots
+        self.cores_free = cores_free  # None: the workers are this process's alone
         self.queue_timeout_s, self.max_queue, self.max_realtime = queue_timeout_s, max_queue, max_realtime
         self.measure_frames, self.metrics = measure_frames, metrics
         self._cond = threading.Condition()
@@ -338,7 +359,12 @@ class DeviceScheduler:
 
     def capacity(self) -> float:
         """Device-seconds per second paced work may claim."""
-        return self.workers * REALTIME_LOAD
+        if self.cores_free is None:
+            return self.workers * REALTIME_LOAD
+        # Beside busy neighbours the kernel's fair share still gives a process that wants the CPU
+        # about a core's worth of time, so a full machine takes one core's worth of paced work.
+        workers = min(self.workers, max(FAIR_SHARE_CORES, self.cores_free()))
+        return workers * REALTIME_LOAD
 
     def load(self) -> float:
         """The share of `capacity()` the admitted paced work claims, by the current estimate."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import NoReturn
 
-from ..errors import MuseTalkError, RenderError
+from ...errors import MuseTalkError, RenderError
 
 __all__ = ["as_render_error", "reraise_as_render_error", "RENDER_FAILED"]
 

@@ -1,7 +1,9 @@
 """Async batch jobs: an MP4 rendered on a worker thread while the client polls for progress.
 
-`POST /inference/batch/{id}?async=true` opens the render job exactly as the synchronous
-endpoint does (every check before the answer), hands it to `Jobs.submit` and answers 202.
+`POST /inference/batch/{id}?async=true` opens the render through the one entry exactly as the
+synchronous endpoint does (every check before the answer, entry.py), but not yet admitted; it
+hands it to `Jobs.submit` and answers 202. The job's worker admits it when it starts (a queued
+job holds no device share) and ends it when the MP4 is written, failed or cancelled.
 A job then goes queued -> running -> done | failed | cancelled:
 
 - at most `workers` jobs render at once (MUSETALK_JOB_WORKERS), the others wait queued, and
@@ -32,21 +34,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .errors import JobFailed, JobNotFinished, JobNotFound, MuseTalkError, RenderError, TooManyJobs
-from .metrics import Metrics
-from .pipeline import RenderJob
-from .scheduler import DeviceScheduler
+from ..disk.faults import disk_writes
+from ..disk.sweeper import sweep_interval
+from ..errors import JobFailed, JobNotFinished, JobNotFound, MuseTalkError, RenderError, TooManyJobs
+from ..metrics import Metrics
+from .entry import Render
 from .sinks import RENDER_FAILED, as_render_error
 from .sinks.mp4 import write_mp4
-from .storage import disk_writes
-from .sweeper import sweep_interval
 
 __all__ = ["JobState", "Job", "Jobs", "expire_forever", "CANCEL_WAIT_S"]
 
 log = logging.getLogger(__name__)
 
 CANCEL_WAIT_S = 2.0  # how long a cancel waits for the render to stop (it checks before every frame)
-_ADMIT_KIND = "unpaced"  # the device scheduler's kind for a render nobody watches live, as a sync batch
 _ID_BYTES = 16  # 128 random bits: ids cannot be guessed, so a job is reachable only by who made it
 
 
@@ -96,9 +96,9 @@ class Jobs:
     """The registry of this process's async jobs, and the worker threads that render them."""
 
     def __init__(self, folder: Path, *, ttl_s: float, workers: int, max_jobs: int, audio_rate: int,
-                 metrics: Metrics | None = None, engine_name: str = "", scheduler: DeviceScheduler | None = None) -> None:
+                 metrics: Metrics | None = None, engine_name: str = "") -> None:
         self.folder, self.ttl_s, self.max_jobs, self.audio_rate = Path(folder), ttl_s, max_jobs, audio_rate
-        self.metrics, self.engine_name, self.scheduler = metrics, engine_name, scheduler
+        self.metrics, self.engine_name = metrics, engine_name
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="job")
@@ -108,11 +108,12 @@ class Jobs:
 
     # -- the use cases -------------------------------------------------------------------------
 
-    def submit(self, render: RenderJob) -> Job:
-        """Queue `render` (opened with the MP4's mux rate). Raises TooManyJobs when full."""
+    def submit(self, render: Render) -> Job:
+        """Queue `render` (opened with the MP4's mux rate, not admitted). Raises TooManyJobs when full."""
         self.folder.mkdir(parents=True, exist_ok=True)
         job_id = secrets.token_urlsafe(_ID_BYTES)
-        job = Job(job_id, render.avatar.avatar_id, render.frames, render.fps, self.folder / f"{job_id}.mp4")
+        speech = render.speech
+        job = Job(job_id, render.avatar_id, speech.frames, speech.fps, self.folder / f"{job_id}.mp4")
         with self._lock:
             active = sum(1 for j in self._jobs.values() if j.state not in FINISHED)
             if active >= self.max_jobs:
@@ -203,7 +204,7 @@ class Jobs:
 
     # -- the worker ----------------------------------------------------------------------------
 
-    def _run(self, job: Job, render: RenderJob) -> None:
+    def _run(self, job: Job, render: Render) -> None:
         try:
             with self._lock:
                 cancelled = job.cancel.is_set()  # cancelled just as it left the queue
@@ -216,23 +217,23 @@ class Jobs:
         finally:
             job.stopped.set()
 
-    def _render(self, job: Job, render: RenderJob) -> None:
+    def _render(self, job: Job, render: Render) -> None:
         def progress(written: int) -> None:
             job.frames_done = written
 
         tracker = self.metrics.render("job", self.engine_name) if self.metrics else None
         try:
-            if self.scheduler is not None:  # admitted when it runs, so a queued job holds no device share
-                render = render.admitted(self.scheduler.admit(
-                    _ADMIT_KIND, fps=render.fps, frame_size=render.size, engine=self.engine_name, frames=render.frames))
-            with tracker or nullcontext(), disk_writes("the MP4"):  # a full disk is 507, as for a sync batch
+            # Admitted only now, so a queued job holds no device share; the `with` ends the render.
+            with render.admit(), tracker or nullcontext(), disk_writes("the MP4"):  # a full disk is 507
                 written = write_mp4(render, job.path, audio_rate=self.audio_rate, cancel=job.cancel,
                                     on_frame=progress)
                 if tracker:
                     tracker.frames(written)
         except Exception as e:
             job.path.unlink(missing_ok=True)
-            render.release()  # idempotent; the frame iterator releases it when it ran
+            if job.cancel.is_set():  # what broke after a cancel (its file was removed) is the cancel
+                self._finish(job, JobState.CANCELLED)
+                return
             error = as_render_error(e, f"job {job.job_id} of {job.avatar_id}")
             body = error.body() if isinstance(error, MuseTalkError) else RenderError(RENDER_FAILED).body()
             self._finish(job, JobState.FAILED, body)
@@ -251,7 +252,7 @@ class Jobs:
 
 
 async def expire_forever(jobs: Jobs) -> None:
-    """The app's task that expires jobs, on the temp sweeper's schedule (sweeper.py)."""
+    """The app's task that expires jobs, on the temp sweeper's schedule (disk/sweeper.py)."""
     interval = sweep_interval(jobs.ttl_s)
     while True:
         await asyncio.sleep(interval)

@@ -1,4 +1,7 @@
-"""One real-time session on a WebSocket: the receive loop, the frame clock, the render thread.
+"""The real-time session core: the receive loop, the frame clock, the render thread.
+
+It knows nothing of sockets: a `SessionTransport` (transport.py) carries messages in and frames
+and events out, so every transport runs this same session.
 
 1. The receive loop applies client messages to the `Timeline` as they come (an `interrupt`
    is applied the moment it is read, whatever is buffered).
@@ -8,46 +11,36 @@
    `render_s` sooner, at the cost of that one frame leaving a render late. Idle frames
    come from a per-avatar cache of JPEGs (one per background frame), so they cost a lookup.
 3. Any end (client gone, error, timeout) cancels both loops; the worker finishes at most the
-   frame it is on, so the engine is free again within one frame's render time.
+   frame it is on, so the engine is free again within one frame's render time. The render (and
+   its device ticket) belongs to whoever opened it: the session never closes it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
-
-from ..engines.base import FrameSession, Renderer
-from ..errors import MuseTalkError, SessionTimeout, TooLarge
-from ..media.jpeg import encode_jpeg
-from .protocol import (
-    HEADER_BYTES,
-    check_pcm,
-    close_code,
-    error_event,
-    pack_frame,
-    parse_text,
-)
+from ...engines.base import FrameSession, Renderer
+from ...errors import MuseTalkError, SessionTimeout, TooLarge
+from ...media.jpeg import encode_jpeg
+from ..entry import Render
+from .protocol import check_pcm, error_event, parse_text
 from .timeline import IDLE, SPEECH, UNDERRUN_KIND, Plan, Timeline
+from .transport import SessionClosed, SessionTransport
 
-__all__ = ["IdleFrames", "RealtimeSession", "SessionConfig", "SessionObserver"]
+__all__ = ["IdleFrames", "RealtimeSession", "SessionConfig", "SessionObserver", "observer_for"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class SessionConfig:
-    fps: float
     jpeg_quality: int
     idle_timeout_s: float
     max_buffer_s: float
@@ -85,17 +78,20 @@ class IdleFrames:
 
 
 class RealtimeSession:
-    def __init__(self, ws: WebSocket, renderer: Renderer, *, backgrounds: int, size: tuple[int, int],
-                 config: SessionConfig, idle: IdleFrames, observer: SessionObserver | None = None,
-                 turn: Callable[[], AbstractContextManager[None]] = nullcontext, name: str = "realtime") -> None:
-        self.ws, self.renderer, self.config, self.idle = ws, renderer, config, idle
-        self.turn = turn  # the device scheduler's per-frame gate (scheduler.Ticket.turn)
-        self.size, self.backgrounds = size, backgrounds
+    """One live session over an admitted real-time `render` (entry.py), carried by `transport`."""
+
+    def __init__(self, transport: SessionTransport, render: Render, *, config: SessionConfig, idle: IdleFrames,
+                 observer: SessionObserver | None = None, name: str = "realtime") -> None:
+        self.transport, self.config, self.idle = transport, config, idle
+        request = render.request
+        self.renderer, self.fps, self.size = request.renderer, request.fps, request.size
+        self.backgrounds = len(request.avatar.frames)
+        self.turn = render.ticket.frame_step  # the device scheduler's per-frame gate
         self.observer = observer or SessionObserver()
         self.worker = ThreadPoolExecutor(1, thread_name_prefix=name)
         self.frames: FrameSession  # both made in `run`, before either loop starts
         self.timeline: Timeline
-        self._send_lock = asyncio.Lock()
+        self._send_lock = asyncio.Lock()  # events and frames leave in the order they were decided
         self._spoken: dict[int, int] = {}  # utterance -> its last speaking frame sent
         self._previous = IDLE
         self.last_activity = time.monotonic()
@@ -103,27 +99,27 @@ class RealtimeSession:
     # --- entry ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Serve the session until it ends; sends the `error` event and closes on any failure."""
+        """Serve the session until it ends; tells the client why on any failure."""
         loop = asyncio.get_running_loop()
         tasks: list[asyncio.Task[None]] = []
         try:
-            self.frames = await loop.run_in_executor(self.worker, self.renderer.session, self.config.fps)
+            self.frames = await loop.run_in_executor(self.worker, self.renderer.session, self.fps)
             c = self.config
-            self.timeline = Timeline(fps=c.fps, backgrounds=self.backgrounds, lookahead_s=self.frames.lookahead_s,
+            self.timeline = Timeline(fps=self.fps, backgrounds=self.backgrounds, lookahead_s=self.frames.lookahead_s,
                                      max_buffer_s=c.max_buffer_s, max_utterance_s=c.max_utterance_s)
             width, height = self.size
-            await self.send_json({"type": "ready", "fps": c.fps, "width": width, "height": height,
-                                  "sample_rate": self.timeline.rate, "header_bytes": HEADER_BYTES})
+            await self.send_event({"type": "ready", "fps": self.fps, "width": width, "height": height,
+                                   "sample_rate": self.timeline.rate, **self.transport.ready_facts})
             tasks = [asyncio.create_task(self._receive()), asyncio.create_task(self._clock())]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 task.result()
-        except WebSocketDisconnect:
+        except SessionClosed:
             pass
         except MuseTalkError as e:
             await self.fail(e)
         except Exception:
-            if self.ws.client_state != WebSocketState.CONNECTED:
+            if not self.transport.connected:
                 return  # the client left while a frame was going out
             log.exception("real-time session failed")
             await self.fail(MuseTalkError("the session failed; the server log has the details"))
@@ -136,41 +132,32 @@ class RealtimeSession:
 
     async def fail(self, error: MuseTalkError) -> None:
         async with self._send_lock:
-            await self.fail_socket(self.ws, error)
-
-    @staticmethod
-    async def fail_socket(ws: WebSocket, error: MuseTalkError) -> None:
-        """The `error` event, then the close code for it (also for refusals before a session exists)."""
-        with contextlib.suppress(Exception):
-            await ws.send_json(error_event(error))
-            await ws.close(code=close_code(error), reason=error.code)
+            await self.transport.fail(error)
 
     # --- sending --------------------------------------------------------------------------
 
-    async def send_json(self, body: dict[str, Any]) -> None:
+    async def send_event(self, body: dict[str, Any]) -> None:
         async with self._send_lock:
-            await self.ws.send_json(body)
+            await self.transport.send_event(body)
 
     async def _send_frame(self, plan: Plan, jpeg: bytes) -> None:
         async with self._send_lock:
             for event in plan.events_before:
-                await self.ws.send_json(event)
-            await self.ws.send_bytes(pack_frame(plan.index, plan.pts_ms, plan.utterance, plan.flags, jpeg, plan.audio))
+                await self.transport.send_event(event)
+            await self.transport.send_frame(plan, jpeg)
             for event in plan.events_after:
-                await self.ws.send_json(event)
+                await self.transport.send_event(event)
 
     # --- the two loops --------------------------------------------------------------------
 
     async def _receive(self) -> None:
         while True:
-            message = await self.ws.receive()
-            if message["type"] == "websocket.disconnect":
-                raise WebSocketDisconnect(message.get("code", 1000))
+            message = await self.transport.receive()
             self.last_activity = time.monotonic()
-            if message.get("bytes") is not None:
-                await self._audio(message["bytes"])
-            elif message.get("text") is not None:
-                await self._control(message["text"])
+            if isinstance(message, bytes):
+                await self._audio(message)
+            else:
+                await self._control(message)
 
     async def _audio(self, data: bytes) -> None:
         check_pcm(data)
@@ -179,13 +166,13 @@ class RealtimeSession:
         try:
             self.timeline.add_audio(data, time.monotonic())
         except TooLarge as e:  # the chunk is dropped; the session goes on
-            await self.send_json(error_event(e))
+            await self.send_event(error_event(e))
 
     async def _control(self, text: str) -> None:
         control = parse_text(text)
         t = self.timeline
         if control.type == "ping":
-            await self.send_json({"type": "pong"})
+            await self.send_event({"type": "pong"})
         elif control.type == "config":
             assert control.sample_rate is not None
             t.configure(control.sample_rate)
@@ -195,15 +182,15 @@ class RealtimeSession:
             speaking = t.interrupt()
             self.observer.interrupt()
             if speaking is not None and speaking.number in self._spoken:
-                await self.send_json({"type": "speech_ended", "utterance": speaking.number,
+                await self.send_event({"type": "speech_ended", "utterance": speaking.number,
                                       "frame": self._spoken[speaking.number], "reason": "interrupt"})
 
     async def _clock(self) -> None:
         loop = asyncio.get_running_loop()
-        t, c = self.timeline, self.config
+        t = self.timeline
         start = loop.time()
         while True:
-            due = start + t.index / c.fps
+            due = start + t.index / self.fps
             await asyncio.sleep(max(0.0, due - self.frames.render_s - loop.time()))
             self._check_limits(loop.time() - start)
             plan = t.plan()
