@@ -10,6 +10,7 @@ import json
 import struct
 import threading
 import time
+from urllib.parse import quote
 
 import cv2
 import httpx
@@ -170,22 +171,70 @@ def test_real_time_20ms_chunks_conserve_the_audio_and_idle_around_it(server, spe
     assert [f[1][1] for f in frames] == list(range(len(frames))), "one frame per tick, none skipped"
 
 
+def frame_bytes(rate: int) -> int:
+    """Bytes of PCM16 in each frame at `rate` (a whole number of samples per frame at 25 fps)."""
+    assert rate % FPS == 0
+    return 2 * rate // FPS
+
+
 def test_a_10s_burst_at_48khz_plays_whole_and_conserves(server, speech):
+    """The old way still works: a `config` right after the socket opens, no query parameter. The
+    frames sent before it was read stay at 16 kHz, and `config_applied` says which ones."""
     burst = decode_audio(media("mt_eng.wav"), rate=48_000)[:10 * 48_000]
     pcm = pcm16(burst)
     with connect(ws_url(server), max_size=None) as ws:
         rec = Recorder(ws)
+        assert rec.ready["sample_rate"] == 16000
         ws.send(json.dumps({"type": "config", "sample_rate": 48000}))
         ws.send(pcm)  # all of it at once, as TTS does
         ws.send(json.dumps({"type": "end"}))
         rec.pump(rec.ended(1), timeout=30)
     speaking = [f for f in rec.frames() if f[1][3] == 1]
     assert len(speaking) == 250 and not any(f[1][4] & 4 for f in speaking)
-    sizes = [len(f[3]) for f in rec.frames()]  # idle frames sent before the config was read are at 16 kHz
-    k = sizes.count(1280)
-    # the k frames at 16 kHz are frames 0..k-1: all of them before the first speaking frame
-    assert sizes == [1280] * k + [2 * 1920] * (len(sizes) - k) and k <= speaking[0][1][1]
+    [applied] = rec.events("config_applied")
+    k = applied["frame"]
+    assert applied == {"type": "config_applied", "sample_rate": 48000, "frame": k}
+    sizes = [len(f[3]) for f in rec.frames()]
+    assert sizes == [frame_bytes(16000)] * k + [frame_bytes(48000)] * (len(sizes) - k) and k <= speaking[0][1][1]
     assert utterance_audio(rec, 1) == pcm
+
+
+def test_the_query_rate_holds_from_frame_0_and_ready_echoes_it(server):
+    pcm = pcm16(decode_audio(media("vr_audio1.wav"), rate=48_000)[:48_000 + 7])
+    for run in range(4):  # a `config` at open left frame 0 at 16 kHz in 2 of 3 runs; the query has no race
+        with connect(ws_url(server, query="?sample_rate=48000"), max_size=None) as ws:
+            rec = Recorder(ws)
+            assert rec.ready["sample_rate"] == 48000
+            if run == 0:  # one run also speaks: its audio comes back whole at 48 kHz
+                ws.send(pcm)
+                ws.send(json.dumps({"type": "end"}))
+                rec.pump(rec.ended(1))
+                assert utterance_audio(rec, 1) == padded(pcm, frame_bytes(48000))
+            rec.pump(rec.after_frames(2))
+        assert rec.frames()[0][1][1] == 0 and not rec.events("config_applied")
+        assert {len(f[3]) for f in rec.frames()} == {frame_bytes(48000)}, f"run {run}"
+
+
+def test_a_config_mid_session_names_the_first_frame_at_its_rate(server, speech):
+    pcm = pcm16(decode_audio(media("vr_audio1.wav"), rate=22_050)[:11_025])
+    with connect(ws_url(server), max_size=None) as ws:
+        rec = Recorder(ws)
+        rec.pump(rec.after_frames(5))
+        sent_before = len(rec.frames())
+        ws.send(json.dumps({"type": "config", "sample_rate": 22050}))
+        rec.pump(lambda r: r.events("config_applied"))
+        rec.pump(rec.after_frames(3))
+        ws.send(pcm)
+        ws.send(json.dumps({"type": "end"}))
+        rec.pump(rec.ended(1))
+    [applied] = rec.events("config_applied")
+    i = applied["frame"]
+    assert applied == {"type": "config_applied", "sample_rate": 22050, "frame": i} and i >= sent_before
+    frames = rec.frames()
+    assert [f[1][1] for f in frames] == list(range(len(frames)))
+    assert all(len(f[3]) == frame_bytes(16000) for f in frames[:i])
+    assert all(len(f[3]) == frame_bytes(22050) for f in frames[i:])  # 882 samples a frame
+    assert utterance_audio(rec, 1) == padded(pcm, frame_bytes(22050))
 
 
 def test_an_underrun_gap_flags_frames_and_resumes(server, speech):
@@ -281,10 +330,33 @@ def close_of(url: str, send=None, headers=None) -> tuple[dict, int]:
     (["{not json"], "JSON"),
     (['{"type": "config", "sample_rate": 96000}'], "sample_rate"),
     ([b"\x00\x00" * 320, '{"type": "config", "sample_rate": 8000}'], "before the first audio"),
+    (['{"type": "config", "samplerate": 48000}'], "unknown key 'samplerate' in the 'config' message"),
+    (['{"type": "ping", "id": 3}'], "unknown key 'id' in the 'ping' message"),
 ])
 def test_bad_messages_close_4400(server, messages, fragment):
     event, code = close_of(ws_url(server), send=messages)
     assert (code, event["type"], event["code"]) == (4400, "error", "invalid_input") and fragment in event["detail"]
+
+
+def test_a_misspelt_key_is_refused_with_its_name_not_ignored(server):
+    with connect(ws_url(server), max_size=None) as ws:
+        rec = Recorder(ws)
+        ws.send(json.dumps({"type": "config", "samplerate": 48000}))
+        with pytest.raises(ConnectionClosed):
+            rec.pump(lambda r: False)
+    [error] = rec.events("error")
+    assert error == {"type": "error", "code": "invalid_input",
+                     "detail": "unknown key 'samplerate' in the 'config' message; it takes type, sample_rate"}
+    assert (ws.close_code, ws.close_reason) == (4400, "invalid_input")
+    assert not rec.events("config_applied")
+
+
+@pytest.mark.parametrize("value", ["96000", "7999", "48k", "+48000", "48_000", ""])
+def test_a_bad_query_rate_closes_4400_before_ready(server, value):
+    event, code = close_of(ws_url(server, query=f"?sample_rate={quote(value)}"))
+    assert (code, event["type"], event["code"]) == (4400, "error", "invalid_input")
+    shown = int(value) if value.isdigit() else repr(value)
+    assert event["detail"] == f"the sample_rate query parameter must be an integer from 8000 to 48000, got {shown}"
 
 
 def test_unknown_avatar_closes_4404(server):

@@ -135,6 +135,10 @@ def test_a_file_drives_the_avatar_live(context, site, avatar, clips):
     assert s["latenciesMs"] and page.locator("#fig-latency").inner_text().endswith(" ms")
     assert float(page.locator("#fig-fps").inner_text()) > 0
     assert page.evaluate("() => window.musetalk.audioContext.currentTime") > 3.0
+    # The rate went in the socket's URL, not in a config racing frame 0, and ready echoed it.
+    assert httpx.URL(page.evaluate("() => window.musetalk.session.ws.url")).params["sample_rate"] == "16000"
+    assert page.evaluate("() => window.musetalk.session.ready.sample_rate") == 16000
+    assert "config_applied" not in s["events"]
     assert watch.foreign() == [] and watch.errors == []
 
 

@@ -18,7 +18,7 @@ def test_the_flag_bits_agree():
 def test_a_server_frame_reads_back(flags):
     jpeg, audio = b"\xff\xd8" + bytes(range(200)) + b"\xff\xd9", bytes(1280)
     message = protocol.pack_frame(41, 1640, 3, flags, jpeg, audio)
-    frame = RealtimeFrame(*unpack_frame(message))
+    frame = RealtimeFrame(*unpack_frame(message), 16000)
     assert (frame.header.index, frame.header.pts_ms, frame.header.utterance, frame.header.flags) == (41, 1640, 3, flags)
     assert (frame.jpeg, frame.audio) == (jpeg, audio)
     assert (frame.speaking, frame.last, frame.underrun) == (bool(flags & SPEAKING), bool(flags & LAST),

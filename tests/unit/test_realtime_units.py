@@ -7,8 +7,15 @@ import itertools
 import numpy as np
 import pytest
 
+from musetalk_server.errors import InvalidInput
 from musetalk_server.media.frame_timing import pingpong_index
-from musetalk_server.render.realtime.protocol import HEADER_BYTES, pack_frame, unpack_frame
+from musetalk_server.render.realtime.protocol import (
+    HEADER_BYTES,
+    pack_frame,
+    parse_text,
+    rate_from_query,
+    unpack_frame,
+)
 from musetalk_server.render.realtime.resample import StreamResampler
 from musetalk_server.render.realtime.timeline import Timeline
 
@@ -25,6 +32,39 @@ def test_shares_add_up_with_cumulative_rounding(rate, fps):
     assert max(shares) - min(shares) <= 1
     total = sum(shares)
     assert total == int(3000 * rate / t._fps)  # floor(3000 R / F): nothing lost or repeated
+
+
+def test_a_config_names_the_first_frame_at_its_rate_and_a_replan_keeps_the_old_one():
+    t = Timeline(fps=25.0, backgrounds=7, lookahead_s=0.0, max_buffer_s=30, max_utterance_s=600, rate=48000)
+    assert [len(t.plan().audio) for _ in range(3)] == [2 * 1920] * 3
+    assert t.configure(22050) == 3 and t.configure(16000) == 3  # a second config before frame 3: the last wins
+    planned = t.plan()  # frame 3, idle, at 16 kHz
+    assert t.configure(8000) == 4  # read while frame 3 waits for its tick
+    t.add_audio(bytes(2 * 320), 0.0)
+    t.end()
+    assert t.starts_now()
+    again = t.replan(planned)  # frame 3 decided again, now speaking: still at the rate it had
+    assert (again.index, again.kind, len(again.audio)) == (3, "speech", 2 * 640)
+    assert [len(t.plan().audio) for _ in range(2)] == [2 * 320] * 2
+
+
+@pytest.mark.parametrize(("text", "detail"), [
+    ('{"type": "config", "samplerate": 48000}', "unknown key 'samplerate' in the 'config' message; it takes type, sample_rate"),
+    ('{"type": "end", "now": true, "x": 1}', "unknown keys 'now', 'x' in the 'end' message; it takes type"),
+    ('{"type": "config", "sample_rate": 48000.0}', "sample_rate must be an integer from 8000 to 48000, got 48000.0"),
+])
+def test_control_messages_take_only_their_own_keys(text, detail):
+    with pytest.raises(InvalidInput) as e:
+        parse_text(text)
+    assert e.value.detail == detail
+
+
+def test_the_query_rate_is_checked_as_config_is():
+    assert (rate_from_query(None), rate_from_query("44100")) == (16000, 44100)
+    assert parse_text('{"type": "config", "sample_rate": 44100}').sample_rate == 44100
+    for bad in ("7999", "48001", "48k", " 48000", "48_000", "٤٨٠٠٠"):
+        with pytest.raises(InvalidInput, match="the sample_rate query parameter must be an integer from 8000 to 48000"):
+            rate_from_query(bad)
 
 
 def test_header_is_24_bytes_little_endian():

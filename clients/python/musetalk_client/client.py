@@ -146,8 +146,11 @@ class Client:
     # --- WebSocket ------------------------------------------------------------------------
 
     def realtime(self, avatar_id: str, *, sample_rate: int | None = None) -> RealtimeSession:
-        """Open `WS /inference/realtime/{avatar_id}`; raises ClientError if the server refuses."""
+        """Open `WS /inference/realtime/{avatar_id}`, with audio at `sample_rate` (the server's
+        16000 if None) from the first frame on; raises ClientError if the server refuses."""
         url = self.base_url.replace("http", "ws", 1) + f"/inference/realtime/{avatar_id}"
+        if sample_rate is not None:
+            url += f"?sample_rate={int(sample_rate)}"
         headers = {"X-API-Key": self.api_key} if self.api_key else None
         ws = connect(url, additional_headers=headers, open_timeout=OPEN_TIMEOUT_S, max_size=None)
         return RealtimeSession(ws, sample_rate)

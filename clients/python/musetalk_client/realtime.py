@@ -3,8 +3,10 @@
 Server to client, one binary message per output frame: a 24-byte little-endian header
 `<4sIIIHHI` (magic b"MTF1", frame index, pts ms, utterance, flags, reserved, JPEG length), the
 JPEG, then the frame's PCM16 audio. Client to server: PCM16 little-endian mono as binary
-messages, and the JSON text messages `config`, `end`, `interrupt`, `ping`. The server's writer of
-this format is `musetalk_server.render.realtime.protocol`; tests/client checks that the two agree.
+messages, and the JSON text messages `config`, `end`, `interrupt`, `ping`. The audio rate is
+chosen in the URL (`?sample_rate=R`, echoed in `ready`); a later `config` is answered with
+`config_applied`, which names the first frame at the new rate. The server's writer of this format
+is `musetalk_server.render.realtime.protocol`; tests/client checks that the two agree.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import struct
 import threading
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +60,8 @@ def unpack_frame(message: bytes) -> tuple[FrameHeader, bytes, bytes]:
 class RealtimeFrame:
     header: FrameHeader
     jpeg: bytes
-    audio: bytes  # PCM16 at the session's sample rate
+    audio: bytes  # PCM16 mono at `sample_rate`
+    sample_rate: int  # the rate this frame's audio is at (`ready`'s, or a later `config_applied`'s)
 
     @property
     def speaking(self) -> bool:
@@ -73,15 +77,28 @@ class RealtimeFrame:
 
 
 class RealtimeSession:
-    """A live session: send audio and controls from any thread, iterate frames and events."""
+    """A live session: send audio and controls from any thread, iterate frames and events.
 
-    def __init__(self, ws: ClientConnection, sample_rate: int | None) -> None:
+    `sample_rate` is the session's audio rate, in and out: `ready`'s, then that of the latest
+    `config_applied` read (`configure` changes it before the first audio). Each frame carries the
+    rate its own audio is at, since frames sent before a change is applied keep the old one.
+    """
+
+    def __init__(self, ws: ClientConnection, sample_rate: int | None = None) -> None:
         self.ws = ws
         self._send = threading.Lock()
         self.ready = self._first(ws.recv(timeout=OPEN_TIMEOUT_S))
-        if sample_rate is not None:
-            self._control({"type": "config", "sample_rate": sample_rate})
-        self.sample_rate: int = sample_rate or self.ready["sample_rate"]
+        self.sample_rate: int = self.ready["sample_rate"]
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            ws.close()
+            raise ClientError(0, "protocol", f"asked for sample_rate {sample_rate} in the URL, but the server's "
+                                             f"ready says {self.sample_rate}: a server older than the query parameter")
+        self.config_applied: dict[str, Any] | None = None  # the latest `config_applied` event read
+        self._rates = deque([(0, self.sample_rate)])  # (first frame, rate): rate changes not yet reached
+
+    def configure(self, sample_rate: int) -> None:
+        """Change the audio rate (before the first audio); the server answers with `config_applied`."""
+        self._control({"type": "config", "sample_rate": sample_rate})
 
     def _first(self, message: str | bytes) -> dict[str, Any]:
         body = json.loads(message) if isinstance(message, str) else {}
@@ -127,9 +144,19 @@ class RealtimeSession:
         """The next frame or event; ConnectionClosed when the session is over."""
         message = self.ws.recv(timeout=timeout)
         if isinstance(message, str):
-            return json.loads(message)
+            event: dict[str, Any] = json.loads(message)
+            if event.get("type") == "config_applied":
+                self.config_applied, self.sample_rate = event, event["sample_rate"]
+                self._rates.append((event["frame"], event["sample_rate"]))
+            return event
         header, jpeg, audio = unpack_frame(message)
-        return RealtimeFrame(header, jpeg, audio)
+        return RealtimeFrame(header, jpeg, audio, self._rate_of(header.index))
+
+    def _rate_of(self, index: int) -> int:
+        """The audio rate of frame `index`; frames come in index order, so passed changes are dropped."""
+        while len(self._rates) > 1 and self._rates[1][0] <= index:
+            self._rates.popleft()
+        return self._rates[0][1]
 
     def __iter__(self) -> Iterator[RealtimeFrame | dict[str, Any]]:
         while True:

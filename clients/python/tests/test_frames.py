@@ -24,7 +24,7 @@ def test_header_jpeg_and_audio() -> None:
                                                  (SPEAKING | LAST, (True, True, False)),
                                                  (SPEAKING | UNDERRUN, (True, False, True))])
 def test_flags(flags: int, expected: tuple[bool, bool, bool]) -> None:
-    frame = RealtimeFrame(*unpack_frame(message(flags)))
+    frame = RealtimeFrame(*unpack_frame(message(flags)), 16000)
     assert (frame.speaking, frame.last, frame.underrun) == expected
 
 

@@ -1,7 +1,8 @@
 """WS /inference/realtime/{avatar_id}: audio in as it is spoken, frames with their audio out.
 
 The socket is accepted first, so that every refusal can carry its `error` event before the
-close code (README, "Real-time sessions"). Then: check the key, open the render through the one
+close code (README, "Real-time sessions"). Then: check the key, the avatar id and the
+`sample_rate` query parameter (before a device place is taken), open the render through the one
 entry, hand it to the session core (render/realtime/session.py) over the WebSocket transport
 (api/realtime_socket.py).
 """
@@ -13,6 +14,7 @@ from fastapi import APIRouter, WebSocket
 from ...avatars.store import validate_avatar_id
 from ...config import Settings
 from ...errors import MuseTalkError, Unauthorized
+from ...render.realtime.protocol import rate_from_query
 from ...render.realtime.session import IdleFrames, RealtimeSession, SessionConfig, observer_for
 from ..deps import header_key, key_matches
 from ..realtime_socket import WebSocketTransport
@@ -41,9 +43,10 @@ async def realtime(ws: WebSocket, avatar_id: str) -> None:
     transport = WebSocketTransport(ws)
     await ws.accept()
     try:
-        # 1. who, and which avatar
+        # 1. who, which avatar, and at what audio rate
         _check_key(ws, state)
         avatar_id = validate_avatar_id(avatar_id)
+        sample_rate = rate_from_query(ws.query_params.get("sample_rate"))
         # 2. open: the avatar at its own frame rate (close 4404 if none), and a place on the device
         # only if it can keep the session on time (Busy: close 4429); NotReady while loading
         render = await state.runtime.rendering.open_async(avatar_id, "realtime")
@@ -53,7 +56,8 @@ async def realtime(ws: WebSocket, avatar_id: str) -> None:
     # 3. the session, until it ends; leaving the `with` gives the device place back
     with render:
         session = RealtimeSession(transport, render, config=session_config(state.settings), idle=_IDLE_FRAMES,
-                                  observer=observer_for(state.metrics, render.ticket), name=f"realtime-{avatar_id}")
+                                  sample_rate=sample_rate, observer=observer_for(state.metrics, render.ticket),
+                                  name=f"realtime-{avatar_id}")
         state.sessions.add(session)
         state.metrics.realtime_sessions.inc()
         try:

@@ -4,7 +4,8 @@ Server to client, one binary message per output frame:
     24-byte little-endian header `<4sIIIHHI`: magic b"MTF1", frame index, pts ms, utterance,
     flags, reserved (0), JPEG length; then the JPEG; then the frame's PCM16 audio.
 Client to server: PCM16 little-endian mono as binary messages, and JSON text messages
-`config`, `end`, `interrupt`, `ping`.
+`config`, `end`, `interrupt`, `ping`, each with exactly its own keys. The rate can also be set
+before the first frame, with the socket's `sample_rate` query parameter.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ __all__ = [
     "Control",
     "FrameHeader",
     "check_pcm",
+    "check_rate",
     "close_code",
     "error_event",
     "pack_frame",
     "parse_text",
+    "rate_from_query",
     "unpack_frame",
 ]
 
@@ -45,7 +48,9 @@ LAST = 2  # the last frame of its utterance (ended by `end`)
 UNDERRUN = 4  # the utterance's audio ran short: closed mouth and zeros
 MIN_RATE, MAX_RATE, DEFAULT_RATE = 8_000, 48_000, 16_000
 PCM_BYTES = 2  # PCM16
-CONTROL_TYPES = ("config", "end", "interrupt", "ping")
+# Each client message type and the keys it may carry: any other key (a misspelt `samplerate`)
+# is refused rather than ignored, so a client never believes a setting took that did not.
+MESSAGE_KEYS = {"config": ("type", "sample_rate"), "end": ("type",), "interrupt": ("type",), "ping": ("type",)}
 
 
 @dataclass(frozen=True)
@@ -78,20 +83,37 @@ class Control:
 
 
 def parse_text(text: str) -> Control:
-    """A client text message; InvalidInput (close 4400) for bad JSON, unknown type or rate."""
+    """A client text message; InvalidInput (close 4400) for bad JSON, an unknown type or key, or a bad rate."""
     try:
         body = json.loads(text)
     except ValueError as e:
         raise InvalidInput(f"text messages are JSON: {e}") from e
     kind = body.get("type") if isinstance(body, dict) else None
-    if kind not in CONTROL_TYPES:
-        raise InvalidInput(f"unknown message type {kind!r}; expected one of {', '.join(CONTROL_TYPES)}")
+    if kind not in MESSAGE_KEYS:
+        raise InvalidInput(f"unknown message type {kind!r}; expected one of {', '.join(MESSAGE_KEYS)}")
+    unknown = [key for key in body if key not in MESSAGE_KEYS[kind]]
+    if unknown:
+        raise InvalidInput(f"unknown {'keys' if len(unknown) > 1 else 'key'} {', '.join(map(repr, unknown))} "
+                           f"in the {kind!r} message; it takes {', '.join(MESSAGE_KEYS[kind])}")
     if kind != "config":
         return Control(kind)
-    rate = body.get("sample_rate", DEFAULT_RATE)
+    return Control(kind, check_rate(body.get("sample_rate", DEFAULT_RATE)))
+
+
+def check_rate(rate: object, source: str = "sample_rate") -> int:
+    """The client's audio rate if it is one the session takes: an integer from MIN_RATE to MAX_RATE."""
     if not isinstance(rate, int) or isinstance(rate, bool) or not MIN_RATE <= rate <= MAX_RATE:
-        raise InvalidInput(f"sample_rate must be an integer from {MIN_RATE} to {MAX_RATE}, got {rate!r}")
-    return Control(kind, rate)
+        raise InvalidInput(f"{source} must be an integer from {MIN_RATE} to {MAX_RATE}, got {rate!r}")
+    return rate
+
+
+def rate_from_query(value: str | None) -> int:
+    """The `sample_rate` query parameter of the socket's URL (DEFAULT_RATE without one), checked as `config` is."""
+    if value is None:
+        return DEFAULT_RATE
+    # Plain decimal digits only: int() would also take " 48000", "+48000" and "48_000".
+    rate: object = int(value) if value.isascii() and value.isdigit() else value
+    return check_rate(rate, "the sample_rate query parameter")
 
 
 def check_pcm(data: bytes) -> None:

@@ -30,7 +30,7 @@ from ...engines.base import FrameSession, Renderer
 from ...errors import MuseTalkError, SessionTimeout, TooLarge
 from ...media.jpeg import encode_jpeg
 from ..entry import Render
-from .protocol import check_pcm, error_event, parse_text
+from .protocol import DEFAULT_RATE, check_pcm, error_event, parse_text
 from .timeline import IDLE, SPEECH, UNDERRUN_KIND, Plan, Timeline
 from .transport import SessionClosed, SessionTransport
 
@@ -81,8 +81,10 @@ class RealtimeSession:
     """One live session over an admitted real-time `render` (entry.py), carried by `transport`."""
 
     def __init__(self, transport: SessionTransport, render: Render, *, config: SessionConfig, idle: IdleFrames,
-                 observer: SessionObserver | None = None, name: str = "realtime") -> None:
+                 sample_rate: int = DEFAULT_RATE, observer: SessionObserver | None = None,
+                 name: str = "realtime") -> None:
         self.transport, self.config, self.idle = transport, config, idle
+        self.sample_rate = sample_rate  # the client's audio rate from frame 0 (a `config` may change it)
         request = render.request
         self.renderer, self.fps, self.size = request.renderer, request.fps, request.size
         self.backgrounds = len(request.avatar.frames)
@@ -106,7 +108,8 @@ class RealtimeSession:
             self.frames = await loop.run_in_executor(self.worker, self.renderer.session, self.fps)
             c = self.config
             self.timeline = Timeline(fps=self.fps, backgrounds=self.backgrounds, lookahead_s=self.frames.lookahead_s,
-                                     max_buffer_s=c.max_buffer_s, max_utterance_s=c.max_utterance_s)
+                                     max_buffer_s=c.max_buffer_s, max_utterance_s=c.max_utterance_s,
+                                     rate=self.sample_rate)
             width, height = self.size
             await self.send_event({"type": "ready", "fps": self.fps, "width": width, "height": height,
                                    "sample_rate": self.timeline.rate, **self.transport.ready_facts})
@@ -175,7 +178,10 @@ class RealtimeSession:
             await self.send_event({"type": "pong"})
         elif control.type == "config":
             assert control.sample_rate is not None
-            t.configure(control.sample_rate)
+            first = t.configure(control.sample_rate)
+            # Frames before `first` may still be on their way at the old rate; the client needs
+            # the index to cut its audio stream at the right place.
+            await self.send_event({"type": "config_applied", "sample_rate": control.sample_rate, "frame": first})
         elif control.type == "end":
             t.end()
         elif control.type == "interrupt":

@@ -104,12 +104,15 @@ class Plan:
 
 class Timeline:
     def __init__(self, *, fps: float, backgrounds: int, lookahead_s: float, max_buffer_s: float,
-                 max_utterance_s: float) -> None:
+                 max_utterance_s: float, rate: int = DEFAULT_RATE) -> None:
         self.fps, self.backgrounds, self.lookahead_s = fps, backgrounds, lookahead_s
         self._fps = Fraction(fps).limit_denominator(1001)
         self.max_buffer_s, self.max_utterance_s = max_buffer_s, max_utterance_s
-        self.rate = DEFAULT_RATE
+        self.rate = rate  # the client's audio rate, in and out
         self._rate_origin = 0  # frame from which shares count at `rate`
+        # The rate before the last change, for the frame planned before it: `replan` may decide
+        # that frame again after a `config`, and it must keep the rate it was announced with.
+        self._rate_before = (0, rate)
         self.index = 0  # the next frame to plan
         self.utterances: deque[Utterance] = deque()
         self.numbered = 0
@@ -118,10 +121,14 @@ class Timeline:
 
     # --- client messages ------------------------------------------------------------------
 
-    def configure(self, rate: int) -> None:
+    def configure(self, rate: int) -> int:
+        """Audio at `rate` from the next frame to plan on; returns that frame's index."""
         if self.audio_seen:
             raise InvalidInput("config comes before the first audio")
+        if self._rate_origin < self.index:  # frames were planned at the current rate
+            self._rate_before = (self._rate_origin, self.rate)
         self.rate, self._rate_origin = rate, self.index
+        return self.index
 
     def add_audio(self, pcm: bytes, now: float) -> None:
         """Buffer a chunk; TooLarge (and the chunk dropped) past the buffer or utterance cap."""
@@ -160,9 +167,11 @@ class Timeline:
         return sum(len(u.pcm) // PCM_BYTES for u in self.utterances)
 
     def share(self, index: int) -> int:
-        """Samples at `rate` in frame `index`: floor((k + 1) R / F) - floor(k R / F)."""
-        k = index - self._rate_origin
-        num, den = self.rate * self._fps.denominator, self._fps.numerator
+        """Samples in frame `index` at the rate R it is at: floor((k + 1) R / F) - floor(k R / F),
+        k counted from the frame where R began."""
+        origin, rate = (self._rate_origin, self.rate) if index >= self._rate_origin else self._rate_before
+        k = index - origin
+        num, den = rate * self._fps.denominator, self._fps.numerator
         return (k + 1) * num // den - k * num // den
 
     def plan(self) -> Plan:

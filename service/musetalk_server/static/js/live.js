@@ -60,15 +60,18 @@ export class RealtimeSession {
   // Resolves with the server's `ready` message.
   open() {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(this.url);
+      // The rate goes in the URL, so that frame 0's audio is already at it (`ready` echoes it).
+      const url = new URL(this.url);
+      url.searchParams.set("sample_rate", String(this.sampleRate));
+      const ws = new WebSocket(url.toString());
       ws.binaryType = "arraybuffer";
       this.ws = ws;
-      ws.onopen = () => ws.send(JSON.stringify({ type: "config", sample_rate: this.sampleRate }));
       ws.onmessage = (e) => {
         if (typeof e.data !== "string") { this.onFrame(e.data); return; }
         const message = JSON.parse(e.data);
         if (message.type === "ready") {
           this.ready = message;
+          this.sampleRate = message.sample_rate; // the server's word on what every frame carries
           this.canvas.width = message.width;
           this.canvas.height = message.height;
           resolve(message);

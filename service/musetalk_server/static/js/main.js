@@ -3,7 +3,7 @@ import { apiKey, getJson, request, setApiKey, socketUrl, upload } from "./api.js
 import { decodeFile, sendPaced, startMicrophone, VoiceGate } from "./capture.js";
 import { RealtimeSession } from "./live.js";
 
-const SAMPLE_RATE = 16000; // announced to the server in the session's config
+const SAMPLE_RATE = 16000; // the session's audio rate, in the socket's URL (`?sample_rate=`)
 const $ = (id) => document.getElementById(id);
 
 const page = {
