@@ -63,7 +63,7 @@ def test_the_page_works_behind_a_prefix_with_a_key(context, keyed, clips):
     page.click("#play-file")
     page.wait_for_function("() => window.musetalk.session?.stats.speakingFramesDrawn > 5", timeout=60_000)
     sockets = [u for u in watch.urls if u.startswith("ws:")]
-    assert sockets == [f"ws://127.0.0.1:{keyed.port}{PREFIX}/inference/realtime/still?key={KEY}"]
+    assert sockets == [f"ws://127.0.0.1:{keyed.port}{PREFIX}/inference/realtime/still?key={KEY}&sample_rate=16000"]
     # Every request stayed under the prefix, on the server's origin.
     assert watch.foreign() == [] and watch.errors == []
     assert all(httpx.URL(u).path.startswith(PREFIX + "/") for u in watch.urls if not u.startswith("blob:")), watch.urls
