@@ -169,6 +169,8 @@ def publish(namespace: str, name: str, generation: int, outcome: status.Outcome,
         current = avatar.get("status") or {}
         if only_if_unfinished and (current.get("phase") in TERMINAL or current.get("jobName") != job_name):
             return False
+        if current.get("jobName") == job_name and current.get("phase") in TERMINAL and outcome.phase not in TERMINAL:
+            return False  # a finished Job never starts again (a retry is a new Job): this news is older
         outcome = status.keep_cause(outcome, current, job_name, pod_alive=pod_alive)
         frames = info.get("frames")
         desired = status.avatar_status(outcome, generation=generation, job_name=job_name,
