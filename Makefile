@@ -19,10 +19,10 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/musetalk-server serve
 
-# Static checks first (seconds), then the suite. The browser tests need Debian's chromium; the
-# script installs it when missing (as root).
+# Static checks first (seconds), then the suite. The tests run Debian programs for real (chromium,
+# nginx, haproxy, prometheus, coturn); the script installs those missing (as root).
 test: $(STAMP) k8s-control-plane lint
-	bash .ci/chromium.sh
+	bash .ci/debian_packages.sh
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Everything but the tests marked slow (each over about 5 s here: real control plane, browser,

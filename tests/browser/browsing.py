@@ -18,7 +18,7 @@ from musetalk_server.face.landmarks import LIPS_OUTER
 def chromium_path() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        pytest.fail("Debian's chromium is missing: `make test` installs it (.ci/chromium.sh)")
+        pytest.fail("Debian's chromium is missing: `make test` installs it (.ci/debian_packages.sh)")
     return path
 
 

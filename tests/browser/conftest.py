@@ -1,7 +1,7 @@
 """A real Chromium (Debian's, driven by Playwright) against the real service on loopback.
 
 One browser per test session, a fresh context per test. `make test` installs the `chromium`
-package when it is missing (see .ci/chromium.sh).
+package when it is missing (see .ci/debian_packages.sh).
 """
 
 from __future__ import annotations
