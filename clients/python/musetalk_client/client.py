@@ -88,8 +88,15 @@ class Client:
         _raise_for(r)
         return r.json()
 
-    def avatars(self) -> list[dict[str, Any]]:
+    def avatars(self) -> dict[str, Any]:
+        """`{"avatars": [...]}`, each with `avatar_id`, `loaded` and its `info`."""
         r = self.http.get("/avatars")
+        _raise_for(r)
+        return r.json()
+
+    def avatar(self, avatar_id: str) -> dict[str, Any]:
+        """One avatar: `avatar_id`, `loaded`, and `info` (frames, fps, width, height, engine...)."""
+        r = self.http.get(f"/avatars/{avatar_id}")
         _raise_for(r)
         return r.json()
 

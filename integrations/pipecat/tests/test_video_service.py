@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from bot import Bot, running_bot
 from musetalk_pipecat import MuseTalkVideoService, WavSpeaker
 from pipecat.audio.utils import create_stream_resampler
 from pipecat.frames.frames import (
@@ -24,6 +23,7 @@ from pipecat.frames.frames import (
     TTSStoppedFrame,
 )
 from pipecat.metrics.metrics import TTFBMetricsData
+from pipecat_harness import Bot, running_bot
 
 from conftest import MEDIA, RunningServer, start_server, stop_server
 from musetalk_client import open_realtime
