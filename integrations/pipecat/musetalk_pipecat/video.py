@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import struct
 from typing import Any
 
 from loguru import logger
@@ -219,13 +220,16 @@ class MuseTalkVideoService(FrameProcessor):
     async def _read(self, session: AsyncRealtimeSession) -> None:
         """Every frame out as a picture and its audio; events release held stop frames."""
         error: dict[str, Any] | None = None  # the server's `error` event before it closes
-        async for item in session:
-            if isinstance(item, RealtimeFrame):
-                await self._show(item)
-            elif item.get("type") == "speech_ended":
-                await self._spoken(item["utterance"], item["reason"])
-            elif item.get("type") == "error":
-                error = item
+        try:
+            async for item in session:
+                if isinstance(item, RealtimeFrame):
+                    await self._show(item)
+                elif item.get("type") == "speech_ended":
+                    await self._spoken(item["utterance"], item["reason"])
+                elif item.get("type") == "error":
+                    error = item
+        except (ValueError, struct.error, OSError) as e:  # a message we cannot read: as good as lost
+            error = {"detail": f"{type(e).__name__}: {e}"}
         if not self._closing:
             code, reason = session.ws.close_code, (error or {}).get("detail") or session.ws.close_reason
             message = f"MuseTalk session lost (close {code or 'without a code'}: {reason or 'connection dropped'})"
