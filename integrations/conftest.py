@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from musetalk_client import Client
 
 REPO = Path(__file__).resolve().parent.parent
