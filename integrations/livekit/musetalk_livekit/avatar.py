@@ -80,7 +80,11 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
         options = AvatarOptions(video_width=self.generator.width, video_height=self.generator.height,
                                 video_fps=self.generator.fps, audio_sample_rate=rate, audio_channels=1)
         self.runner = AvatarRunner(room, audio_recv=self.audio_output, video_gen=self.generator, options=options)
-        await self.runner.start()
+        try:
+            await self.runner.start()
+        except BaseException:
+            await self.generator.aclose()
+            raise
         # 4. The agent speaks into the avatar; the wrappers (transcript sync, recorder) stay in place.
         agent_session.output.replace_audio_tail(self.audio_output)
         await super().start(agent_session, room)
