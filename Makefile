@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The framework integrations (integrations/) in a venv of their own: Pipecat and LiveKit need
+# protobuf 5+, the server's mediapipe needs protobuf 4. It holds the client, no torch.
+INT_VENV ?= .venv-integrations
+INT_BIN := $(INT_VENV)/bin
+INT_STAMP := $(INT_VENV)/.installed
 
-.PHONY: serve test test-quick install bench clean k8s-control-plane lint docs
+.PHONY: serve test test-quick test-integrations install bench clean k8s-control-plane lint docs
 
 # The server with its test tools, and the Python client (its own distribution, clients/python),
 # which the tests, the benchmarks and examples/ use.
@@ -14,16 +19,29 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(BIN)/pip install -q -e '.[test]' -e clients/python
 	touch $(STAMP)
 
-install: $(STAMP)
+$(INT_STAMP): clients/python/pyproject.toml integrations/pipecat/pyproject.toml integrations/livekit/pyproject.toml
+	$(PYTHON) -m venv $(INT_VENV)
+	$(INT_BIN)/pip install -q --upgrade pip
+	$(INT_BIN)/pip install -q -e clients/python -e 'integrations/pipecat[example,test]' -e integrations/livekit
+	touch $(INT_STAMP)
+
+install: $(STAMP) $(INT_STAMP)
 
 serve: $(STAMP)
 	$(BIN)/musetalk-server serve
 
 # Static checks first (seconds), then the suite. The tests run Debian programs for real (chromium,
 # nginx, haproxy, prometheus, coturn); the script installs those missing (as root).
-test: $(STAMP) k8s-control-plane lint
+test: $(STAMP) k8s-control-plane lint test-integrations
 	bash .ci/debian_packages.sh
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The integrations' own tests, in their venv, against a real server started from the server's venv.
+test-integrations: $(STAMP) $(INT_STAMP)
+	bash .ci/debian_packages.sh
+	cd integrations/pipecat && ../../$(INT_BIN)/python -m mypy
+	cd integrations/livekit && ../../$(INT_BIN)/python -m mypy
+	cd integrations && MUSETALK_SERVER_PYTHON=$(abspath $(BIN))/python ../$(INT_BIN)/python -m pytest -q
 
 # Everything but the tests marked slow (each over about 5 s here: real control plane, browser,
 # quality bars, long renders): under 3 minutes on a 2-core VM, with no control plane to build.
@@ -58,7 +76,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.realtime_bench
 
 clean:
-	rm -rf $(VENV) results .pytest_cache
+	rm -rf $(VENV) $(INT_VENV) results .pytest_cache
 
 # The tables the code writes into docs/ (errors from the error tree, settings from Settings);
 # the tests fail while they are stale.

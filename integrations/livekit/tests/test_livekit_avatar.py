@@ -76,7 +76,9 @@ async def test_a_refusal_and_a_killed_server_each_raise_a_clear_error(own_server
         with pytest.raises(ClientError) as refused:
             await AvatarSession(avatar_id=own_server.avatar_id, url=own_server.url).start(agent, OfflineRoom())
         assert (refused.value.status, refused.value.code) == (4429, "busy")
-        assert "MUSETALK_MAX_REALTIME_STREAMS" in refused.value.detail
+        # The detail names the cap, or (on a machine busy enough that the holder runs late) the
+        # lateness: either way the scheduler's own reason, with its retry time.
+        assert "retry in" in refused.value.detail
         assert agent.output.audio is None  # the agent's own audio output is left as it was
 
         assert holder.runner is not None

@@ -149,7 +149,9 @@ def test_the_browser_sees_the_avatar_speak_the_reply(musetalk_server, bot_page):
             before = page.evaluate(SAMPLE_JS, [list(box), 1500])
             page.click("#speak")
             page.wait_for_timeout(300)  # the reply's first frame is about 0.3 s out
-            during = page.evaluate(SAMPLE_JS, [list(box), 5000])  # the 4 s reply, and a lag under load
+            # The 4 s reply, and room for the transport's audio queue to lag behind the session
+            # (1.3-2.4 s measured at a load of 7-9 on 2 cores, more when busier).
+            during = page.evaluate(SAMPLE_JS, [list(box), 12000])
         finally:
             browser.close()
     assert max(size) <= 512  # the example's cap on the video it sends
@@ -158,7 +160,7 @@ def test_the_browser_sees_the_avatar_speak_the_reply(musetalk_server, bot_page):
                       for seen in (before, during))
     assert len(quiet) >= 8 and len(talking) >= 12
     # Before the reply every shown mouth is one of the idle cycle's, up to the codec's noise; during
-    # it, many are mouths the idle cycle never shows (the speech has pauses, and the window allows
-    # for a lag).
+    # it, many are mouths the idle cycle never shows: at least a second's worth of samples (the
+    # speech has pauses, and where in the window the reply falls depends on the lag).
     noise = max(quiet)
-    assert sum(d > 2 * noise for d in talking) >= len(talking) / 4, (quiet, talking)
+    assert sum(d > 2 * noise for d in talking) >= 12, (quiet, talking)
