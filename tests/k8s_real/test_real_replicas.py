@@ -186,9 +186,9 @@ def test_a_job_is_followed_through_any_replica_and_outlives_a_kill_9(cluster: Cl
     replicas.named(owner).kill()
     killed_at = time.monotonic()
     taken = eventually(lambda: (r := job_resource(cluster, ns, job_id))["status"]["owner"] != owner and r,
-                       timeout=LEASE_S + HEARTBEAT_S + SLACK_S + 5, what="another replica holding it")
+                       timeout=LEASE_S + 2 * HEARTBEAT_S + SLACK_S + 5, what="another replica holding it")
     took = time.monotonic() - killed_at
-    assert took <= LEASE_S + HEARTBEAT_S + SLACK_S, took
+    assert took <= LEASE_S + 2 * HEARTBEAT_S + SLACK_S, took  # the documented bound
     assert taken["status"]["attempts"] == 2 and taken["status"]["message"] == f"taken over from {owner}"
     print(f"taken over {took:.1f} s after the kill -9 (lease {LEASE_S} s, heartbeat {HEARTBEAT_S} s)")
     eventually(lambda: job_resource(cluster, ns, job_id)["status"]["state"] == "done", timeout=90, what="done")
@@ -305,7 +305,7 @@ def one_paced_stream(lb: str, avatar_id: str) -> tuple[Outcome, float]:
     return outcome, float(response.headers.get("retry-after", "1"))
 
 
-def test_a_rolling_restart_under_load_loses_nothing_admitted(replicas: Replicas) -> None:
+def test_a_rolling_restart_under_load_loses_nothing_admitted(cluster: Cluster, replicas: Replicas) -> None:
     lb = replicas.balancer.url
     assert preprocess(lb, "anchor").status_code == 200
     stopping: dict[str, tuple[float, float]] = {}  # replica -> (SIGTERM sent, process gone)
@@ -332,6 +332,9 @@ def test_a_rolling_restart_under_load_loses_nothing_admitted(replicas: Replicas)
     with ThreadPoolExecutor(4) as pool:
         load = [pool.submit(streams), pool.submit(streams), pool.submit(streams), pool.submit(preprocesses)]
         time.sleep(3)
+        # A long async job on the first replica to stop: handed back at its SIGTERM, finished by another.
+        job = submit_job(replicas.servers[0].url, "anchor", LONG_SPEECH)
+        assert job.status_code == 202, job.text
         for server in replicas.servers:  # one at a time, each back before the next
             name = f"replica-{replicas.servers.index(server)}"
             sent = time.monotonic()
@@ -344,6 +347,12 @@ def test_a_rolling_restart_under_load_loses_nothing_admitted(replicas: Replicas)
         for future in load:
             future.result(timeout=120)
 
+    job_id = job.json()["job_id"]
+    finished = eventually(lambda: (r := httpx.get(f"{lb}/jobs/{job_id}", timeout=10).json())["state"] == "done" and r,
+                          timeout=90, what="the handed-back job done")
+    assert finished["error"] is None and finished["progress"]["frames_done"] == 1500
+    resource = job_resource(cluster, replicas.namespace, job_id)["status"]
+    assert resource["owner"] != "replica-0" and "handed back by replica-0" in resource["message"], resource
     t0 = min(o.started for o in outcomes)
     for o in sorted(outcomes, key=lambda o: o.started):  # the timeline, shown when the test fails
         print(f"{o.started - t0:6.1f} s +{o.ended - o.started:5.1f} s {o.kind:10} {o.status} {o.replica:9} "

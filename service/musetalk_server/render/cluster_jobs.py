@@ -20,7 +20,8 @@ concurrency (resourceVersion) decides who holds it (docs/kubernetes.md, "Async j
 5. DELETE marks the job cancelled; its owner sees that at its next renewal and stops.
 6. Finished jobs past the TTL go, resource and files, at whichever replica sweeps first.
 
-So a job whose replica dies is held again within `lease_s + heartbeat_s` of its last renewal.
+So a job whose replica dies is held again within `lease_s + 2 * heartbeat_s` of its last renewal:
+one heartbeat for a looker to see the last renewal, the lease, and one more until it looks again.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ class ClusterJobs(Jobs):
     def tend(self) -> None:
         """One heartbeat: renew the leases held here, then take over jobs whose lease ran out."""
         self._renew()
-        if not self._draining() and not self._closing:
+        if not self._draining() and not self._closing and self._can_render():
             self._look()
 
     def close(self) -> None:
@@ -192,10 +193,18 @@ class ClusterJobs(Jobs):
         names = {r["metadata"]["name"] for r in listed}
         self._seen = {k: v for k, v in self._seen.items() if k in names}
 
+    def _can_render(self) -> bool:
+        try:
+            self._rendering()  # NotReady while the engine loads: take nothing over yet
+        except NotReady:
+            return False
+        return True
+
     def _take_over(self, resource: dict[str, Any]) -> None:
         status = resource.get("status") or {}
-        job_id, previous, attempts = resource["metadata"]["name"], status.get("owner") or "nobody", \
-            int(status.get("attempts") or 0)
+        job_id, attempts = resource["metadata"]["name"], int(status.get("attempts") or 0)
+        # Handed back (no holder): its message says by whom.
+        previous = status.get("owner") or f"nobody ({status.get('message') or 'never held'})"
         if attempts >= self.attempts:
             lost = JobLost(f"job {job_id!r}: {attempts} replicas held it in turn and each stopped renewing its "
                            f"lease (the last: {previous}); submit it again")
@@ -213,13 +222,16 @@ class ClusterJobs(Jobs):
         self._renewed[job_id] = time.monotonic()
         try:
             self._enqueue(job, self._run_taken_over)
-        except MuseTalkError:  # full after all: hand it back for another
+        except (MuseTalkError, RuntimeError):  # full after all, or shutting down: hand it back for another
             self._hand_back(job)
 
     def _run_taken_over(self, job: Job) -> None:
         try:
-            with np.load(self._audio_path(job.job_id)) as saved:
-                audio, mux = saved["audio"], saved["mux"]
+            try:
+                with np.load(self._audio_path(job.job_id)) as saved:
+                    audio, mux = saved["audio"], saved["mux"]
+            except FileNotFoundError as e:
+                raise RenderError(f"job {job.job_id!r}: its audio is no longer on the volume; submit it again") from e
             render = self._rendering().reopen(job.avatar_id, audio, mux if mux.size else None)
         except Exception as e:  # the avatar went, the audio file is gone, the engine is not ready...
             error = as_render_error(e, f"job {job.job_id} of {job.avatar_id}")
@@ -233,9 +245,10 @@ class ClusterJobs(Jobs):
 
     def _finish(self, job: Job, state: JobState, error: dict[str, str] | None = None) -> None:
         super()._finish(job, state, error)
-        shutting_down = state is JobState.FAILED and (error or {}).get("code") == NotReady.code and self._draining()
+        # NotReady is never the job's fault: this replica is draining (its renders revoked) or not ready.
+        not_here = state is JobState.FAILED and (error or {}).get("code") == NotReady.code
         try:
-            if self._closing or shutting_down:
+            if self._closing or not_here:
                 self._hand_back(job)
             else:
                 self._publish(job)
@@ -306,10 +319,14 @@ class ClusterJobs(Jobs):
     def _stop_here(self, job_id: str) -> None:
         with self._lock:
             job = self._jobs.get(job_id)
-        if job is not None:
-            job.cancel.set()
-            if not job.stopped.wait(CANCEL_WAIT_S):
-                log.warning("job %s did not stop within %.0f s of its cancel", job_id, CANCEL_WAIT_S)
+        if job is None:
+            return
+        job.cancel.set()
+        if job.future is not None and job.future.cancel():  # still queued here: it never runs
+            with self._lock:
+                self._jobs.pop(job_id, None)
+        elif not job.stopped.wait(CANCEL_WAIT_S):
+            log.warning("job %s did not stop within %.0f s of its cancel", job_id, CANCEL_WAIT_S)
 
     def _resource(self, job_id: str) -> dict[str, Any]:
         resource = self.resources.get(job_id)
