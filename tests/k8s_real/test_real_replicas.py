@@ -349,10 +349,11 @@ def test_a_rolling_restart_under_load_loses_nothing_admitted(cluster: Cluster, r
 
     job_id = job.json()["job_id"]
     finished = eventually(lambda: (r := httpx.get(f"{lb}/jobs/{job_id}", timeout=10).json())["state"] == "done" and r,
-                          timeout=90, what="the handed-back job done")
+                          timeout=90, what=f"the handed-back job done ({job_resource(cluster, replicas.namespace, job_id)})")
     assert finished["error"] is None and finished["progress"]["frames_done"] == 1500
     resource = job_resource(cluster, replicas.namespace, job_id)["status"]
-    assert resource["owner"] != "replica-0" and "handed back by replica-0" in resource["message"], resource
+    # Handed back at each SIGTERM it met (at least replica-0's), which costs no attempt: never lost.
+    assert resource["attempts"] == 1 and "handed back by replica-" in resource["message"], resource
     t0 = min(o.started for o in outcomes)
     for o in sorted(outcomes, key=lambda o: o.started):  # the timeline, shown when the test fails
         print(f"{o.started - t0:6.1f} s +{o.ended - o.started:5.1f} s {o.kind:10} {o.status} {o.replica:9} "

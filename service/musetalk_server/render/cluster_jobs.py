@@ -291,7 +291,8 @@ class ClusterJobs(Jobs):
                 break
             assert resource is not None
             attempts = max(0, int((resource.get("status") or {}).get("attempts") or 1) - 1)
-            back = {"owner": "", "state": JobState.QUEUED.value, "framesDone": 0, "attempts": attempts,
+            # No holder: the field goes (1.20's API server turns "" into null, which the schema refuses).
+            back = {"owner": None, "state": JobState.QUEUED.value, "framesDone": 0, "attempts": attempts,
                     "message": f"handed back by {self.replica}, which was shutting down"}
             if self.resources.update(resource, back) is not None:
                 log.info("job %s handed back for another replica", job.job_id)
