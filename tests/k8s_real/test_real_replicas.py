@@ -208,6 +208,19 @@ def test_a_job_is_followed_through_any_replica_and_outlives_a_kill_9(cluster: Cl
     assert gone.status_code == 200 and gone.json()["state"] == "done"
     assert httpx.get(f"{lb}/jobs/{job_id}", timeout=10).json()["code"] == "job_not_found"
 
+    # 4. Cancelled through whichever replica: its holder stops within a heartbeat, its files go.
+    job_id = submit_job(lb, "anchor", LONG_SPEECH).json()["job_id"]
+    eventually(lambda: job_resource(cluster, ns, job_id)["status"].get("framesDone", 0) > 10, timeout=30,
+               what="the job rendering")
+    cancelled = httpx.delete(f"{lb}/jobs/{job_id}", timeout=10)
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled", cancelled.text
+    eventually(lambda: not list((replicas.volume / "jobs").glob(f"{job_id}*")), timeout=HEARTBEAT_S + SLACK_S,
+               what="the cancelled job's files gone")
+    stopped_at = job_resource(cluster, ns, job_id)["status"]["framesDone"]
+    assert stopped_at < 1500 and job_resource(cluster, ns, job_id)["status"]["state"] == "cancelled"
+    refused = httpx.get(f"{lb}/jobs/{job_id}/result", timeout=10)
+    assert refused.status_code == 409 and refused.json()["code"] == "job_failed"
+
 
 def cluster_table(cluster: Cluster, ns: str) -> dict[str, dict[str, Any]]:
     """`kubectl get renderjobs`: the API server's Table, name -> column -> cell."""
