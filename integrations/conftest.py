@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from musetalk_client import Client
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,8 +96,9 @@ def musetalk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
 
 
 @pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[RunningServer]:
-    """A server of the test's own, for tests that kill it or fill it."""
-    server = start_server(tmp_path / "results")
+def own_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningServer]:
+    """A server of the test's own, for tests that kill it or fill it. Settings through indirect
+    parametrization: `@pytest.mark.parametrize("own_server", [{"max_realtime_streams": "1"}], indirect=True)`."""
+    server = start_server(tmp_path / "results", **getattr(request, "param", {}))
     yield server
     stop_server(server)

@@ -3,6 +3,10 @@
 It marks each output frame with a bar whose height follows the audio level, so a test can
 tell that the audio reached the engine. `delay_s` makes it slow on purpose, and it records
 how far it got, so tests can see incrementality and cancellation from the outside.
+
+Off by default, so that the plain fake stays the engine with neither: `live` gives it real-time
+sessions (speech frames are the avatar's frames), and `device_calls` makes it report each frame
+as a device call of one frame, as the batching musetalk engine reports its batches.
 """
 
 from __future__ import annotations
@@ -10,12 +14,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from musetalk_server.engines.base import AvatarFrames, Engine, LoadedAvatar, Renderer
+from musetalk_server.engines.base import AvatarFrames, Engine, FrameSession, LoadedAvatar, Renderer
 from musetalk_server.errors import AvatarEngineMismatch
 from musetalk_server.media.frame_timing import SAMPLE_RATE, frame_count, pingpong_index
 
@@ -24,8 +28,12 @@ class FakeEngine(Engine):
     name = "fake"
     artifact_version = 1
 
-    def __init__(self, delay_s: float = 0.0, fail_at: int | None = None, prepare_delay_s: float = 0.0) -> None:
+    def __init__(self, delay_s: float = 0.0, fail_at: int | None = None, prepare_delay_s: float = 0.0,
+                 live: bool = False, device_calls: bool = False) -> None:
         self.delay_s = delay_s
+        self.live = live
+        if device_calls:  # the runtime hooks the scheduler to an engine that has this attribute
+            self.on_device_call: Callable[[int, float], None] | None = None
         self.prepare_delay_s = prepare_delay_s
         self.fail_at = fail_at
         self.produced = 0  # frames yielded by the latest render
@@ -63,12 +71,35 @@ class _FakeRenderer(Renderer):
                     return
                 if eng.fail_at is not None and i == eng.fail_at:
                     raise RuntimeError("fake engine failure")
+                step_started = time.perf_counter()
                 if eng.delay_s:
                     time.sleep(eng.delay_s)
                 frame = self.avatar.frames[pingpong_index(i, len(self.avatar.frames))].copy()
                 level = float(np.sqrt(np.mean(audio[int(i * hop): int((i + 1) * hop)] ** 2)))
                 frame[: max(1, int(level * frame.shape[0])), :8] = 255
                 eng.produced += 1
+                if getattr(eng, "on_device_call", None) is not None:
+                    eng.on_device_call(1, time.perf_counter() - step_started)
                 yield frame
         finally:
             eng.finished_at = time.monotonic()
+
+    def session(self, fps: float) -> FrameSession:
+        if not self.engine.live:
+            return super().session(fps)
+        return _FakeLiveFrames(self.avatar)
+
+
+class _FakeLiveFrames(FrameSession):
+    def __init__(self, avatar: LoadedAvatar) -> None:
+        self.avatar = avatar
+
+    @property
+    def lookahead_s(self) -> float:
+        return 0.0
+
+    def speech_frame(self, utterance: int, i: int, background: int, audio: np.ndarray, final: bool) -> np.ndarray:
+        return self.idle_frame(background)
+
+    def idle_frame(self, background: int) -> np.ndarray:
+        return self.avatar.frames[background]

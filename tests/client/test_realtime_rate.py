@@ -7,31 +7,14 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterator
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection, serve
 
-from helpers import LiveServer, media
 from musetalk_client import Client, ClientError, RealtimeFrame
-from musetalk_server.api import create_app
-from musetalk_server.config import Settings
-from testkit.mediatools import first_frames, write_video
 
-FPS = 25
-AVATAR = "d11"
 RECV_S = 5.0
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[LiveServer]:
-    tmp = tmp_path_factory.mktemp("client-rt")
-    clip = write_video(first_frames(media("lp_d11.mp4"), 10), tmp / "d11.mp4", "libx264", FPS)
-    with LiveServer(create_app(Settings(_env_file=None, result_dir=tmp / "results", engine="lite"))) as srv:
-        with Client(srv.url) as c:
-            c.preprocess(AVATAR, clip)
-        yield srv
 
 
 def frames_until(rt, done) -> list[RealtimeFrame | dict]:
@@ -46,16 +29,16 @@ def count_frames(n: int):
 
 
 def test_the_rate_in_the_url_holds_from_frame_0(server):
-    with Client(server.url) as c, c.realtime(AVATAR, sample_rate=48000) as rt:
+    with Client(server.url) as c, c.realtime(server.avatar, sample_rate=48000) as rt:
         assert rt.ready["sample_rate"] == rt.sample_rate == 48000
         frames = [i for i in frames_until(rt, count_frames(3)) if isinstance(i, RealtimeFrame)]
     assert frames[0].header.index == 0
-    assert all(f.sample_rate == 48000 and len(f.audio) == 2 * 48000 // FPS for f in frames)
+    assert all(f.sample_rate == 48000 and len(f.audio) == 2 * 48000 // server.fps for f in frames)
     assert rt.config_applied is None
 
 
 def test_configure_is_acknowledged_and_frames_carry_their_rate(server):
-    with Client(server.url) as c, c.realtime(AVATAR) as rt:
+    with Client(server.url) as c, c.realtime(server.avatar) as rt:
         assert rt.sample_rate == 16000
         frames_until(rt, count_frames(2))
         rt.configure(22050)
@@ -69,12 +52,12 @@ def test_configure_is_acknowledged_and_frames_carry_their_rate(server):
     assert any(f.header.index >= first for f in frames)
     for f in frames:
         rate = 22050 if f.header.index >= first else 16000
-        assert (f.sample_rate, len(f.audio)) == (rate, 2 * rate // FPS), f.header.index
+        assert (f.sample_rate, len(f.audio)) == (rate, 2 * rate // server.fps), f.header.index
 
 
 def test_a_bad_rate_is_the_servers_4400(server):
     with Client(server.url) as c, pytest.raises(ClientError) as e:
-        c.realtime(AVATAR, sample_rate=96000)
+        c.realtime(server.avatar, sample_rate=96000)
     assert (e.value.status, e.value.code) == (4400, "invalid_input")
     assert "sample_rate query parameter" in e.value.detail
 
@@ -92,6 +75,6 @@ def test_a_server_that_ignores_the_rate_is_refused_not_misread():
         threading.Thread(target=srv.serve_forever, daemon=True).start()
         port = srv.socket.getsockname()[1]
         with Client(f"http://127.0.0.1:{port}") as c, pytest.raises(ClientError) as e:
-            c.realtime(AVATAR, sample_rate=48000)
+            c.realtime("any", sample_rate=48000)
         srv.shutdown()
     assert (e.value.status, e.value.code) == (0, "protocol") and "ready says 16000" in e.value.detail

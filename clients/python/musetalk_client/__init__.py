@@ -8,12 +8,14 @@
         with c.realtime("anchor", sample_rate=16000) as rt:
             rt.send_audio(pcm16_bytes); rt.end()
             for item in rt: ...   # RealtimeFrame or dict events
+    # On an event loop: `async with await open_realtime(url, "anchor", sample_rate=24000) as rt: ...`
 """
 
 from .client import Client
 from .errors import ClientError
 from .mjpeg import MjpegPart
 from .realtime import LAST, SPEAKING, UNDERRUN, FrameHeader, RealtimeFrame, RealtimeSession, unpack_frame
+from .realtime_async import AsyncRealtimeSession, open_realtime
 
 __all__ = [
     "Client",
@@ -21,6 +23,8 @@ __all__ = [
     "MjpegPart",
     "RealtimeFrame",
     "RealtimeSession",
+    "AsyncRealtimeSession",
+    "open_realtime",
     "FrameHeader",
     "unpack_frame",
     "SPEAKING",

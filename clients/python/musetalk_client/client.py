@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from .errors import ClientError
 from .mjpeg import MjpegPart, mjpeg_parts
-from .realtime import OPEN_TIMEOUT_S, RealtimeSession
+from .realtime import OPEN_TIMEOUT_S, RealtimeSession, realtime_url, refusal
 
 __all__ = ["Client"]
 
@@ -87,8 +88,15 @@ class Client:
         _raise_for(r)
         return r.json()
 
-    def avatars(self) -> list[dict[str, Any]]:
+    def avatars(self) -> dict[str, Any]:
+        """`{"avatars": [...]}`, each with `avatar_id`, `loaded` and its `info`."""
         r = self.http.get("/avatars")
+        _raise_for(r)
+        return r.json()
+
+    def avatar(self, avatar_id: str) -> dict[str, Any]:
+        """One avatar: `avatar_id`, `loaded`, and `info` (frames, fps, width, height, engine...)."""
+        r = self.http.get(f"/avatars/{avatar_id}")
         _raise_for(r)
         return r.json()
 
@@ -148,9 +156,10 @@ class Client:
     def realtime(self, avatar_id: str, *, sample_rate: int | None = None) -> RealtimeSession:
         """Open `WS /inference/realtime/{avatar_id}`, with audio at `sample_rate` (the server's
         16000 if None) from the first frame on; raises ClientError if the server refuses."""
-        url = self.base_url.replace("http", "ws", 1) + f"/inference/realtime/{avatar_id}"
-        if sample_rate is not None:
-            url += f"?sample_rate={int(sample_rate)}"
         headers = {"X-API-Key": self.api_key} if self.api_key else None
-        ws = connect(url, additional_headers=headers, open_timeout=OPEN_TIMEOUT_S, max_size=None)
+        try:
+            ws = connect(realtime_url(self.base_url, avatar_id, sample_rate), additional_headers=headers,
+                         open_timeout=OPEN_TIMEOUT_S, max_size=None)
+        except InvalidStatus as e:
+            raise refusal(e.response.status_code, e.response.body or b"") from e
         return RealtimeSession(ws, sample_rate)

@@ -24,7 +24,8 @@ from websockets.sync.client import ClientConnection
 
 from .errors import ClientError
 
-__all__ = ["LAST", "SPEAKING", "UNDERRUN", "FrameHeader", "RealtimeFrame", "RealtimeSession", "unpack_frame"]
+__all__ = ["LAST", "SPEAKING", "UNDERRUN", "FrameHeader", "RealtimeFrame", "RealtimeSession", "SessionReader",
+           "realtime_url", "refusal", "unpack_frame"]
 
 MAGIC = b"MTF1"
 HEADER = struct.Struct("<4sIIIHHI")
@@ -76,6 +77,68 @@ class RealtimeFrame:
         return bool(self.header.flags & UNDERRUN)
 
 
+def realtime_url(base_url: str, avatar_id: str, sample_rate: int | None) -> str:
+    """The session's WebSocket URL: `sample_rate` (the server's 16000 if None) holds from frame 0."""
+    url = base_url.rstrip("/").replace("http", "ws", 1) + f"/inference/realtime/{avatar_id}"
+    return url if sample_rate is None else f"{url}?sample_rate={int(sample_rate)}"
+
+
+def refusal(status: int, body: bytes | bytearray) -> ClientError:
+    """An HTTP answer to the upgrade request (a proxy's 429, a 404) as a ClientError."""
+    try:
+        fields = json.loads(body)
+        return ClientError(status, fields.get("code", "http_error"), fields.get("detail", ""))
+    except ValueError:
+        return ClientError(status, "http_error", body.decode(errors="replace"))
+
+
+class SessionReader:
+    """What the sync and async sessions share: the opening `ready` (or refusal), and each later
+    message as a frame or an event, with the audio rate each frame is at."""
+
+    def __init__(self, asked_rate: int | None) -> None:
+        self.asked_rate = asked_rate
+        self.ready: dict[str, Any] = {}
+        self.sample_rate = 0
+        self.config_applied: dict[str, Any] | None = None  # the latest `config_applied` event read
+        self._rates: deque[tuple[int, int]] = deque()  # (first frame, rate): rate changes not yet reached
+
+    def opening(self, message: str | bytes) -> dict[str, Any]:
+        """The first message as an event: `ready`, or a refusal's `error` (the caller then waits
+        for the close code and calls `refused`); anything else is a ClientError."""
+        body = json.loads(message) if isinstance(message, str) else {}
+        if body.get("type") not in ("ready", "error"):
+            raise ClientError(0, "protocol", f"expected ready, got {body!r}")
+        if body["type"] == "ready":
+            self.ready, self.sample_rate = body, body["sample_rate"]
+            self._rates.append((0, self.sample_rate))
+            if self.asked_rate is not None and self.asked_rate != self.sample_rate:
+                raise ClientError(0, "protocol", f"asked for sample_rate {self.asked_rate} in the URL, but the "
+                                                 f"server's ready says {self.sample_rate}: a server older than "
+                                                 "the query parameter")
+        return body
+
+    @staticmethod
+    def refused(error: dict[str, Any], close_code: int | None) -> ClientError:
+        return ClientError(close_code or ABNORMAL_CLOSURE, error["code"], error["detail"])
+
+    def read(self, message: str | bytes) -> RealtimeFrame | dict[str, Any]:
+        if isinstance(message, str):
+            event: dict[str, Any] = json.loads(message)
+            if event.get("type") == "config_applied":
+                self.config_applied, self.sample_rate = event, event["sample_rate"]
+                self._rates.append((event["frame"], event["sample_rate"]))
+            return event
+        header, jpeg, audio = unpack_frame(message)
+        return RealtimeFrame(header, jpeg, audio, self._rate_of(header.index))
+
+    def _rate_of(self, index: int) -> int:
+        """The audio rate of frame `index`; frames come in index order, so passed changes are dropped."""
+        while len(self._rates) > 1 and self._rates[1][0] <= index:
+            self._rates.popleft()
+        return self._rates[0][1]
+
+
 class RealtimeSession:
     """A live session: send audio and controls from any thread, iterate frames and events.
 
@@ -87,27 +150,27 @@ class RealtimeSession:
     def __init__(self, ws: ClientConnection, sample_rate: int | None = None) -> None:
         self.ws = ws
         self._send = threading.Lock()
-        self.ready = self._first(ws.recv(timeout=OPEN_TIMEOUT_S))
-        self.sample_rate: int = self.ready["sample_rate"]
-        if sample_rate is not None and sample_rate != self.sample_rate:
+        self._reader = SessionReader(sample_rate)
+        try:
+            opening = self._reader.opening(ws.recv(timeout=OPEN_TIMEOUT_S))
+        except ClientError:
             ws.close()
-            raise ClientError(0, "protocol", f"asked for sample_rate {sample_rate} in the URL, but the server's "
-                                             f"ready says {self.sample_rate}: a server older than the query parameter")
-        self.config_applied: dict[str, Any] | None = None  # the latest `config_applied` event read
-        self._rates = deque([(0, self.sample_rate)])  # (first frame, rate): rate changes not yet reached
+            raise
+        if opening["type"] == "error":
+            raise self._reader.refused(opening, self.ws.close_code if self._wait_closed() else None)
+        self.ready = self._reader.ready
+
+    @property
+    def sample_rate(self) -> int:
+        return self._reader.sample_rate
+
+    @property
+    def config_applied(self) -> dict[str, Any] | None:
+        return self._reader.config_applied
 
     def configure(self, sample_rate: int) -> None:
         """Change the audio rate (before the first audio); the server answers with `config_applied`."""
         self._control({"type": "config", "sample_rate": sample_rate})
-
-    def _first(self, message: str | bytes) -> dict[str, Any]:
-        body = json.loads(message) if isinstance(message, str) else {}
-        if body.get("type") == "error":
-            code = self.ws.close_code if self._wait_closed() else ABNORMAL_CLOSURE
-            raise ClientError(code or ABNORMAL_CLOSURE, body["code"], body["detail"])
-        if body.get("type") != "ready":
-            raise ClientError(0, "protocol", f"expected ready, got {body!r}")
-        return body
 
     def _wait_closed(self) -> bool:
         """After a refusal's error event: wait for the close, so its code is known."""
@@ -142,21 +205,7 @@ class RealtimeSession:
 
     def receive(self, timeout: float | None = None) -> RealtimeFrame | dict[str, Any]:
         """The next frame or event; ConnectionClosed when the session is over."""
-        message = self.ws.recv(timeout=timeout)
-        if isinstance(message, str):
-            event: dict[str, Any] = json.loads(message)
-            if event.get("type") == "config_applied":
-                self.config_applied, self.sample_rate = event, event["sample_rate"]
-                self._rates.append((event["frame"], event["sample_rate"]))
-            return event
-        header, jpeg, audio = unpack_frame(message)
-        return RealtimeFrame(header, jpeg, audio, self._rate_of(header.index))
-
-    def _rate_of(self, index: int) -> int:
-        """The audio rate of frame `index`; frames come in index order, so passed changes are dropped."""
-        while len(self._rates) > 1 and self._rates[1][0] <= index:
-            self._rates.popleft()
-        return self._rates[0][1]
+        return self._reader.read(self.ws.recv(timeout=timeout))
 
     def __iter__(self) -> Iterator[RealtimeFrame | dict[str, Any]]:
         while True:

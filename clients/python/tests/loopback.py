@@ -17,6 +17,8 @@ class CannedServer:
         seen = self.requests
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # a WebSocket handshake's answer must be 1.1, even a refusal
+
             def _answer(self) -> None:
                 seen.append((self.command, self.path, dict(self.headers)))
                 length = int(self.headers.get("Content-Length", "0"))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 from loopback import CannedServer
 
-from musetalk_client import Client, ClientError
+from musetalk_client import Client, ClientError, open_realtime
 
 JSON = "application/json"
 
@@ -57,3 +58,16 @@ def test_a_stream_over_http(tmp_path) -> None:
     [(method, path, headers)] = server.requests
     assert (method, path) == ("POST", "/inference/stream/anchor?realtime=true")
     assert headers["Content-Type"].startswith("multipart/form-data")
+
+
+@pytest.mark.parametrize("opener", ["sync", "async"])
+def test_an_http_status_on_the_realtime_upgrade_is_a_client_error(opener: str) -> None:
+    """A proxy, or a server refusing before the upgrade, answers the WebSocket handshake with HTTP."""
+    replies = {"/inference/realtime/anchor": error(429, "busy", "too many sessions")}
+    with CannedServer(replies) as server, pytest.raises(ClientError) as caught:
+        if opener == "sync":
+            with Client(server.url) as client:
+                client.realtime("anchor")
+        else:
+            asyncio.run(open_realtime(server.url, "anchor"))
+    assert (caught.value.status, caught.value.code, caught.value.detail) == (429, "busy", "too many sessions")
