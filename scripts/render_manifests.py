@@ -24,7 +24,7 @@ OUT = ROOT / "manifests"
 BASE = OUT / "base"
 RELEASE = NAMESPACE = "musetalk"
 HELM_ONLY_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by")
-CRD_TEMPLATE = "crd-avatars.yaml"  # rendered from the chart's files/, written where kubectl -k expects it
+CRD_TEMPLATES = ("crd-avatars.yaml", "crd-renderjobs.yaml")  # from the chart's files/, written where kubectl -k expects them
 CRD_FILE = ROOT / "crds" / "avatars.musetalk.io.yaml"
 CEL = "x-kubernetes-validations"
 # The chart's defaults, except the CEL rule: `auto` would decide by the offline render's version.
@@ -54,7 +54,7 @@ def render_default() -> dict[str, list[dict[str, Any]]]:
         if not path.endswith(".yaml") or "/templates/tests/" in path:
             continue
         docs = [plain(d) for d in yaml.safe_load_all(text) if d]
-        if Path(path).name == CRD_TEMPLATE:
+        if Path(path).name in CRD_TEMPLATES:
             crds.update({f"crds/{d['metadata']['name']}.yaml": [d] for d in docs})
         elif docs:
             out[Path(path).name] = docs

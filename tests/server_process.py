@@ -23,9 +23,14 @@ import uvicorn
 from fakes import FakeEngine
 from musetalk_server.api import create_app
 from musetalk_server.config import Settings
+from musetalk_server.serve import serve
 result_dir, port, settings, engine = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
-app = create_app(Settings(_env_file=None, result_dir=result_dir, **settings), engine=FakeEngine(**engine))
-uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+settings = Settings(_env_file=None, result_dir=result_dir, host="127.0.0.1", port=port, **settings)
+app = create_app(settings, engine=FakeEngine(**engine))
+if sys.argv[5] == "drain":  # as `musetalk-server serve` runs: SIGTERM drains (api/shutdown.py)
+    serve(settings, app, log_level="warning")
+else:
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 """
 START_TIMEOUT_S = 60.0
 
@@ -40,15 +45,18 @@ class ServerProcess:
     """`with ServerProcess(result_dir) as srv:` runs a server until the block ends (or `kill()`).
 
     `max_file_bytes` sets RLIMIT_FSIZE with SIGXFSZ ignored, so an oversized write fails with
-    EFBIG, as a full disk fails with ENOSPC. `tmpdir` gives the process its own TMPDIR.
+    EFBIG, as a full disk fails with ENOSPC. `tmpdir` gives the process its own TMPDIR, `env`
+    more variables (a KUBECONFIG). `drain=True` serves as `musetalk-server serve` does, SIGTERM
+    draining first; `stop()` then `start()` restarts it on the same port.
     """
 
     def __init__(self, result_dir: Path, *, settings: dict | None = None, engine: dict | None = None,
-                 max_file_bytes: int | None = None, tmpdir: Path | None = None) -> None:
+                 max_file_bytes: int | None = None, tmpdir: Path | None = None, env: dict | None = None,
+                 drain: bool = False) -> None:
         self.result_dir, self.port = Path(result_dir), _free_port()
         self._args = [sys.executable, "-c", _LAUNCH, str(result_dir), str(self.port),
-                      json.dumps(settings or {}), json.dumps(engine or {})]
-        self._max_file_bytes, self._tmpdir = max_file_bytes, tmpdir
+                      json.dumps(settings or {}), json.dumps(engine or {}), "drain" if drain else "plain"]
+        self._max_file_bytes, self._tmpdir, self._env = max_file_bytes, tmpdir, env or {}
         self.proc: subprocess.Popen | None = None
         self.log = self.result_dir.parent / f"server-{self.port}.log"  # stderr: its log lines
 
@@ -62,7 +70,10 @@ class ServerProcess:
             resource.setrlimit(resource.RLIMIT_FSIZE, (self._max_file_bytes, self._max_file_bytes))
 
     def __enter__(self) -> ServerProcess:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(REPO / p) for p in ("service", "tests")))
+        return self.start()
+
+    def start(self) -> ServerProcess:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(REPO / p) for p in ("service", "tests")), **self._env)
         if self._tmpdir is not None:
             env["TMPDIR"] = str(self._tmpdir)
         with self.log.open("ab") as log:
@@ -85,6 +96,12 @@ class ServerProcess:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, and wait for the process to exit (a draining one ends its work first). Its exit code."""
+        assert self.proc is not None
+        self.proc.terminate()
+        return self.proc.wait(timeout=timeout)
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -6,6 +6,7 @@ this class (`python scripts/docs_tables.py`), and a test fails when the two diff
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -97,10 +98,31 @@ class Settings(BaseSettings):
                                                       "(crds/avatars.musetalk.io.yaml)")
     crd_version: str = Field("v1", description="cluster mode: the Avatar CRD's version")
     kube_poll_s: float = Field(1.0, gt=0, description="cluster mode: how often a waiting preprocess re-reads its Avatar")
+    # Cluster mode, several replicas (docs/kubernetes.md, "Many replicas").
+    replica_name: str = Field("", description=(
+        "cluster mode: this replica's name, in the leases of the jobs it renders and the `X-Replica` header of "
+        "its answers; empty: the host name (in a pod, the pod's name)"))
+    avatar_recheck_s: float = Field(1.0, ge=0, description=(
+        "cluster mode: how long a replica trusts its last read of an Avatar resource before it serves the avatar "
+        "again; a delete or overwrite through any replica (or kubectl) is seen by every replica within this"))
+    job_heartbeat_s: float = Field(5.0, gt=0, description=(
+        "cluster mode: how often a replica renews the lease of each async job it holds (and reports its "
+        "progress), and looks for jobs to take over"))
+    job_lease_s: float = Field(20.0, gt=0, description=(
+        "cluster mode: a job whose lease is not renewed for this long is taken over by another replica, which "
+        "renders it again from its first frame"))
+    job_attempts: int = Field(3, ge=1, description=(
+        "cluster mode: replicas that may hold one async job in turn; when the last one's lease runs out too, "
+        "the job fails with `job_lost`"))
 
     @property
     def avatar_dir(self) -> Path:
         return self.result_dir / "avatars"
+
+    @property
+    def replica(self) -> str:
+        """This process's name among the replicas: MUSETALK_REPLICA_NAME, else the host (pod) name."""
+        return self.replica_name or socket.gethostname()
 
     @property
     def cors_origin_list(self) -> list[str]:

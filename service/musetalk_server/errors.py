@@ -47,6 +47,7 @@ __all__ = [
     "JobNotFound",
     "JobNotFinished",
     "JobFailed",
+    "JobLost",
     "TooManyJobs",
 ]
 
@@ -300,6 +301,15 @@ class JobFailed(MuseTalkError):
     when = ("`GET /jobs/{id}/result` of a job that failed (its `error` is on `GET /jobs/{id}`) or was "
             "cancelled")
     raised_by = frozenset({"job_result"})
+
+
+class JobLost(RenderError):
+    """Cluster mode: every replica that held the job in turn stopped renewing its lease (killed, cut off)."""
+
+    code = "job_lost"
+    when = ("cluster mode, in a failed job's `error` only: `MUSETALK_JOB_ATTEMPTS` replicas in turn held the job "
+            "and stopped renewing its lease (killed or cut off); submit it again")
+    raised_by = frozenset()  # no route raises it: it is only ever a job's recorded error
 
 
 class TooManyJobs(MuseTalkError):

@@ -103,7 +103,8 @@ class Runtime:
             avatars = ClusterAvatars(
                 store, AvatarResources(settings), volume=settings.result_dir,
                 engine=crd_engine(choice.name, settings.engine), fps=settings.fps,
-                timeout_s=settings.preprocess_timeout_s, metrics=metrics)
+                timeout_s=settings.preprocess_timeout_s, recheck_s=settings.avatar_recheck_s, metrics=metrics,
+                stopping=lambda: scheduler.draining)
         else:
             limits = PreprocessLimits(settings.fps, settings.max_video_seconds, settings.max_video_side,
                                       settings.max_video_pixels, settings.max_video_frames)
@@ -121,7 +122,8 @@ class Runtime:
     def attach(self, engine: Engine) -> None:
         if hasattr(engine, "on_device_call"):  # a batching engine reports its device calls
             engine.on_device_call = lambda frames, seconds: self.scheduler.observe_device(engine.name, frames, seconds)
-        cache = AvatarCache(self.store, engine, self.settings.max_loaded_avatars)
+        identity = self.avatars.serving_identity if isinstance(self.avatars, ClusterAvatars) else None
+        cache = AvatarCache(self.store, engine, self.settings.max_loaded_avatars, identity)
         self.avatars.attach(engine, cache)
         checks = RequestChecks(cache, max_audio_seconds=self.settings.max_audio_seconds, serving_fps=self.settings.fps)
         self._rendering = RenderEntry(checks, self.scheduler, engine=self.choice.name)

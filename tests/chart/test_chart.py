@@ -119,7 +119,7 @@ def test_the_optional_pdb_and_topology_spread_select_the_server_pods() -> None:
 def test_the_server_decides_cel_and_servicemonitor_by_default() -> None:
     def cel(docs: list[dict]) -> int:
         """How many CEL rule lists the CRD carries (the name's and the video source's)."""
-        schema = find(docs, "CustomResourceDefinition")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        schema = find(docs, "CustomResourceDefinition", "avatars.musetalk.io")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
         return json.dumps(schema).count("x-kubernetes-validations")
 
     newer, older = render_on(CAPABILITIES_1_30), render_on(CAPABILITIES_1_20)
@@ -150,7 +150,9 @@ def test_rbac_grants_only_what_the_code_uses() -> None:
     }
     server = find(docs, "Role", "musetalk-server")["rules"]
     assert server == [{"apiGroups": ["musetalk.io"], "resources": ["avatars"],
-                       "verbs": ["get", "list", "watch", "create", "patch", "delete"]}]
+                       "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+                      {"apiGroups": ["musetalk.io"], "resources": ["renderjobs"],
+                       "verbs": ["get", "list", "create", "patch", "delete"]}]
     binding = find(docs, "RoleBinding", "musetalk-operator")
     assert binding["subjects"][0] == {"kind": "ServiceAccount", "name": "musetalk-operator", "namespace": "lipsync"}
 
@@ -173,7 +175,7 @@ def test_local_mode_needs_no_api_access() -> None:
 
 def test_everything_on_adds_ingress_monitoring_secret_and_scheduling() -> None:
     docs = render(FULL)
-    ingress = find(docs, "Ingress")
+    ingress = find(docs, "Ingress", "musetalk-server")
     rule = ingress["spec"]["rules"][0]
     assert rule["host"] == "lipsync.example.com"
     assert rule["http"]["paths"][0]["backend"]["service"] == {"name": "musetalk-server", "port": {"name": "http"}}

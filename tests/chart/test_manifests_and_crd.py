@@ -36,7 +36,7 @@ def validator() -> jsonschema.Draft7Validator:
 def test_the_chart_ships_the_same_crd_and_it_is_a_valid_crd() -> None:
     assert (CHART / "files" / CRD_PATH.name).read_bytes() == CRD_PATH.read_bytes()
     assert not (CHART / "crds").exists()  # Helm never templates crds/: values could not shape it
-    rendered = find(render(), "CustomResourceDefinition")
+    rendered = find(render(), "CustomResourceDefinition", "avatars.musetalk.io")
     assert rendered["metadata"].pop("annotations") == {"helm.sh/resource-policy": "keep"}
     assert rendered == CRD
     kubernetes_validate.validate(CRD, KUBE_VERSION, strict=True)
@@ -46,8 +46,39 @@ def test_the_chart_ships_the_same_crd_and_it_is_a_valid_crd() -> None:
     assert columns["Phase"] == ".status.phase" and columns["Frames"] == ".status.frames"
 
 
+def test_the_chart_ships_the_renderjob_crd_for_1_20() -> None:
+    path = ROOT / "crds" / "renderjobs.musetalk.io.yaml"
+    crd = yaml.safe_load(path.read_text())
+    assert (CHART / "files" / path.name).read_bytes() == path.read_bytes()
+    rendered = find(render(), "CustomResourceDefinition", "renderjobs.musetalk.io")
+    assert rendered["metadata"].pop("annotations") == {"helm.sh/resource-policy": "keep"} and rendered == crd
+    kubernetes_validate.validate(crd, KUBE_VERSION, strict=True)
+    assert "x-kubernetes-validations" not in path.read_text()  # nothing 1.20 refuses
+    version = crd["spec"]["versions"][0]
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert columns["State"] == ".status.state" and columns["Done"] == ".status.framesDone"
+    states = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["state"]["enum"]
+    from musetalk_server.render.async_jobs import JobState
+    assert states == [s.value for s in JobState]
+
+
+def test_the_webrtc_path_gets_its_own_sticky_ingress() -> None:
+    docs = render({"ingress": {"enabled": True}})
+    main, webrtc = find(docs, "Ingress", "musetalk-server"), find(docs, "Ingress", "musetalk-server-webrtc")
+    assert webrtc["metadata"]["annotations"]["nginx.ingress.kubernetes.io/affinity"] == "cookie"
+    assert "nginx.ingress.kubernetes.io/affinity" not in main["metadata"]["annotations"]
+    # The rest of the ingress settings (no buffering of streams, body size) hold on both.
+    assert main["metadata"]["annotations"].items() <= webrtc["metadata"]["annotations"].items()
+    paths = webrtc["spec"]["rules"][0]["http"]["paths"]
+    assert [(p["path"], p["pathType"]) for p in paths] == [("/inference/webrtc", "Prefix")]
+    for doc in (main, webrtc):
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    off = render({"ingress": {"enabled": True, "webrtcAffinity": {"enabled": False}}})
+    assert [d["metadata"]["name"] for d in off if d["kind"] == "Ingress"] == ["musetalk-server"]
+
+
 def test_cel_validation_is_a_value_for_servers_before_1_25() -> None:
-    without = find(render({"crds": {"celValidation": False}}), "CustomResourceDefinition")
+    without = find(render({"crds": {"celValidation": False}}), "CustomResourceDefinition", "avatars.musetalk.io")
     expected = yaml.safe_load(CRD_PATH.read_text())
     del expected["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"]
     del expected["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]

@@ -40,6 +40,8 @@ def test_the_chart_installs_for_real_with_its_default_values(cluster: Cluster, s
     crd = cluster.wait_crd_established("avatars.musetalk.io")
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert "x-kubernetes-validations" not in json.dumps(crd["spec"]["versions"][0]["schema"])
+    jobs_crd = cluster.wait_crd_established("renderjobs.musetalk.io")  # async jobs in cluster mode
+    assert jobs_crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
     # The real ReplicaSet controller made the operator's pod; no scheduler, so it never leaves Pending.
     def operator_pod() -> dict[str, Any] | None:
@@ -80,6 +82,7 @@ def test_kubectl_apply_k_manifests_works_with_no_flags(cluster: Cluster, shared_
     deployments = {d.metadata.name for d in cluster.apps.list_namespaced_deployment(MANIFESTS_NS).items}
     assert deployments == {"musetalk-server", "musetalk-operator"}
     cluster.wait_crd_established("avatars.musetalk.io")
+    cluster.wait_crd_established("renderjobs.musetalk.io")
 
 
 @pytest.mark.parametrize(("spec", "says"), [

@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -19,9 +20,11 @@ from ..engines.base import Engine
 from ..media.mp4 import AUDIO_RATE
 from ..metrics import Metrics
 from ..render.async_jobs import Jobs, expire_forever
+from ..render.cluster_jobs import ClusterJobs, tend_forever
+from ..render.job_resources import JobResources
 from ..runtime import EngineChoice, Runtime
 from .errors import UnhandledErrorMiddleware, install_error_handlers
-from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
+from .middleware import BodyLimitMiddleware, ReplicaHeaderMiddleware, RequestMetricsMiddleware
 from .openapi import DESCRIPTION
 from .routes import avatars, health, inference, jobs, preview, realtime
 from .state import AppState
@@ -49,10 +52,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         sweeper = asyncio.create_task(sweep_forever(settings.result_dir, settings.temp_ttl_s))
         pool_size = max(2, os.cpu_count() or 2)
         state = AppState(runtime, metrics, ThreadPoolExecutor(pool_size, thread_name_prefix="encode"), pool_size)
-        state.jobs = Jobs(settings.result_dir / "jobs", ttl_s=settings.job_ttl_s, workers=settings.job_workers,
-                          max_jobs=settings.max_jobs, audio_rate=AUDIO_RATE, metrics=metrics,
-                          engine_name=runtime.choice.name)
+        state.jobs = _jobs(settings, runtime, metrics)
         expirer = asyncio.create_task(expire_forever(state.jobs))
+        tender = asyncio.create_task(tend_forever(state.jobs)) if isinstance(state.jobs, ClusterJobs) else None
         metrics.queue_depth.set_function(lambda: sum(s.frames.buffered for s in list(state.streams)))
         metrics.avatars_loaded.set_function(lambda: len(runtime.loaded_avatars()))
         app.state.musetalk = state
@@ -70,6 +72,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 loader.cancel()
             sweeper.cancel()
             expirer.cancel()
+            if tender:
+                tender.cancel()
             await run_in_threadpool(state.jobs.close)
             for stream in list(state.streams):
                 stream.close()
@@ -87,12 +91,27 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.add_middleware(UnhandledErrorMiddleware)  # innermost: a 500 still passes the metrics below
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    if settings.avatar_source == "kubernetes":
+        app.add_middleware(ReplicaHeaderMiddleware, replica=settings.replica)
     install_cors(app, settings)
     for module in (health, avatars, preview, inference, jobs, realtime):
         app.include_router(module.router)
     install_offline_docs(app)
     install_page(app)
     return app
+
+
+def _jobs(settings: Settings, runtime: Runtime, metrics: Metrics) -> Jobs:
+    """Async jobs in this process's memory, or (cluster mode) as RenderJob resources any replica reads."""
+    folder = settings.result_dir / "jobs"
+    common: dict[str, Any] = {
+        "ttl_s": settings.job_ttl_s, "workers": settings.job_workers, "max_jobs": settings.max_jobs,
+        "audio_rate": AUDIO_RATE, "metrics": metrics, "engine_name": runtime.choice.name}
+    if settings.avatar_source != "kubernetes":
+        return Jobs(folder, **common)
+    return ClusterJobs(folder, JobResources(settings), replica=settings.replica, heartbeat_s=settings.job_heartbeat_s,
+                       lease_s=settings.job_lease_s, attempts=settings.job_attempts,
+                       rendering=lambda: runtime.rendering, draining=lambda: runtime.scheduler.draining, **common)
 
 
 async def _load_engine(runtime: Runtime) -> None:

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request metrics, and refusing oversize bodies before they are read."""
+"""Pure ASGI middleware: request metrics, refusing oversize bodies before they are read, and
+naming the replica that answered (cluster mode)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import TooLarge
 from ..metrics import Metrics
 
-__all__ = ["BodyLimitMiddleware", "RequestMetricsMiddleware"]
+__all__ = ["BodyLimitMiddleware", "ReplicaHeaderMiddleware", "RequestMetricsMiddleware"]
 
 _MULTIPART_SLACK = 64 * 1024  # form boundaries and the other fields ride along with the file
 
@@ -57,3 +58,23 @@ class RequestMetricsMiddleware:
             # The route template, not the raw path, keeps label cardinality bounded.
             path = getattr(route, "path", "unmatched")
             self.metrics.requests.labels(scope["method"], path, str(status)).inc()
+
+
+class ReplicaHeaderMiddleware:
+    """`X-Replica: <name>` on every answer, so that an operator (or a test) behind a load balancer
+    can tell which pod answered a request: a job poll, a stream that ended early."""
+
+    def __init__(self, app: ASGIApp, replica: str) -> None:
+        self.app, self.header = app, (b"x-replica", replica.encode("latin-1", "replace"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_named(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_named)

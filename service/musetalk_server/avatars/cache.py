@@ -2,13 +2,17 @@
 
 Another writer (a second replica, the operator's Job, a CLI run) may replace or delete an
 avatar behind this process's back. Every replacement renames a new folder into place, so the
-manifest's inode and mtime change; a hit re-checks them, which costs one stat.
+manifest's inode and mtime change; a hit re-checks them, which costs one stat. In cluster mode
+the Avatar resource has the last word too (`identity`, kube.ServingCheck): an avatar whose
+resource is gone is not served, whatever is still on the volume, and a new Ready generation
+is read again even where a network volume's cache still shows the old manifest.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from ..engines.base import Engine, LoadedAvatar, Renderer
@@ -22,12 +26,14 @@ __all__ = ["AvatarCache"]
 class _Entry:
     avatar: LoadedAvatar
     renderer: Renderer
-    stamp: tuple[int, int]
+    stamp: Hashable
 
 
 class AvatarCache:
-    def __init__(self, store: AvatarStore, engine: Engine, capacity: int) -> None:
+    def __init__(self, store: AvatarStore, engine: Engine, capacity: int,
+                 identity: Callable[[str], Hashable] | None = None) -> None:
         self._store = store
+        self._identity = identity  # cluster mode: the resource's say (raises AvatarNotFound)
         self._engine = engine
         self._capacity = capacity
         self._items: OrderedDict[str, _Entry] = OrderedDict()
@@ -86,15 +92,18 @@ class AvatarCache:
         while len(self._items) > self._capacity:
             self._items.popitem(last=False)
 
-    def _stamp(self, avatar_id: str) -> tuple[int, int]:
-        """The one existence check of a request: AvatarNotFound, or the manifest's identity."""
+    def _stamp(self, avatar_id: str) -> Hashable:
+        """The one existence check of a request: AvatarNotFound, or the manifest's identity
+        (with the resource's, in cluster mode)."""
         try:
-            return self._store.stamp(avatar_id)
+            if self._identity is None:
+                return self._store.stamp(avatar_id)
+            return self._identity(avatar_id), self._store.stamp(avatar_id)
         except AvatarNotFound:
             self.evict(avatar_id)
             raise
 
-    def _load(self, avatar_id: str, stamp: tuple[int, int]) -> _Entry:
+    def _load(self, avatar_id: str, stamp: Hashable) -> _Entry:
         manifest = self._store.manifest(avatar_id)
         # The one engine check: the manifest says who made the artifacts; engines trust it.
         made_by = (manifest.get("engine"), manifest.get("engine_version"))

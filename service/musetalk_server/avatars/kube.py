@@ -11,15 +11,21 @@ All calls are blocking (the official client); callers run them on worker threads
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import errors
 from ..config import Settings
-from ..errors import AvatarExists, AvatarNotFound, MuseTalkError, PreprocessTimeout
+from ..errors import AvatarExists, AvatarNotFound, MuseTalkError, NotReady, PreprocessTimeout
 
-__all__ = ["AvatarResources", "UPLOAD_ANNOTATION", "failure_error"]
+__all__ = ["AvatarResources", "ServingCheck", "Identity", "UPLOAD_ANNOTATION", "failure_error",
+           "custom_objects_api", "raw_json"]
+
+log = logging.getLogger(__name__)
 
 PLURAL, KIND = "avatars", "Avatar"
 UPLOAD_ANNOTATION = "musetalk.io/upload"  # the operator's finalizer deletes this file with the avatar
@@ -37,14 +43,14 @@ class AvatarResources:
     @property
     def api(self) -> Any:
         if self._api is None:
-            self._api = _custom_objects_api()
+            self._api = custom_objects_api()
         return self._api
 
     def get(self, avatar_id: str) -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return _json(self.api.get_namespaced_custom_object(
+            return raw_json(self.api.get_namespaced_custom_object(
                 self.group, self.version, self.namespace, PLURAL, avatar_id, _preload_content=False))
         except ApiException as e:
             if e.status == 404:
@@ -52,7 +58,7 @@ class AvatarResources:
             raise
 
     def list(self) -> list[dict[str, Any]]:
-        listed = _json(self.api.list_namespaced_custom_object(
+        listed = raw_json(self.api.list_namespaced_custom_object(
             self.group, self.version, self.namespace, PLURAL, _preload_content=False))
         return sorted(listed.get("items", []), key=lambda item: item["metadata"]["name"])
 
@@ -64,14 +70,14 @@ class AvatarResources:
                 "metadata": {"name": avatar_id, "annotations": annotations}, "spec": spec}
         current = self.get(avatar_id)
         if current is None:
-            created = _json(self.api.create_namespaced_custom_object(
+            created = raw_json(self.api.create_namespaced_custom_object(
                 self.group, self.version, self.namespace, PLURAL, body, _preload_content=False))
             return int(created["metadata"].get("generation", 1)), None
         if not overwrite:
             raise AvatarExists(f"avatar {avatar_id!r} already exists; pass overwrite=true to replace it")
         # Replace the whole spec (null drops fields the new one lacks, e.g. a previous videoUrl).
         patch_spec = dict.fromkeys(current.get("spec", {})) | spec
-        patched = _json(self.api.patch_namespaced_custom_object(
+        patched = raw_json(self.api.patch_namespaced_custom_object(
             self.group, self.version, self.namespace, PLURAL, avatar_id,
             {"metadata": {"annotations": annotations}, "spec": patch_spec}, _preload_content=False))
         old = (current["metadata"].get("annotations") or {}).get(UPLOAD_ANNOTATION)
@@ -88,10 +94,17 @@ class AvatarResources:
                 raise AvatarNotFound(f"avatar {avatar_id!r} does not exist") from e
             raise
 
-    def wait_ready(self, avatar_id: str, generation: int, timeout_s: float) -> dict[str, Any]:
-        """Poll until the operator reports this generation Ready; raise what it reports otherwise."""
+    def wait_ready(self, avatar_id: str, generation: int, timeout_s: float,
+                   stopping: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+        """Poll until the operator reports this generation Ready; raise what it reports otherwise.
+
+        A replica shutting down stops waiting with 503 not_ready: the resource carries on, and the
+        same request retried (on another replica) waits for the same avatar (avatars/idempotency.py)."""
         deadline = time.monotonic() + timeout_s
         while True:
+            if stopping():
+                raise NotReady(f"this replica is shutting down; avatar {avatar_id!r} is still being "
+                               "preprocessed: retry the same request")
             avatar = self.get(avatar_id)
             if avatar is None:
                 raise AvatarNotFound(f"avatar {avatar_id!r} was deleted while it was being preprocessed")
@@ -106,6 +119,74 @@ class AvatarResources:
                     f"avatar {avatar_id!r} is still {status.get('phase') or 'Pending'} after {timeout_s:.0f}s; "
                     f"it keeps going: watch GET /avatars or `kubectl get avatar {avatar_id}`")
             time.sleep(self.poll_s)
+
+
+Identity = tuple[str, int | None]  # the resource's uid, and the generation it was last Ready at
+
+
+class ServingCheck:
+    """Whether an avatar may be served, read from its Avatar resource, at most every `recheck_s`.
+
+    Files on the shared volume outlive a delete until the operator's finalizer removes them, and
+    a network volume's attribute cache may hide an overwrite for a while; the resource does
+    neither. A replica re-reads it at most every `recheck_s`, so a delete or an overwrite through
+    any replica (or kubectl) reaches every replica within that time. While the API server cannot
+    be reached, the last answer stands (no delete or overwrite can be made then either).
+    """
+
+    _PRUNE_AT = 1024  # remembered answers (ids asked for, existing or not) before old ones go
+
+    def __init__(self, resources: AvatarResources, recheck_s: float) -> None:
+        self.resources, self.recheck_s = resources, recheck_s
+        self._seen: dict[str, tuple[float, Identity | None]] = {}
+        self._lock = threading.Lock()
+
+    def identity(self, avatar_id: str) -> Identity:
+        """Blocking: the Ready identity of the avatar's resource; AvatarNotFound when there is none."""
+        now = time.monotonic()
+        with self._lock:
+            seen = self._seen.get(avatar_id)
+        if seen is not None and now - seen[0] < self.recheck_s:
+            identity = seen[1]
+        else:
+            identity = self._read(avatar_id, seen)
+            with self._lock:
+                self._remember(avatar_id, now, identity)
+        if identity is None:
+            raise AvatarNotFound(f"avatar {avatar_id!r} does not exist; preprocess it first")
+        return identity
+
+    def forget(self, avatar_id: str) -> None:
+        """This replica changed the resource itself: the next request reads it again."""
+        with self._lock:
+            self._seen.pop(avatar_id, None)
+
+    def _read(self, avatar_id: str, seen: tuple[float, Identity | None] | None) -> Identity | None:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return serving_identity(self.resources.get(avatar_id))
+        except (ApiException, HTTPError, OSError):
+            if seen is None:
+                raise
+            log.warning("cannot read Avatar %s; serving on its last known state", avatar_id, exc_info=True)
+            return seen[1]
+
+    def _remember(self, avatar_id: str, now: float, identity: Identity | None) -> None:
+        if len(self._seen) >= self._PRUNE_AT:
+            self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.recheck_s}
+        self._seen[avatar_id] = (now, identity)
+
+
+def serving_identity(resource: dict[str, Any] | None) -> Identity | None:
+    """None for no resource or one being deleted; else its uid and the generation it is Ready at
+    (None while a new one is being built: what is on the volume then is still the last Ready)."""
+    if resource is None or resource["metadata"].get("deletionTimestamp"):
+        return None
+    status = resource.get("status") or {}
+    ready = int(status.get("observedGeneration") or 0) if status.get("phase") == "Ready" else None
+    return str(resource["metadata"].get("uid", "")), ready
 
 
 def failure_error(message: str) -> MuseTalkError:
@@ -130,12 +211,12 @@ def remove_upload(result_dir: Path, relative: str | None) -> None:
         (Path(result_dir) / relative).unlink(missing_ok=True)
 
 
-def _json(response: Any) -> dict[str, Any]:
+def raw_json(response: Any) -> dict[str, Any]:
     # Raw bodies: the client's typed deserialisation of custom objects is not relied upon.
     return json.loads(response.data)
 
 
-def _custom_objects_api() -> Any:
+def custom_objects_api() -> Any:
     from kubernetes import client, config
 
     configuration = client.Configuration()

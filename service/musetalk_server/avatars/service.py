@@ -20,6 +20,7 @@ import os
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +28,12 @@ from typing import Protocol
 
 from ..device.scheduler import DeviceScheduler
 from ..engines.base import Engine, LoadedAvatar
-from ..errors import AvatarExists, InvalidAvatarId, InvalidInput, NotReady
+from ..errors import AvatarExists, AvatarNotFound, InvalidAvatarId, InvalidInput, NotReady
 from ..metrics import Metrics
 from .cache import AvatarCache
 from .idempotency import SOURCE_ANNOTATION, file_sha256, manifest_differences, resource_differences
 from .info import ALREADY_PROCESSED, AvatarEntry, AvatarInfo, PreprocessResult
-from .kube import AvatarResources, remove_upload, upload_name
+from .kube import AvatarResources, Identity, ServingCheck, remove_upload, upload_name
 from .layout import validate_avatar_id
 from .preprocess import PreprocessLimits, preprocess_avatar
 from .store import AvatarStore
@@ -166,9 +167,11 @@ class ClusterAvatars(_Shared):
     """Avatars as Avatar resources, built by the operator's Jobs onto the shared volume."""
 
     def __init__(self, store: AvatarStore, resources: AvatarResources, *, volume: Path, engine: str, fps: float,
-                 timeout_s: float, metrics: Metrics | None = None) -> None:
+                 timeout_s: float, recheck_s: float, metrics: Metrics | None = None,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
         super().__init__(store, metrics)
         self.resources, self.volume = resources, Path(volume)
+        self.check, self.stopping = ServingCheck(resources, recheck_s), stopping
         # Prepared by the engine this server serves with, so that it can load the result.
         self.engine, self.fps, self.timeout_s = engine, fps, timeout_s
 
@@ -195,7 +198,7 @@ class ClusterAvatars(_Shared):
         remove_upload(self.volume, replaced)
         # 4. wait for the operator's verdict
         with _timed(self.metrics):
-            self.resources.wait_ready(avatar_id, generation, self.timeout_s)
+            self.resources.wait_ready(avatar_id, generation, self.timeout_s, self.stopping)
         self._evict(avatar_id)
         return PreprocessResult(avatar_id, AvatarInfo.from_manifest(self.store.manifest(avatar_id)))
 
@@ -204,7 +207,8 @@ class ClusterAvatars(_Shared):
         differences = resource_differences(current, sha256=sha256, spec=spec)
         if differences:
             raise _exists(avatar_id, differences)
-        self.resources.wait_ready(avatar_id, int(current["metadata"].get("generation", 1)), self.timeout_s)
+        self.resources.wait_ready(avatar_id, int(current["metadata"].get("generation", 1)), self.timeout_s,
+                                  self.stopping)
         info = AvatarInfo.from_manifest(self.store.manifest(avatar_id))
         return PreprocessResult(avatar_id, info, ALREADY_PROCESSED)
 
@@ -224,6 +228,20 @@ class ClusterAvatars(_Shared):
         """Delete the resource; the operator's finalizer then removes the files from the volume."""
         self.resources.delete(check_resource_name(avatar_id))
         self._evict(avatar_id)
+
+    def get(self, avatar_id: str) -> AvatarEntry:
+        self.serving_identity(avatar_id)  # what the volume still holds of a deleted avatar is not shown
+        return super().get(avatar_id)
+
+    def serving_identity(self, avatar_id: str) -> Identity:
+        """The avatar's resource says it may be served (the cache's check): its identity, or AvatarNotFound."""
+        if not _DNS_LABEL.fullmatch(avatar_id):  # no resource can have this name
+            raise AvatarNotFound(f"avatar {avatar_id!r} does not exist; preprocess it first")
+        return self.check.identity(avatar_id)
+
+    def _evict(self, avatar_id: str) -> None:
+        self.check.forget(avatar_id)
+        super()._evict(avatar_id)
 
 
 def _exists(avatar_id: str, differences: list[str]) -> AvatarExists:

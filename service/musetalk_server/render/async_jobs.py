@@ -13,8 +13,9 @@ A job then goes queued -> running -> done | failed | cancelled:
 - a finished job and its file are kept `ttl_s` (MUSETALK_JOB_TTL_S), then swept. Files in the
   folder that belong to no job here (a killed process's) go once they are that old too.
 
-Jobs live in this process's memory: behind several replicas, a client must poll the replica
-that accepted its job. Every method is blocking (locks, file removal); routes call them on
+`Jobs` keeps them in this process's memory (local mode). In cluster mode `ClusterJobs`
+(cluster_jobs.py) records them as RenderJob resources any replica reads, and renders them
+with these same workers. Every method is blocking (locks, file removal); routes call them on
 worker threads.
 """
 
@@ -25,6 +26,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -42,7 +44,7 @@ from .entry import Render
 from .sinks import RENDER_FAILED, as_render_error
 from .sinks.mp4 import write_mp4
 
-__all__ = ["JobState", "Job", "Jobs", "expire_forever", "CANCEL_WAIT_S"]
+__all__ = ["JobState", "Job", "Jobs", "FINISHED", "expire_forever", "CANCEL_WAIT_S"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,7 @@ class Jobs:
     def __init__(self, folder: Path, *, ttl_s: float, workers: int, max_jobs: int, audio_rate: int,
                  metrics: Metrics | None = None, engine_name: str = "") -> None:
         self.folder, self.ttl_s, self.max_jobs, self.audio_rate = Path(folder), ttl_s, max_jobs, audio_rate
+        self.workers = workers
         self.metrics, self.engine_name = metrics, engine_name
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
@@ -110,18 +113,32 @@ class Jobs:
 
     def submit(self, render: Render) -> Job:
         """Queue `render` (opened with the MP4's mux rate, not admitted). Raises TooManyJobs when full."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        job_id = secrets.token_urlsafe(_ID_BYTES)
-        speech = render.speech
-        job = Job(job_id, render.avatar_id, speech.frames, speech.fps, self.folder / f"{job_id}.mp4")
-        with self._lock:
-            active = sum(1 for j in self._jobs.values() if j.state not in FINISHED)
-            if active >= self.max_jobs:
-                raise TooManyJobs(f"{active} jobs are queued or running (MUSETALK_MAX_JOBS={self.max_jobs}); "
-                                  "retry when one has finished")
-            self._jobs[job_id] = job
-            job.future = self._pool.submit(self._run, job, render)
+        job = self._new_job(secrets.token_urlsafe(_ID_BYTES), render)
+        self._enqueue(job, self._run, render)
         return job
+
+    def _new_job(self, job_id: str, render: Render) -> Job:
+        speech = render.speech
+        return Job(job_id, render.avatar_id, speech.frames, speech.fps, self.folder / f"{job_id}.mp4")
+
+    def _enqueue(self, job: Job, work: Callable[..., None], *args: Any) -> None:
+        """Hold `job` and queue `work(job, *args)` on a worker; TooManyJobs when full."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            self._check_room()
+            self._jobs[job.job_id] = job
+            job.future = self._pool.submit(work, job, *args)
+
+    def _check_room(self) -> None:
+        """TooManyJobs when MUSETALK_MAX_JOBS are queued or running here. Hold the lock."""
+        active = self._active()
+        if active >= self.max_jobs:
+            raise TooManyJobs(f"{active} jobs are queued or running (MUSETALK_MAX_JOBS={self.max_jobs}); "
+                              "retry when one has finished")
+
+    def _active(self) -> int:
+        """Jobs queued or running here. Hold the lock."""
+        return sum(1 for j in self._jobs.values() if j.state not in FINISHED)
 
     def get(self, job_id: str) -> Job:
         self.sweep()

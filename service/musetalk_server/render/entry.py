@@ -132,6 +132,13 @@ class RenderEntry:
                 render.admit()
         return render
 
+    def reopen(self, avatar_id: str, audio: np.ndarray, mux: np.ndarray | None) -> Render:
+        """Blocking: an async job's render again from its saved audio (a job taken over in cluster
+        mode), checked like `open`; unadmitted, as a job's worker admits it."""
+        render = Render(self.checks.avatar(avatar_id), self.scheduler, "unpaced", self.engine)
+        render.hear(self.checks.decoded(render.request, audio, mux))
+        return render
+
     async def open_async(self, avatar_id: str, kind: Kind,
                          audio: AbstractAsyncContextManager[Path] | None = None, *,
                          mux_rate: int | None = None, admit: bool = True) -> Render:

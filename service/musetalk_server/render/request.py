@@ -77,6 +77,10 @@ class RequestChecks:
         # 1. the audio, 16 kHz mono; the MP4's own track is decoded again at its rate, not upsampled
         audio = decode_audio(audio_path, max_seconds=self.max_audio_seconds)
         mux = decode_audio(audio_path, rate=mux_rate) if mux_rate else None
+        return self.decoded(target, audio, mux)
+
+    def decoded(self, target: RenderRequest, audio: np.ndarray, mux: np.ndarray | None = None) -> SpeechRequest:
+        """Audio decoded already (`speech`, or a job's saved audio taken over): it lasts a frame."""
         # 2. at least one frame
         frames = frame_count(audio.size, target.fps)
         if frames == 0:
