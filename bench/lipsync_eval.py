@@ -18,10 +18,9 @@ For a clip that carries the speaker's own speech:
 4. write a PNG strip: mouth crops with the envelope and the rendered aperture drawn under them.
 
 Leave-one-clip-out, and more: nothing is fitted on the half a clip is scored on. The avatar is
-the first half, frames and soundtrack, so an engine that learns the speaker at preprocess (lite's
-speaker model) learns from the first half only, choosing its settings by cross-validation inside
-it. `r_gt generic` is the same run with the avatar's soundtrack withheld: the generic mapping
-alone, which has no per-clip fit at all.
+the first half, frames and soundtrack, so what an engine reads from the soundtrack at preprocess
+(lite's spread choice) comes from the first half only. `r_gt generic` is the same run with the
+avatar's soundtrack withheld, which has no per-clip choice at all.
 
 Cross-driven runs pair clip A's avatar with other audio (clip B's second half, mt_eng.wav);
 they have no r_gt.
@@ -51,8 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 from bench.doc_blocks import LITE_ENGINE, check_block, measured_on, write_block  # noqa: E402
 from musetalk_server.avatars.preprocess import fill_missing  # noqa: E402
 from musetalk_server.engines.base import AvatarFrames, Engine, LoadedAvatar  # noqa: E402
+from musetalk_server.engines.lite.own_voice import NOT_THEIR_VOICE  # noqa: E402
 from musetalk_server.engines.lite.shape import SHIPPED, GenericMapping  # noqa: E402
-from musetalk_server.engines.lite.speaker import NOT_THEIR_VOICE  # noqa: E402
 from musetalk_server.face.landmarks import JAW, detect_video, inner_lip_gap, interocular  # noqa: E402
 from musetalk_server.media.audio import decode_audio, soundtrack  # noqa: E402
 from musetalk_server.media.frame_timing import SAMPLE_RATE, frame_count, pingpong_index  # noqa: E402
@@ -102,7 +101,6 @@ class ClipResult:
     first_frame_ms: float
     strip: str
     frame_pixels: int = SPEED_BAR_PIXELS
-    speaker_model: str = "–"  # what the engine learned from the avatar's soundtrack, if it says
     r_gt_generic: float | None = None  # r_gt with the avatar's soundtrack withheld
     mapping: str = "shipped"  # the generic mapping's settings this run used (leave-one-clip-out choice)
     spread: str = "–"  # how the avatar spreads voiced openness (engine_info.openness_spread), if it says
@@ -290,36 +288,21 @@ def score(engine: Engine, clip: str, avatar_frames: list[np.ndarray], audio: np.
         jitter=None if jitter is None else round(jitter, 4),
         render_ms_per_frame=round(per_frame_ms, 2), first_frame_ms=round(first_ms, 1), strip=str(strip),
         frame_pixels=int(rendered[0].shape[0] * rendered[0].shape[1]) if rendered else 0,
-        speaker_model=speaker_summary(avatar.manifest["engine_info"]),
         spread=spread_summary(avatar.manifest["engine_info"]),
     )
 
 
-def speaker_summary(info: dict) -> str:
-    """'used (0.21→0.38)': whether a learned speaker model serves, and its held-out r against the
-    generic mapping's, on the avatar's own frames."""
-    facts = info.get("speaker_model") if isinstance(info, dict) else None
-    if not facts:
-        return "–"
-    if "heldout_r_generic" not in facts:
-        return f"no: {facts.get('reason', '?')}"
-    gain = f"{facts['heldout_r_generic']}→{facts['heldout_r_blend']}"
-    if facts.get("av_offset_frames"):
-        gain += f", A/V offset {facts['av_offset_frames']:+d}"
-    if facts.get("used"):
-        return f"used ({gain})"
-    return f"no, not their voice ({gain})" if facts.get("reason") == NOT_THEIR_VOICE else f"no ({gain})"
-
-
 def spread_summary(info: dict) -> str:
-    """'rank (0.26→0.43)': the spread the avatar chose, with its own frames' r by share → by rank."""
+    """'rank (0.26→0.43, A/V offset -4)': the spread the avatar chose, with its own frames' r by
+    share → by rank at the file's own A/V offset."""
     facts = info.get("openness_spread") if isinstance(info, dict) else None
     if not facts:
         return "–"
     if "r_share" not in facts:
         return str(facts.get("spread", "?"))
     why = ", not their voice" if facts.get("reason") == NOT_THEIR_VOICE else ""
-    return f"{facts['spread']}{why} ({facts['r_share']}→{facts['r_rank']})"
+    offset = f", A/V offset {facts['av_offset_frames']:+d}" if facts.get("av_offset_frames") else ""
+    return f"{facts['spread']}{why} ({facts['r_share']}→{facts['r_rank']}{offset})"
 
 
 def load_clip(name: str) -> tuple[list[np.ndarray], np.ndarray]:
@@ -413,18 +396,18 @@ def markdown(rows: list[ClipResult], med: dict[str, float | None], cross: list[C
     def fmt(v: object) -> str:
         return "–" if v is None else str(v)
     head = ("| clip | audio | frames | generic settings | spread (own r: share→rank) | "
-            "speaker model (held-out r: generic→blend) | r_env | lag | r_gt | "
+            "r_env | lag | r_gt | "
             "r_gt generic | env→gt (best lag) | closed_in_silence | psnr_outside dB | jitter | "
             "render ms/frame | first frame ms | bars missed |")
-    lines = [head, "|" + "---|" * 17]
+    lines = [head, "|" + "---|" * 16]
     for r in rows + cross:
-        lines.append(f"| {r.clip} | {r.audio} | {r.frames} | {r.mapping} | {r.spread} | {r.speaker_model} | "
+        lines.append(f"| {r.clip} | {r.audio} | {r.frames} | {r.mapping} | {r.spread} | "
                      f"{r.r_env} | {r.lag:+d} | "
                      f"{fmt(r.r_gt)} | {fmt(r.r_gt_generic)} | {fmt(r.env_gt)} ({fmt(r.env_gt_best)}) | "
                      f"{fmt(r.closed_in_silence)} ({r.silent_frames}) | {r.psnr_outside} | {fmt(r.jitter)} | "
                      f"{r.render_ms_per_frame} | {r.first_frame_ms} | {', '.join(clip_bars(r)) or 'none'} |")
     missed = [k for k, ok in meets_bar(med, rows).items() if not ok]
-    lines.insert(2 + len(rows), f"| **median** (ground truth) | | | | | | {med['r_env']} | {fmt(med['lag'])} | "
+    lines.insert(2 + len(rows), f"| **median** (ground truth) | | | | | {med['r_env']} | {fmt(med['lag'])} | "
                  f"{fmt(med['r_gt'])} | {fmt(med['r_gt_generic'])} | {fmt(med['env_gt'])} "
                  f"({fmt(med['env_gt_best'])}) | {fmt(med['closed_in_silence'])} | {med['psnr_outside']} | "
                  f"{fmt(med['jitter'])} | {med['render_ms_per_frame']} | {med['first_frame_ms']} | "

@@ -8,7 +8,7 @@ Two questions, on each ground-truth clip's avatar (its first half, as in lipsync
   envelope) and the share of its pauses with the mouth shut.
 - **voice-over** (`--voice-over`): the avatar's soundtrack replaced by someone else's speech (looped
   to its length), driven by the clip's own second half as in lipsync_eval. Whatever the engine
-  learns from a soundtrack (the spread, a speaker model) is then learned from the wrong voice;
+  learns from a soundtrack (the spread) is then learned from the wrong voice;
   the run with no soundtrack at all is the baseline it must not fall under.
 
 `--vowel W` runs the generic mapping with vowel weight W instead of the shipped one.
@@ -61,8 +61,8 @@ def driven(engine: ev.Engine, clips: list[str], work: Path, out: Path, emit: Cal
 def voice_over(engine: ev.Engine, clips: list[str], work: Path, out: Path,
                emit: Callable[[str], None]) -> tuple[list[float], list[float]]:
     """(r_gt, r_env) of each voice-over avatar less those of the same avatar with no soundtrack."""
-    emit("| avatar | its soundtrack | r_gt | r_env | spread (own r: share→rank) | speaker model |")
-    emit("|---|---|---|---|---|---|")
+    emit("| avatar | its soundtrack | r_gt | r_env | spread (own r: share→rank) |")
+    emit("|---|---|---|---|---|")
     gt, env = [], []
     others = voices()
     for clip in clips:
@@ -70,11 +70,11 @@ def voice_over(engine: ev.Engine, clips: list[str], work: Path, out: Path,
         first, second, drive, own = ev.halves(frames, audio)
         filmed = ev.FACEMESH.read(second[:frame_count(len(drive), ev.FPS)])
         none = ev.score(engine, clip, first, drive, "none", filmed, out, work, None)
-        emit(f"| {clip} | none | {none.r_gt} | {none.r_env} | – | – |")
+        emit(f"| {clip} | none | {none.r_gt} | {none.r_env} | – |")
         for name, soundtrack in ({"own": own} | others).items():
             fake = soundtrack if name == "own" else np.resize(soundtrack, len(own)).astype(np.float32)
             r = ev.score(engine, clip, first, drive, f"vo_{name.split()[0]}", filmed, out, work, fake)
-            emit(f"| {clip} | {name} | {r.r_gt} | {r.r_env} | {r.spread} | {r.speaker_model} |")
+            emit(f"| {clip} | {name} | {r.r_gt} | {r.r_env} | {r.spread} |")
             if name != "own":
                 gt.append((r.r_gt or 0.0) - (none.r_gt or 0.0))
                 env.append(r.r_env - none.r_env)

@@ -32,7 +32,8 @@ PENDING_ON_OTHER_BRANCHES: set[str] = set()
 BENCH_BLOCKS = {
     "benchmarks.md": {"service", "load", "realtime", "musetalk-tiny", "musetalk-tiny-streams", "musetalk-full",
                       "musetalk-full-streams"},
-    "lite-engine.md": {"lipsync", "lipsync-dlib", "lipsync-reverse", "other-voices", "other-voices-voice-over"},
+    "lite-engine.md": {"lipsync", "lipsync-dlib", "lipsync-reverse", "lipsync-reverse-dlib", "other-voices",
+                       "other-voices-voice-over"},
 }
 
 FENCE = re.compile(r"^```.*?^```", re.M | re.S)

@@ -14,9 +14,6 @@ From that spectrum come three numbers:
   200-1000 Hz energy above 450 Hz that an earlier version used;
 - `f2_share`: how much of the 600-3000 Hz energy lies above 1500 Hz. Spread vowels (/i/, /e/)
   have a high second formant, rounded ones (/u/, /o/) a low one, so it tracks lip width.
-
-`log_mel` gives the same spectrum as N_MELS mel-band levels, the input of a speaker's own
-learned mapping (speaker.py).
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ import numpy as np
 
 from ...media.frame_timing import SAMPLE_RATE
 
-__all__ = ["WINDOW", "LEAD_S", "N_MELS", "FrameFeatures", "frame_features", "log_mel"]
+__all__ = ["WINDOW", "LEAD_S", "FrameFeatures", "frame_features"]
 
 WINDOW = 1024  # samples: 64 ms, long enough to resolve a 300 Hz first formant
 LEAD_S = 0.02  # the analysis centre sits this far after the frame's midpoint
@@ -40,9 +37,6 @@ _CENTROID_BAND = (int(200 / _BIN_HZ), int(3000 / _BIN_HZ))
 _CENTROID_HZ = np.arange(*_CENTROID_BAND, dtype=np.float32) * _BIN_HZ
 _F2_BAND = (int(600 / _BIN_HZ), int(3000 / _BIN_HZ))
 _F2_SPLIT = int(1500 / _BIN_HZ)
-
-N_MELS = 20  # mel bands of `log_mel`: enough to separate vowel and consonant classes
-MEL_HZ = (80.0, 6000.0)  # voice fundamental up to the fricatives
 
 _HANN = np.hanning(WINDOW).astype(np.float32)
 # Window energy normalisation, so that loudness reads in dB relative to a full-scale sine.
@@ -78,29 +72,6 @@ def frame_features(audio: np.ndarray, fps: float, start: int, stop: int) -> Fram
         centroid=centroid.astype(np.float32),
         f2_share=(f2_high / (f2_all + _EPS)).astype(np.float32),
     )
-
-
-def log_mel(audio: np.ndarray, fps: float, start: int, stop: int) -> np.ndarray:
-    """(stop - start, N_MELS) float32 mel-band levels in dB for output frames [start, stop).
-
-    The spectrum is the one `frame_features` reads (centred LEAD_S after the frame); frames
-    outside the audio read as silence.
-    """
-    mid_s = (np.arange(start, stop) + 0.5) / fps
-    return _db(_power(audio, mid_s + LEAD_S) @ _MEL.T)
-
-
-def _mel_filters(n_mels: int, lo_hz: float, hi_hz: float) -> np.ndarray:
-    """(n_mels, WINDOW/2+1) triangular filters evenly spaced on the mel scale (HTK formula)."""
-    mel = np.linspace(2595 * np.log10(1 + lo_hz / 700), 2595 * np.log10(1 + hi_hz / 700), n_mels + 2)
-    edges = 700 * (10 ** (mel / 2595) - 1)
-    bins = np.arange(WINDOW // 2 + 1) * _BIN_HZ
-    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rise, fall = (bins - lo) / (mid - lo), (hi - bins) / (hi - mid)
-    return np.maximum(0.0, np.minimum(rise, fall)).astype(np.float32)
-
-
-_MEL = _mel_filters(N_MELS, *MEL_HZ)
 
 
 def _power(audio: np.ndarray, centres_s: np.ndarray) -> np.ndarray:

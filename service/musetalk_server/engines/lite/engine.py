@@ -2,9 +2,7 @@
 
 prepare: measure every avatar frame's mouth (aperture, width) and head pose -> `bank.npz`, with
          the frames where its soundtrack is speech marked if the ranked spread of openness
-         predicts its own mouth better (shape.py);
-         from the video's own soundtrack, learn how this person's mouth follows their voice
-         (speaker.py) -> `speaker.npz`, only where that beats the generic mapping.
+         predicts its own mouth better (shape.py, own_voice.py);
          decide which mouths speech needs that the frames lack (coverage.py) and say so
          (`engine_info.animation`).
 open:    add those to the bank: a few least-open mouths warped shut (part-way too, for a mouth
@@ -30,27 +28,23 @@ from ..base import AvatarFrames, Engine, FrameSession, LoadedAvatar, Renderer
 from .bank import MIN_VOICED, MouthBank, MouthPicker, build_bank
 from .compose import paste_mouth
 from .coverage import animation_facts, extended_bank, plan_mouths
+from .own_voice import MIN_OWN_R, NOT_THEIR_VOICE, av_offset, shifted_r
 from .shape import SHIPPED, GenericMapping, ShapeStream
-from .speaker import MIN_OWN_R, NOT_THEIR_VOICE, SpeakerModel, av_offset, fit_speaker, shifted_r
 
 __all__ = ["LiteEngine", "LiteRenderer"]
 
 ENGINE_NAME = "lite"
 ARTIFACT_VERSION = 1
 BANK_FILE = "bank.npz"
-# Optional: absent when the video had no usable soundtrack, and in avatars prepared before it
-# existed; either way the generic mapping serves, so its arrival did not change the version.
-SPEAKER_FILE = "speaker.npz"
 
 
 class LiteRenderer(Renderer):
     """Renders one prepared avatar. Stateless between calls, so requests may share it."""
 
     def __init__(
-        self, frames: list[np.ndarray], landmarks: np.ndarray, bank: MouthBank, speaker: SpeakerModel | None = None,
-        mapping: GenericMapping = SHIPPED,
+        self, frames: list[np.ndarray], landmarks: np.ndarray, bank: MouthBank, mapping: GenericMapping = SHIPPED,
     ) -> None:
-        self.frames, self.landmarks, self.speaker, self.mapping = frames, landmarks, speaker, mapping
+        self.frames, self.landmarks, self.mapping = frames, landmarks, mapping
         # Mouth sources: the avatar's frames, then the mouths they lack (coverage.py): a few
         # warped shut, so a speaker who never closed their lips on camera can close them in a
         # pause; for a still or a closed-mouth clip, its mouth opened to several openings; for a
@@ -70,7 +64,7 @@ class LiteRenderer(Renderer):
             raise InvalidInput(f"fps must be positive, got {fps}")
         n_out = frame_count(len(audio), fps)
         n_src = len(self.frames)
-        shapes = ShapeStream(audio, fps, n_out, self.shape_range, self.speaker, mapping=self.mapping)
+        shapes = ShapeStream(audio, fps, n_out, self.shape_range, mapping=self.mapping)
         picker = MouthPicker(self.bank, n_frames=n_src)
         for i, shape in enumerate(shapes):
             if cancel is not None and cancel.is_set():
@@ -102,21 +96,16 @@ class LiteEngine(Engine):
         landmarks = np.asarray(avatar.landmarks, dtype=np.float32)
         if landmarks.ndim != 3 or len(landmarks) != len(avatar.frames) or len(landmarks) == 0:
             raise InvalidInput(f"need one (478, 2) landmark set per frame, got {landmarks.shape}")
-        bank, generic, spread = speaking_bank(landmarks, avatar.audio, avatar.fps, self.mapping)
+        bank, spread = speaking_bank(landmarks, avatar.audio, avatar.fps, self.mapping)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         bank.save(out_dir / BANK_FILE)
-        speaker, speaker_facts = learn_speaker(avatar, bank, generic)
-        (out_dir / SPEAKER_FILE).unlink(missing_ok=True)  # never a stale one from an earlier prepare
-        if speaker is not None:
-            speaker.save(out_dir / SPEAKER_FILE)
         r = bank.shape_range()
         return {
             "mouth_aperture": {"closed": round(r.closed, 4), "open": round(r.open, 4)},
             "mouth_width": {"lo": round(r.width_lo, 4), "hi": round(r.width_hi, 4)},
             "interocular_px": round(float(np.median(interocular(landmarks))), 1),
             "face_box": face_box_stats(landmarks, bbox_shift),
-            "speaker_model": speaker_facts,
             "openness_spread": spread,
             "animation": animation_facts(bank, plan_mouths(bank)),
         }
@@ -133,41 +122,40 @@ class LiteEngine(Engine):
             raise AvatarEngineMismatch(
                 f"avatar {avatar.avatar_id!r}: bank has {len(bank.aperture)} frames, avatar {len(avatar.frames)}"
             )
-        speaker_path = avatar.engine_dir / SPEAKER_FILE
-        speaker = SpeakerModel.load(speaker_path) if speaker_path.exists() else None
-        return LiteRenderer(list(avatar.frames), np.asarray(avatar.landmarks, np.float32), bank, speaker, self.mapping)
+        # An avatar prepared with a learned speaker model (until issue 26) has a speaker.npz too:
+        # it is ignored, and the one mapping serves it like every other.
+        return LiteRenderer(list(avatar.frames), np.asarray(avatar.landmarks, np.float32), bank, self.mapping)
 
 
 def speaking_bank(landmarks: np.ndarray, audio: np.ndarray | None, fps: float,
-                  mapping: GenericMapping = SHIPPED) -> tuple[MouthBank, np.ndarray | None, dict[str, Any]]:
-    """The bank of these frames, the generic mapping's openness on each (None without a
-    soundtrack), and how voiced openness is spread over the bank for this person.
+                  mapping: GenericMapping = SHIPPED) -> tuple[MouthBank, dict[str, Any]]:
+    """The bank of these frames, and how voiced openness is spread over the bank for this person.
 
     Both spreads (shape.py: by share, by rank) predict the frames' own filmed mouth from their own
     soundtrack; the ranked one is kept where it does better, if the soundtrack is evidently their
-    voice (speaker.MIN_OWN_R). Neither has anything fitted to the clip but the bank's quantiles,
+    voice (own_voice.MIN_OWN_R). Neither has anything fitted to the clip but the bank's quantiles,
     so the choice is one bit. Measured over 24 splits of the ground-truth clips
     (docs/lite-engine.md), choosing this way beat either spread alone.
     """
     bank = build_bank(landmarks)
     if audio is None:
-        return bank, None, {}
+        return bank, {}
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
     share_open, share_target = _generic(bank, audio, fps, mapping)
     voiced = share_open > 0
     if int(voiced.sum()) < MIN_VOICED:
-        return bank, share_open, {"spread": "share", "reason": "too little speech in the soundtrack"}
+        return bank, {"spread": "share", "reason": "too little speech in the soundtrack"}
     ranked = bank.with_voiced(voiced)
-    rank_open, rank_target = _generic(ranked, audio, fps, mapping)
-    # The same A/V offset for both (the file's, found as the speaker fit finds it), then r.
+    _, rank_target = _generic(ranked, audio, fps, mapping)
+    # The same A/V offset for both (the file's own), then r.
     k = av_offset(share_target, bank.aperture)
     r_share, r_rank = (shifted_r(t, bank.aperture, k) or 0.0 for t in (share_target, rank_target))
-    facts = {"r_share": round(r_share, 3), "r_rank": round(r_rank, 3)}
-    if r_share < MIN_OWN_R:  # not evidently their voice: nothing is learned from it (speaker.py)
-        return bank, share_open, {"spread": "share", "reason": NOT_THEIR_VOICE} | facts
+    facts = {"r_share": round(r_share, 3), "r_rank": round(r_rank, 3), "av_offset_frames": k}
+    if r_share < MIN_OWN_R:  # not evidently their voice: nothing is learned from it (own_voice.py)
+        return bank, {"spread": "share", "reason": NOT_THEIR_VOICE} | facts
     if r_rank > r_share:
-        return ranked, rank_open, {"spread": "rank"} | facts
-    return bank, share_open, {"spread": "share"} | facts
+        return ranked, {"spread": "rank"} | facts
+    return bank, {"spread": "share"} | facts
 
 
 def _generic(bank: MouthBank, audio: np.ndarray, fps: float,
@@ -175,16 +163,6 @@ def _generic(bank: MouthBank, audio: np.ndarray, fps: float,
     """(openness, target aperture) of the generic mapping on each of the bank's frames."""
     shapes = list(ShapeStream(audio, fps, len(bank), bank.shape_range(), mapping=mapping))
     return (np.array([s.openness for s in shapes], np.float32), np.array([s.aperture for s in shapes], np.float32))
-
-
-def learn_speaker(avatar: AvatarFrames, bank: MouthBank,
-                  generic: np.ndarray | None) -> tuple[SpeakerModel | None, dict[str, Any]]:
-    """This person's own audio-to-mouth mapping from the video's soundtrack, if it earns its place
-    over `generic`, the generic mapping's openness on the same frames."""
-    if avatar.audio is None or generic is None:
-        return fit_speaker(None, avatar.fps, bank.aperture, np.zeros(0), ())
-    audio = np.asarray(avatar.audio, dtype=np.float32).reshape(-1)
-    return fit_speaker(audio, avatar.fps, bank.aperture, generic, bank.shape_range().curve)
 
 
 def face_box_stats(landmarks: np.ndarray, bbox_shift: int) -> dict[str, Any]:

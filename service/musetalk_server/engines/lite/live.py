@@ -79,7 +79,7 @@ class _Utterance:
         n = max(total, i + 1) if final else i + LOOKAHEAD + 1
         if self.shapes is None:
             # Priming reads frames [0, n): only audio that is here.
-            self.shapes = ShapeStream(audio, self.fps, n, self.renderer.shape_range, self.renderer.speaker,
+            self.shapes = ShapeStream(audio, self.fps, n, self.renderer.shape_range,
                                       levels=self.levels, mapping=self.renderer.mapping)
             self.iterator = iter(self.shapes)
         self.shapes.grow(audio, max(n, self.shapes.n_frames))

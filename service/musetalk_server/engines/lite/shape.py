@@ -8,15 +8,14 @@ share of a wide opening, or by its rank: chosen per avatar); it then goes throug
 aperture quantiles, so the mouth opens as this person opens. A frame whose own
 sound is a pause is shut, whatever its neighbours do.
 
-That is the generic mapping, the same for every face. When the avatar's preprocess learned how
-this person's mouth follows their voice (speaker.py), its openness is blended in on every frame
-that is not a pause.
+It is one mapping, the same for every face: nothing in it is fitted to the avatar but the
+spread's choice and the bank's own quantiles.
 
 Look-ahead: a frame's shape needs the audio up to four frames past its start at 25 fps (the
-smoothing's two frames, or the speaker model's two frames of context, plus the 20 ms lead and
-half the 64 ms window; the peak hold looks back only). Features are computed CHUNK frames at a time and join the running level
-before any of them is shown, so as written a frame waits on up to CHUNK + 4 frames of audio; the
-levels and the speaker model's band statistics are primed on the first seconds of `audio`.
+smoothing's two frames, plus the 20 ms lead and half the 64 ms window; the peak hold looks back
+only). Features are computed CHUNK frames at a time and join the running level before any of
+them is shown, so as written a frame waits on up to CHUNK + 4 frames of audio; the levels are
+primed on the first seconds of `audio`.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .audio_features import FrameFeatures, frame_features
-from .speaker import SpeakerFeatures, SpeakerModel, blend_openness, to_openness
 
 __all__ = ["SHIPPED", "GenericMapping", "ShapeRange", "MouthShape", "ShapeStream", "openness"]
 
@@ -163,12 +161,10 @@ class ShapeStream:
     """Yields one `MouthShape` per output frame, computing features a chunk at a time."""
 
     def __init__(self, audio: np.ndarray, fps: float, n_frames: int, shapes: ShapeRange,
-                 speaker: SpeakerModel | None = None,
                  levels: tuple[RunningPercentile, RunningPercentile] | None = None,
                  mapping: GenericMapping = SHIPPED) -> None:
         self.audio, self.fps, self.n_frames, self.range = audio, fps, n_frames, shapes
-        self.speaker, self.mapping = speaker, mapping
-        self._speaker_features = SpeakerFeatures(audio, fps) if speaker is not None else None
+        self.mapping = mapping
         # Prime both levels on the first seconds, so the first frame is already on scale. A live
         # session (live.py) passes in its own, which already know the voice of earlier utterances.
         self._level, self._open_ref = levels or (loudness_level(), openness_level())
@@ -180,18 +176,9 @@ class ShapeStream:
     def grow(self, audio: np.ndarray, n_frames: int) -> None:
         """A live utterance's audio so far (live.py): frames are read lazily, so later ones see it."""
         self.audio, self.n_frames = audio, n_frames
-        if self._speaker_features is not None:
-            self._speaker_features.update(audio)
 
     def _add_voiced(self, opened: np.ndarray) -> None:
         self._open_ref.add(opened[opened > 0])
-
-    def _learned(self, start: int, stop: int) -> np.ndarray:
-        """(stop - start,) the speaker model's openness, or zeros without one."""
-        if self.speaker is None or self._speaker_features is None:
-            return np.zeros(stop - start, np.float32)
-        aperture = self.speaker.aperture(self._speaker_features.frames(start, stop))
-        return to_openness(aperture, self.range.curve or (self.range.closed, self.range.open))
 
     def _raw(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         feat = frame_features(self.audio, self.fps, start, stop)
@@ -220,7 +207,6 @@ class ShapeStream:
         base, done = -LOOKAHEAD, 0
         open_buf = np.zeros(LOOKAHEAD, np.float32)  # silence before the start
         spread_buf = np.zeros(LOOKAHEAD, np.float32)
-        learned_buf = np.zeros(LOOKAHEAD, np.float32)
         computed = 0
         while done < self.n_frames:
             need = min(done + LOOKAHEAD + 1, self.n_frames)
@@ -228,7 +214,6 @@ class ShapeStream:
                 stop = min(max(need, computed + CHUNK), self.n_frames)
                 o, s = self._raw(computed, stop)
                 open_buf, spread_buf = np.concatenate([open_buf, o]), np.concatenate([spread_buf, s])
-                learned_buf = np.concatenate([learned_buf, self._learned(computed, stop)])
                 computed = stop
             # Pad past the end with silence so the last frames still have look-ahead.
             i = done - base
@@ -237,9 +222,6 @@ class ShapeStream:
             swindow = _take(spread_buf, i - LOOKAHEAD, len(SMOOTH_KERNEL))
             # A frame that is itself silent is shut: smoothing must not leak opening into pauses.
             shown = float(window @ SMOOTH_KERNEL) if open_buf[i] > 0.0 else 0.0
-            if self.speaker is not None:
-                # The learned mapping has its own context, so it is blended in unsmoothed.
-                shown = float(blend_openness(np.array(shown, np.float32), learned_buf[i], self.speaker.blend))
             yield MouthShape(
                 aperture=r.aperture(shown),
                 width=width_mid + width_span * float(swindow @ SMOOTH_KERNEL),
@@ -250,7 +232,6 @@ class ShapeStream:
             if i > 2 * LOOKAHEAD + MAX_HOLD + CHUNK:
                 cut = i - LOOKAHEAD - MAX_HOLD
                 open_buf, spread_buf, base = open_buf[cut:], spread_buf[cut:], base + cut
-                learned_buf = learned_buf[cut:]
 
 
 def _held(raw: np.ndarray, hold: int) -> np.ndarray:
