@@ -5,7 +5,7 @@ tell that the audio reached the engine. `delay_s` makes it slow on purpose, and 
 how far it got, so tests can see incrementality and cancellation from the outside.
 
 Off by default, so that the plain fake stays the engine with neither: `live` gives it real-time
-sessions (speech frames are the avatar's frames), and `device_calls` makes it report each frame
+sessions (the avatar's frames, with the level bar while speaking), and `device_calls` makes it report each frame
 as a device call of one frame, as the batching musetalk engine reports its batches.
 """
 
@@ -31,7 +31,7 @@ class FakeEngine(Engine):
     def __init__(self, delay_s: float = 0.0, fail_at: int | None = None, prepare_delay_s: float = 0.0,
                  live: bool = False, device_calls: bool = False) -> None:
         self.delay_s = delay_s
-        self.live = live
+        self.live = live  # renderers have incremental rendering (real-time sessions); off: they refuse it
         if device_calls:  # the runtime hooks the scheduler to an engine that has this attribute
             self.on_device_call: Callable[[int, float], None] | None = None
         self.prepare_delay_s = prepare_delay_s
@@ -60,6 +60,11 @@ class _FakeRenderer(Renderer):
     def __init__(self, engine: FakeEngine, avatar: LoadedAvatar) -> None:
         self.engine, self.avatar = engine, avatar
 
+    def session(self, fps: float) -> FrameSession:
+        if not self.engine.live:
+            return super().session(fps)
+        return _FakeFrames(self.avatar, fps)
+
     def render(self, audio: np.ndarray, fps: float, cancel: threading.Event | None = None) -> Iterator[np.ndarray]:
         eng = self.engine
         eng.produced, eng.finished_at = 0, None
@@ -84,22 +89,21 @@ class _FakeRenderer(Renderer):
         finally:
             eng.finished_at = time.monotonic()
 
-    def session(self, fps: float) -> FrameSession:
-        if not self.engine.live:
-            return super().session(fps)
-        return _FakeLiveFrames(self.avatar)
 
+class _FakeFrames(FrameSession):
+    """Live frames: the avatar's own, with a bar as tall as the frame's audio level while speaking."""
 
-class _FakeLiveFrames(FrameSession):
-    def __init__(self, avatar: LoadedAvatar) -> None:
-        self.avatar = avatar
+    lookahead_s = 0.0
 
-    @property
-    def lookahead_s(self) -> float:
-        return 0.0
+    def __init__(self, avatar: LoadedAvatar, fps: float) -> None:
+        self.avatar, self.hop = avatar, int(SAMPLE_RATE / fps)
 
     def speech_frame(self, utterance: int, i: int, background: int, audio: np.ndarray, final: bool) -> np.ndarray:
-        return self.idle_frame(background)
+        frame = self.idle_frame(background)
+        window = audio[i * self.hop:(i + 1) * self.hop]
+        level = float(np.sqrt(np.mean(window ** 2))) if len(window) else 0.0
+        frame[: max(1, int(level * frame.shape[0])), :8] = 255
+        return frame
 
     def idle_frame(self, background: int) -> np.ndarray:
-        return self.avatar.frames[background]
+        return self.avatar.frames[background].copy()

@@ -23,10 +23,11 @@ from ..render.async_jobs import Jobs, expire_forever
 from ..render.cluster_jobs import ClusterJobs, tend_forever
 from ..render.job_resources import JobResources
 from ..runtime import EngineChoice, Runtime
+from ..webrtc.live import WebRtc
 from .errors import UnhandledErrorMiddleware, install_error_handlers
 from .middleware import BodyLimitMiddleware, ReplicaHeaderMiddleware, RequestMetricsMiddleware
 from .openapi import DESCRIPTION
-from .routes import avatars, health, inference, jobs, preview, realtime
+from .routes import avatars, health, inference, jobs, preview, realtime, webrtc
 from .state import AppState
 from .web import install_cors, install_offline_docs, install_page
 
@@ -51,7 +52,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         sweep_temp(settings.result_dir, 0 if settings.avatar_source == "local" else settings.temp_ttl_s)
         sweeper = asyncio.create_task(sweep_forever(settings.result_dir, settings.temp_ttl_s))
         pool_size = max(2, os.cpu_count() or 2)
-        state = AppState(runtime, metrics, ThreadPoolExecutor(pool_size, thread_name_prefix="encode"), pool_size)
+        state = AppState(runtime, metrics, ThreadPoolExecutor(pool_size, thread_name_prefix="encode"), pool_size,
+                         WebRtc(settings, metrics))
         state.jobs = _jobs(settings, runtime, metrics)
         expirer = asyncio.create_task(expire_forever(state.jobs))
         tender = asyncio.create_task(tend_forever(state.jobs)) if isinstance(state.jobs, ClusterJobs) else None
@@ -75,6 +77,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             if tender:
                 tender.cancel()
             await run_in_threadpool(state.jobs.close)
+            await state.webrtc.close_all()
+            for task in list(state.tasks):
+                task.cancel()
             for stream in list(state.streams):
                 stream.close()
             state.pool.shutdown(wait=False, cancel_futures=True)
@@ -94,7 +99,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     if settings.avatar_source == "kubernetes":
         app.add_middleware(ReplicaHeaderMiddleware, replica=settings.replica)
     install_cors(app, settings)
-    for module in (health, avatars, preview, inference, jobs, realtime):
+    for module in (health, avatars, preview, inference, jobs, realtime, webrtc):
         app.include_router(module.router)
     install_offline_docs(app)
     install_page(app)
