@@ -98,6 +98,13 @@ def stats(page) -> dict:
     return page.evaluate("() => window.musetalk.session && window.musetalk.session.stats")
 
 
+def status(page) -> str:
+    return page.locator("#live-status").inner_text()
+
+
+LIVE_BUTTONS = ("#mic", "#play-file", "#interrupt", "#stop", "#download")
+
+
 def test_page_loads_everything_from_its_own_origin(context, site):
     page, watch = open_page(context, site)
     page.wait_for_load_state("networkidle")
@@ -107,6 +114,26 @@ def test_page_loads_everything_from_its_own_origin(context, site):
     paths = {httpx.URL(u).path for u in watch.urls}
     assert {"/", "/static/style.css", "/static/js/main.js", "/static/js/api.js", "/static/js/live.js",
             "/avatars"} <= paths
+    # Nothing picked yet: the live buttons wait, and the page says what to do instead of a black box.
+    assert all(page.locator(b).is_disabled() for b in LIVE_BUTTONS)
+    assert page.locator("#screen-hint").is_visible() and "Pick an avatar" in page.locator("#screen-hint").inner_text()
+    assert status(page) == "Pick an avatar on the left (or create one) to go live."
+    assert watch.foreign() == [] and watch.errors == []
+
+
+def test_picking_an_avatar_shows_it_idle_at_once(context, site, avatar):
+    page, watch = open_page(context, site)
+    select(page, avatar)
+    # No audio sent: the session opened on the click, and its idle frames are painted.
+    page.wait_for_function("() => window.musetalk.session?.stats.framesDrawn >= 5", timeout=TIMEOUT_MS)
+    assert canvas_regions(page, (0, 0, 1, 1)) is None  # the first reading only stores the canvas
+    change = canvas_regions(page, (0, 0, 1, 1))
+    assert change["brightness"] > 20, change  # the avatar, not a black canvas
+    s = stats(page)
+    assert s["speakingFrames"] == 0 and s["utterance"] == 0 and s["lastDrawn"]["speaking"] is False
+    assert not page.locator("#screen-hint").is_visible()
+    assert status(page) == "Live, idle: 844×844 at 25 fps. Talk or speak a file."
+    assert not page.locator("#interrupt").is_disabled() and not page.locator("#stop").is_disabled()
     assert watch.foreign() == [] and watch.errors == []
 
 
@@ -152,12 +179,23 @@ def test_the_microphone_drives_the_avatar(context, site, avatar, tmp_path):
     s = stats(page)
     assert s["speakingFrames"] > 10 and s["latenciesMs"][0] > 0
     assert page.locator("#mic").inner_text() == "Stop talking"
+    assert status(page).startswith("Listening")
+    # The fake microphone's loop starts with a pause longer than the gate's 200 ms pre-roll: the
+    # latency clock starts at the pre-roll's first sample, a full pre-roll before the gate sent it.
+    assert s["leadInMs"][0] == pytest.approx(200, abs=25), s["leadInMs"]
+    assert s["latenciesMs"][0] > s["leadInMs"][0]
     # Mid-speech: the picture for the README (copied into docs/ when MUSETALK_SCREENSHOT=1).
     shot = tmp_path / "browser-demo.png"
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
     if os.environ.get("MUSETALK_SCREENSHOT") == "1":
         shutil.copyfile(shot, SCREENSHOT)
+    # The microphone off: the page stops saying it listens (the avatar may finish its utterance).
+    page.click("#mic")
+    assert page.locator("#mic").inner_text() == "Talk (microphone)"
+    assert not status(page).startswith("Listening"), status(page)
+    page.wait_for_function("() => /^Live, idle/.test(document.querySelector('#live-status').textContent)",
+                           timeout=TIMEOUT_MS)
     page.click("#stop")
     assert watch.foreign() == [] and watch.errors == []
 
@@ -177,6 +215,28 @@ def test_interrupt_stops_the_speech_at_once(context, site, avatar, clips):
     # A second of frames later the avatar is still idle: nothing more of the file was sent.
     s = stats(page)
     assert s["speakingFrames"] == spoken and s["speechAudioScheduledS"] < 2.5
+    assert status(page) == "Live, idle: 844×844 at 25 fps. Talk or speak a file."
+    assert watch.foreign() == [] and watch.errors == []
+
+
+def test_stop_leaves_the_avatar_idle_on_screen(context, site, avatar, clips):
+    page, watch = open_page(context, site)
+    select(page, avatar)
+    page.set_input_files("#audio-file", str(clips["speech"]))
+    page.click("#play-file")
+    page.wait_for_function("() => window.musetalk.session?.stats.speakingFramesDrawn > 10", timeout=TIMEOUT_MS)
+    assert status(page) == "Speaking speech.wav (3.0 s)…"
+    page.click("#stop")  # mid-speech
+    page.wait_for_function("() => window.musetalk.lastSession?.closed", timeout=TIMEOUT_MS)
+    last = page.evaluate("() => window.musetalk.lastSession.stats")
+    # The frame left on screen is idle (mouth shut), painted after the stop, not the open mouth.
+    assert last["lastDrawn"]["speaking"] is False and last["speakingFramesDrawn"] > 10
+    assert status(page) == "Stopped. Talk or speak a file to go live again."
+    assert all(page.locator(b).is_disabled() for b in ("#interrupt", "#stop"))
+    canvas_regions(page, (0, 0, 1, 1))
+    page.wait_for_timeout(200)
+    after = canvas_regions(page, (0, 0, 1, 1))
+    assert after["inside"] == after["outside"] == 0  # the closed session paints no more
     assert watch.foreign() == [] and watch.errors == []
 
 

@@ -11,7 +11,11 @@ const page = {
   session: null,
   audioContext: null,
   mic: null,
+  file: null, // the file being sent, in words
   fileRun: 0, // bumped to cancel a file being sent
+  speaking: false, // between the session's speech_started and speech_ended
+  stopped: false, // Stop was pressed, or the session closed
+  lastSession: null, // the session Stop ended, for tests and curious people
 };
 window.musetalk = page; // for tests and curious people: page.session.stats
 
@@ -75,12 +79,18 @@ function avatarItem(avatar) {
   return item;
 }
 
+// Picking an avatar opens its live session at once, so the idle avatar shows before anyone speaks.
 function select(avatarId) {
-  stopSession();
+  if (avatarId && avatarId === page.selected && page.session) return; // already live
+  dropSession();
   page.selected = avatarId;
+  page.stopped = false;
   for (const li of $("avatars").children) li.classList.toggle("selected", li.dataset.avatarId === avatarId);
   $("live-avatar").textContent = avatarId ? `· ${avatarId}` : "";
   for (const id of ["mic", "play-file", "download"]) $(id).disabled = !avatarId;
+  $("screen-hint").hidden = Boolean(avatarId);
+  showStatus();
+  if (avatarId) ensureSession().catch((e) => say($("live-status"), e.message, true));
 }
 
 async function createAvatar(event) {
@@ -117,7 +127,7 @@ async function createAvatar(event) {
 // ---- live
 
 function audioContext() {
-  // Made (and resumed) inside a click: browsers only let a user gesture start sound.
+  // Browsers only let a user gesture start sound: resumed on every click that needs it.
   if (!page.audioContext) page.audioContext = new AudioContext();
   page.audioContext.resume();
   return page.audioContext;
@@ -127,32 +137,60 @@ function showFigures(stats) {
   const latency = stats.latenciesMs.at(-1);
   $("fig-latency").textContent = latency === undefined ? "–" : `${Math.round(latency)} ms`;
   $("fig-fps").textContent = stats.fps.toFixed(1);
+  $("fig-bitrate").textContent = `${Math.round(stats.bitrateKbps)} kbit/s`;
   $("fig-underruns").textContent = String(stats.underruns);
   $("fig-gaps").textContent = String(stats.gaps);
   $("fig-utterance").textContent = String(stats.utterance);
 }
 
+// The status line says what the page is doing now, from its state: never a stale "Speaking".
+function liveStatus() {
+  const session = page.session;
+  if (!page.selected) return "Pick an avatar on the left (or create one) to go live.";
+  if (!session) return page.stopped ? "Stopped. Talk or speak a file to go live again." : "";
+  if (!session.ready) return "Connecting…";
+  const speaking = page.speaking ? " The avatar is speaking." : "";
+  if (page.mic) return `Listening: speak, the avatar follows.${speaking}`;
+  if (page.file) return `Speaking ${page.file}…`;
+  if (page.speaking) return "Speaking…";
+  const { width, height, fps } = session.ready;
+  return `Live, idle: ${width}×${height} at ${fps} fps. Talk or speak a file.`;
+}
+
+function showStatus() {
+  say($("live-status"), liveStatus());
+}
+
+function onSessionEvent(session, m) {
+  if (page.session !== session) return; // a session the page has already let go
+  if (m.type === "speech_started") page.speaking = true;
+  if (m.type === "speech_ended") page.speaking = false;
+  if (m.type === "error") { say($("live-status"), `${m.code}: ${m.detail}`, true); return; }
+  if (m.type === "closed") {
+    stopInputs();
+    page.session = null;
+    page.stopped = true;
+    setLive(false);
+    if (m.code !== 1000) {
+      say($("live-status"), `The session closed (${m.code}${m.reason ? ": " + m.reason : ""}).`, true);
+      return;
+    }
+  }
+  if (["ready", "speech_started", "speech_ended", "closed"].includes(m.type)) showStatus();
+}
+
 async function ensureSession() {
-  if (page.session && !page.session.closed) return page.session;
+  if (page.session && !page.session.closed) return page.session.opened;
   const session = new RealtimeSession({
     url: socketUrl(`inference/realtime/${encodeURIComponent(page.selected)}`),
     canvas: $("screen"), audioContext: audioContext(), sampleRate: SAMPLE_RATE, onUpdate: showFigures,
-    onEvent: (m) => {
-      if (m.type === "error") say($("live-status"), `${m.code}: ${m.detail}`, true);
-      if (m.type === "closed" && page.session === session) {
-        stopInputs();
-        page.session = null;
-        setLive(false);
-        if (m.code !== 1000) say($("live-status"), `The session closed (${m.code}${m.reason ? ": " + m.reason : ""}).`, true);
-      }
-    },
+    onEvent: (m) => onSessionEvent(session, m),
   });
   page.session = session;
-  say($("live-status"), "Connecting…");
-  await session.open();
-  setLive(true);
-  say($("live-status"), `Live: ${session.ready.width}×${session.ready.height} at ${session.ready.fps} fps.`);
-  return session;
+  page.speaking = false;
+  showStatus();
+  session.opened = session.open().then(() => { setLive(true); return session; });
+  return session.opened;
 }
 
 function setLive(on) {
@@ -162,44 +200,73 @@ function setLive(on) {
 
 function stopInputs() {
   page.fileRun += 1;
+  page.file = null;
   if (page.mic) page.mic.stop();
   page.mic = null;
   $("mic").textContent = "Talk (microphone)";
 }
 
-function stopSession() {
+// Another avatar, or the avatar gone: let the session go at once.
+function dropSession() {
   stopInputs();
   if (page.session) page.session.close();
   page.session = null;
+  page.speaking = false;
   setLive(false);
 }
 
+// Stop: the avatar goes back to idle (mouth shut) on screen, then the session closes.
+async function stopSession() {
+  const session = page.session;
+  page.lastSession = session;
+  stopInputs();
+  page.session = null;
+  page.speaking = false;
+  page.stopped = true;
+  setLive(false);
+  showStatus();
+  if (session) await session.stop();
+}
+
+function interrupt() {
+  page.fileRun += 1;
+  page.file = null;
+  page.speaking = false;
+  if (page.session) page.session.interrupt();
+  showStatus();
+}
+
 async function toggleMic() {
+  audioContext();
   if (page.mic) {
     stopInputs();
     if (page.session) page.session.end();
+    showStatus();
     return;
   }
   try {
     const session = await ensureSession();
     const gate = new VoiceGate(session);
-    page.mic = await startMicrophone(audioContext(), SAMPLE_RATE, (pcm) => gate.push(pcm));
+    page.mic = await startMicrophone(audioContext(), SAMPLE_RATE, (pcm, at) => gate.push(pcm, at));
     $("mic").textContent = "Stop talking";
-    say($("live-status"), "Listening: speak, the avatar follows.");
+    showStatus();
   } catch (e) {
     say($("live-status"), e.message, true);
   }
 }
 
 async function playFile() {
+  audioContext();
   const file = $("audio-file").files[0];
   if (!file) { say($("live-status"), "Choose an audio file first.", true); return; }
   try {
     const session = await ensureSession();
     const pcm = await decodeFile(audioContext(), file, SAMPLE_RATE);
     const run = ++page.fileRun;
-    say($("live-status"), `Speaking ${file.name} (${(pcm.length / SAMPLE_RATE).toFixed(1)} s)…`);
+    page.file = `${file.name} (${(pcm.length / SAMPLE_RATE).toFixed(1)} s)`;
+    showStatus();
     await sendPaced(session, pcm, SAMPLE_RATE, { cancelled: () => run !== page.fileRun });
+    if (run === page.fileRun) { page.file = null; showStatus(); }
   } catch (e) {
     say($("live-status"), e.message, true);
   }
@@ -233,10 +300,13 @@ function init() {
   $("create-form").onsubmit = createAvatar;
   $("mic").onclick = toggleMic;
   $("play-file").onclick = playFile;
-  $("interrupt").onclick = () => { page.fileRun += 1; if (page.session) page.session.interrupt(); };
+  $("interrupt").onclick = interrupt;
   $("stop").onclick = stopSession;
   $("download").onclick = downloadMp4;
   refreshAvatars();
+  showStatus();
+  // A closed tab ends the session now, not when the server's idle timeout notices.
+  window.addEventListener("pagehide", dropSession);
 }
 
 init();
