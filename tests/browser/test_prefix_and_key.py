@@ -58,6 +58,7 @@ def test_the_page_works_behind_a_prefix_with_a_key(context, keyed, clips):
     page.wait_for_function(
         "() => document.querySelector('#avatars li[data-avatar-id=still] img')?.naturalWidth === 844")
     assert page.evaluate("() => localStorage.getItem('musetalk.apiKey')") == KEY
+    page.select_option("#transport", "websocket")  # WebRTC's own test is test_webrtc.py
     page.click("#avatars li[data-avatar-id=still] strong")
     page.set_input_files("#audio-file", str(clips["speech"]))
     page.click("#play-file")

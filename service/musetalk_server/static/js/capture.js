@@ -85,7 +85,8 @@ export class VoiceGate {
 }
 
 // Starts the microphone into `onChunk(pcm16, capturedAt)`, `capturedAt` the performance.now() time
-// of the chunk's first sample (one chunk before it was complete); resolves with {stop()}.
+// of the chunk's first sample (one chunk before it was complete); resolves with {track, stop()}
+// (the track for a peer connection to send).
 export async function startMicrophone(ctx, outRate, onChunk) {
   const media = await navigator.mediaDevices.getUserMedia({
     audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true },
@@ -107,6 +108,7 @@ export async function startMicrophone(ctx, outRate, onChunk) {
   source.connect(node);
   node.connect(mute);
   return {
+    track: media.getAudioTracks()[0],
     stop() {
       source.disconnect();
       node.disconnect();

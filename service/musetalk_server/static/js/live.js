@@ -40,6 +40,8 @@ export function emptyStats() {
     framesReceived: 0, framesDrawn: 0, speakingFrames: 0, speakingFramesDrawn: 0, underruns: 0, gaps: 0,
     audioScheduledS: 0, speechAudioScheduledS: 0, latenciesMs: [], fps: 0, utterance: 0, events: [],
     bytesReceived: 0, bitrateKbps: 0, lastDrawn: null, // {index, speaking} of the frame on screen
+    jitterMs: 0, // RFC 3550's interarrival jitter, of frames against their pts (as getStats reports it)
+    framesDropped: 0, // received but never painted: their time had passed
     leadInMs: [], // per utterance: how long before it was sent its first sample was captured
   };
 }
@@ -57,6 +59,7 @@ export class RealtimeSession {
     this.lastSpoken = 0; // highest utterance number seen speaking
     this.arrivals = []; // [performance.now(), bytes] of the last second's frames
     this.onDrawn = null; // Stop's wait for an idle frame on screen
+    this.transit = null; // arrival minus pts of the previous frame, for the jitter
     this.out = audioContext.createGain();
     this.out.connect(audioContext.destination);
   }
@@ -106,6 +109,9 @@ export class RealtimeSession {
     }
     this.ws.send(pcm.buffer.byteLength === pcm.byteLength ? pcm.buffer : pcm.slice().buffer);
   }
+
+  // What the microphone's voice gate feeds: on the socket, the session itself.
+  gateSink() { return this; }
 
   end() { this.sendText({ type: "end" }); }
 
@@ -158,6 +164,9 @@ export class RealtimeSession {
       }
     }
     s.bytesReceived += buffer.byteLength;
+    const transit = now - frame.pts;
+    if (this.transit !== null) s.jitterMs += (Math.abs(transit - this.transit) - s.jitterMs) / 16;
+    this.transit = transit;
     this.arrivals.push([now, buffer.byteLength]);
     while (this.arrivals[0][0] < now - FPS_WINDOW_MS) this.arrivals.shift();
     s.fps = this.arrivals.length * 1000 / FPS_WINDOW_MS;
@@ -202,7 +211,7 @@ export class RealtimeSession {
     let firstOf = null; // a latency mark of a frame dropped undrawn passes to the one painted
     this.queue.sort((a, b) => a.when - b.when);
     while (this.queue.length && this.queue[0].when <= now) {
-      if (due) due.bitmap.close();
+      if (due) { due.bitmap.close(); this.stats.framesDropped += 1; }
       due = this.queue.shift();
       firstOf = firstOf ?? due.firstOf;
     }

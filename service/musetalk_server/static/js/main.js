@@ -2,8 +2,9 @@
 import { apiKey, getJson, request, setApiKey, socketUrl, upload } from "./api.js";
 import { decodeFile, sendPaced, startMicrophone, VoiceGate } from "./capture.js";
 import { RealtimeSession } from "./live.js";
+import { WebRtcSession } from "./webrtc.js";
 
-const SAMPLE_RATE = 16000; // the session's audio rate, in the socket's URL (`?sample_rate=`)
+const SAMPLE_RATE = 16000; // the socket session's audio rate (`?sample_rate=`), and the mic gate's
 const $ = (id) => document.getElementById(id);
 
 const page = {
@@ -138,9 +139,43 @@ function showFigures(stats) {
   $("fig-latency").textContent = latency === undefined ? "–" : `${Math.round(latency)} ms`;
   $("fig-fps").textContent = stats.fps.toFixed(1);
   $("fig-bitrate").textContent = `${Math.round(stats.bitrateKbps)} kbit/s`;
-  $("fig-underruns").textContent = String(stats.underruns);
-  $("fig-gaps").textContent = String(stats.gaps);
+  $("fig-jitter").textContent = `${stats.jitterMs.toFixed(1)} ms`;
+  $("fig-dropped").textContent = String(stats.framesDropped);
+  // The socket's own: the server's underrun flag, and its audio clock re-anchored (WebRTC's jitter
+  // buffer hides both).
+  $("fig-underruns").textContent = "underruns" in stats ? String(stats.underruns) : "–";
+  $("fig-gaps").textContent = "gaps" in stats ? String(stats.gaps) : "–";
   $("fig-utterance").textContent = String(stats.utterance);
+}
+
+// The socket's frames are painted on the canvas; WebRTC's play in the <video>. A stopped WebRTC
+// session leaves its last (idle) frame on the canvas, since its video element goes blank.
+function showScreen(element) {
+  $("screen").hidden = element !== $("screen");
+  $("video").hidden = element !== $("video");
+}
+
+function keepLastVideoFrame() {
+  const video = $("video");
+  const canvas = $("screen");
+  if (!video.videoWidth) return;
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  canvas.getContext("2d").drawImage(video, 0, 0);
+  showScreen(canvas);
+}
+
+function newSession(onEvent) {
+  const avatar = encodeURIComponent(page.selected);
+  if ($("transport").value === "webrtc") {
+    showScreen($("video"));
+    return new WebRtcSession({ url: `inference/webrtc/${avatar}`, video: $("video"), onUpdate: showFigures, onEvent });
+  }
+  showScreen($("screen"));
+  return new RealtimeSession({
+    url: socketUrl(`inference/realtime/${avatar}`), canvas: $("screen"), audioContext: audioContext(),
+    sampleRate: SAMPLE_RATE, onUpdate: showFigures, onEvent,
+  });
 }
 
 // The status line says what the page is doing now, from its state: never a stale "Speaking".
@@ -181,11 +216,7 @@ function onSessionEvent(session, m) {
 
 async function ensureSession() {
   if (page.session && !page.session.closed) return page.session.opened;
-  const session = new RealtimeSession({
-    url: socketUrl(`inference/realtime/${encodeURIComponent(page.selected)}`),
-    canvas: $("screen"), audioContext: audioContext(), sampleRate: SAMPLE_RATE, onUpdate: showFigures,
-    onEvent: (m) => onSessionEvent(session, m),
-  });
+  const session = newSession((m) => onSessionEvent(session, m));
   page.session = session;
   page.speaking = false;
   showStatus();
@@ -202,6 +233,7 @@ function stopInputs() {
   page.fileRun += 1;
   page.file = null;
   if (page.mic) page.mic.stop();
+  if (page.mic && page.session && page.session.setMicrophone) page.session.setMicrophone(null);
   page.mic = null;
   $("mic").textContent = "Talk (microphone)";
 }
@@ -225,7 +257,9 @@ async function stopSession() {
   page.stopped = true;
   setLive(false);
   showStatus();
-  if (session) await session.stop();
+  if (!session) return;
+  await session.stop();
+  if (session instanceof WebRtcSession) keepLastVideoFrame();
 }
 
 function interrupt() {
@@ -246,8 +280,11 @@ async function toggleMic() {
   }
   try {
     const session = await ensureSession();
-    const gate = new VoiceGate(session);
+    // Over WebRTC the microphone is the audio track (the server gates it) and this gate only times
+    // utterances; over the socket this gate decides what is sent.
+    const gate = new VoiceGate(session.gateSink());
     page.mic = await startMicrophone(audioContext(), SAMPLE_RATE, (pcm, at) => gate.push(pcm, at));
+    if (session.setMicrophone) await session.setMicrophone(page.mic.track);
     $("mic").textContent = "Stop talking";
     showStatus();
   } catch (e) {
@@ -261,11 +298,12 @@ async function playFile() {
   if (!file) { say($("live-status"), "Choose an audio file first.", true); return; }
   try {
     const session = await ensureSession();
-    const pcm = await decodeFile(audioContext(), file, SAMPLE_RATE);
+    const rate = session.sampleRate; // the session's word (`ready`): 16 kHz on the socket, 48 over WebRTC
+    const pcm = await decodeFile(audioContext(), file, rate);
     const run = ++page.fileRun;
-    page.file = `${file.name} (${(pcm.length / SAMPLE_RATE).toFixed(1)} s)`;
+    page.file = `${file.name} (${(pcm.length / rate).toFixed(1)} s)`;
     showStatus();
-    await sendPaced(session, pcm, SAMPLE_RATE, { cancelled: () => run !== page.fileRun });
+    await sendPaced(session, pcm, rate, { cancelled: () => run !== page.fileRun });
     if (run === page.fileRun) { page.file = null; showStatus(); }
   } catch (e) {
     say($("live-status"), e.message, true);
@@ -303,6 +341,8 @@ function init() {
   $("interrupt").onclick = interrupt;
   $("stop").onclick = stopSession;
   $("download").onclick = downloadMp4;
+  // Another transport: the live session starts again over it.
+  $("transport").onchange = () => { const avatar = page.selected; page.selected = null; select(avatar); };
   refreshAvatars();
   showStatus();
   // A closed tab ends the session now, not when the server's idle timeout notices.
