@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from musetalk_server.engines.base import AvatarFrames, Engine, LoadedAvatar, Renderer
+from musetalk_server.engines.base import AvatarFrames, Engine, FrameSession, LoadedAvatar, Renderer
 from musetalk_server.errors import AvatarEngineMismatch
 from musetalk_server.media.frame_timing import SAMPLE_RATE, frame_count, pingpong_index
 
@@ -24,7 +24,9 @@ class FakeEngine(Engine):
     name = "fake"
     artifact_version = 1
 
-    def __init__(self, delay_s: float = 0.0, fail_at: int | None = None, prepare_delay_s: float = 0.0) -> None:
+    def __init__(self, delay_s: float = 0.0, fail_at: int | None = None, prepare_delay_s: float = 0.0,
+                 live: bool = False) -> None:
+        self.live = live  # renderers have incremental rendering (real-time sessions); off: they refuse it
         self.delay_s = delay_s
         self.prepare_delay_s = prepare_delay_s
         self.fail_at = fail_at
@@ -52,6 +54,11 @@ class _FakeRenderer(Renderer):
     def __init__(self, engine: FakeEngine, avatar: LoadedAvatar) -> None:
         self.engine, self.avatar = engine, avatar
 
+    def session(self, fps: float) -> FrameSession:
+        if not self.engine.live:
+            return super().session(fps)
+        return _FakeFrames(self.avatar, fps)
+
     def render(self, audio: np.ndarray, fps: float, cancel: threading.Event | None = None) -> Iterator[np.ndarray]:
         eng = self.engine
         eng.produced, eng.finished_at = 0, None
@@ -72,3 +79,22 @@ class _FakeRenderer(Renderer):
                 yield frame
         finally:
             eng.finished_at = time.monotonic()
+
+
+class _FakeFrames(FrameSession):
+    """Live frames: the avatar's own, with a bar as tall as the frame's audio level while speaking."""
+
+    lookahead_s = 0.0
+
+    def __init__(self, avatar: LoadedAvatar, fps: float) -> None:
+        self.avatar, self.hop = avatar, int(SAMPLE_RATE / fps)
+
+    def speech_frame(self, utterance: int, i: int, background: int, audio: np.ndarray, final: bool) -> np.ndarray:
+        frame = self.idle_frame(background)
+        window = audio[i * self.hop:(i + 1) * self.hop]
+        level = float(np.sqrt(np.mean(window ** 2))) if len(window) else 0.0
+        frame[: max(1, int(level * frame.shape[0])), :8] = 255
+        return frame
+
+    def idle_frame(self, background: int) -> np.ndarray:
+        return self.avatar.frames[background].copy()

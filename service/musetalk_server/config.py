@@ -69,6 +69,27 @@ class Settings(BaseSettings):
         "dropped with a `too_large` event"))
     realtime_max_session_s: float = Field(3600.0, gt=0, description="a real-time session's length cap (close 4408)")
 
+    # WebRTC (POST /inference/webrtc/...; docs/webrtc.md).
+    webrtc_ice_servers: str = Field("", description=(
+        "comma-separated STUN and TURN URLs the server's peers gather candidates from "
+        "(`stun:stun.example.com:3478,turn:turn.example.com:3478?transport=udp`); at most one of each is used. "
+        "Empty: host candidates only (loopback, a LAN, `hostNetwork`)"))
+    webrtc_turn_username: str | None = Field(None, description="the TURN server's username (from a Secret in Kubernetes)")
+    webrtc_turn_credential: str | None = Field(None, description="the TURN server's password (from a Secret in Kubernetes)")
+    webrtc_max_viewers: int = Field(10, ge=0, description=(
+        "viewers a session may have at once (its feeder not counted); the next gets 429 `too_many_viewers`"))
+    webrtc_viewer_token_ttl_s: float = Field(300.0, gt=0, description=(
+        "how long the `viewer_token` of a session's `ready` event lets new viewers join without the API key"))
+    webrtc_consent_timeout_s: int = Field(6, ge=2, description=(
+        "a peer that stops answering ICE consent checks (sent every second) for this long is dropped and its "
+        "resources freed"))
+    webrtc_video_crf: int = Field(26, ge=0, le=51, description=(
+        "H.264 (and VP8) constant rate factor of a session's video: lower is better and larger"))
+    webrtc_max_video_kbps: int = Field(1500, ge=100, description=(
+        "the video's peak rate (the encoder's VBV cap), so no second of it floods a viewer's link"))
+    webrtc_x264_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast"] = Field(
+        "superfast", description="x264's speed preset for a session's H.264 (always with `tune=zerolatency`)")
+
     # Capacity (device/scheduler.py).
     queue_timeout_s: float = Field(30.0, ge=0, description=(
         "how long a batch, an unpaced stream or a preprocess waits for the device before 429 `busy`"))

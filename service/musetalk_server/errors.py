@@ -48,6 +48,10 @@ __all__ = [
     "JobNotFinished",
     "JobFailed",
     "TooManyJobs",
+    "NotSdp",
+    "InvalidOffer",
+    "SessionNotFound",
+    "TooManyViewers",
 ]
 
 # What kind of operation answers an error. A route names the kinds it is (api/routes/), an error
@@ -65,6 +69,10 @@ OperationKind = Literal[
     "job_result",  # fetches an async job's MP4
     "probe",  # the readiness probe
     "realtime",  # the real-time WebSocket (closes with 4000 + the status; OpenAPI cannot describe it)
+    "realtime_open",  # opens a real-time session of an avatar over HTTP (POST /inference/webrtc/{avatar_id})
+    "sdp_offer",  # takes an SDP offer as its body
+    "live_session",  # names a live real-time session (or one of its viewers) in its path
+    "viewer_join",  # adds a viewer to a live session
 ]
 
 
@@ -79,7 +87,7 @@ class MuseTalkError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
     when: ClassVar[str] = "model or GPU failure; the trace goes to the server log, never to the client"
-    raised_by: ClassVar[frozenset[OperationKind]] = frozenset({"device", "realtime"})
+    raised_by: ClassVar[frozenset[OperationKind]] = frozenset({"device", "realtime", "realtime_open"})
     # Headers the answer carries besides the body, by name: what each says (for the OpenAPI).
     response_headers: ClassVar[dict[str, str]] = {}
 
@@ -110,13 +118,13 @@ def documented_errors() -> Iterator[type[MuseTalkError]]:
 class InvalidAvatarId(MuseTalkError):
     status, code = 422, "invalid_avatar_id"
     when = "the id does not match `^[A-Za-z0-9_-]{1,64}$` (path traversal included)"
-    raised_by = frozenset({"avatar", "preprocess", "realtime"})
+    raised_by = frozenset({"avatar", "preprocess", "realtime", "realtime_open"})
 
 
 class AvatarNotFound(MuseTalkError):
     status, code = 404, "avatar_not_found"
     when = "the avatar does not exist (it needs preprocessing)"
-    raised_by = frozenset({"avatar", "realtime"})
+    raised_by = frozenset({"avatar", "realtime", "realtime_open"})
 
 
 class AvatarExists(MuseTalkError):
@@ -131,7 +139,7 @@ class AvatarEngineMismatch(MuseTalkError):
 
     status, code = 409, "avatar_engine_mismatch"
     when = "the avatar was prepared by another engine than the one serving"
-    raised_by = frozenset({"render", "realtime"})
+    raised_by = frozenset({"render", "realtime", "realtime_open"})
 
 
 class TooLarge(MuseTalkError):
@@ -163,6 +171,13 @@ class InvalidSamples(UnsupportedMedia):
     when = "audio with NaN or infinite samples (the message gives the time of the first)"
 
 
+class NotSdp(UnsupportedMedia):
+    """A WebRTC offer's body came with another Content-Type than application/sdp."""
+
+    when = "WebRTC: the offer's `Content-Type` is not `application/sdp`"
+    raised_by = frozenset({"sdp_offer"})
+
+
 class NoFaceDetected(MuseTalkError):
     status, code = 422, "no_face_detected"
     when = "no face in the video; the message names the frame"
@@ -171,9 +186,9 @@ class NoFaceDetected(MuseTalkError):
 
 class InvalidInput(MuseTalkError):
     status, code = 422, "invalid_input"
-    when = ("a missing or malformed field or request body, audio shorter than one frame, a job id that is not of "
-            "the form jobs are given (letters, digits, `-`, `_`; up to 64)")
-    raised_by = frozenset({"upload", "job", "realtime"})
+    when = ("a missing or malformed field or request body, audio shorter than one frame, a job id (or WebRTC "
+            "session or viewer id) that is not of the form they are given (letters, digits, `-`, `_`; up to 64)")
+    raised_by = frozenset({"upload", "job", "realtime", "live_session"})
 
 
 class Unauthorized(MuseTalkError):
@@ -204,7 +219,7 @@ class NotReady(MuseTalkError):
     status, code = 503, "not_ready"
     when = ("the engine is still loading or failed to load, or the server is shutting down "
             "(`\"the server is shutting down\"`)")
-    raised_by = frozenset({"device", "probe", "realtime"})
+    raised_by = frozenset({"device", "probe", "realtime", "realtime_open"})
 
 
 class Busy(MuseTalkError):
@@ -214,7 +229,7 @@ class Busy(MuseTalkError):
     when = ("the device cannot take the work on time now; the `Retry-After` header says in how many seconds to "
             "try again. A paced stream is refused at once; a batch, an unpaced stream or a preprocess after "
             "waiting `MUSETALK_QUEUE_TIMEOUT_S`")
-    raised_by = frozenset({"device", "realtime"})
+    raised_by = frozenset({"device", "realtime", "realtime_open"})
     response_headers: ClassVar[dict[str, str]] = {"Retry-After": "seconds to wait before trying again"}
 
     def __init__(self, detail: str, *, retry_after_s: int) -> None:
@@ -265,7 +280,7 @@ class AvatarCorrupt(MuseTalkError):
     when = ("that avatar's files on disk cannot be read back (a truncated frame or landmarks file, a garbled "
             "manifest); logged; other avatars are unaffected, and the list leaves out one whose manifest is "
             "unreadable. Preprocess it again with `overwrite=true`")
-    raised_by = frozenset({"reads_avatar", "render", "realtime"})
+    raised_by = frozenset({"reads_avatar", "render", "realtime", "realtime_open"})
 
 
 class SessionTimeout(MuseTalkError):
@@ -308,3 +323,28 @@ class TooManyJobs(MuseTalkError):
     status, code = 429, "too_many_jobs"
     when = "`MUSETALK_MAX_JOBS` async jobs are already queued or running"
     raised_by = frozenset({"async_batch"})
+
+
+class InvalidOffer(MuseTalkError):
+    """An SDP offer that does not parse, or lacks the transceivers or codecs its role needs."""
+
+    status, code = 422, "invalid_sdp"
+    when = ("WebRTC: the SDP offer does not parse, lacks a video transceiver that receives or the audio one "
+            "its role needs, or offers neither H.264 nor VP8 video, or no Opus audio; the message says which")
+    raised_by = frozenset({"sdp_offer"})
+
+
+class SessionNotFound(MuseTalkError):
+    """No live real-time session has this id (it ended, or never was)."""
+
+    status, code = 404, "session_not_found"
+    when = "WebRTC: no live real-time session (or viewer of one) has that id; it ended, or never was"
+    raised_by = frozenset({"live_session"})
+
+
+class TooManyViewers(MuseTalkError):
+    """The session has MUSETALK_WEBRTC_MAX_VIEWERS viewers already."""
+
+    status, code = 429, "too_many_viewers"
+    when = "WebRTC: the session has `MUSETALK_WEBRTC_MAX_VIEWERS` viewers already; one must leave first"
+    raised_by = frozenset({"viewer_join"})

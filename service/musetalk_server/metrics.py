@@ -15,6 +15,7 @@ _FPS_BUCKETS = (5, 10, 25, 50, 100, 200, 400, 800, 1600)
 _FIRST_SPEECH_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0, 2.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 _LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56)
+_ENCODE_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)
 _PREPROCESS_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 
@@ -61,6 +62,19 @@ class Metrics:
         self.realtime_underruns = Counter("musetalk_realtime_underruns", "Runs of frames whose audio had not arrived",
                                           registry=r)
         self.realtime_interrupts = Counter("musetalk_realtime_interrupts", "Interrupts received", registry=r)
+        # WebRTC (webrtc/): peer connections, and the one encoder per session and codec they share.
+        self.webrtc_peers = Gauge("musetalk_webrtc_peers", "WebRTC peer connections open, by role (feeder, viewer)",
+                                  ["role"], registry=r)
+        self.webrtc_bytes = Counter("musetalk_webrtc_bytes_sent",
+                                    "Media payload handed to WebRTC senders, all peers, by kind (audio, video); "
+                                    "rate() x 8 is the bitrate", ["kind"], registry=r)
+        self.webrtc_encoders = Gauge("musetalk_webrtc_encoders", "Video encoders alive, by codec", ["codec"],
+                                     registry=r)
+        self.webrtc_encode_seconds = Histogram("musetalk_webrtc_encode_seconds",
+                                               "CPU time to encode one video frame, by codec", ["codec"],
+                                               buckets=_ENCODE_BUCKETS, registry=r)
+        self.webrtc_keyframes = Counter("musetalk_webrtc_keyframes", "Video key frames encoded (each reaches every "
+                                        "viewer of its session)", registry=r)
         # The device scheduler (device/scheduler.py).
         self.sched_queue = Gauge("musetalk_scheduler_queue_depth", "Requests waiting for the device, by priority",
                                  ["priority"], registry=r)

@@ -23,6 +23,7 @@ from musetalk_server.avatars.layout import AVATAR_ID_PATTERN, MANIFEST, frame_pa
 from musetalk_server.media.jpeg import jpeg_part
 from servers import make_server
 from testkit.mediatools import first_frames, parse_mjpeg
+from testkit.webrtc_peer import offer_sdp
 
 KEY = "schema-secret"
 # Statuses only cluster mode can answer (it needs a Kubernetes API; tests/operator cover it).
@@ -32,7 +33,9 @@ CLUSTER_ONLY = {("post", "/avatars/preprocess", 504)}
 # batches in tests/api/test_capacity.py, 507 for preprocess, batch and a spooled upload in
 # tests/api/test_faults.py.
 PROVOKED_ELSEWHERE = {(m, p, s) for m, p in (("post", "/avatars/preprocess"), ("post", "/inference/stream/{avatar_id}"),
-                                             ("post", "/inference/batch/{avatar_id}")) for s in (429, 507)}
+                                             ("post", "/inference/batch/{avatar_id}")) for s in (429, 507)} | {
+    # A full device, and a session with its viewers: tests/api/test_webrtc_errors.py.
+    ("post", "/inference/webrtc/{avatar_id}", 429), ("post", "/inference/webrtc/sessions/{session_id}", 429)}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,7 @@ def api(tmp_path_factory):
     cv2.imwrite(str(still), first_frames(media("vr_face2.mp4"), 1)[0])
     text = d / "notes.mp4"
     text.write_text("not media\n")
-    engine = FakeEngine()
+    engine = FakeEngine(live=True)  # WebRTC sessions render live
     with make_server(d, engine, api_key=KEY, max_upload_mb=1, max_video_seconds=3,
                      max_audio_seconds=6) as server, \
             httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=60) as client:
@@ -213,6 +216,95 @@ def _job_cases(method: str, suffix: str = "") -> dict[int, Callable]:
     return cases
 
 
+def _sdp(client, path, body=None, content_type="application/sdp", **kw):
+    return client.post(path, content=offer_sdp() if body is None else body,
+                       headers={"Content-Type": content_type, **kw.pop("headers", {})}, **kw)
+
+
+def _webrtc_session(client) -> str:
+    """A live session's resource (a WebRTC-fed one, whose peer never connects)."""
+    r = _sdp(client, "/inference/webrtc/face")
+    assert r.status_code == 201, r.text
+    return r.headers["location"]
+
+
+def _in_session(client, call):
+    """`call(session resource)` on a live session, ended afterwards."""
+    session = _webrtc_session(client)
+    try:
+        return call(session)
+    finally:
+        client.delete(session)
+
+
+def _webrtc_cases() -> dict[tuple[str, str], dict[int, Callable]]:
+    create = "/inference/webrtc/face"
+
+    def loading(server, engine, client, files):
+        with _engine_loading(server):
+            return _sdp(client, create)
+
+    def corrupt(server, engine, client, files):
+        assert _preprocess(client, "torn", files["still"], overwrite="true").status_code == 200
+        folder = server.server.config.app.state.musetalk.runtime.store.path("torn")
+        (folder / MANIFEST).write_text("{not json")
+        server.server.config.app.state.musetalk.runtime.cache.evict("torn")
+        return _sdp(client, "/inference/webrtc/torn")
+
+    def created(server, engine, client, files):
+        r = _sdp(client, create)
+        client.delete(r.headers["location"])
+        return r
+
+    def viewer(server, engine, client, files):
+        session = _webrtc_session(client)
+        r = _sdp(client, session, offer_sdp(feeder=False))
+        client.delete(session)
+        return r
+
+    def left(server, engine, client, files):
+        session = _webrtc_session(client)
+        viewer = _sdp(client, session, offer_sdp(feeder=False)).headers["location"]
+        try:
+            return client.delete(viewer)
+        finally:
+            client.delete(session)
+
+    unknown = "/inference/webrtc/sessions/no-such-session"
+    return {
+        ("post", "/inference/webrtc/{avatar_id}"): {
+            201: created,
+            401: lambda s, e, c, f: _sdp(httpx, f"{s.url}{create}"),
+            404: lambda s, e, c, f: _sdp(c, "/inference/webrtc/nobody"),
+            409: lambda s, e, c, f: _sdp(c, f"/inference/webrtc/{_mismatched(s, c, f)}"),
+            415: lambda s, e, c, f: _sdp(c, create, "v=0\r\n", content_type="text/plain"),
+            422: lambda s, e, c, f: _sdp(c, create, "hello"),
+            500: corrupt,
+            503: loading,
+        },
+        ("post", "/inference/webrtc/sessions/{session_id}"): {
+            201: viewer,
+            401: lambda s, e, c, f: _sdp(httpx, f"{s.url}{unknown}", offer_sdp(feeder=False)),
+            404: lambda s, e, c, f: _sdp(c, unknown, offer_sdp(feeder=False)),
+            415: lambda s, e, c, f: _in_session(c, lambda at: _sdp(c, at, "v=0\r\n", content_type="text/plain")),
+            422: lambda s, e, c, f: _in_session(c, lambda at: _sdp(c, at, offer_sdp(feeder=True).replace(
+                "a=recvonly", "a=inactive"))),  # its video receives nothing
+        },
+        ("delete", "/inference/webrtc/sessions/{session_id}"): {
+            200: lambda s, e, c, f: c.delete(_webrtc_session(c)),
+            401: lambda s, e, c, f: httpx.delete(f"{s.url}{unknown}"),
+            404: lambda s, e, c, f: c.delete(unknown),
+            422: lambda s, e, c, f: c.delete("/inference/webrtc/sessions/bad.id"),
+        },
+        ("delete", "/inference/webrtc/sessions/{session_id}/viewers/{viewer_id}"): {
+            200: left,
+            401: lambda s, e, c, f: httpx.delete(f"{s.url}{unknown}/viewers/x"),
+            404: lambda s, e, c, f: c.delete(f"{unknown}/viewers/x"),
+            422: lambda s, e, c, f: c.delete(f"{unknown}/viewers/bad.id"),
+        },
+    }
+
+
 CASES: dict[tuple[str, str], dict[int, Callable]] = {
     ("get", "/health"): {200: lambda s, e, c, f: httpx.get(f"{s.url}/health")},
     ("get", "/health/live"): {200: lambda s, e, c, f: httpx.get(f"{s.url}/health/live")},
@@ -230,6 +322,7 @@ CASES: dict[tuple[str, str], dict[int, Callable]] = {
     ("get", "/jobs/{job_id}"): _job_cases("GET"),
     ("get", "/jobs/{job_id}/result"): _job_cases("GET", "/result"),
     ("delete", "/jobs/{job_id}"): _job_cases("DELETE"),
+    **_webrtc_cases(),
 }
 ALL = [(m, p, status) for (m, p), by_status in CASES.items() for status in by_status]
 

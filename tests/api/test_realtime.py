@@ -134,6 +134,8 @@ def feed_realtime(ws, pcm: bytes, chunk: int = CHUNK_20MS, then_end: bool = True
 def test_ready_then_idle_frames_in_the_exact_layout(server):
     with connect(ws_url(server), max_size=None) as ws:
         rec = Recorder(ws)
+        # session_id and viewer_token: how WebRTC viewers join this session (docs/webrtc.md)
+        assert isinstance(rec.ready.pop("session_id"), str) and isinstance(rec.ready.pop("viewer_token"), str)
         assert rec.ready == {"type": "ready", "fps": 25.0, "width": 512, "height": 512, "sample_rate": 16000,
                              "header_bytes": 24}
         rec.pump(rec.after_frames(5))

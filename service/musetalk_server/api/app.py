@@ -20,10 +20,11 @@ from ..media.mp4 import AUDIO_RATE
 from ..metrics import Metrics
 from ..render.async_jobs import Jobs, expire_forever
 from ..runtime import EngineChoice, Runtime
+from ..webrtc.live import WebRtc
 from .errors import UnhandledErrorMiddleware, install_error_handlers
 from .middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from .openapi import DESCRIPTION
-from .routes import avatars, health, inference, jobs, preview, realtime
+from .routes import avatars, health, inference, jobs, preview, realtime, webrtc
 from .state import AppState
 from .web import install_cors, install_offline_docs, install_page
 
@@ -48,7 +49,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         sweep_temp(settings.result_dir, 0 if settings.avatar_source == "local" else settings.temp_ttl_s)
         sweeper = asyncio.create_task(sweep_forever(settings.result_dir, settings.temp_ttl_s))
         pool_size = max(2, os.cpu_count() or 2)
-        state = AppState(runtime, metrics, ThreadPoolExecutor(pool_size, thread_name_prefix="encode"), pool_size)
+        state = AppState(runtime, metrics, ThreadPoolExecutor(pool_size, thread_name_prefix="encode"), pool_size,
+                         WebRtc(settings, metrics))
         state.jobs = Jobs(settings.result_dir / "jobs", ttl_s=settings.job_ttl_s, workers=settings.job_workers,
                           max_jobs=settings.max_jobs, audio_rate=AUDIO_RATE, metrics=metrics,
                           engine_name=runtime.choice.name)
@@ -71,6 +73,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
             sweeper.cancel()
             expirer.cancel()
             await run_in_threadpool(state.jobs.close)
+            await state.webrtc.close_all()
+            for task in list(state.tasks):
+                task.cancel()
             for stream in list(state.streams):
                 stream.close()
             state.pool.shutdown(wait=False, cancel_futures=True)
@@ -88,7 +93,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     install_cors(app, settings)
-    for module in (health, avatars, preview, inference, jobs, realtime):
+    for module in (health, avatars, preview, inference, jobs, realtime, webrtc):
         app.include_router(module.router)
     install_offline_docs(app)
     install_page(app)

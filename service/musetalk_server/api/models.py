@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "ErrorBody", "Health", "Live", "Ready", "AvatarInfo", "Avatar", "AvatarList", "Preprocessed", "Deleted",
+    "ErrorBody", "Health", "Live", "Ready", "AvatarInfo", "Avatar", "AvatarList", "Preprocessed", "Deleted", "WebRtcDeleted",
     "JobProgress", "Job",
 ]
 
@@ -95,6 +95,14 @@ class Preprocessed(BaseModel):
 class Deleted(BaseModel):
     message: Literal["Avatar deleted"]
     avatar_id: str
+
+
+class WebRtcDeleted(BaseModel):
+    """A WebRTC session ended (DELETE of its resource), or one of its viewers left."""
+
+    message: str
+    session_id: str
+    viewer_id: str | None = None
 
 
 class JobProgress(BaseModel):

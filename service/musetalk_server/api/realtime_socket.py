@@ -15,7 +15,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from ..errors import MuseTalkError
 from ..render.realtime.protocol import HEADER_BYTES, close_code, error_event, pack_frame
 from ..render.realtime.timeline import Plan
-from ..render.realtime.transport import SessionClosed, SessionTransport
+from ..render.realtime.transport import OutputFrame, SessionClosed, SessionTransport
 
 __all__ = ["WebSocketTransport"]
 
@@ -42,9 +42,11 @@ class WebSocketTransport(SessionTransport):
         except WebSocketDisconnect as e:
             raise SessionClosed(e.code) from e
 
-    async def send_frame(self, plan: Plan, jpeg: bytes) -> None:
+    async def send_frame(self, plan: Plan, frame: OutputFrame) -> None:
+        assert frame.jpeg is not None  # `wants` is JPEG
         try:
-            await self.ws.send_bytes(pack_frame(plan.index, plan.pts_ms, plan.utterance, plan.flags, jpeg, plan.audio))
+            await self.ws.send_bytes(pack_frame(plan.index, plan.pts_ms, plan.utterance, plan.flags, frame.jpeg,
+                                                plan.audio))
         except WebSocketDisconnect as e:
             raise SessionClosed(e.code) from e
 

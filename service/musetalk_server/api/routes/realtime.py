@@ -9,19 +9,24 @@ entry, hand it to the session core (render/realtime/session.py) over the WebSock
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, WebSocket
 
 from ...avatars.store import validate_avatar_id
 from ...config import Settings
 from ...errors import MuseTalkError, Unauthorized
+from ...render.entry import Render
 from ...render.realtime.protocol import rate_from_query
 from ...render.realtime.session import IdleFrames, RealtimeSession, SessionConfig, observer_for
+from ...render.realtime.transport import SessionTransport
+from ...webrtc.live import LiveSession
 from ..deps import header_key, key_matches
 from ..realtime_socket import WebSocketTransport
 from ..state import AppState
 
 router = APIRouter(tags=["inference"])
-_IDLE_FRAMES = IdleFrames()  # JPEG cache shared by every session of a renderer; entries die with it
+_IDLE_FRAMES = IdleFrames()  # idle frames shared by every session of a renderer; entries die with it
 
 
 def _check_key(ws: WebSocket, state: AppState) -> None:
@@ -53,11 +58,27 @@ async def realtime(ws: WebSocket, avatar_id: str) -> None:
     except MuseTalkError as e:
         await transport.fail(e)
         return
-    # 3. the session, until it ends; leaving the `with` gives the device place back
+    # 3. the session, until it ends (WebRTC viewers may join it by its id)
+    live = state.webrtc.open()
+    session = new_session(state, transport, render, live, config=session_config(state.settings),
+                          sample_rate=sample_rate)
+    await run_session(state, session, render, live)
+
+
+def new_session(state: AppState, transport: SessionTransport, render: Render, live: LiveSession, *,
+                config: SessionConfig, sample_rate: int) -> RealtimeSession:
+    """A session over an admitted `render`, registered as `live` (its `ready` event carries the id)."""
+    session = RealtimeSession(transport, render, config=config, idle=_IDLE_FRAMES, sample_rate=sample_rate,
+                              observer=observer_for(state.metrics, render.ticket),
+                              name=f"realtime-{render.avatar_id}", ready=live.ready_facts)
+    live.session = session
+    return session
+
+
+async def run_session(state: AppState, session: RealtimeSession, render: Render, live: LiveSession) -> Any:
+    """Serve the session until it ends, whatever its transport; leaving the `with` gives the device
+    place back, and the session's WebRTC peers go with it."""
     with render:
-        session = RealtimeSession(transport, render, config=session_config(state.settings), idle=_IDLE_FRAMES,
-                                  sample_rate=sample_rate, observer=observer_for(state.metrics, render.ticket),
-                                  name=f"realtime-{avatar_id}")
         state.sessions.add(session)
         state.metrics.realtime_sessions.inc()
         try:
@@ -65,3 +86,4 @@ async def realtime(ws: WebSocket, avatar_id: str) -> None:
         finally:
             state.sessions.discard(session)
             state.metrics.realtime_sessions.dec()
+            await state.webrtc.close(live)

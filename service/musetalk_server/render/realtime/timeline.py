@@ -100,6 +100,7 @@ class Plan:
     events_before: tuple[dict[str, Any], ...] = ()
     events_after: tuple[dict[str, Any], ...] = ()
     latency_from: float | None = None  # first speaking frame: when its utterance's audio began
+    rate: int = DEFAULT_RATE  # the rate of `audio`
 
 
 class Timeline:
@@ -169,17 +170,22 @@ class Timeline:
     def share(self, index: int) -> int:
         """Samples in frame `index` at the rate R it is at: floor((k + 1) R / F) - floor(k R / F),
         k counted from the frame where R began."""
-        origin, rate = (self._rate_origin, self.rate) if index >= self._rate_origin else self._rate_before
+        origin, rate = self._rate_at(index)
         k = index - origin
         num, den = rate * self._fps.denominator, self._fps.numerator
         return (k + 1) * num // den - k * num // den
+
+    def _rate_at(self, index: int) -> tuple[int, int]:
+        """(the frame the rate began at, the rate) for frame `index`."""
+        return (self._rate_origin, self.rate) if index >= self._rate_origin else self._rate_before
 
     def plan(self) -> Plan:
         """Decide the next frame and advance."""
         g = self.index
         self.index += 1
         base: dict[str, Any] = {"index": g, "pts_ms": int(g * 1000 // self.fps),
-                                "background": pingpong_index(g, self.backgrounds), "generation": self.generation}
+                                "background": pingpong_index(g, self.backgrounds), "generation": self.generation,
+                                "rate": self._rate_at(g)[1]}
         share = self.share(g)
         while self.utterances and self.utterances[0].ended and not self.utterances[0].started \
                 and not self.utterances[0].pcm:
