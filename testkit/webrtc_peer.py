@@ -46,6 +46,10 @@ class SpeechTrack(MediaStreamTrack):
         more = (np.clip(speech, -1, 1) * 32767).astype("<i2")
         self.pcm = np.concatenate([self.pcm[:self.sent], more])
 
+    def hush(self) -> None:
+        """Silence from the next chunk on."""
+        self.say(np.zeros(0, np.float32))
+
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError

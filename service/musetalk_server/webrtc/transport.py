@@ -40,6 +40,7 @@ class WebRtcTransport(SessionTransport):
         self._channel: RTCDataChannel | None = None
         self._held: list[str] = []
         self._listener: asyncio.Task[None] | None = None
+        self._gate = VoiceGate(MIC_RATE)
         self._closed = False
 
     # --- wiring (peer.py) --------------------------------------------------------------------
@@ -53,6 +54,8 @@ class WebRtcTransport(SessionTransport):
 
         @channel.on("message")
         def _message(message: bytes | str) -> None:
+            if isinstance(message, str) and _is_interrupt(message):
+                self._gate.reset()
             self._inbox.put_nowait(message)
 
         if channel.readyState == "open":
@@ -72,13 +75,12 @@ class WebRtcTransport(SessionTransport):
 
     async def _listen(self, track: MediaStreamTrack) -> None:
         mono = av.AudioResampler(format="s16", layout="mono", rate=MIC_RATE)
-        gate = VoiceGate(MIC_RATE)
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
                 assert isinstance(frame, av.AudioFrame)  # an audio track's frames
                 for chunk in mono.resample(frame):
-                    for out in gate.push(chunk.to_ndarray().tobytes()):
+                    for out in self._gate.push(chunk.to_ndarray().tobytes()):
                         self._inbox.put_nowait(out)
 
     def _flush(self) -> None:
@@ -111,3 +113,11 @@ class WebRtcTransport(SessionTransport):
     @property
     def connected(self) -> bool:
         return not self._closed
+
+
+def _is_interrupt(text: str) -> bool:
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return False  # the session answers it with its own error
+    return isinstance(body, dict) and body.get("type") == "interrupt"

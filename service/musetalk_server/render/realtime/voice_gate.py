@@ -36,6 +36,13 @@ class VoiceGate:
         self._preroll: deque[bytes] = deque()
         self._preroll_s = 0.0
 
+    def reset(self) -> None:
+        """Closed, nothing held: after an `interrupt`, only new speech opens it again (the quiet tail of
+        the interrupted speech must not become an utterance of its own)."""
+        self.open, self.quiet_s = False, 0.0
+        self._preroll.clear()
+        self._preroll_s = 0.0
+
     def push(self, pcm: bytes) -> list[bytes | str]:
         seconds = len(pcm) / 2 / self.rate
         level = _rms(pcm)
