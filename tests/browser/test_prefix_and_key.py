@@ -71,6 +71,31 @@ def test_the_page_works_behind_a_prefix_with_a_key(context, keyed, clips):
     page.click("#stop")
 
 
+def test_webrtc_behind_a_prefix_with_a_key(context, keyed):
+    """The offer goes up with the key header; the answer's Location (a path from the service's root)
+    is followed under the prefix, so Stop's DELETE reaches the session."""
+    page = context.new_page()
+    watch = OriginWatch(page, keyed.url)
+    page.goto(f"{keyed.url}{PREFIX}/")
+    page.evaluate(f"() => localStorage.setItem('musetalk.apiKey', '{KEY}')")
+    page.reload()
+    page.click("#avatars li[data-avatar-id=still] strong")  # WebRTC, the default
+    page.wait_for_function("() => window.musetalk.session?.ready && window.musetalk.session.stats.framesDrawn > 3",
+                           timeout=60_000)
+    sessions = keyed.server.config.app.state.musetalk.webrtc.sessions
+    assert len(sessions) == 1
+    with page.expect_request(lambda r: r.method == "DELETE") as deleted:
+        page.click("#stop")
+    session_id = next(iter(sessions))
+    assert deleted.value.url == f"{keyed.url}{PREFIX}/inference/webrtc/sessions/{session_id}"
+    assert deleted.value.headers["x-api-key"] == KEY
+    response = deleted.value.response()
+    assert (response.status, response.json()) == (200, {"message": "Session ended", "session_id": session_id})
+    assert len(sessions) == 0
+    assert watch.foreign() == [] and watch.errors == []
+    assert all(httpx.URL(u).path.startswith(PREFIX + "/") for u in watch.urls if not u.startswith("blob:")), watch.urls
+
+
 def test_the_preview_takes_the_key_as_a_query_parameter(keyed):
     url = f"{keyed.url}{PREFIX}/avatars/still/preview.jpg"
     assert httpx.get(url).json() == {"detail": "missing or wrong API key (send X-API-Key or Authorization: Bearer)",

@@ -46,7 +46,8 @@ def open_live(context, site, avatar_id: str):
 
 
 def stats(page) -> dict:
-    return page.evaluate("() => window.musetalk.session.stats")
+    """The session's figures, getStats() read now (the page reads it every 500 ms)."""
+    return page.evaluate("async () => { await window.musetalk.session.readStats(); return window.musetalk.session.stats; }")
 
 
 def live_sessions(site) -> int:
@@ -116,7 +117,7 @@ def test_interrupt_and_stop_over_webrtc(context, site, avatar, clips):
     page.wait_for_function("() => window.musetalk.session?.stats.utterance === 2 && "
                            "window.musetalk.session.stats.lastDrawn.speaking", timeout=TIMEOUT_MS)
     page.click("#stop")
-    page.wait_for_function("() => window.musetalk.lastSession?.closed", timeout=TIMEOUT_MS)
+    page.wait_for_function("() => window.musetalk.lastSession?.pc.connectionState === 'closed'", timeout=TIMEOUT_MS)
     last = page.evaluate("() => window.musetalk.lastSession.stats.lastDrawn")
     assert last["speaking"] is False
     assert page.evaluate("() => [window.musetalk.lastSession.pc.connectionState, document.querySelector('#video').hidden,"

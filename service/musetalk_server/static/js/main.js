@@ -258,8 +258,7 @@ async function stopSession() {
   setLive(false);
   showStatus();
   if (!session) return;
-  await session.stop();
-  if (session instanceof WebRtcSession) keepLastVideoFrame();
+  await session.stop(keepLastVideoFrame); // the socket's session paints on the canvas anyway
 }
 
 function interrupt() {

@@ -130,8 +130,9 @@ export class WebRtcSession {
     if (this.channel && this.channel.readyState === "open") this.channel.send(JSON.stringify(message));
   }
 
-  // Interrupts, waits until an idle frame (mouth shut) is painted, then leaves.
-  async stop() {
+  // Interrupts, waits until an idle frame (mouth shut) is painted, hands it to `onIdle` (the page
+  // keeps it on screen: a closed connection's video goes blank), then leaves.
+  async stop(onIdle = () => {}) {
     this.interrupt();
     const since = this.stats.framesDrawn;
     await new Promise((resolve) => {
@@ -142,17 +143,20 @@ export class WebRtcSession {
         resolve();
       };
     });
-    this.close();
+    onIdle();
+    await this.close();
   }
 
-  // DELETE the resource and close the connection; `keepalive` lets the DELETE outlive a closing tab.
+  // DELETE the resource, then close the connection: closed first, the server would end the session
+  // on its own and answer the DELETE 404. `keepalive` lets the DELETE outlive a closing tab.
   close() {
     this.onDrawn = null;
     clearInterval(this.timer);
-    if (this.resource) request(this.resource, { method: "DELETE", keepalive: true }).catch(() => {});
+    const resource = this.resource;
     this.resource = null;
-    if (this.pc) this.pc.close();
     this.finish({ type: "closed", code: 1000, reason: "" });
+    const deleted = resource ? request(resource, { method: "DELETE", keepalive: true }).catch(() => {}) : Promise.resolve();
+    return deleted.finally(() => { if (this.pc) this.pc.close(); });
   }
 
   finish(event) {
