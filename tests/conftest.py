@@ -18,7 +18,8 @@ from testkit.media import MediaMissing, in_ci
 # them out. Kept here in one list rather than as marks in the test files, so that re-measuring is
 # one edit; a name that no longer matches a test fails the run (`_check_slow_names`).
 SLOW_FOLDERS = ("tests/browser/", "tests/k8s_real/", "tests/quality/", "tests/client/test_client_install.py",
-                "tests/api/test_render_entry.py", "tests/api/test_webrtc_media.py")
+                "tests/api/test_render_entry.py", "tests/api/test_webrtc_media.py",
+                "tests/api/test_webrtc_turn.py")
 SLOW_TESTS = frozenset({
     "tests/api/test_async_jobs.py::test_202_then_progress_then_the_mp4",
     "tests/api/test_behaviour.py::test_client_disconnect_stops_generation_within_a_second",

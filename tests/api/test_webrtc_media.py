@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import sys
 import time
 
 import cv2
@@ -137,6 +139,12 @@ def test_a_peer_speaks_and_sees_and_hears_the_avatar(server, speech):
     assert after == before
 
 
+async def drain(ws, seen: list) -> None:
+    """Read the socket's frames as its client would (an unread socket would hold the session's clock back)."""
+    async for message in ws:
+        seen.append(message)
+
+
 def frame_indices(frames: list[tuple[float, np.ndarray]]) -> list[int]:
     """Each received frame's index on the session's clock, counted from the first received (its RTP time)."""
     return [round((p - frames[0][0]) * FPS) for p, _ in frames]
@@ -182,10 +190,6 @@ def test_a_socket_fed_session_with_two_webrtc_viewers(server, speech):
             await ws.send(pcm[at:at + chunk])
             await asyncio.sleep(max(0.0, t0 + (k + 1) * 0.02 - time.monotonic()))
         await ws.send(json.dumps({"type": "end"}))
-
-    async def drain(ws, seen):
-        async for message in ws:
-            seen.append(message)
 
     async def run():
         url = server.url.replace("http", "ws") + f"/inference/realtime/{AVATAR}"
@@ -233,3 +237,49 @@ def test_a_socket_fed_session_with_two_webrtc_viewers(server, speech):
     # The socket's own client got its frames throughout, and the session's end took every peer along.
     assert sum(isinstance(m, bytes) for m in seen) > 3 * FPS
     assert gone == {}
+
+
+VANISHING_PEER = """
+import asyncio, sys, httpx
+from testkit.webrtc_peer import ClientPeer
+async def main():
+    peer = ClientPeer(feeder=False)
+    async with httpx.AsyncClient(base_url=sys.argv[1]) as client:
+        assert (await peer.connect(client, sys.argv[2])).status_code == 201
+    await peer.wait_for(lambda: len(peer.got.frames) >= 5, 20)
+    print("watching", flush=True)
+    await asyncio.sleep(3600)
+asyncio.run(main())
+"""
+
+
+def test_a_viewer_that_vanishes_is_dropped_within_seconds(server):
+    """A viewer's process is killed (no DTLS close, no DELETE, as a crashed tab or a lost network): ICE
+    consent fails and the server frees its peer within MUSETALK_WEBRTC_CONSENT_TIMEOUT_S (6 s) and change."""
+    url = server.url.replace("http", "ws") + f"/inference/realtime/{AVATAR}"
+
+    async def run():
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client, connect(url) as ws:
+            session = f"/inference/webrtc/sessions/{json.loads(await ws.recv())['session_id']}"
+            drainer = asyncio.create_task(drain(ws, []))
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", VANISHING_PEER, server.url, session, cwd=REPO, stdout=asyncio.subprocess.PIPE,
+                env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'service'}"})
+            assert (await asyncio.wait_for(proc.stdout.readline(), 30)).strip() == b"watching"
+            watching = (await gauges(client)).get('musetalk_webrtc_peers{role="viewer"}')
+            proc.kill()
+            await proc.wait()
+            killed = time.monotonic()
+            while (await gauges(client)).get('musetalk_webrtc_peers{role="viewer"}'):
+                assert time.monotonic() - killed < 12, "the vanished viewer was not dropped"
+                await asyncio.sleep(0.2)
+            dropped_s = time.monotonic() - killed
+            encoders = (await gauges(client)).get('musetalk_webrtc_encoders{codec="H264"}')
+            drainer.cancel()
+            return watching, dropped_s, encoders
+
+    watching, dropped_s, encoders = asyncio.run(run())
+    assert watching == 1
+    print(f"vanished viewer dropped after {dropped_s:.1f} s")
+    assert 3 < dropped_s < 10, dropped_s  # consent checks each second, six misses: not at once, not 30 s
+    assert encoders is None  # the encoder went with its last viewer, while the session goes on

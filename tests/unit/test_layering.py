@@ -76,6 +76,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"engines"}),  # audio + avatar -> frames; never knows the avatar format or HTTP
     frozenset({"avatars"}),  # the on-disk format, the store, preprocessing
     frozenset({"render"}),  # the render use cases: the one entry, sinks, async jobs, real-time core
+    frozenset({"webrtc"}),  # WebRTC over the real-time core: offers, the per-session encoders, the transport
     frozenset({"runtime"}),  # the composition root
     frozenset({"api", "cli", "serve", "__main__", "docs_tables"}),  # the entries, and the docs tables made from the contract
 )

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aioice.ice
+import aioice.stun
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from ..config import Settings
@@ -84,9 +85,11 @@ class WebRtc:
         self.ice_servers = ice_servers(settings)
         self.options = VideoOptions(crf=settings.webrtc_video_crf, max_kbps=settings.webrtc_max_video_kbps,
                                     keyframe_s=4.0, preset=settings.webrtc_x264_preset)
-        # aioice reads these module constants at each check: one setting for every connection.
+        # aioice reads these module constants at each check: one setting for every connection. A missed
+        # check costs the interval and the check's own timeout (one STUN RTO, no retransmission).
         aioice.ice.CONSENT_INTERVAL = _CONSENT_INTERVAL_S
-        aioice.ice.CONSENT_FAILURES = max(2, settings.webrtc_consent_timeout_s // _CONSENT_INTERVAL_S)
+        aioice.ice.CONSENT_FAILURES = max(2, round(settings.webrtc_consent_timeout_s
+                                                   / (_CONSENT_INTERVAL_S + aioice.stun.RETRY_RTO)))
         self.sessions: dict[str, LiveSession] = {}
 
     # --- sessions ----------------------------------------------------------------------------

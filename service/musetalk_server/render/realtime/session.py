@@ -203,7 +203,8 @@ class RealtimeSession:
                 await self.transport.send_event(event)
             await self.transport.send_frame(plan, frame)
             for sink in list(self.sinks):
-                await sink.send_frame(plan, frame)
+                if _has(frame, sink.wants):  # else it was attached while this frame rendered: from the next
+                    await sink.send_frame(plan, frame)
             for event in plan.events_after:
                 await self.transport.send_event(event)
 
