@@ -91,7 +91,7 @@ def test_the_microphone_drives_the_avatar_over_webrtc(context, site, avatar):
     assert sent_rate > 0.75 * FPS and s["fps"] == pytest.approx(sent_rate, rel=0.25)
     assert s["audioPacketsReceived"] > 100 and s["audioBytesReceived"] > 5000  # Opus, 50 packets a second
     # The latency clock starts at the page's own gate's pre-roll, as on the socket.
-    assert s["leadInMs"][0] == pytest.approx(200, abs=25) and s["latenciesMs"][0] > s["leadInMs"][0]
+    assert 175 <= s["leadInMs"][0] < 500 and s["latenciesMs"][0] > s["leadInMs"][0], s["leadInMs"]
     for figure, unit in (("latency", " ms"), ("bitrate", " kbit/s"), ("jitter", " ms")):
         assert page.locator(f"#fig-{figure}").inner_text().endswith(unit)
     page.click("#stop")
