@@ -2,8 +2,8 @@
 // Each binary message is one frame: a 24-byte little-endian header `<4sIIIHHI` (magic "MTF1",
 // frame index, pts in ms, utterance, flags, reserved, JPEG length), the JPEG, then that frame's
 // share of the audio as PCM16 mono. Every frame's audio is scheduled through WebAudio at its pts,
-// and its JPEG is drawn when the audio clock reaches that pts: picture and sound stay in sync by
-// construction.
+// and its JPEG is drawn when that audio is heard (the audio clock, less the output latency):
+// picture and sound stay in sync by construction.
 
 export const HEADER_BYTES = 24;
 export const FLAG_SPEAKING = 1;
@@ -204,9 +204,17 @@ export class RealtimeSession {
     return when;
   }
 
-  // Draws the latest frame whose time has come; older ones are dropped undrawn.
+  // The audio clock's time that is being heard now: currentTime runs ahead of the speaker by the
+  // output latency, and a frame drawn at its audio's currentTime shows before it is heard.
+  heardTime() {
+    const ts = this.ctx.getOutputTimestamp ? this.ctx.getOutputTimestamp() : {};
+    if (!ts.performanceTime) return this.ctx.currentTime;
+    return ts.contextTime + (performance.now() - ts.performanceTime) / 1000;
+  }
+
+  // Draws the latest frame whose sound is being heard; older ones are dropped undrawn.
   drawDue() {
-    const now = this.ctx.currentTime;
+    const now = this.heardTime();
     let due = null;
     let firstOf = null; // a latency mark of a frame dropped undrawn passes to the one painted
     this.queue.sort((a, b) => a.when - b.when);
