@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from browsing import OriginWatch, grab_frames, mouth_box, same_background_changes, wait_until_after_speech
+from browsing import OriginWatch, grab_frames, make_app, mouth_box, same_background_changes, wait_until_after_speech
 
-from helpers import REPO
+from helpers import REPO, LiveServer
 from testkit.mediatools import read_mp4
 
 AVATAR = "face2"
@@ -273,3 +273,23 @@ def test_delete_from_the_page(context, site, clips):
     page.click("#avatars li[data-avatar-id=doomed] button.delete")
     page.wait_for_function("() => !document.querySelector('#avatars li[data-avatar-id=doomed]')")
     assert httpx.get(f"{site.url}/avatars/doomed").json()["code"] == "avatar_not_found"
+
+
+def test_a_session_closed_for_silence_reads_as_a_pause(context, tmp_path, clips):
+    """A picked avatar's session idles until someone speaks; the server closes it after its idle
+    timeout (4408), which the page says plainly, not as an error, and Talk opens a new one."""
+    with LiveServer(make_app(tmp_path / "results", realtime_idle_timeout_s=1.0)) as server, \
+            clips["still"].open("rb") as f:
+        r = httpx.post(f"{server.url}/avatars/preprocess", data={"avatar_id": "still"},
+                       files={"video_file": ("face.png", f)}, timeout=60)
+        assert r.status_code == 200, r.text
+        page, watch = open_page(context, server)
+        select(page, "still")
+        page.wait_for_function("() => window.musetalk.stopped", timeout=TIMEOUT_MS)
+        assert status(page) == "The session closed after a long silence: talk or speak a file to go live again."
+        assert "error" not in page.locator("#live-status").get_attribute("class")
+        page.click("#mic")
+        page.wait_for_function("() => window.musetalk.session?.stats.framesDrawn > 0", timeout=TIMEOUT_MS)
+        assert status(page).startswith("Listening")
+        page.click("#stop")
+        assert watch.foreign() == [] and watch.errors == []

@@ -5,6 +5,7 @@ import { RealtimeSession } from "./live.js";
 import { WebRtcSession } from "./webrtc.js";
 
 const SAMPLE_RATE = 16000; // the socket session's audio rate (`?sample_rate=`), and the mic gate's
+const IDLE_CLOSE = 4408; // the socket's close after MUSETALK_REALTIME_IDLE_TIMEOUT_S without a word
 const $ = (id) => document.getElementById(id);
 
 const page = {
@@ -200,12 +201,17 @@ function onSessionEvent(session, m) {
   if (page.session !== session) return; // a session the page has already let go
   if (m.type === "speech_started") page.speaking = true;
   if (m.type === "speech_ended") page.speaking = false;
+  if (m.type === "error" && m.code === "timeout") return; // said below, with the close
   if (m.type === "error") { say($("live-status"), `${m.code}: ${m.detail}`, true); return; }
   if (m.type === "closed") {
     stopInputs();
     page.session = null;
     page.stopped = true;
     setLive(false);
+    if (m.code === IDLE_CLOSE) {
+      say($("live-status"), "The session closed after a long silence: talk or speak a file to go live again.");
+      return;
+    }
     if (m.code !== 1000) {
       say($("live-status"), `The session closed (${m.code}${m.reason ? ": " + m.reason : ""}).`, true);
       return;
