@@ -137,3 +137,21 @@ def test_viewers_limit_tokens_and_busy_then_nothing_leaks(api, offers):
     again = client.post("/inference/webrtc/face", content=offers["feeder"], headers=SDP)
     assert again.status_code == 201
     assert client.delete(again.headers["location"]).status_code == 200
+
+
+def test_deleting_a_socket_fed_session_closes_its_socket_normally(api):
+    import json
+
+    from websockets.exceptions import ConnectionClosedOK
+    from websockets.sync.client import connect
+
+    server, client = api
+    with connect(server.url.replace("http", "ws") + "/inference/realtime/face",
+                 additional_headers={"X-API-Key": KEY}, max_size=None) as ws:
+        ready = json.loads(ws.recv(timeout=10))
+        assert client.delete(f"/inference/webrtc/sessions/{ready['session_id']}").status_code == 200
+        with pytest.raises(ConnectionClosedOK):
+            while True:
+                ws.recv(timeout=5)
+        assert ws.close_code == 1000
+    assert state(server).webrtc.sessions == {} and not state(server).sessions

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar
+from typing import Any
 
 import av
 import numpy as np
@@ -84,8 +84,6 @@ class Viewer:
 class Broadcast:
     """Encodes a session's frames once per codec and fans the packets out to its viewers."""
 
-    wants: ClassVar[frozenset[FrameFormat]] = frozenset({I420})
-
     def __init__(self, *, fps: float, options: VideoOptions, metrics: Any) -> None:
         self.fps, self.options, self.metrics = fps, options, metrics
         self.viewers: list[Viewer] = []
@@ -124,6 +122,12 @@ class Broadcast:
         self.viewers.clear()
         self._thread.submit(self._keep, set())
         self._thread.shutdown(wait=False)
+
+    @property
+    def wants(self) -> frozenset[FrameFormat]:
+        """I420 planes while someone watches; nothing otherwise (a socket-fed session whose viewers all
+        left makes JPEGs only again)."""
+        return frozenset({I420}) if self.viewers and not self.closed else frozenset()
 
     @property
     def encoders(self) -> int:

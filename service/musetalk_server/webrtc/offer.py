@@ -39,7 +39,7 @@ def check_offer(text: str, role: Role) -> Offer:
     try:
         description = SessionDescription.parse(text)
     except Exception as e:  # aiortc's parser raises whatever its line splitting meets
-        raise InvalidOffer(f"the SDP offer does not parse: {e}") from e
+        raise InvalidOffer(f"the SDP offer does not parse: {type(e).__name__} {e}".rstrip()) from e
     audio = _section(description, "audio")
     video = _section(description, "video")
     if video is None or video.direction not in _RECEIVES:

@@ -9,6 +9,7 @@ entry, hand it to the session core (render/realtime/session.py) over the WebSock
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
@@ -63,6 +64,9 @@ async def realtime(ws: WebSocket, avatar_id: str) -> None:
     session = new_session(state, transport, render, live, config=session_config(state.settings),
                           sample_rate=sample_rate)
     await run_session(state, session, render, live)
+    if transport.connected:  # ended from outside (DELETE of its WebRTC resource, shutdown): a normal close
+        with contextlib.suppress(Exception):
+            await ws.close(code=1000)
 
 
 def new_session(state: AppState, transport: SessionTransport, render: Render, live: LiveSession, *,
