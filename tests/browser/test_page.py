@@ -135,6 +135,7 @@ def test_picking_an_avatar_shows_it_idle_at_once(context, site, avatar):
     s = stats(page)
     assert s["speakingFrames"] == 0 and s["utterance"] == 0 and s["lastDrawn"]["speaking"] is False
     assert not page.locator("#screen-hint").is_visible()
+    assert page.locator("#screen").is_visible() and not page.locator("#video").is_visible()  # the socket's canvas
     assert status(page) == "Live, idle: 844×844 at 25 fps. Talk or speak a file."
     assert not page.locator("#interrupt").is_disabled() and not page.locator("#stop").is_disabled()
     assert watch.foreign() == [] and watch.errors == []

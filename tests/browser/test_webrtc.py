@@ -67,6 +67,7 @@ def test_the_microphone_drives_the_avatar_over_webrtc(context, site, avatar):
     # Idle at once, in the video element: the avatar's size, decoded from H.264.
     assert page.evaluate("() => [document.querySelector('#video').videoWidth, document.querySelector('#screen').hidden]") \
         == [SIZE, True]
+    assert page.locator("#video").is_visible() and not page.locator("#screen").is_visible()
     grab_frames(page, "#video")
     page.click("#mic")
     # The fake microphone's utterance: 0.2 s of pre-roll silence, 3 s of speech, 0.6 s of gate hang
@@ -120,8 +121,10 @@ def test_interrupt_and_stop_over_webrtc(context, site, avatar, clips):
     page.wait_for_function("() => window.musetalk.lastSession?.pc.connectionState === 'closed'", timeout=TIMEOUT_MS)
     last = page.evaluate("() => window.musetalk.lastSession.stats.lastDrawn")
     assert last["speaking"] is False
-    assert page.evaluate("() => [window.musetalk.lastSession.pc.connectionState, document.querySelector('#video').hidden,"
-                         " document.querySelector('#screen').hidden]") == ["closed", True, False]
+    assert page.evaluate("() => window.musetalk.lastSession.pc.connectionState") == "closed"
+    # The last frame stays on screen, on the canvas: the closed connection's video goes blank.
+    assert page.locator("#screen").is_visible() and not page.locator("#video").is_visible()
+    assert page.evaluate("() => document.querySelector('#screen').width") == SIZE
     wait_until_gone(site)
     assert watch.foreign() == [] and watch.errors == []
 
