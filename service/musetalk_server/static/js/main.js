@@ -132,6 +132,7 @@ function audioContext() {
   // Browsers only let a user gesture start sound: resumed on every click that needs it.
   if (!page.audioContext) page.audioContext = new AudioContext();
   page.audioContext.resume();
+  $("video").muted = false; // muted only if autoplay refused its sound (webrtc.js)
   return page.audioContext;
 }
 

@@ -66,7 +66,9 @@ export class WebRtcSession {
     });
     this.resource = resourceUrl(response.headers.get("Location"));
     await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
-    this.video.play().catch(() => {}); // autoplay waits for a gesture where the browser wants one
+    // A browser that will not play sound without a fresh gesture still plays it muted: the picture
+    // shows, and the page unmutes it at the next click (main.js, audioContext()).
+    this.video.play().catch(() => { this.video.muted = true; return this.video.play(); }).catch(() => {});
     this.watchFrames();
     this.timer = setInterval(() => this.readStats(), STATS_EVERY_MS);
     this.ready = await ready;
