@@ -155,3 +155,36 @@ def test_deleting_a_socket_fed_session_closes_its_socket_normally(api):
                 ws.recv(timeout=5)
         assert ws.close_code == 1000
     assert state(server).webrtc.sessions == {} and not state(server).sessions
+
+
+def test_a_viewer_without_h264_gets_vp8_from_its_own_encoder(api, offers):
+    """VP8 only for a peer that offers no H.264: the session then runs one encoder of each codec."""
+    import asyncio
+
+    from aiortc import RTCRtpReceiver
+
+    from testkit.webrtc_peer import ClientPeer
+
+    server, client = api
+    r = client.post("/inference/webrtc/face", content=offers["feeder"], headers=SDP)  # its peer never connects
+    assert r.status_code == 201
+    session = r.headers["location"]
+
+    async def run():
+        peer = ClientPeer(feeder=False)
+        video = next(t for t in peer.pc.getTransceivers() if t.kind == "video")
+        video.setCodecPreferences([c for c in RTCRtpReceiver.getCapabilities("video").codecs
+                                   if c.mimeType == "video/VP8"])
+        async with httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": KEY}) as ac:
+            answer = await peer.connect(ac, session)
+            assert answer.status_code == 201 and "VP8/90000" in answer.text and "H264" not in answer.text
+            await peer.wait_for(lambda: len(peer.got.frames) >= 10, 20)
+            during = gauges(client)
+            await ac.delete(peer.location)
+        await peer.close()
+        return during
+
+    during = asyncio.run(run())
+    assert during['musetalk_webrtc_encoders{codec="VP8"}'] == 1
+    assert client.delete(session).status_code == 200
+    assert not {k: v for k, v in gauges(client).items() if v and "encoders" in k}

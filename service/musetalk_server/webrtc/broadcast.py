@@ -112,15 +112,15 @@ class Broadcast:
         """A new viewer, or a viewer's PLI/FIR (aiortc's sender calls this: peer.py)."""
         self._keyframe = True
 
-    def close(self) -> None:
-        """The session ended: every viewer's tracks end, and the encoders go."""
+    async def close(self) -> None:
+        """The session ended: every viewer's tracks end, and the encoders are gone when this returns."""
         if self.closed:
             return
         self.closed = True
         for viewer in self.viewers:
             viewer.end()
         self.viewers.clear()
-        self._thread.submit(self._keep, set())
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._keep, set())  # after any encode
         self._thread.shutdown(wait=False)
 
     @property

@@ -11,6 +11,7 @@ leaving ends its session. A session's end drops all its peers.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -54,6 +55,7 @@ class LiveSession:
     broadcast: Broadcast | None = None
     peers: dict[str, Peer] = field(default_factory=dict)
     ended: bool = False
+    finished: asyncio.Event = field(default_factory=asyncio.Event)  # set once its device place is given back
 
     @property
     def ready_facts(self) -> dict[str, Any]:
@@ -116,7 +118,7 @@ class WebRtc:
         if live.broadcast is not None:
             if live.session is not None:
                 live.session.detach(live.broadcast)
-            live.broadcast.close()
+            await live.broadcast.close()
 
     async def close_all(self) -> None:
         for live in list(self.sessions.values()):

@@ -82,12 +82,15 @@ def new_session(state: AppState, transport: SessionTransport, render: Render, li
 async def run_session(state: AppState, session: RealtimeSession, render: Render, live: LiveSession) -> Any:
     """Serve the session until it ends, whatever its transport; leaving the `with` gives the device
     place back, and the session's WebRTC peers go with it."""
-    with render:
-        state.sessions.add(session)
-        state.metrics.realtime_sessions.inc()
-        try:
-            await session.run()
-        finally:
-            state.sessions.discard(session)
-            state.metrics.realtime_sessions.dec()
-            await state.webrtc.close(live)
+    try:
+        with render:
+            state.sessions.add(session)
+            state.metrics.realtime_sessions.inc()
+            try:
+                await session.run()
+            finally:
+                state.sessions.discard(session)
+                state.metrics.realtime_sessions.dec()
+                await state.webrtc.close(live)
+    finally:
+        live.finished.set()

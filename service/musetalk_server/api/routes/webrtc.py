@@ -14,6 +14,7 @@ A viewer is authorised by the API key or by the session's `viewer_token` (`?toke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -34,6 +35,7 @@ from .realtime import new_session, run_session, session_config
 
 router = APIRouter(tags=["webrtc"])
 SDP = "application/sdp"
+_END_WAIT_S = 5.0  # a session ends within a frame's render; this bounds a stuck one
 _SDP_BODY = {"requestBody": {"required": True, "content": {SDP: {"schema": {"type": "string"}}}}}
 _ANSWER: dict[int | str, dict[str, Any]] = {201: {
     "description": "The SDP answer, every ICE candidate in it; `Location` names the new resource",
@@ -129,6 +131,8 @@ async def end_session(state: StateDep, session_id: SessionIdPath) -> dict[str, A
     assert live.session is not None
     live.session.stop()
     await state.webrtc.close(live)
+    with contextlib.suppress(TimeoutError):  # answered once its device place is free again
+        await asyncio.wait_for(live.finished.wait(), _END_WAIT_S)
     return {"message": "Session ended", "session_id": live.id}
 
 
