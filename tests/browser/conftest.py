@@ -14,10 +14,13 @@ import pytest
 from browsing import chromium_path, make_app
 
 from helpers import LiveServer, media
-from testkit.mediatools import first_frames, transcode_audio, write_video
+from testkit.mediatools import first_frames, speech_turn_wav, transcode_audio, write_video
 
 CLIP_FRAMES = 50  # 2 s of vr_face2: a real face, quick to preprocess
-SPEECH = "vr_audio1.wav"  # English speech; also the fake microphone's input
+SPEECH = "vr_audio1.wav"  # English speech; 3 s of it, between pauses, is the fake microphone's input
+# The fake microphone's loop: a pause longer than the voice gate's pre-roll, 3 s of speech, then a
+# pause longer than the gate's hang time, so each loop is one utterance with a full pre-roll.
+MIC_LEAD_S, MIC_SPEECH_S, MIC_TAIL_S = 0.6, 3.0, 1.4
 LAUNCH_FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
@@ -30,7 +33,8 @@ LAUNCH_FLAGS = [
 def browser(tmp_path_factory) -> Iterator:
     from playwright.sync_api import sync_playwright
 
-    mic = media(SPEECH)
+    mic = speech_turn_wav(media(SPEECH), tmp_path_factory.mktemp("mic") / "mic.wav",
+                          lead_s=MIC_LEAD_S, speech_s=MIC_SPEECH_S, tail_s=MIC_TAIL_S)
     with sync_playwright() as p:
         # Playwright gives each launch a fresh temporary --user-data-dir of its own.
         b = p.chromium.launch(executable_path=chromium_path(), headless=True,

@@ -58,6 +58,7 @@ def test_the_page_works_behind_a_prefix_with_a_key(context, keyed, clips):
     page.wait_for_function(
         "() => document.querySelector('#avatars li[data-avatar-id=still] img')?.naturalWidth === 844")
     assert page.evaluate("() => localStorage.getItem('musetalk.apiKey')") == KEY
+    page.select_option("#transport", "websocket")  # WebRTC's own test is test_webrtc.py
     page.click("#avatars li[data-avatar-id=still] strong")
     page.set_input_files("#audio-file", str(clips["speech"]))
     page.click("#play-file")
@@ -68,6 +69,32 @@ def test_the_page_works_behind_a_prefix_with_a_key(context, keyed, clips):
     assert watch.foreign() == [] and watch.errors == []
     assert all(httpx.URL(u).path.startswith(PREFIX + "/") for u in watch.urls if not u.startswith("blob:")), watch.urls
     page.click("#stop")
+
+
+def test_webrtc_behind_a_prefix_with_a_key(context, keyed):
+    """The offer goes up with the key header; the answer's Location (a path from the service's root)
+    is followed under the prefix, so Stop's DELETE reaches the session."""
+    page = context.new_page()
+    watch = OriginWatch(page, keyed.url)
+    page.goto(f"{keyed.url}{PREFIX}/")
+    page.evaluate(f"() => localStorage.setItem('musetalk.apiKey', '{KEY}')")
+    page.reload()
+    page.click("#avatars li[data-avatar-id=still] strong")  # WebRTC, the default
+    page.wait_for_function("() => window.musetalk.session?.ready && window.musetalk.session.stats.framesDrawn > 3",
+                           timeout=60_000)
+    sessions = keyed.server.config.app.state.musetalk.webrtc.sessions
+    assert len(sessions) == 1
+    session_id = next(iter(sessions))
+    with page.expect_request(lambda r: r.method == "DELETE") as deleted:
+        page.click("#stop")
+    assert deleted.value.url == f"{keyed.url}{PREFIX}/inference/webrtc/sessions/{session_id}"
+    assert deleted.value.headers["x-api-key"] == KEY
+    response = deleted.value.response()
+    body = response.json()
+    assert (response.status, body["message"], body["session_id"]) == (200, "Session ended", session_id)
+    assert len(sessions) == 0
+    assert watch.foreign() == [] and watch.errors == []
+    assert all(httpx.URL(u).path.startswith(PREFIX + "/") for u in watch.urls if not u.startswith("blob:")), watch.urls
 
 
 def test_the_preview_takes_the_key_as_a_query_parameter(keyed):

@@ -52,7 +52,9 @@ export class ChunkEncoder {
   }
 }
 
-// Decides per chunk: send it, hold it (pre-roll), or close the utterance with `end`.
+// Decides per chunk: send it, hold it (pre-roll), or close the utterance with `end`. Each chunk
+// keeps the time its first sample was captured, so the utterance's latency clock starts at the
+// pre-roll's first sample, not at the loud chunk that opened the gate.
 export class VoiceGate {
   constructor(session) {
     this.session = session;
@@ -61,19 +63,19 @@ export class VoiceGate {
     this.preroll = [];
   }
 
-  push(pcm) {
+  push(pcm, capturedAt) {
     const level = rms(pcm);
     if (!this.open) {
-      this.preroll.push(pcm);
+      this.preroll.push([pcm, capturedAt]);
       if (this.preroll.length > GATE_PREROLL_S / CHUNK_S) this.preroll.shift();
       if (level < GATE_OPEN_RMS) return;
       this.open = true;
       this.quietS = 0;
-      for (const held of this.preroll) this.session.sendPcm(held);
+      for (const [held, at] of this.preroll) this.session.sendPcm(held, at);
       this.preroll = [];
       return;
     }
-    this.session.sendPcm(pcm);
+    this.session.sendPcm(pcm, capturedAt);
     this.quietS = level < GATE_CLOSE_RMS ? this.quietS + CHUNK_S : 0;
     if (this.quietS >= GATE_HANG_S) {
       this.open = false;
@@ -82,13 +84,15 @@ export class VoiceGate {
   }
 }
 
-// Starts the microphone into `onChunk(pcm16)`; resolves with {stop()}.
+// Starts the microphone into `onChunk(pcm16, capturedAt)`, `capturedAt` the performance.now() time
+// of the chunk's first sample (one chunk before it was complete); resolves with {track, stop()}
+// (the track for a peer connection to send).
 export async function startMicrophone(ctx, outRate, onChunk) {
   const media = await navigator.mediaDevices.getUserMedia({
     audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true },
   });
   const source = ctx.createMediaStreamSource(media);
-  const encoder = new ChunkEncoder(ctx.sampleRate, outRate, onChunk);
+  const encoder = new ChunkEncoder(ctx.sampleRate, outRate, (pcm) => onChunk(pcm, performance.now() - CHUNK_S * 1000));
   const mute = ctx.createGain(); // processing nodes only run when connected to the output
   mute.gain.value = 0;
   mute.connect(ctx.destination);
@@ -104,6 +108,7 @@ export async function startMicrophone(ctx, outRate, onChunk) {
   source.connect(node);
   node.connect(mute);
   return {
+    track: media.getAudioTracks()[0],
     stop() {
       source.disconnect();
       node.disconnect();

@@ -2,8 +2,10 @@
 import { apiKey, getJson, request, setApiKey, socketUrl, upload } from "./api.js";
 import { decodeFile, sendPaced, startMicrophone, VoiceGate } from "./capture.js";
 import { RealtimeSession } from "./live.js";
+import { WebRtcSession } from "./webrtc.js";
 
-const SAMPLE_RATE = 16000; // the session's audio rate, in the socket's URL (`?sample_rate=`)
+const SAMPLE_RATE = 16000; // the socket session's audio rate (`?sample_rate=`), and the mic gate's
+const IDLE_CLOSE = 4408; // the socket's close after MUSETALK_REALTIME_IDLE_TIMEOUT_S without a word
 const $ = (id) => document.getElementById(id);
 
 const page = {
@@ -11,7 +13,11 @@ const page = {
   session: null,
   audioContext: null,
   mic: null,
+  file: null, // the file being sent, in words
   fileRun: 0, // bumped to cancel a file being sent
+  speaking: false, // between the session's speech_started and speech_ended
+  stopped: false, // Stop was pressed, or the session closed
+  lastSession: null, // the session Stop ended, for tests and curious people
 };
 window.musetalk = page; // for tests and curious people: page.session.stats
 
@@ -75,12 +81,18 @@ function avatarItem(avatar) {
   return item;
 }
 
+// Picking an avatar opens its live session at once, so the idle avatar shows before anyone speaks.
 function select(avatarId) {
-  stopSession();
+  if (avatarId && avatarId === page.selected && page.session) return; // already live
+  dropSession();
   page.selected = avatarId;
+  page.stopped = false;
   for (const li of $("avatars").children) li.classList.toggle("selected", li.dataset.avatarId === avatarId);
   $("live-avatar").textContent = avatarId ? `· ${avatarId}` : "";
   for (const id of ["mic", "play-file", "download"]) $(id).disabled = !avatarId;
+  $("screen-hint").hidden = Boolean(avatarId);
+  showStatus();
+  if (avatarId) ensureSession().catch((e) => say($("live-status"), e.message, true));
 }
 
 async function createAvatar(event) {
@@ -117,9 +129,10 @@ async function createAvatar(event) {
 // ---- live
 
 function audioContext() {
-  // Made (and resumed) inside a click: browsers only let a user gesture start sound.
+  // Browsers only let a user gesture start sound: resumed on every click that needs it.
   if (!page.audioContext) page.audioContext = new AudioContext();
   page.audioContext.resume();
+  $("video").muted = false; // muted only if autoplay refused its sound (webrtc.js)
   return page.audioContext;
 }
 
@@ -127,32 +140,95 @@ function showFigures(stats) {
   const latency = stats.latenciesMs.at(-1);
   $("fig-latency").textContent = latency === undefined ? "–" : `${Math.round(latency)} ms`;
   $("fig-fps").textContent = stats.fps.toFixed(1);
-  $("fig-underruns").textContent = String(stats.underruns);
-  $("fig-gaps").textContent = String(stats.gaps);
+  $("fig-bitrate").textContent = `${Math.round(stats.bitrateKbps)} kbit/s`;
+  $("fig-jitter").textContent = `${stats.jitterMs.toFixed(1)} ms`;
+  $("fig-dropped").textContent = String(stats.framesDropped);
+  // The socket's own: the server's underrun flag, and its audio clock re-anchored (WebRTC's jitter
+  // buffer hides both).
+  $("fig-underruns").textContent = "underruns" in stats ? String(stats.underruns) : "–";
+  $("fig-gaps").textContent = "gaps" in stats ? String(stats.gaps) : "–";
   $("fig-utterance").textContent = String(stats.utterance);
 }
 
-async function ensureSession() {
-  if (page.session && !page.session.closed) return page.session;
-  const session = new RealtimeSession({
-    url: socketUrl(`inference/realtime/${encodeURIComponent(page.selected)}`),
-    canvas: $("screen"), audioContext: audioContext(), sampleRate: SAMPLE_RATE, onUpdate: showFigures,
-    onEvent: (m) => {
-      if (m.type === "error") say($("live-status"), `${m.code}: ${m.detail}`, true);
-      if (m.type === "closed" && page.session === session) {
-        stopInputs();
-        page.session = null;
-        setLive(false);
-        if (m.code !== 1000) say($("live-status"), `The session closed (${m.code}${m.reason ? ": " + m.reason : ""}).`, true);
-      }
-    },
+// The socket's frames are painted on the canvas; WebRTC's play in the <video>. A stopped WebRTC
+// session leaves its last (idle) frame on the canvas, since its video element goes blank.
+function showScreen(element) {
+  $("screen").hidden = element !== $("screen");
+  $("video").hidden = element !== $("video");
+}
+
+function keepLastVideoFrame() {
+  const video = $("video");
+  const canvas = $("screen");
+  if (!video.videoWidth) return;
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  canvas.getContext("2d").drawImage(video, 0, 0);
+  showScreen(canvas);
+}
+
+function newSession(onEvent) {
+  const avatar = encodeURIComponent(page.selected);
+  if ($("transport").value === "webrtc") {
+    showScreen($("video"));
+    return new WebRtcSession({ url: `inference/webrtc/${avatar}`, video: $("video"), onUpdate: showFigures, onEvent });
+  }
+  showScreen($("screen"));
+  return new RealtimeSession({
+    url: socketUrl(`inference/realtime/${avatar}`), canvas: $("screen"), audioContext: audioContext(),
+    sampleRate: SAMPLE_RATE, onUpdate: showFigures, onEvent,
   });
+}
+
+// The status line says what the page is doing now, from its state: never a stale "Speaking".
+function liveStatus() {
+  const session = page.session;
+  if (!page.selected) return "Pick an avatar on the left (or create one) to go live.";
+  if (!session) return page.stopped ? "Stopped. Talk or speak a file to go live again." : "";
+  if (!session.ready) return "Connecting…";
+  const speaking = page.speaking ? " The avatar is speaking." : "";
+  if (page.mic) return `Listening: speak, the avatar follows.${speaking}`;
+  if (page.file) return `Speaking ${page.file}…`;
+  if (page.speaking) return "Speaking…";
+  const { width, height, fps } = session.ready;
+  return `Live, idle: ${width}×${height} at ${fps} fps. Talk or speak a file.`;
+}
+
+function showStatus() {
+  say($("live-status"), liveStatus());
+}
+
+function onSessionEvent(session, m) {
+  if (page.session !== session) return; // a session the page has already let go
+  if (m.type === "speech_started") page.speaking = true;
+  if (m.type === "speech_ended") page.speaking = false;
+  if (m.type === "error" && m.code === "timeout") return; // said below, with the close
+  if (m.type === "error") { say($("live-status"), `${m.code}: ${m.detail}`, true); return; }
+  if (m.type === "closed") {
+    stopInputs();
+    page.session = null;
+    page.stopped = true;
+    setLive(false);
+    if (m.code === IDLE_CLOSE) {
+      say($("live-status"), "The session closed after a long silence: talk or speak a file to go live again.");
+      return;
+    }
+    if (m.code !== 1000) {
+      say($("live-status"), `The session closed (${m.code}${m.reason ? ": " + m.reason : ""}).`, true);
+      return;
+    }
+  }
+  if (["ready", "speech_started", "speech_ended", "closed"].includes(m.type)) showStatus();
+}
+
+async function ensureSession() {
+  if (page.session && !page.session.closed) return page.session.opened;
+  const session = newSession((m) => onSessionEvent(session, m));
   page.session = session;
-  say($("live-status"), "Connecting…");
-  await session.open();
-  setLive(true);
-  say($("live-status"), `Live: ${session.ready.width}×${session.ready.height} at ${session.ready.fps} fps.`);
-  return session;
+  page.speaking = false;
+  showStatus();
+  session.opened = session.open().then(() => { setLive(true); return session; });
+  return session.opened;
 }
 
 function setLive(on) {
@@ -162,44 +238,79 @@ function setLive(on) {
 
 function stopInputs() {
   page.fileRun += 1;
+  page.file = null;
   if (page.mic) page.mic.stop();
+  if (page.mic && page.session && page.session.setMicrophone) page.session.setMicrophone(null);
   page.mic = null;
   $("mic").textContent = "Talk (microphone)";
 }
 
-function stopSession() {
+// Another avatar, or the avatar gone: let the session go at once.
+function dropSession() {
   stopInputs();
   if (page.session) page.session.close();
   page.session = null;
+  page.speaking = false;
   setLive(false);
 }
 
+// Stop: the avatar goes back to idle (mouth shut) on screen, then the session closes.
+async function stopSession() {
+  const session = page.session;
+  page.lastSession = session;
+  stopInputs();
+  page.session = null;
+  page.speaking = false;
+  page.stopped = true;
+  setLive(false);
+  showStatus();
+  if (!session) return;
+  await session.stop(keepLastVideoFrame); // the socket's session paints on the canvas anyway
+}
+
+function interrupt() {
+  page.fileRun += 1;
+  page.file = null;
+  page.speaking = false;
+  if (page.session) page.session.interrupt();
+  showStatus();
+}
+
 async function toggleMic() {
+  audioContext();
   if (page.mic) {
     stopInputs();
     if (page.session) page.session.end();
+    showStatus();
     return;
   }
   try {
     const session = await ensureSession();
-    const gate = new VoiceGate(session);
-    page.mic = await startMicrophone(audioContext(), SAMPLE_RATE, (pcm) => gate.push(pcm));
+    // Over WebRTC the microphone is the audio track (the server gates it) and this gate only times
+    // utterances; over the socket this gate decides what is sent.
+    const gate = new VoiceGate(session.gateSink());
+    page.mic = await startMicrophone(audioContext(), SAMPLE_RATE, (pcm, at) => gate.push(pcm, at));
+    if (session.setMicrophone) await session.setMicrophone(page.mic.track);
     $("mic").textContent = "Stop talking";
-    say($("live-status"), "Listening: speak, the avatar follows.");
+    showStatus();
   } catch (e) {
     say($("live-status"), e.message, true);
   }
 }
 
 async function playFile() {
+  audioContext();
   const file = $("audio-file").files[0];
   if (!file) { say($("live-status"), "Choose an audio file first.", true); return; }
   try {
     const session = await ensureSession();
-    const pcm = await decodeFile(audioContext(), file, SAMPLE_RATE);
+    const rate = session.sampleRate; // the session's word (`ready`): 16 kHz on the socket, 48 over WebRTC
+    const pcm = await decodeFile(audioContext(), file, rate);
     const run = ++page.fileRun;
-    say($("live-status"), `Speaking ${file.name} (${(pcm.length / SAMPLE_RATE).toFixed(1)} s)…`);
-    await sendPaced(session, pcm, SAMPLE_RATE, { cancelled: () => run !== page.fileRun });
+    page.file = `${file.name} (${(pcm.length / rate).toFixed(1)} s)`;
+    showStatus();
+    await sendPaced(session, pcm, rate, { cancelled: () => run !== page.fileRun });
+    if (run === page.fileRun) { page.file = null; showStatus(); }
   } catch (e) {
     say($("live-status"), e.message, true);
   }
@@ -233,10 +344,15 @@ function init() {
   $("create-form").onsubmit = createAvatar;
   $("mic").onclick = toggleMic;
   $("play-file").onclick = playFile;
-  $("interrupt").onclick = () => { page.fileRun += 1; if (page.session) page.session.interrupt(); };
+  $("interrupt").onclick = interrupt;
   $("stop").onclick = stopSession;
   $("download").onclick = downloadMp4;
+  // Another transport: the live session starts again over it.
+  $("transport").onchange = () => { const avatar = page.selected; page.selected = null; select(avatar); };
   refreshAvatars();
+  showStatus();
+  // A closed tab ends the session now, not when the server's idle timeout notices.
+  window.addEventListener("pagehide", dropSession);
 }
 
 init();
