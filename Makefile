@@ -74,6 +74,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.musetalk_bench $(MUSETALK_BENCH_ARGS)
 	$(BIN)/python -m bench.fuzz_bench
 	$(BIN)/python -m bench.realtime_bench
+	$(BIN)/python -m bench.webrtc_bench
+	$(BIN)/python -m bench.webrtc_browser_bench
 
 clean:
 	rm -rf $(VENV) $(INT_VENV) results .pytest_cache
