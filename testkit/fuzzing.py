@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -29,11 +30,20 @@ MEDIA_OPERATIONS = ("POST /avatars/preprocess", "POST /inference/stream/{avatar_
                     "POST /inference/batch/{avatar_id}")
 _POSITIVE_ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]  # schemathesis' default
 _CONFIG = """
+# First, as the first block that applies to an operation wins (and one block's filters are
+# alternatives: a name names method and path together). An SDP offer is a string to the schema,
+# but only a real offer is accepted: any other string is answered 422 invalid_sdp, as a non-media
+# upload is answered 415 below.
+[[operations]]
+include-name-regex = "^POST /inference/webrtc/"
+checks.positive_data_acceptance.expected-statuses = {sdp_statuses}
+
 [[operations]]
 include-path-regex = "^/(avatars/preprocess|inference/(stream|batch)/[{{]avatar_id[}}])$"
 include-method = "POST"
 checks.positive_data_acceptance.expected-statuses = {statuses}
 """
+HOOKS = Path(__file__).with_name("schemathesis_hooks.py")  # the serializer of application/sdp
 REQUEST_TIMEOUT_S = 60.0
 OTHER_METHODS = "methods a path does not have (405 and Allow)"
 
@@ -71,7 +81,8 @@ def fuzz(base_url: str, workdir: Path, *, max_examples: int, seed: int,
     reports go to `workdir`."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "schemathesis.toml"
-    config.write_text(_CONFIG.format(statuses=json.dumps([*_POSITIVE_ACCEPTED, "415"])))
+    config.write_text(_CONFIG.format(statuses=json.dumps([*_POSITIVE_ACCEPTED, "415"]),
+                                     sdp_statuses=json.dumps([*_POSITIVE_ACCEPTED, "422"])))
     command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
                f"{base_url}/openapi.json", "--checks", "all", "--max-examples", str(max_examples),
                "--seed", str(seed), "--workers", "1", "--request-timeout", str(REQUEST_TIMEOUT_S),
@@ -79,7 +90,8 @@ def fuzz(base_url: str, workdir: Path, *, max_examples: int, seed: int,
                "--report-ndjson-path", str(workdir / "events.ndjson"), "--continue-on-failure", "--no-color"]
     for name, value in (headers or {}).items():
         command += ["--header", f"{name}: {value}"]
-    run = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
+    run = subprocess.run(command, cwd=workdir, capture_output=True, text=True,
+                         env=dict(os.environ, SCHEMATHESIS_HOOKS=str(HOOKS)))
     (workdir / "output.txt").write_text(run.stdout + run.stderr)
     report = FuzzReport(exit_code=run.returncode)
     with urllib.request.urlopen(f"{base_url}/openapi.json") as answer:

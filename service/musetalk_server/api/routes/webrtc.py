@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -56,18 +57,23 @@ def require_key(request: Request, state: StateDep) -> None:
         raise Unauthorized("missing or wrong API key (send X-API-Key, or ?key= from a browser)")
 
 
-def _viewer_allowed(request: Request, state: AppState, session_id: str, *, fresh: bool) -> LiveSession:
-    """The session, if the request may view it: the API key, or its viewer token (`fresh`: not expired).
-    Without either, an unknown session is 401 like a known one, so ids cannot be probed."""
-    expected = state.settings.api_key
-    if not expected or key_matches(_given_key(request), expected):
-        return state.webrtc.find(session_id)
-    live = state.webrtc.sessions.get(session_id)
-    token = request.query_params.get("token") or request.headers.get("x-viewer-token")
-    if live is not None and (live.token_valid(token) if fresh else token == live.token):
-        return live
-    raise Unauthorized("missing or wrong API key or viewer token (send X-API-Key, ?key=, or the session's "
-                       "viewer_token as ?token= or X-Viewer-Token)")
+def _viewer_authorised(*, fresh: bool) -> Callable[[Request, AppState], None]:
+    """A dependency: the request may view its `session_id` with the API key, or with the session's viewer
+    token (`fresh`: not expired). Without either, an unknown (or malformed) id is 401 like a known
+    one, so ids cannot be probed; as a dependency it is checked before the path, as the key is elsewhere."""
+
+    def check(request: Request, state: StateDep) -> None:
+        expected = state.settings.api_key
+        if not expected or key_matches(_given_key(request), expected):
+            return
+        live = state.webrtc.sessions.get(request.path_params.get("session_id", ""))
+        token = request.query_params.get("token") or request.headers.get("x-viewer-token")
+        if live is not None and (live.token_valid(token) if fresh else token == live.token):
+            return
+        raise Unauthorized("missing or wrong API key or viewer token (send X-API-Key, ?key=, or the session's "
+                           "viewer_token as ?token= or X-Viewer-Token)")
+
+    return check
 
 
 async def _offer(request: Request, role: Role) -> Offer:
@@ -137,23 +143,25 @@ async def end_session(state: StateDep, session_id: SessionIdPath) -> dict[str, A
 
 
 @router.post("/inference/webrtc/sessions/{session_id}", status_code=201,
+             dependencies=[Depends(_viewer_authorised(fresh=True))],
              responses={**_ANSWER, **error_responses("keyed", "sdp_offer", "live_session", "viewer_join")},
              openapi_extra=_SDP_BODY)
 async def add_viewer(request: Request, state: StateDep, session_id: SessionIdPath) -> Response:
     """Watch a live session (both transceivers `recvonly`): the same video and audio as its other peers,
     from one encoder, starting at a key frame."""
-    live = _viewer_allowed(request, state, session_id, fresh=True)
+    live = state.webrtc.find(session_id)
     offer = await _offer(request, "viewer")
     peer, answer = await state.webrtc.connect(live, offer, "viewer")
     return _answer(answer, f"/inference/webrtc/sessions/{live.id}/viewers/{peer.id}")
 
 
 @router.delete("/inference/webrtc/sessions/{session_id}/viewers/{viewer_id}", response_model=WebRtcDeleted,
+               dependencies=[Depends(_viewer_authorised(fresh=False))],
                responses=error_responses("keyed", "live_session"))
-async def remove_viewer(request: Request, state: StateDep, session_id: SessionIdPath,
+async def remove_viewer(state: StateDep, session_id: SessionIdPath,
                         viewer_id: SessionIdPath) -> dict[str, Any]:
     """Leave: the viewer's connection closes now (the session goes on)."""
-    live = _viewer_allowed(request, state, session_id, fresh=False)
+    live = state.webrtc.find(session_id)
     peer = state.webrtc.find_peer(live, viewer_id)
     await state.webrtc.drop(live, peer.id)
     return {"message": "Viewer left", "session_id": live.id, "viewer_id": peer.id}
