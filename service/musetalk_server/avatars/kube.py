@@ -16,13 +16,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import errors
 from ..config import Settings
 from ..errors import AvatarExists, AvatarNotFound, MuseTalkError, NotReady, PreprocessTimeout
 
-__all__ = ["AvatarResources", "ServingCheck", "Identity", "UPLOAD_ANNOTATION", "failure_error",
+__all__ = ["AvatarResources", "CustomResources", "ServingCheck", "Identity", "UPLOAD_ANNOTATION", "failure_error",
            "custom_objects_api", "raw_json"]
 
 log = logging.getLogger(__name__)
@@ -31,13 +31,15 @@ PLURAL, KIND = "avatars", "Avatar"
 UPLOAD_ANNOTATION = "musetalk.io/upload"  # the operator's finalizer deletes this file with the avatar
 
 
-class AvatarResources:
-    """Avatar resources in one namespace, through the Kubernetes API."""
+class CustomResources:
+    """Custom resources of one kind (`plural`) in one namespace, through the Kubernetes API: what
+    Avatars (here) and RenderJobs (render/job_resources.py) read alike."""
+
+    plural: ClassVar[str]
 
     def __init__(self, settings: Settings, api: Any = None) -> None:
         self.namespace = settings.namespace
         self.group, self.version = settings.crd_group, settings.crd_version
-        self.poll_s = settings.kube_poll_s
         self._api = api
 
     @property
@@ -46,21 +48,33 @@ class AvatarResources:
             self._api = custom_objects_api()
         return self._api
 
-    def get(self, avatar_id: str) -> dict[str, Any] | None:
+    def get(self, name: str) -> dict[str, Any] | None:
+        """The resource, or None when there is none by that name."""
         from kubernetes.client.exceptions import ApiException
 
         try:
             return raw_json(self.api.get_namespaced_custom_object(
-                self.group, self.version, self.namespace, PLURAL, avatar_id, _preload_content=False))
+                self.group, self.version, self.namespace, self.plural, name, _preload_content=False))
         except ApiException as e:
             if e.status == 404:
                 return None
             raise
 
     def list(self) -> list[dict[str, Any]]:
+        """Every resource of the kind in the namespace, by name."""
         listed = raw_json(self.api.list_namespaced_custom_object(
-            self.group, self.version, self.namespace, PLURAL, _preload_content=False))
+            self.group, self.version, self.namespace, self.plural, _preload_content=False))
         return sorted(listed.get("items", []), key=lambda item: item["metadata"]["name"])
+
+
+class AvatarResources(CustomResources):
+    """Avatar resources in one namespace, through the Kubernetes API."""
+
+    plural = PLURAL
+
+    def __init__(self, settings: Settings, api: Any = None) -> None:
+        super().__init__(settings, api)
+        self.poll_s = settings.kube_poll_s
 
     def submit(self, avatar_id: str, spec: dict[str, Any], upload: str, overwrite: bool,
                annotations: dict[str, str] | None = None) -> tuple[int, str | None]:

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..avatars.kube import custom_objects_api, raw_json
-from ..config import Settings
+from ..avatars.kube import CustomResources, raw_json
 
 __all__ = ["JobResources", "PLURAL", "KIND"]
 
@@ -22,19 +21,10 @@ PLURAL, KIND = "renderjobs", "RenderJob"
 _MERGE_PATCH = "application/merge-patch+json"
 
 
-class JobResources:
+class JobResources(CustomResources):
     """RenderJob resources in one namespace, through the Kubernetes API."""
 
-    def __init__(self, settings: Settings, api: Any = None) -> None:
-        self.namespace = settings.namespace
-        self.group, self.version = settings.crd_group, settings.crd_version
-        self._api = api
-
-    @property
-    def api(self) -> Any:
-        if self._api is None:
-            self._api = custom_objects_api()
-        return self._api
+    plural = PLURAL
 
     def create(self, name: str, spec: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         body = {"apiVersion": f"{self.group}/{self.version}", "kind": KIND,
@@ -42,22 +32,6 @@ class JobResources:
                 "spec": spec, "status": status}
         return raw_json(self.api.create_namespaced_custom_object(
             self.group, self.version, self.namespace, PLURAL, body, _preload_content=False))
-
-    def get(self, name: str) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            return raw_json(self.api.get_namespaced_custom_object(
-                self.group, self.version, self.namespace, PLURAL, name, _preload_content=False))
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-
-    def list(self) -> list[dict[str, Any]]:
-        listed = raw_json(self.api.list_namespaced_custom_object(
-            self.group, self.version, self.namespace, PLURAL, _preload_content=False))
-        return list(listed.get("items", []))
 
     def update(self, resource: dict[str, Any], status: dict[str, Any]) -> dict[str, Any] | None:
         """Merge `status` into `resource` if it has not changed since it was read. Returns the new
