@@ -35,7 +35,6 @@ import logging
 import shutil
 import statistics
 import tempfile
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +43,7 @@ from bench.doc_blocks import BENCHMARKS, WRITE_DOCS_HELP, check_block, measured_
 from bench.service_bench import MEDIA, start_server
 from musetalk_client import Client
 from musetalk_server.media.audio import decode_audio
+from testkit.mediatools import write_wav
 
 log = logging.getLogger("bench.webrtc_browser")
 AVATAR_CLIP = "lp_d11.mp4"  # 512², 25 fps
@@ -105,15 +105,6 @@ SUMMARY = """() => {
     return {painted: [...log.painted.entries()], events: log.events, onsets: log.onsets,
             latencies: window.musetalk.session.stats.latenciesMs, fps: window.musetalk.session.ready.fps};
 }"""
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
 
 
 def make_inputs(folder: Path) -> tuple[Path, Path, float]:

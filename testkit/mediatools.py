@@ -56,15 +56,20 @@ def first_frames(src: Path, n: int) -> list[np.ndarray]:
     return out
 
 
-def silent_wav(dst: Path, seconds: float, rate: int = 16_000) -> Path:
+def write_wav(dst: Path, samples: np.ndarray, rate: int) -> Path:
+    """Float samples in [-1, 1] (clipped) as a PCM16 mono WAV file."""
     import wave
 
     with wave.open(str(dst), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(rate)
-        w.writeframes(b"\0\0" * int(seconds * rate))
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
     return dst
+
+
+def silent_wav(dst: Path, seconds: float, rate: int = 16_000) -> Path:
+    return write_wav(dst, np.zeros(int(seconds * rate), np.float32), rate)
 
 
 def speech_turn_wav(src: Path, dst: Path, *, lead_s: float, speech_s: float, tail_s: float,
@@ -72,18 +77,11 @@ def speech_turn_wav(src: Path, dst: Path, *, lead_s: float, speech_s: float, tai
     """`lead_s` of digital silence, the first `speech_s` of `src`, `tail_s` of silence, as PCM16 mono:
     a fake microphone (Chromium loops its file) whose utterances start at a known offset of each loop
     and end in a pause a voice gate closes on."""
-    import wave
-
     from musetalk_server.media.audio import decode_audio
 
     speech = decode_audio(src, rate=rate)[: int(speech_s * rate)]
     turn = np.concatenate([np.zeros(int(lead_s * rate), np.float32), speech, np.zeros(int(tail_s * rate), np.float32)])
-    with wave.open(str(dst), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(turn, -1, 1) * 32767).astype("<i2").tobytes())
-    return dst
+    return write_wav(dst, turn, rate)
 
 
 @dataclass
