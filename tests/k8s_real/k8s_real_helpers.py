@@ -170,10 +170,11 @@ class Cluster:
         self.core.patch_namespaced_pod_status(pod, ns, {"status": {"conditions": [condition]}}, _preload_content=False)
         self._pod_status(ns, pod, "Pending", {"waiting": {"reason": reason, "message": message}}, ready=False)
 
-    def avatar_table(self, ns: str) -> dict[str, dict[str, Any]]:
-        """`kubectl get avatars`, as the server prints it (its Table): name -> column -> cell."""
+    def table(self, ns: str, plural: str = PLURAL) -> dict[str, dict[str, Any]]:
+        """`kubectl get avatars` (or another `plural`), as the server prints it (its Table):
+        name -> column -> cell."""
         request = urllib.request.Request(
-            f"{self.url}/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}",
+            f"{self.url}/apis/{GROUP}/{VERSION}/namespaces/{ns}/{plural}",
             headers={"Authorization": f"Bearer {self.plane.token}",
                      "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
         with urllib.request.urlopen(request, context=ssl._create_unverified_context(), timeout=5) as response:

@@ -175,7 +175,7 @@ def test_a_job_is_followed_through_any_replica_and_outlives_a_kill_9(cluster: Cl
     assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
     assert result.content[4:8] == b"ftyp" and result.headers["x-frame-count"] == "125"
     # `kubectl get renderjobs`, as the API server prints it.
-    row = cluster_table(cluster, ns)[job_id]
+    row = cluster.table(ns, JOBS)[job_id]
     assert (row["State"], row["Avatar"], row["Done"], row["Frames"]) == ("done", "anchor", 125, 125)
 
     # 2. Its replica killed with `kill -9` mid-render: another takes it over within the lease.
@@ -220,22 +220,6 @@ def test_a_job_is_followed_through_any_replica_and_outlives_a_kill_9(cluster: Cl
     assert stopped_at < 1500 and job_resource(cluster, ns, job_id)["status"]["state"] == "cancelled"
     refused = httpx.get(f"{lb}/jobs/{job_id}/result", timeout=10)
     assert refused.status_code == 409 and refused.json()["code"] == "job_failed"
-
-
-def cluster_table(cluster: Cluster, ns: str) -> dict[str, dict[str, Any]]:
-    """`kubectl get renderjobs`: the API server's Table, name -> column -> cell."""
-    import json
-    import ssl
-    import urllib.request
-
-    request = urllib.request.Request(
-        f"{cluster.url}/apis/{GROUP}/{VERSION}/namespaces/{ns}/{JOBS}",
-        headers={"Authorization": f"Bearer {cluster.plane.token}",
-                 "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
-    with urllib.request.urlopen(request, context=ssl._create_unverified_context(), timeout=5) as response:
-        table = json.loads(response.read())
-    names = [c["name"] for c in table["columnDefinitions"]]
-    return {row["cells"][0]: dict(zip(names, row["cells"], strict=True)) for row in table["rows"]}
 
 
 def test_a_delete_or_overwrite_through_one_replica_reaches_the_others(cluster: Cluster, replicas: Replicas) -> None:

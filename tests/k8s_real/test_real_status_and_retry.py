@@ -19,7 +19,7 @@ def shown(cluster: Cluster, ns: str, name: str, reason: str, says: str) -> dict[
     def everywhere() -> dict[str, Any] | None:
         status = cluster.avatar(ns, name).get("status") or {}
         events = [e for e in cluster.events(ns, name) if e["reason"] == reason and says in e["message"]]
-        row = cluster.avatar_table(ns).get(name) or {}
+        row = cluster.table(ns).get(name) or {}
         if status.get("reason") == reason and says in status.get("message", "") and events \
                 and row.get("Reason") == reason and says in row.get("Message", ""):
             return {"status": status, "event": events[-1], "row": row}
@@ -62,7 +62,7 @@ def test_the_reason_outlives_the_deadline_and_a_retry_makes_a_new_job(cluster: C
     status = cluster.avatar(ns, "stuck")["status"]
     assert status["reason"] == "DeadlineExceeded"
     assert "the pod never started: Unschedulable: " in status["message"] and SCHEDULER_SAYS in status["message"]
-    row = cluster.avatar_table(ns)["stuck"]
+    row = cluster.table(ns)["stuck"]
     assert row["Reason"] == "DeadlineExceeded" and SCHEDULER_SAYS in row["Message"]
 
     # Retry as docs/kubernetes.md says: a new value of the annotation.
