@@ -1,4 +1,4 @@
-"""The WebSocket transport of a real-time session: the wire format of README "Real-time sessions".
+"""The WebSocket transport of a real-time session: the wire format of docs/realtime.md.
 
 Client to server: PCM16 as binary messages, JSON control as text messages. Server to client:
 JSON events as text, one binary message per frame (render/realtime/protocol.py's header, the

@@ -1,7 +1,7 @@
 """WS /inference/realtime/{avatar_id}: audio in as it is spoken, frames with their audio out.
 
 The socket is accepted first, so that every refusal can carry its `error` event before the
-close code (README, "Real-time sessions"). Then: check the key, the avatar id and the
+close code (docs/realtime.md, "Close codes"). Then: check the key, the avatar id and the
 `sample_rate` query parameter (before a device place is taken), open the render through the one
 entry, hand it to the session core (render/realtime/session.py) over the WebSocket transport
 (api/realtime_socket.py).

@@ -1,4 +1,4 @@
-"""The wire format of `WS /inference/realtime/{avatar_id}` (README, "Real-time sessions").
+"""The wire format of `WS /inference/realtime/{avatar_id}` (docs/realtime.md).
 
 Server to client, one binary message per output frame:
     24-byte little-endian header `<4sIIIHHI`: magic b"MTF1", frame index, pts ms, utterance,
