@@ -16,6 +16,8 @@ What goes in and out, and why each rule:
   which frame numbers belong to what was cancelled.
 - `push_audio` waits while more than `max_ahead_s` of sent audio is not yet spoken: a TTS delivers a
   reply faster than real time, and the server drops chunks past `MUSETALK_REALTIME_MAX_BUFFER_S`.
+- After `keepalive_s` without a message, a `ping` goes out: the server closes a session with no
+  message and nothing to say for `MUSETALK_REALTIME_IDLE_TIMEOUT_S`, and an agent may listen longer.
 - When the session is lost under a live call (the server died, the network dropped, the server closed
   it with an error), `lost` says why and, with `audio_passthrough_on_error` (the default), the agent
   speaks on without video: the audio the session had not yet spoken comes out first, then every later
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -41,11 +44,12 @@ from musetalk_client import AsyncRealtimeSession, ClientError, RealtimeFrame
 
 from .frames import PCM_BYTES, JpegDecoder, pcm_frame
 
-__all__ = ["MuseTalkVideoGenerator", "DEFAULT_MAX_AHEAD_S"]
+__all__ = ["MuseTalkVideoGenerator", "DEFAULT_MAX_AHEAD_S", "DEFAULT_KEEPALIVE_S"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_AHEAD_S = 10.0  # well under the server's default MUSETALK_REALTIME_MAX_BUFFER_S (30 s)
+DEFAULT_KEEPALIVE_S = 15.0  # well under the server's default MUSETALK_REALTIME_IDLE_TIMEOUT_S (60 s)
 ABNORMAL_CLOSURE = 1006  # RFC 6455: the connection dropped without a close frame
 
 Unspoken = bytes | AudioSegmentEnd  # session PCM sent (or, once lost, to pass through), and utterance ends
@@ -57,10 +61,12 @@ class MuseTalkVideoGenerator(VideoGenerator):
     The generator owns the session from here on: `aclose()` closes it. Iterate it once.
     `audio_passthrough_on_error`: if the session is lost mid-call, go on with the agent's audio and no
     video (the default) instead of ending the iteration with the loss; `lost` holds the loss either way.
+    `keepalive_s`: the longest the session goes without a message from here (keep it under the
+    server's `MUSETALK_REALTIME_IDLE_TIMEOUT_S`).
     """
 
     def __init__(self, session: AsyncRealtimeSession, *, max_ahead_s: float = DEFAULT_MAX_AHEAD_S,
-                 audio_passthrough_on_error: bool = True) -> None:
+                 audio_passthrough_on_error: bool = True, keepalive_s: float = DEFAULT_KEEPALIVE_S) -> None:
         self.session = session
         self.sample_rate: int = session.sample_rate
         self.fps: float = session.ready["fps"]
@@ -70,6 +76,8 @@ class MuseTalkVideoGenerator(VideoGenerator):
         self.lost: ClientError | None = None  # why the session ended under a live call
         self._decoder = JpegDecoder()
         self._max_ahead = int(max_ahead_s * self.sample_rate)  # samples
+        self._keepalive_s = keepalive_s
+        self._last_message = time.monotonic()  # the last one sent to the session
         self._resampler: rtc.AudioResampler | None = None
         self._resampler_rate = 0  # its input rate
         self._utterance_open = False  # audio sent since the last `end` or `interrupt`
@@ -144,6 +152,7 @@ class MuseTalkVideoGenerator(VideoGenerator):
         """One message to the session while it lasts. A send that finds it closed is that loss
         showing early: the frame reader reports it (and, passing through, still plays the audio)."""
         if self.lost is None:
+            self._last_message = time.monotonic()
             with contextlib.suppress(ConnectionClosed):
                 await message(*args)
 
@@ -193,6 +202,8 @@ class MuseTalkVideoGenerator(VideoGenerator):
     async def _frames(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
         # 1. The avatar, frame by frame, as long as the session lasts.
         async for item in self.session:
+            if time.monotonic() - self._last_message > self._keepalive_s:
+                await self._tell_session(self.session.ping)
             if not isinstance(item, RealtimeFrame):
                 self._on_event(item)
                 continue

@@ -20,6 +20,7 @@ from musetalk_client import ClientError
 RATE = 24_000
 PLAYOUT_TIMEOUT_S = 10.0
 KILL_AFTER_S = 0.5
+IDLE_TIMEOUT_S = 1.0  # the fallback test's server closes a session silent this long
 HEARD_WITHIN_S = 1.0  # the runner reports playback finished as its audio source takes the last frame
 
 
@@ -111,12 +112,14 @@ async def heard_in_full(heard: bytearray, pcm: bytes) -> None:
         await asyncio.sleep(0.02)
 
 
+@pytest.mark.parametrize("own_server", [{"realtime_idle_timeout_s": str(IDLE_TIMEOUT_S)}], indirect=True)
 async def test_after_the_server_dies_mid_reply_the_agent_speaks_on_without_video(own_server, caplog):
     """The default (audio passthrough): a running AgentSession speaks through the avatar, and the
     server is killed during a reply. That reply plays to its end without video, the next reply's audio
-    reaches the avatar's audio track sample for sample, and the call goes on."""
+    reaches the avatar's audio track sample for sample, and the call goes on. Before it, on the same
+    server (each start costs seconds): the avatar's pings keep a silent agent's session open."""
     cut_reply, next_reply = speech_pcm(3.0, RATE), speech_pcm(1.0, RATE, from_s=10.0)
-    avatar, agent, room = await started_avatar(own_server)
+    avatar, agent, room = await started_avatar(own_server, keepalive_s=IDLE_TIMEOUT_S / 3)
     await avatar.wait_for_join(timeout=5.0)  # the tracks are published
     # What the avatar's audio track carries, read back through LiveKit's own AudioStream.
     track = room.published(rtc.TrackKind.KIND_AUDIO)[0].track
@@ -133,6 +136,9 @@ async def test_after_the_server_dies_mid_reply_the_agent_speaks_on_without_video
         audio.on("playback_started", lambda _: started.set())
         audio.on("playback_finished", finished.append)
 
+        # 0. Silent for longer than the server's idle timeout: the pings keep the session.
+        await asyncio.sleep(1.5 * IDLE_TIMEOUT_S)
+        assert avatar.generator.lost is None
         # 1. The server dies 0.5 s into a 3 s reply: the rest of it is still said, as audio only.
         first = agent.say("the cut reply", audio=tts(cut_reply))
         await asyncio.wait_for(started.wait(), PLAYOUT_TIMEOUT_S)
