@@ -8,6 +8,7 @@
 """
 
 from .avatar import DEFAULT_SAMPLE_RATE, DEFAULT_URL, AvatarSession
-from .generator import DEFAULT_MAX_AHEAD_S, MuseTalkVideoGenerator
+from .generator import DEFAULT_KEEPALIVE_S, DEFAULT_MAX_AHEAD_S, MuseTalkVideoGenerator
 
-__all__ = ["AvatarSession", "MuseTalkVideoGenerator", "DEFAULT_URL", "DEFAULT_SAMPLE_RATE", "DEFAULT_MAX_AHEAD_S"]
+__all__ = ["AvatarSession", "MuseTalkVideoGenerator", "DEFAULT_URL", "DEFAULT_SAMPLE_RATE", "DEFAULT_MAX_AHEAD_S",
+           "DEFAULT_KEEPALIVE_S"]

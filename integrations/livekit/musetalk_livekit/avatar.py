@@ -21,7 +21,7 @@ from livekit.agents.voice.avatar import AvatarSession as BaseAvatarSession
 
 from musetalk_client import open_realtime
 
-from .generator import DEFAULT_MAX_AHEAD_S, MuseTalkVideoGenerator
+from .generator import DEFAULT_KEEPALIVE_S, DEFAULT_MAX_AHEAD_S, MuseTalkVideoGenerator
 
 if TYPE_CHECKING:
     from livekit.agents import AgentSession
@@ -42,16 +42,21 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
     The session's audio rate is `sample_rate`, else the agent session's TTS rate, else 24 kHz: the
     agent resamples its TTS to it, and the server speaks it back at the same rate. Give the agent
     session `resume_false_interruption=False` (see the README): the avatar's audio output cannot pause.
+    If the MuseTalk session is lost mid-call, the agent speaks on through the same audio track, without
+    video (`audio_passthrough_on_error=False` ends the runner instead; `generator.lost` says why).
     """
 
     def __init__(self, *, avatar_id: str, url: str | None = None, api_key: str | None = None,
-                 sample_rate: int | None = None, max_ahead_s: float = DEFAULT_MAX_AHEAD_S) -> None:
+                 sample_rate: int | None = None, max_ahead_s: float = DEFAULT_MAX_AHEAD_S,
+                 audio_passthrough_on_error: bool = True, keepalive_s: float = DEFAULT_KEEPALIVE_S) -> None:
         super().__init__()
         self.avatar_id = avatar_id
         self.url = url or os.environ.get("MUSETALK_URL", DEFAULT_URL)
         self._api_key = api_key or os.environ.get("MUSETALK_API_KEY") or None
         self._sample_rate = sample_rate
         self._max_ahead_s = max_ahead_s
+        self._passthrough = audio_passthrough_on_error
+        self._keepalive_s = keepalive_s
         self.generator: MuseTalkVideoGenerator | None = None
         self.runner: AvatarRunner | None = None
         self.audio_output: QueueAudioOutput | None = None
@@ -74,7 +79,9 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
         rate = self._sample_rate or (tts.sample_rate if tts is not None else DEFAULT_SAMPLE_RATE)
         # 2. The session: idle frames flow from here on, so the video track appears at once.
         session = await open_realtime(self.url, self.avatar_id, sample_rate=rate, api_key=self._api_key)
-        self.generator = MuseTalkVideoGenerator(session, max_ahead_s=self._max_ahead_s)
+        self.generator = MuseTalkVideoGenerator(session, max_ahead_s=self._max_ahead_s,
+                                                audio_passthrough_on_error=self._passthrough,
+                                                keepalive_s=self._keepalive_s)
         # 3. The runner publishes through the agent's room, as the agent participant.
         self.audio_output = QueueAudioOutput(sample_rate=rate, wait_playback_start=True)
         options = AvatarOptions(video_width=self.generator.width, video_height=self.generator.height,

@@ -20,10 +20,11 @@ ITEM_TIMEOUT_S = 5.0  # frames come every 40 ms: anything slower is a stall
 Item = rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd
 
 
-def speech_pcm(seconds: float, rate: int) -> bytes:
-    """`seconds` of the example speech as mono PCM16 at `rate` (LiveKit's own resampler)."""
+def speech_pcm(seconds: float, rate: int, from_s: float = SPEECH_FROM_S) -> bytes:
+    """`seconds` of the example speech (60 s long), from `from_s` on, as mono PCM16 at `rate`
+    (LiveKit's own resampler)."""
     with wave.open(str(SPEECH)) as w:
-        w.setpos(int(SPEECH_FROM_S * w.getframerate()))
+        w.setpos(int(from_s * w.getframerate()))
         source, pcm = w.getframerate(), w.readframes(int(seconds * w.getframerate()))
     if rate == source:
         return pcm

@@ -136,3 +136,49 @@ async def test_push_audio_waits_while_too_much_is_unspoken(musetalk_server):
     assert pushed_in >= 0.8 - 2 / FPS
     spoken = b"".join(bytes(i.data) for i in items if isinstance(i, rtc.AudioFrame))
     assert spoken[:len(pcm)] == pcm and not any(spoken[len(pcm):])  # nothing lost on the way
+
+
+def pcm_of(items) -> bytes:
+    return b"".join(bytes(i.data) for i in items if isinstance(i, rtc.AudioFrame))
+
+
+async def test_a_lost_session_goes_on_as_audio_only_from_where_the_avatar_stopped(musetalk_server, caplog):
+    """The network drops mid-reply (the socket aborted: no close frame). What the avatar had not said
+    yet comes out as audio without video and the reply ends; later replies pass through whole, and an
+    interruption still drops what is queued."""
+    cut_reply, next_reply = speech_pcm(2.0, RATE), speech_pcm(0.6, RATE)
+    gen = await generator(musetalk_server)
+    stream = aiter(gen)
+
+    async def say(pcm: bytes, end: bool = True) -> None:
+        for frame in audio_frames(pcm, RATE):
+            await gen.push_audio(frame)
+        if end:
+            await gen.push_audio(AudioSegmentEnd())
+
+    try:
+        await say(cut_reply)
+        said = await take(stream, audios(10))  # 0.4 s of the 2 s, lip-synced
+        gen.session.ws.transport.abort()
+        said += await take(stream, segment_end)
+        await say(next_reply)
+        passed = await take(stream, segment_end)
+        await say(cut_reply, end=False)
+        await take(stream, audios(3))
+        await gen.clear_buffer()
+        await say(next_reply)
+        after_clear = await take(stream, segment_end)
+    finally:
+        await gen.aclose()
+    assert gen.lost is not None and (gen.lost.status, gen.lost.code) == (1006, "session_lost")
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "1006 session_lost" in errors[0].getMessage()
+    # The cut reply: its frames with audio while the session lasted (those already on the wire
+    # included), then the rest of it as audio only, exactly what was sent, no sample lost or repeated.
+    assert re.fullmatch(r"V*(VA)+A+E", kinds(said)), kinds(said)
+    assert pcm_of(said) == cut_reply
+    # The next reply, and the one after an interruption: the TTS audio unchanged, at the session's rate.
+    for reply in (passed, after_clear):
+        assert re.fullmatch(r"A+E", kinds(reply)), kinds(reply)
+        assert {(f.sample_rate, f.num_channels) for f in reply if isinstance(f, rtc.AudioFrame)} == {(RATE, 1)}
+        assert pcm_of(reply) == next_reply
