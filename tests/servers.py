@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,18 @@ from musetalk_server.config import Settings
 def make_server(tmp: Path, engine=None, **overrides) -> LiveServer:
     settings = Settings(_env_file=None, result_dir=tmp / "results", **overrides)
     return LiveServer(create_app(settings, engine=engine or FakeEngine()))
+
+
+READY_TIMEOUT_S = 60.0
+
+
+def wait_ready(server: LiveServer) -> LiveServer:
+    """`server`, once /health/ready answers 200 (the engine loads in the lifespan's background)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while httpx.get(server.url + "/health/ready").status_code != 200:
+        assert time.monotonic() < deadline, f"the engine did not load in {READY_TIMEOUT_S:g} s"
+        time.sleep(0.05)
+    return server
 
 
 def preprocess(client: httpx.Client, avatar_id: str, clip: Path, **data) -> httpx.Response:

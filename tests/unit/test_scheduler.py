@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -99,6 +100,36 @@ def test_a_late_paced_frame_refuses_new_paced_work():
         t.late(0.5)
         with pytest.raises(Busy, match="running late"):
             paced(s)
+
+
+def test_frames_measured_from_several_threads_at_once_never_break_a_render(monkeypatch):
+    # Real-time sessions report their frames from their own worker threads. With the CPU sample
+    # due on every frame, the threads keep resetting and reading the shared sample: one read
+    # between another thread's reset and its own count divided by zero pixels, and the session
+    # closed with internal_error when a second one ran beside it.
+    monkeypatch.setattr(scheduler_module, "CPU_SAMPLE_S", 0.0)
+    s = scheduler(workers=2, frame_slots=2)
+    errors: list[BaseException] = []
+
+    def frames() -> None:
+        try:
+            for _ in range(20_000):
+                s.observe("lite", SIZE, 0.005)
+        except Exception as e:  # any error is the test's failure, reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=frames) for _ in range(4)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert s.frame_cost("lite", SIZE) >= 0.005
 
 
 def test_unpaced_work_queues_then_is_refused_after_the_timeout():

@@ -386,25 +386,29 @@ class DeviceScheduler:
 
     def observe(self, engine: str, size: tuple[int, int], seconds: float) -> None:
         """One frame's measured work (wall seconds) for this engine and frame size."""
-        now = time.monotonic()
-        if now - self._last_frame > CPU_SAMPLE_S:  # idle until now: what the CPU did meanwhile was no frame's
-            self._cpu_mark, self._cpu_pixels = (now, time.process_time()), 0.0
-        self._last_frame = now
-        self._cpu_pixels += size[0] * size[1] / 1e6
-        if now - self._cpu_mark[0] >= CPU_SAMPLE_S:
-            cpu = time.process_time()
-            sample = (cpu - self._cpu_mark[1]) / self._cpu_pixels
-            prev = self._cpu_per_mp
-            self._cpu_per_mp = sample if prev is None else prev + CPU_ALPHA * (sample - prev)
-            self._cpu_mark, self._cpu_pixels = (now, cpu), 0.0
-        self._accumulate((engine, size), seconds)
+        # Under the lock: every stream and session reports from its own thread, and the CPU
+        # sample (a mark, then pixels counted since) must not be reset between two lines of another's.
+        with self._cond:
+            now = time.monotonic()
+            if now - self._last_frame > CPU_SAMPLE_S:  # idle until now: what the CPU did meanwhile was no frame's
+                self._cpu_mark, self._cpu_pixels = (now, time.process_time()), 0.0
+            self._last_frame = now
+            self._cpu_pixels += size[0] * size[1] / 1e6
+            if now - self._cpu_mark[0] >= CPU_SAMPLE_S:
+                cpu = time.process_time()
+                sample = (cpu - self._cpu_mark[1]) / self._cpu_pixels
+                prev = self._cpu_per_mp
+                self._cpu_per_mp = sample if prev is None else prev + CPU_ALPHA * (sample - prev)
+                self._cpu_mark, self._cpu_pixels = (now, cpu), 0.0
+            self._accumulate((engine, size), seconds)
 
     def observe_device(self, engine: str, frames: int, seconds: float) -> None:
         """A batching engine's device call: `frames` frames (any sizes) in `seconds`."""
         if self.metrics is not None:
             self.metrics.device_batch.observe(frames)
         if frames:
-            self._accumulate((engine, None), seconds / frames)
+            with self._cond:
+                self._accumulate((engine, None), seconds / frames)
 
     def _accumulate(self, key: tuple[str, tuple[int, int] | None], seconds: float) -> None:
         prev = self._cost.get(key)
