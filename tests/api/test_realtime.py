@@ -7,6 +7,7 @@ of wall time, so each test lasts as long as the audio it plays (a few seconds).
 from __future__ import annotations
 
 import json
+import re
 import struct
 import threading
 import time
@@ -262,7 +263,10 @@ def test_an_underrun_gap_flags_frames_and_resumes(server, speech):
     under = [f for f in utt if f[1][4] & 4]
     assert len(under) >= 5 and all(f[1][4] & 1 and f[3] == bytes(1280) for f in under)
     kinds = "".join("u" if f[1][4] & 4 else "s" for f in utt)
-    assert "uuuuu" in kinds.strip("s") and kinds[0] == kinds[-1] == "s", kinds
+    # Speech, the gap's underruns, speech again. Frames after the last of `b` wait on `end` (the
+    # shapes look a few frames ahead), so on a busy machine a late `end` may add underruns at the
+    # very end: those are underruns too, and not the gap's.
+    assert kinds[0] == "s" and re.search(r"s+u{5,}s+", kinds), kinds
     assert utterance_audio(rec, 1) == a + b
 
 
