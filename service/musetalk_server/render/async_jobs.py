@@ -211,13 +211,19 @@ class Jobs:
         with self._lock:
             jobs = list(self._jobs.values())
             self._jobs.clear()
+        self._stop_renders(jobs)
+        for job in jobs:
+            job.path.unlink(missing_ok=True)
+
+    def _stop_renders(self, jobs: list[Job]) -> None:
+        """Cancel `jobs`, drop the queued ones from the pool, and give each running one
+        CANCEL_WAIT_S to stop (it checks before every frame)."""
         for job in jobs:
             job.cancel.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
         for job in jobs:
             if job.future is not None and job.future.running():
                 job.stopped.wait(CANCEL_WAIT_S)
-            job.path.unlink(missing_ok=True)
 
     # -- the worker ----------------------------------------------------------------------------
 

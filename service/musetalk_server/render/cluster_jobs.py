@@ -141,12 +141,7 @@ class ClusterJobs(Jobs):
         self._closing = True  # from now on a stopped job is handed back, not published as cancelled
         with self._lock:
             held = list(self._jobs.values())
-        for job in held:
-            job.cancel.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        for job in held:
-            if job.future is not None and job.future.running():
-                job.stopped.wait(CANCEL_WAIT_S)
+        self._stop_renders(held)
         with self._lock:
             never_started = list(self._jobs.values())
         for job in never_started:
