@@ -7,6 +7,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 
@@ -54,6 +55,12 @@ def first_frames(src: Path, n: int) -> list[np.ndarray]:
             if len(out) == n:
                 break
     return out
+
+
+def write_still(src: Path, dst: Path, frame: int = 0) -> Path:
+    """Frame `frame` of the video `src` as a still image (png, jpg: by `dst`'s suffix): a photo avatar."""
+    cv2.imwrite(str(dst), first_frames(src, frame + 1)[frame])
+    return dst
 
 
 def write_wav(dst: Path, samples: np.ndarray, rate: int) -> Path:

@@ -13,7 +13,7 @@ import pytest
 from fakes import FakeEngine
 from helpers import LiveServer, media
 from servers import make_server, post_audio, preprocess
-from testkit.mediatools import first_frames, read_mp4
+from testkit.mediatools import read_mp4, write_still
 
 AUDIO = "vr_audio1.wav"  # 5.0 s: 125 frames at 25 fps
 FRAMES = 125
@@ -22,10 +22,9 @@ POLL_S = 0.02
 
 def make_avatar(client: httpx.Client, tmp: Path) -> None:
     """A one-frame avatar (a still): cheap to make, and the render length comes from the audio."""
-    import cv2
 
     still = tmp / "face.png"
-    cv2.imwrite(str(still), first_frames(media("vr_face2.mp4"), 1)[0])
+    write_still(media("vr_face2.mp4"), still)
     assert preprocess(client, "face", still).status_code == 200
 
 

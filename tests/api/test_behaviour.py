@@ -14,7 +14,7 @@ from helpers import LiveServer, media
 from musetalk_server.api import create_app
 from musetalk_server.config import Settings
 from servers import make_server, post_audio, preprocess
-from testkit.mediatools import parse_mjpeg
+from testkit.mediatools import parse_mjpeg, write_still
 
 
 def first_part_time(client: httpx.Client, avatar: str, audio, **params) -> tuple[float, httpx.Response]:
@@ -165,13 +165,11 @@ def test_odd_timelines_and_faces(served, clip, frames, size):
 
 
 def test_still_image_makes_a_one_frame_avatar(served, tmp_path):
-    import cv2
 
-    from testkit.mediatools import first_frames
 
     _, _, client = served
     still = tmp_path / "face.jpg"
-    cv2.imwrite(str(still), first_frames(media("vr_face2.mp4"), 1)[0])
+    write_still(media("vr_face2.mp4"), still)
     r = preprocess(client, "still", still)
     assert r.status_code == 200 and r.json()["info"]["frames"] == 1
     r = post_audio(client, "/inference/stream/still", media("vr_audio1.wav"))

@@ -16,7 +16,7 @@ from musetalk_server.face.landmarks import LIPS_OUTER, detect_video
 from musetalk_server.media.audio import decode_audio
 from musetalk_server.media.frame_timing import SAMPLE_RATE, pingpong_index
 from servers import post_audio, preprocess
-from testkit.mediatools import first_frames, parse_mjpeg, read_mp4
+from testkit.mediatools import parse_mjpeg, read_mp4, write_still
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_a_photo_speaks_and_says_its_mouth_is_made(lite, tmp_path, clip, frame, 
     speech and shuts in the silence, and the avatar's info says its openings are made."""
     client, _ = lite
     photo = tmp_path / f"photo.{ext}"
-    cv2.imwrite(str(photo), first_frames(media(f"{clip}.mp4"), frame + 1)[frame])
+    write_still(media(f"{clip}.mp4"), photo, frame)
     r = preprocess(client, f"photo-{ext}", photo)
     assert r.status_code == 200, r.text
     body = r.json()

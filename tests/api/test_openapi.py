@@ -12,7 +12,6 @@ import contextlib
 import time
 from collections.abc import Callable
 
-import cv2
 import httpx
 import jsonschema
 import pytest
@@ -22,7 +21,7 @@ from helpers import media
 from musetalk_server.avatars.layout import AVATAR_ID_PATTERN, MANIFEST, frame_path
 from musetalk_server.media.jpeg import jpeg_part
 from servers import make_server
-from testkit.mediatools import first_frames, parse_mjpeg
+from testkit.mediatools import parse_mjpeg, write_still
 from testkit.webrtc_peer import offer_sdp
 
 KEY = "schema-secret"
@@ -43,7 +42,7 @@ def api(tmp_path_factory):
     """A keyed server with small limits, the avatar `face` made from a still, and the spec."""
     d = tmp_path_factory.mktemp("schema")
     still = d / "face.png"
-    cv2.imwrite(str(still), first_frames(media("vr_face2.mp4"), 1)[0])
+    write_still(media("vr_face2.mp4"), still)
     text = d / "notes.mp4"
     text.write_text("not media\n")
     engine = FakeEngine(live=True)  # WebRTC sessions render live

@@ -8,14 +8,13 @@ answer is the point here (tests/api/test_webrtc_media.py connects).
 
 from __future__ import annotations
 
-import cv2
 import httpx
 import pytest
 
 from fakes import FakeEngine
 from helpers import media
 from servers import make_server
-from testkit.mediatools import first_frames
+from testkit.mediatools import write_still
 from testkit.webrtc_peer import offer_sdp
 
 KEY = "rtc-secret"
@@ -26,7 +25,7 @@ SDP = {"Content-Type": "application/sdp"}
 def api(tmp_path_factory):
     d = tmp_path_factory.mktemp("webrtc")
     still = d / "face.png"
-    cv2.imwrite(str(still), first_frames(media("vr_face2.mp4"), 1)[0])
+    write_still(media("vr_face2.mp4"), still)
     with make_server(d, FakeEngine(live=True), api_key=KEY, max_realtime_streams=1, webrtc_max_viewers=1) as server, \
             httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=30) as client:
         with still.open("rb") as f:

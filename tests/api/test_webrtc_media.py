@@ -26,7 +26,7 @@ from musetalk_server.api import create_app
 from musetalk_server.config import Settings
 from musetalk_server.media.audio import decode_audio
 from servers import preprocess
-from testkit.mediatools import first_frames
+from testkit.mediatools import write_still
 from testkit.webrtc_peer import MIC_RATE, ClientPeer, SpeechTrack
 
 FPS = 25
@@ -40,7 +40,7 @@ STILL = 1.5  # ... and an idle frame's codec noise far below it
 def results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("webrtc")
     still = tmp / "still.png"
-    cv2.imwrite(str(still), first_frames(media("lp_d11.mp4"), 1)[0])
+    write_still(media("lp_d11.mp4"), still)
     results = tmp / "results"
     with LiveServer(create_app(Settings(_env_file=None, result_dir=results, engine="lite"))) as server, \
             httpx.Client(base_url=server.url) as client:

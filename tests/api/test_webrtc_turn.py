@@ -15,7 +15,6 @@ import socket
 import subprocess
 import time
 
-import cv2
 import httpx
 import numpy as np
 import pytest
@@ -24,7 +23,7 @@ from aiortc import RTCIceServer
 from fakes import FakeEngine
 from helpers import media
 from servers import make_server, preprocess
-from testkit.mediatools import first_frames
+from testkit.mediatools import first_frames, write_still
 from testkit.webrtc_peer import ClientPeer, SpeechTrack
 
 USER, PASSWORD, REALM = "musetalk", "relay-secret", "musetalk.test"
@@ -63,7 +62,7 @@ def coturn(tmp_path_factory):
 def test_media_flow_through_the_relay_alone(tmp_path, coturn):
     url, log = coturn
     still = tmp_path / "face.png"
-    cv2.imwrite(str(still), first_frames(media("vr_face2.mp4"), 1)[0])
+    write_still(media("vr_face2.mp4"), still)
     with make_server(tmp_path, FakeEngine(live=True), webrtc_ice_servers=url, webrtc_turn_username=USER,
                      webrtc_turn_credential=PASSWORD) as server, httpx.Client(base_url=server.url) as client:
         assert preprocess(client, "face", still).status_code == 200

@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-import cv2
 import numpy as np
 import pytest
 
@@ -25,7 +24,7 @@ from musetalk_server.face.landmarks import detect_video
 from musetalk_server.media.audio import decode_audio
 from musetalk_server.media.frame_timing import SAMPLE_RATE, pingpong_index
 from musetalk_server.media.video import read_video
-from testkit.mediatools import first_frames
+from testkit.mediatools import first_frames, write_still
 
 FPS = 25.0
 SPEECH_S, SILENCE_S = 3.0, 2.0
@@ -48,7 +47,7 @@ def still(tmp, clip: str, frame: int, ext: str, shut: bool = True) -> list[np.nd
     """One frame of `clip` (its mouth nearly shut, or else wide open) written as an image and
     read back as preprocess reads it."""
     path = tmp / f"{clip}_{frame}.{ext}"
-    cv2.imwrite(str(path), first_frames(media(f"{clip}.mp4"), frame + 1)[frame])
+    write_still(media(f"{clip}.mp4"), path, frame)
     frames = list(read_video(path, FPS).frames)
     aperture = mouth_aperture(detect_video(frames)[0])[0]
     assert len(frames) == 1 and (aperture < NEARLY_SHUT if shut else aperture > SHUT_LIMIT), aperture
