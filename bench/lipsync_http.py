@@ -30,6 +30,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import httpx
 import numpy as np
 
@@ -49,6 +50,7 @@ class Halves:
     avatar: Path  # MP4: the avatar half's frames at the clip's own rate, with its soundtrack
     silent_avatar: Path  # the same frames without sound
     drive: Path  # WAV: the other half's audio
+    drive_audio: np.ndarray  # ... its samples, read back from the WAV
     filmed: Path  # MP4: the other half's frames, to be read back at the render's rate
 
 
@@ -69,7 +71,7 @@ class Row:
 
 def cut(clip: Path, folder: Path, reverse: bool) -> Halves:
     """The clip's halves as files, at its own frame rate, on one clock (frame 0's instant)."""
-    native = read_video(clip, 1.0).source_fps or 25.0
+    native = frame_rate(clip)
     video = read_video(clip, native)
     audio = soundtrack(clip, len(video.frames) / native, start_s=video.start_s)
     if audio is None:
@@ -79,10 +81,18 @@ def cut(clip: Path, folder: Path, reverse: bool) -> Halves:
     parts = [(video.frames[:half], audio[:at]), (video.frames[half:], audio[at:])]
     (own_frames, own_audio), (other_frames, other_audio) = parts[::-1] if reverse else parts
     stem = folder / clip.stem
+    drive = write_wav(Path(f"{stem}-drive.wav"), other_audio, SAMPLE_RATE)
     return Halves(avatar=_with_sound(own_frames, own_audio, native, Path(f"{stem}-avatar.mp4")),
                   silent_avatar=write_video(own_frames, Path(f"{stem}-avatar-silent.mp4"), "libx264", native),
-                  drive=write_wav(Path(f"{stem}-drive.wav"), other_audio, SAMPLE_RATE),
+                  drive=drive, drive_audio=decode_audio(drive, rate=SAMPLE_RATE),  # as the server hears it
                   filmed=write_video(other_frames, Path(f"{stem}-filmed.mp4"), "libx264", native))
+
+
+def frame_rate(clip: Path) -> float:
+    """The video stream's own frame rate, from its header (25 where it declares none)."""
+    with av.open(str(clip)) as c:
+        rate = c.streams.video[0].average_rate
+    return float(rate) if rate else 25.0
 
 
 def _with_sound(frames: list[np.ndarray], audio: np.ndarray, fps: float, path: Path) -> Path:
@@ -95,25 +105,26 @@ def _with_sound(frames: list[np.ndarray], audio: np.ndarray, fps: float, path: P
     return path
 
 
-def render(client: httpx.Client, avatar_id: str, avatar: Path, drive: Path, folder: Path) -> Path:
+def render(client: httpx.Client, avatar_id: str, avatar: Path, drive: Path, folder: Path) -> tuple[Path, float]:
+    """The MP4 the avatar made of `avatar` renders for `drive`, and its frame rate (the avatar's `info.fps`)."""
     r = client.post("/avatars/preprocess", data={"avatar_id": avatar_id, "overwrite": "true"},
                     files={"video_file": (avatar.name, avatar.read_bytes(), "video/mp4")})
     r.raise_for_status()
+    fps = float(r.json()["info"]["fps"])
     r = client.post(f"/inference/batch/{avatar_id}", files={"audio_file": (drive.name, drive.read_bytes(), "audio/wav")})
     r.raise_for_status()
     out = folder / f"{avatar_id}-render.mp4"
     out.write_bytes(r.content)
-    return out
+    return out, fps
 
 
-def score(clip: str, split: str, with_sound: bool, rendered: Path, halves: Halves, reader: ev.Measure) -> Row:
-    video = read_video(rendered, 1.0)
-    fps = video.source_fps or 25.0
+def score(clip: str, split: str, with_sound: bool, rendered: Path, fps: float, filmed: np.ndarray,
+          drive_audio: np.ndarray, reader: ev.Measure) -> Row:
+    """`filmed`: the filmed half's apertures at `fps`."""
     shown = read_video(rendered, fps).frames
-    filmed = read_video(halves.filmed, fps).frames  # re-timed as the server re-timed the avatar
     n = min(len(shown), len(filmed))
-    mouth, truth = reader.read(shown[:n]), reader.read(filmed[:n])
-    env = ev.envelope(decode_audio(halves.drive, rate=SAMPLE_RATE), n, fps)
+    mouth, truth = reader.read(shown[:n]), filmed[:n]
+    env = ev.envelope(drive_audio, n, fps)
     r_env, lag = ev.lagged_r(mouth, env)
     silent = ev.silent_mask(env)
     shut = float((mouth[silent] < reader.closed).mean()) if silent.any() else None
@@ -157,11 +168,15 @@ def main(argv: list[str] | None = None) -> int:
                 for clip in args.clips:
                     halves = cut(clip, folder, args.reverse)
                     split = "2nd half drives 1st" if args.reverse else "1st half drives 2nd"
+                    filmed: dict[float, np.ndarray] = {}  # apertures of the filmed half, by the render's rate
                     for with_sound in ([False] if args.no_soundtrack else [True, False]):
                         avatar_id = f"{clip.stem}-{'s' if with_sound else 'n'}{'-r' if args.reverse else ''}"
                         avatar = halves.avatar if with_sound else halves.silent_avatar
-                        rendered = render(client, avatar_id, avatar, halves.drive, folder)
-                        rows.append(score(clip.stem, split, with_sound, rendered, halves, reader))
+                        rendered, fps = render(client, avatar_id, avatar, halves.drive, folder)
+                        if fps not in filmed:  # re-timed as the server re-timed the avatar
+                            filmed[fps] = reader.read(read_video(halves.filmed, fps).frames)
+                        rows.append(score(clip.stem, split, with_sound, rendered, fps, filmed[fps], halves.drive_audio,
+                                          reader))
                         print(table(rows[-1:]).splitlines()[2], flush=True)
         finally:
             if proc is not None:
