@@ -24,8 +24,8 @@ READY_TIMEOUT_S = 60.0
 def wait_ready(server: LiveServer) -> LiveServer:
     """`server`, once /health/ready answers 200 (the engine loads in the lifespan's background)."""
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while httpx.get(server.url + "/health/ready").status_code != 200:
-        assert time.monotonic() < deadline, f"the engine did not load in {READY_TIMEOUT_S:g} s"
+    while (ready := httpx.get(server.url + "/health/ready")).status_code != 200:
+        assert time.monotonic() < deadline, f"the engine did not load in {READY_TIMEOUT_S:g} s: {ready.text}"
         time.sleep(0.05)
     return server
 

@@ -23,7 +23,7 @@ from helpers import LiveServer, media
 from musetalk_server.api import create_app
 from musetalk_server.config import Settings
 from musetalk_server.media.mp4 import Mp4Writer
-from servers import post_audio, preprocess
+from servers import post_audio, preprocess, wait_ready
 from testkit.mediatools import first_frames, parse_mjpeg, write_video
 
 REPEATS = 4
@@ -50,8 +50,7 @@ def lite(tmp_path_factory):
     clip = write_video(first_frames(media("vr_face2.mp4"), 10), tmp / "short.mp4", "libx264", 25.0, fmt="mp4")
     settings = Settings(_env_file=None, result_dir=tmp / "results", engine="lite")
     with LiveServer(create_app(settings)) as server, httpx.Client(base_url=server.url, timeout=300) as client:
-        while client.get("/health/ready").status_code != 200:
-            time.sleep(0.1)
+        wait_ready(server)
         assert preprocess(client, "face", clip).status_code == 200
         yield client
 

@@ -3,8 +3,6 @@ bounded: a fixed seed and a few cases per operation. bench/fuzz_bench.py runs ov
 
 from __future__ import annotations
 
-import time
-
 import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -13,7 +11,7 @@ from pydantic import BaseModel
 from helpers import LiveServer, media
 from musetalk_server.api import create_app
 from musetalk_server.config import Settings
-from servers import preprocess
+from servers import preprocess, wait_ready
 from testkit.fuzzing import OTHER_METHODS, error_shape_problem, fuzz
 from testkit.mediatools import first_frames, write_video
 
@@ -27,18 +25,11 @@ def lite_server(tmp, **overrides) -> LiveServer:
     return LiveServer(create_app(Settings(_env_file=None, result_dir=tmp / "results", engine="lite", **overrides)))
 
 
-def _wait_ready(client: httpx.Client) -> None:
-    deadline = time.monotonic() + 60
-    while client.get("/health/ready").status_code != 200:
-        assert time.monotonic() < deadline, "engine never got ready"
-        time.sleep(0.1)
-
-
 def test_fuzzing_with_every_check_finds_nothing(tmp_path):
     clip = write_video(first_frames(media("vr_face2.mp4"), 10), tmp_path / "short.mp4", "libx264", 25.0, fmt="mp4")
     key = {"X-API-Key": API_KEY}
     with lite_server(tmp_path, api_key=API_KEY) as server, httpx.Client(base_url=server.url, headers=key) as client:
-        _wait_ready(client)
+        wait_ready(server)
         assert preprocess(client, "face2", clip).status_code == 200
         operations = {f"{m.upper()} {p}" for p, ops in client.get("/openapi.json").json()["paths"].items() for m in ops}
         report = fuzz(server.url, tmp_path / "fuzz", max_examples=MAX_EXAMPLES, seed=SEED, headers=key)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import struct
-import time
 
 import httpx
 import numpy as np
@@ -19,17 +18,14 @@ from helpers import LiveServer, media
 from musetalk_server.api import create_app
 from musetalk_server.config import Settings
 from musetalk_server.media.audio import decode_audio
-from servers import preprocess
+from servers import preprocess, wait_ready
 
 
 def test_a_musetalk_session_speaks_one_utterance_and_idles(tmp_path, musetalk_dir):
     app = create_app(Settings(_env_file=None, result_dir=tmp_path / "results", engine="musetalk",
                               model_dir=musetalk_dir))
     with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=120) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/health/ready").status_code != 200:  # the models load in the background
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_ready(server)  # the models load in the background
         assert preprocess(client, "seed", media("seed_short_test_video.mp4")).status_code == 200
         pcm = (np.clip(decode_audio(media("vr_audio1.wav"))[:8000], -1, 1) * 32767).astype("<i2").tobytes()
         frames, events = [], []

@@ -22,7 +22,7 @@ from musetalk_server.errors import WeightsError
 from musetalk_server.media.audio import decode_audio
 from musetalk_server.media.frame_timing import SAMPLE_RATE, pingpong_index
 from musetalk_server.runtime import choose_engine
-from servers import post_audio, preprocess
+from servers import post_audio, preprocess, wait_ready
 from testkit.mediatools import parse_mjpeg, read_mp4
 
 SECONDS = 2.0
@@ -39,14 +39,6 @@ def speech_wav(dst: Path, seconds: float) -> Path:
     return dst
 
 
-def wait_ready(client: httpx.Client, timeout_s: float = 60) -> None:
-    """The engine loads in the lifespan's background; /health/ready says when."""
-    deadline = time.monotonic() + timeout_s
-    while client.get("/health/ready").status_code != 200:
-        assert time.monotonic() < deadline, client.get("/health/ready").text
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, musetalk_dir):
     tmp = tmp_path_factory.mktemp("mt")
@@ -54,7 +46,7 @@ def served(tmp_path_factory, musetalk_dir):
     app = create_app(Settings(_env_file=None, result_dir=results, engine="musetalk", model_dir=musetalk_dir,
                               batch_size=8))
     with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=120) as client:
-        wait_ready(client)
+        wait_ready(server)
         r = preprocess(client, "seed", media("seed_short_test_video.mp4"))
         assert r.status_code == 200, r.text
         yield client, app, AvatarStore(results / "avatars"), speech_wav(tmp / "speech.wav", SECONDS), r.json()
