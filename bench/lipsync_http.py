@@ -26,6 +26,7 @@ For each clip (a video of a person speaking, with their own speech as its soundt
 from __future__ import annotations
 
 import argparse
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,14 +106,20 @@ def _with_sound(frames: list[np.ndarray], audio: np.ndarray, fps: float, path: P
     return path
 
 
+def _ok(r: httpx.Response) -> httpx.Response:
+    """`r`, or the run stops with what the server answered (its error code says why)."""
+    if r.is_error:
+        raise SystemExit(f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text[:500]}")
+    return r
+
+
 def render(client: httpx.Client, avatar_id: str, avatar: Path, drive: Path, folder: Path) -> tuple[Path, float]:
     """The MP4 the avatar made of `avatar` renders for `drive`, and its frame rate (the avatar's `info.fps`)."""
     r = client.post("/avatars/preprocess", data={"avatar_id": avatar_id, "overwrite": "true"},
                     files={"video_file": (avatar.name, avatar.read_bytes(), "video/mp4")})
-    r.raise_for_status()
-    fps = float(r.json()["info"]["fps"])
+    fps = float(_ok(r).json()["info"]["fps"])
     r = client.post(f"/inference/batch/{avatar_id}", files={"audio_file": (drive.name, drive.read_bytes(), "audio/wav")})
-    r.raise_for_status()
+    _ok(r)
     out = folder / f"{avatar_id}-render.mp4"
     out.write_bytes(r.content)
     return out, fps
@@ -170,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                     split = "2nd half drives 1st" if args.reverse else "1st half drives 2nd"
                     filmed: dict[float, np.ndarray] = {}  # apertures of the filmed half, by the render's rate
                     for with_sound in ([False] if args.no_soundtrack else [True, False]):
-                        avatar_id = f"{clip.stem}-{'s' if with_sound else 'n'}{'-r' if args.reverse else ''}"
+                        name = re.sub(r"[^A-Za-z0-9_-]", "_", clip.stem)[:58]  # an avatar_id the API accepts
+                        avatar_id = f"{name}-{'s' if with_sound else 'n'}{'-r' if args.reverse else ''}"
                         avatar = halves.avatar if with_sound else halves.silent_avatar
                         rendered, fps = render(client, avatar_id, avatar, halves.drive, folder)
                         if fps not in filmed:  # re-timed as the server re-timed the avatar
