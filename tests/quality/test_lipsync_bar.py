@@ -56,16 +56,20 @@ def test_mouth_matches_the_filmed_mouth_better_than_the_envelope_does(results, c
 
 
 def test_what_the_soundtrack_teaches_is_weighed_and_never_costs(results):
-    """Each avatar weighs, on its own soundtrack, the spread of openness (by share or by rank,
-    whichever follows its own mouth better), and the render is never worse than with the
-    soundtrack withheld: the child's first half keeps the spread by share, the news reader's
-    takes the ranked one."""
+    """Each avatar weighs, on its own soundtrack, the spread of openness (by share, or by rank
+    where that follows its own mouth clearly better), and the render is never worse than with the
+    soundtrack withheld. The news reader's ranked spread wins by less than RANK_MUST_WIN_BY, a
+    coin flip, so he keeps the spread by share, as the child does."""
+    from musetalk_server.engines.lite.own_voice import RANK_MUST_WIN_BY
+
     rows, _ = results
     for r in rows.values():
-        assert r.spread.startswith(("share (", "rank (")), r
+        chosen, rs = r.spread.split(" (", 1)  # "share (0.314→0.327, A/V offset -4)"
+        r_share, r_rank = (float(v) for v in rs.split(",")[0].split("→"))
+        assert chosen == ("rank" if r_rank > r_share + RANK_MUST_WIN_BY else "share"), r
         assert r.r_gt >= r.r_gt_generic, r
     assert rows["lp_d11"].spread.startswith("share"), rows["lp_d11"]
-    assert rows["vr_face2"].spread.startswith("rank"), rows["vr_face2"]
+    assert rows["vr_face2"].spread.startswith("share"), rows["vr_face2"]
 
 
 @pytest.mark.parametrize("clip", CLIPS)

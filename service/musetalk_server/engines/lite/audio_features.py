@@ -1,12 +1,13 @@
 """Per-video-frame acoustic features, computed in small chunks so a stream can start at once.
 
-Each output frame gets one short spectrum centred slightly *after* the frame's own instant: the
-mouth moves before the sound it makes, so a frame shows the shape of the sound about to come.
-From that spectrum come three numbers:
+Each output frame gets one short spectrum centred on the frame's own midpoint: a sound leaves the
+mouth while the mouth has the shape that makes it. (A spectrum 20 ms later, "the mouth moves
+before its sound", bought no anticipation, since a frame whose own sound is a pause stays shut
+anyway; it closed every mouth early and cost a second spectrum per frame and 20 ms of a live
+session's look-ahead: docs/lite-engine.md, "What generalises".) From that spectrum come three
+numbers:
 
 - `loudness`: dB of the 300-3000 Hz band, where the vowels and voiced consonants carry their energy;
-- `gate_loudness`: the same, centred on the frame's own instant (no lead): whether the frame
-  itself is silent, so the anticipation does not open the mouth before the sound starts;
 - `centroid`: the power-weighted mean frequency of 200-3000 Hz. Open vowels (/a/) put the first
   formant near 700 Hz and most of their energy around it; closed and rounded ones (/u/, /o/) sit
   near 300 Hz and nasals (/m/, /n/, lips or tongue shut) lower still, so it tracks jaw opening.
@@ -24,10 +25,9 @@ import numpy as np
 
 from ...media.frame_timing import SAMPLE_RATE
 
-__all__ = ["WINDOW", "LEAD_S", "FrameFeatures", "frame_features"]
+__all__ = ["WINDOW", "FrameFeatures", "frame_features"]
 
 WINDOW = 1024  # samples: 64 ms, long enough to resolve a 300 Hz first formant
-LEAD_S = 0.02  # the analysis centre sits this far after the frame's midpoint
 _BIN_HZ = SAMPLE_RATE / WINDOW  # 15.6 Hz per FFT bin
 _EPS = 1e-10
 
@@ -48,7 +48,6 @@ class FrameFeatures:
     """Features for a run of frames, each an (n,) float32 array."""
 
     loudness: np.ndarray  # dB re full scale
-    gate_loudness: np.ndarray  # dB re full scale
     centroid: np.ndarray  # Hz, within 200-3000
     f2_share: np.ndarray  # [0, 1]
 
@@ -59,16 +58,14 @@ def frame_features(audio: np.ndarray, fps: float, start: int, stop: int) -> Fram
     Cost is proportional to stop - start only; audio outside the window reads as silence.
     """
     mid_s = (np.arange(start, stop) + 0.5) / fps
-    power = _power(audio, mid_s + LEAD_S)  # (n, WINDOW/2+1)
+    power = _power(audio, mid_s)  # (n, WINDOW/2+1)
     loud = power[:, slice(*_LOUD_BAND)].sum(axis=1)
-    gate = _power(audio, mid_s)[:, slice(*_LOUD_BAND)].sum(axis=1)
     voiced = power[:, slice(*_CENTROID_BAND)]
     centroid = (voiced @ _CENTROID_HZ) / (voiced.sum(axis=1) + _EPS)
     f2_all = power[:, slice(*_F2_BAND)].sum(axis=1)
     f2_high = power[:, _F2_SPLIT:_F2_BAND[1]].sum(axis=1)
     return FrameFeatures(
         loudness=_db(loud),
-        gate_loudness=_db(gate),
         centroid=centroid.astype(np.float32),
         f2_share=(f2_high / (f2_all + _EPS)).astype(np.float32),
     )

@@ -28,7 +28,7 @@ from ..base import AvatarFrames, Engine, FrameSession, LoadedAvatar, Renderer
 from .bank import MIN_VOICED, MouthBank, MouthPicker, build_bank
 from .compose import paste_mouth
 from .coverage import animation_facts, extended_bank, plan_mouths
-from .own_voice import MIN_OWN_R, NOT_THEIR_VOICE, av_offset, shifted_r
+from .own_voice import MIN_OWN_R, NOT_THEIR_VOICE, RANK_MUST_WIN_BY, av_offset, shifted_r
 from .shape import SHIPPED, GenericMapping, ShapeStream
 
 __all__ = ["LiteEngine", "LiteRenderer"]
@@ -132,8 +132,8 @@ def speaking_bank(landmarks: np.ndarray, audio: np.ndarray | None, fps: float,
     """The bank of these frames, and how voiced openness is spread over the bank for this person.
 
     Both spreads (shape.py: by share, by rank) predict the frames' own filmed mouth from their own
-    soundtrack; the ranked one is kept where it does better, if the soundtrack is evidently their
-    voice (own_voice.MIN_OWN_R). Neither has anything fitted to the clip but the bank's quantiles,
+    soundtrack; the ranked one is kept where it does clearly better (by RANK_MUST_WIN_BY), if the
+    soundtrack is evidently their voice (own_voice.MIN_OWN_R). Neither has anything fitted to the clip but the bank's quantiles,
     so the choice is one bit. Measured over 24 splits of the ground-truth clips
     (docs/lite-engine.md), choosing this way beat either spread alone.
     """
@@ -153,7 +153,7 @@ def speaking_bank(landmarks: np.ndarray, audio: np.ndarray | None, fps: float,
     facts = {"r_share": round(r_share, 3), "r_rank": round(r_rank, 3), "av_offset_frames": k}
     if r_share < MIN_OWN_R:  # not evidently their voice: nothing is learned from it (own_voice.py)
         return bank, {"spread": "share", "reason": NOT_THEIR_VOICE} | facts
-    if r_rank > r_share:
+    if r_rank > r_share + RANK_MUST_WIN_BY:
         return ranked, {"spread": "rank"} | facts
     return bank, {"spread": "share"} | facts
 

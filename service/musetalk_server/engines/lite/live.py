@@ -8,8 +8,8 @@ utterance up front it yields exactly the batch path's shapes; in real time the o
 is that the speech level is learnt from the audio heard so far instead of the first 10 s.
 
 The look-ahead frame i needs past its own end (25 fps): the smoothing's LOOKAHEAD frames after
-it, each analysed at its midpoint plus LEAD_S with a half-window of WINDOW/2 samples:
-(2 - 0.5) x 40 ms + 20 ms + 32 ms = 112 ms.
+it, each analysed at its midpoint with a half-window of WINDOW/2 samples:
+(2 - 0.5) x 40 ms + 32 ms = 92 ms.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 
 from ...media.frame_timing import SAMPLE_RATE
 from ..base import FrameSession
-from .audio_features import LEAD_S, WINDOW
+from .audio_features import WINDOW
 from .bank import MouthPicker
 from .compose import paste_mouth
 from .shape import (
@@ -58,7 +58,7 @@ class WarmLevel(RunningPercentile):
 
 def lookahead_s(fps: float) -> float:
     """Seconds of audio past frame i's end that its shape reads (see the module docstring)."""
-    return (LOOKAHEAD - 0.5) / fps + LEAD_S + WINDOW / 2 / SAMPLE_RATE
+    return (LOOKAHEAD - 0.5) / fps + WINDOW / 2 / SAMPLE_RATE
 
 
 class _Utterance:

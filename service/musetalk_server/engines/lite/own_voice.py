@@ -18,6 +18,10 @@ __all__ = ["MAX_OFFSET", "MIN_OWN_R", "NOT_THEIR_VOICE", "av_offset", "shifted_r
 # gives r near 0 (lp_d11's half with a Chinese voice-over: -0.11). Under MIN_OWN_R nothing is
 # learned from the soundtrack (a voice-over, music, a dub).
 MIN_OWN_R = 0.2
+# The ranked spread replaces the default (by share) only when it follows the filmed mouth better
+# by this much: two spreads a few thousandths apart on a few seconds of soundtrack are a coin
+# flip, and rendered, a flip moves a split's r by up to 0.1 either way (docs/lite-engine.md).
+RANK_MUST_WIN_BY = 0.02
 NOT_THEIR_VOICE = "the soundtrack does not follow this mouth (not the person's own voice?)"
 MAX_OFFSET = 4  # frames: the most the avatar video's sound may lead or trail its picture
 _EPS = 1e-9

@@ -6,16 +6,17 @@ so the first frame does not wait on long audio) and then follows the speech as i
 the spread of the speech's voiced openness, over which a voiced frame's openness is scaled (by its
 share of a wide opening, or by its rank: chosen per avatar); it then goes through the bank's
 aperture quantiles, so the mouth opens as this person opens. A frame whose own
-sound is a pause is shut, whatever its neighbours do.
+sound is a pause is shut, whatever its neighbours do; over the last FADE_DB above a pause the
+mouth closes as the sound dies away.
 
 It is one mapping, the same for every face: nothing in it is fitted to the avatar but the
 spread's choice and the bank's own quantiles.
 
 Look-ahead: a frame's shape needs the audio up to four frames past its start at 25 fps (the
-smoothing's two frames, plus the 20 ms lead and half the 64 ms window; the peak hold looks back
-only). Features are computed CHUNK frames at a time and join the running level before any of
-them is shown, so as written a frame waits on up to CHUNK + 4 frames of audio; the levels are
-primed on the first seconds of `audio`.
+smoothing's two frames and half the 64 ms window; the peak hold looks back only). Features are
+computed CHUNK frames at a time and join the running level before any of them is shown, so as
+written a frame waits on up to CHUNK + 4 frames of audio; the levels are primed on the first
+seconds of `audio`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ PRIME_S = 10.0  # seconds read before the first frame to learn the speech level 
 LEVEL_PERCENTILE = 95.0  # the speech level is this percentile of frame loudness
 RANGE_DB = 40.0  # from the level down this many dB the mouth goes from open to closed (GenericMapping)
 SILENCE_DB = 24.0  # a frame whose own sound is this far under the level is a pause: mouth shut
+# Lips close as a sound dies away, not at a threshold: over the last FADE_DB above the pause the
+# opening fades to nothing. A hard cut at SILENCE_DB made every dip of a phrase that crossed it
+# snap shut and read as a step the filmed mouths do not take (docs/lite-engine.md, "What
+# generalises": rendered on every split, the unseen speaker's r rose, the pauses stayed shut).
+FADE_DB = 12.0
 MIN_LEVEL_DB = -50.0  # a level below this is noise, not speech (keeps a silent start silent)
 # The spread of voiced openness over the bank's shapes, one of two, chosen per avatar at
 # preprocess (engine.speaking_bank):
@@ -103,13 +109,13 @@ class MouthShape:
 
 
 def openness(feat: FrameFeatures, level_db: float, mapping: GenericMapping = SHIPPED) -> np.ndarray:
-    """(n,) loudness-and-vowel driven opening in [0, 1]; exactly 0 in silence."""
+    """(n,) loudness-and-vowel driven opening in [0, 1]; exactly 0 in a pause, fading to it."""
     rel = (feat.loudness - (level_db - mapping.range_db)) / mapping.range_db
     loud = np.clip(rel, 0.0, 1.0)
     lo, hi = CENTROID_HZ
     vowel = np.clip((feat.centroid - lo) / (hi - lo), 0.0, 1.0)
     out = loud * ((1 - mapping.vowel_weight) + mapping.vowel_weight * vowel)
-    out[feat.gate_loudness < level_db - SILENCE_DB] = 0.0
+    out *= np.clip((feat.loudness - (level_db - SILENCE_DB)) / FADE_DB, 0.0, 1.0)
     return out.astype(np.float32)
 
 
