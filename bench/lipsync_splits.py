@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+import musetalk_server
 from bench import lipsync_eval as ev
 from musetalk_server.engines.lite.bank import MouthBank
 from musetalk_server.engines.lite.engine import BANK_FILE, speaking_bank
@@ -48,6 +49,7 @@ from musetalk_server.engines.lite.shape import SHIPPED, GenericMapping, ShapeStr
 
 EXTRA_SHIFTS = (-2, -1, 0, 1, 2)  # frames, with --offsets-out: an unknown offset either way
 SAME = 0.02  # a split's r moving by less than this counts as unchanged
+TUNING, OTHERS = "shared tuning clips", "other clips (never tuned on)"  # the summary's groups, in this order
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         measure = ev.Measure(DlibMouth().apertures, CLOSED_APERTURE)
     variant = Variant(GenericMapping(args.range_db, args.vowel, args.hold), args.spread)
     # The tuning clips apart from the rest: what holds on clips nothing was chosen on is what counts.
-    groups: dict[str, tuple[list[SplitScore], list[SplitScore]]] = {}
+    groups: dict[str, tuple[list[SplitScore], list[SplitScore]]] = {TUNING: ([], []), OTHERS: ([], [])}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         mouth: Mouth = Rendered(measure, Path(tmp)) if args.render else target
@@ -187,16 +189,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{clip_label(clip)} ({len(c.filmed)} frames, offset {offset}): "
                   f"shipped {np.mean([s.r for s in base]):.3f}, variant {np.mean([s.r for s in new]):.3f}"
                   f"{env} [{time.perf_counter() - t0:.0f} s]", flush=True)
-            group = "shared tuning clips" if clip in ev.GROUND_TRUTH else "other clips (never tuned on)"
-            b, n = groups.setdefault(group, ([], []))
+            b, n = groups[TUNING if clip in ev.GROUND_TRUTH else OTHERS]
             b += base
             n += new
     mode = "rendered" if args.render else "target"
+    # Which engine was measured: from a worktree, the venv's editable install may be another checkout's.
     print(f"\n{mode} mouth, {args.detector}, {'offsets out' if args.offsets_out else 'as filmed'}; "
-          f"variant: {ev.describe_mapping(variant.mapping)}, spread {variant.spread}")
-    for group, (b, n) in groups.items():
+          f"variant: {ev.describe_mapping(variant.mapping)}, spread {variant.spread}; "
+          f"engine from {Path(musetalk_server.__file__).parent}")
+    given = {group: scores for group, scores in groups.items() if scores[0]}
+    for group, (b, n) in given.items():
         print(summary(group, b, n, args.render))
-    if len(groups) > 1:
+    if len(given) > 1:
         print(summary("all", [s for b, _ in groups.values() for s in b], [s for _, n in groups.values() for s in n],
                       args.render))
     print(f"[{time.perf_counter() - started:.0f} s]")
