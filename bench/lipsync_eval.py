@@ -37,7 +37,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -178,9 +178,11 @@ def avatar_landmarks(frames: list[np.ndarray]) -> np.ndarray:
 
 
 def build_avatar(engine: Engine, frames: list[np.ndarray], work: Path, avatar_id: str,
-                 audio: np.ndarray | None = None) -> LoadedAvatar:
-    """Prepare `frames` (with their own soundtrack `audio`, if any) as an avatar with `engine`, in `work`."""
-    points = avatar_landmarks(frames)
+                 audio: np.ndarray | None = None, points: np.ndarray | None = None) -> LoadedAvatar:
+    """Prepare `frames` (with their own soundtrack `audio`, if any) as an avatar with `engine`, in `work`.
+    `points`: their avatar_landmarks, where the caller has them already (a split of a clip read once)."""
+    if points is None:
+        points = avatar_landmarks(frames)
     path = work / avatar_id
     info = engine.prepare(AvatarFrames(frames, points, FPS, audio), 0, path / "engine")
     manifest = {"fps": FPS, "frames": len(frames), "engine": engine.name, "engine_info": info}
@@ -305,12 +307,22 @@ def spread_summary(info: dict) -> str:
     return f"{facts['spread']}{why} ({facts['r_share']}→{facts['r_rank']}{offset})"
 
 
-def load_clip(name: str) -> tuple[list[np.ndarray], np.ndarray]:
+# A clip to score: a shared ground-truth clip's name (MEDIA/<name>.mp4), or the path of any
+# talking clip whose soundtrack is the speaker's own voice (a face the engine was never tuned on).
+Clip = str | Path
+
+
+def clip_path(clip: Clip) -> Path:
+    return clip if isinstance(clip, Path) else MEDIA / f"{clip}.mp4"
+
+
+def load_clip(clip: Clip) -> tuple[list[np.ndarray], np.ndarray]:
     """Frames at FPS and the soundtrack from frame 0's instant, decoded as the service's
     preprocess decodes an upload (so a clip whose streams start apart is scored in sync)."""
-    clip = read_video(MEDIA / f"{name}.mp4", FPS)
-    audio = soundtrack(MEDIA / f"{name}.mp4", len(clip.frames) / FPS, start_s=clip.start_s)
-    return list(clip.frames), audio if audio is not None else np.zeros(0, np.float32)
+    path = clip_path(clip)
+    video = read_video(path, FPS)
+    audio = soundtrack(path, len(video.frames) / FPS, start_s=video.start_s)
+    return list(video.frames), audio if audio is not None else np.zeros(0, np.float32)
 
 
 def halves(frames: Frames, audio: np.ndarray) -> tuple[Frames, Frames, np.ndarray, np.ndarray]:
@@ -434,13 +446,16 @@ class TuningClip:
     landmarks: np.ndarray  # (N, 478, 2), the whole clip
     audio: np.ndarray
     filmed: np.ndarray  # (N,) aperture, by the eval's measure
+    # N x (H, W, 3) with keep_frames, for whoever renders its splits; else none (the four clips'
+    # frames are most of a gigabyte, and choosing settings needs their landmarks only).
+    frames: list[np.ndarray] = field(default_factory=list)
 
 
-def tuning_clip(clip: str, measure: Measure) -> TuningClip:
+def tuning_clip(clip: Clip, measure: Measure, keep_frames: bool = False) -> TuningClip:
     frames, audio = load_clip(clip)
     points = avatar_landmarks(frames)
     filmed = np.nan_to_num(aperture_of(points), nan=0.0) if measure is FACEMESH else measure.read(frames)
-    return TuningClip(points, audio, filmed)
+    return TuningClip(points, audio, filmed, frames if keep_frames else [])
 
 
 TUNING_SHARES = (0.4, 0.5, 0.6)  # the avatar's share of a clip, from either end, in tuning_r's splits
