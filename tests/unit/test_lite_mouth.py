@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from musetalk_server.engines.lite.audio_features import FrameFeatures
 from musetalk_server.engines.lite.bank import MouthBank, shut_candidates
 from musetalk_server.engines.lite.coverage import OPEN_ENOUGH, animation_facts, plan_mouths
 from musetalk_server.engines.lite.geometry import mouth_aperture
-from musetalk_server.engines.lite.shape import ShapeRange, ShapeStream
+from musetalk_server.engines.lite.live import lookahead_s
+from musetalk_server.engines.lite.shape import FADE_DB, SHIPPED, SILENCE_DB, ShapeRange, ShapeStream, openness
 from musetalk_server.engines.lite.synth import close_lips, open_lips
 from musetalk_server.face.landmarks import LIPS_INNER_LOWER, LIPS_INNER_UPPER
 from musetalk_server.media.frame_timing import SAMPLE_RATE
@@ -102,6 +104,27 @@ def test_shut_candidates_skip_shut_and_wide_open_frames():
     aperture = np.array([0.05, 0.3, 0.0, 0.3, 0.08, 0.3], np.float32)
     bank = MouthBank(aperture=aperture, width=np.full(6, 0.5, np.float32), pose=np.zeros((6, 2), np.float32))
     assert shut_candidates(bank, count=3) == [0, 4]  # frame 2 is already shut
+
+
+def test_lips_close_as_the_sound_dies_away_and_are_shut_in_a_pause():
+    """Openness falls with the sound through the FADE_DB above the pause threshold instead of being
+    cut to 0 at it; at and under the threshold it is exactly 0; above the fade it is the ramp."""
+    level, under = -20.0, np.array([0, 6, 12, 15, 18, 21, 23, 24, 30], np.float32)  # dB under the level
+    n = len(under)
+    feat = FrameFeatures(loudness=level - under, centroid=np.full(n, 1200, np.float32), f2_share=np.zeros(n, np.float32))
+    opened = openness(feat, level)
+    ramp = 1 - under / SHIPPED.range_db  # an open vowel: the vowel term is 1
+    fading = under > SILENCE_DB - FADE_DB
+    assert np.allclose(opened[~fading], ramp[~fading])
+    assert np.allclose(opened[fading], ramp[fading] * np.clip((SILENCE_DB - under[fading]) / FADE_DB, 0, 1), atol=1e-6)
+    assert (opened[under >= SILENCE_DB] == 0).all()
+    per_db = -np.diff(opened) / np.diff(under)
+    assert np.all(per_db[:-1] > 0) and per_db.max() < 0.1, "no step down to shut (a cut at the threshold is 0.4 in 1 dB)"
+
+
+def test_a_live_frame_reads_92_ms_past_its_end_at_25_fps():
+    """Two frames of smoothing and half the 64 ms window, the spectrum on each frame's midpoint."""
+    assert abs(lookahead_s(25.0) - 0.092) < 1e-9
 
 
 def test_mouth_is_shut_before_during_and_after_silence_around_a_burst_of_voice():
