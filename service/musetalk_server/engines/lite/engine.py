@@ -133,9 +133,9 @@ def speaking_bank(landmarks: np.ndarray, audio: np.ndarray | None, fps: float,
 
     Both spreads (shape.py: by share, by rank) predict the frames' own filmed mouth from their own
     soundtrack; the ranked one is kept where it does clearly better (by RANK_MUST_WIN_BY), if the
-    soundtrack is evidently their voice (own_voice.MIN_OWN_R). Neither has anything fitted to the clip but the bank's quantiles,
-    so the choice is one bit. Measured over 24 splits of the ground-truth clips
-    (docs/lite-engine.md), choosing this way beat either spread alone.
+    soundtrack is evidently their voice (own_voice.MIN_OWN_R). Neither has anything fitted to the
+    clip but the bank's quantiles, so the choice is one bit. Measured over 24 splits of the
+    ground-truth clips (docs/lite-engine.md), choosing this way beat either spread alone.
     """
     bank = build_bank(landmarks)
     if audio is None:

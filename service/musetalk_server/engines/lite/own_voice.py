@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MAX_OFFSET", "MIN_OWN_R", "NOT_THEIR_VOICE", "av_offset", "shifted_r"]
+__all__ = ["MAX_OFFSET", "MIN_OWN_R", "NOT_THEIR_VOICE", "RANK_MUST_WIN_BY", "av_offset", "shifted_r"]
 
 # Every speaker's jaw follows the loudness of their own speech (shut in pauses, open on vowels),
 # so the generic mapping, with nothing fitted to the clip, follows the filmed mouth from it: r
