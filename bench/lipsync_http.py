@@ -176,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                     halves = cut(clip, folder, args.reverse)
                     split = "2nd half drives 1st" if args.reverse else "1st half drives 2nd"
                     filmed: dict[float, np.ndarray] = {}  # apertures of the filmed half, by the render's rate
+                    name = re.sub(r"[^A-Za-z0-9_-]", "_", clip.stem)[:58]  # an avatar_id the API accepts
                     for with_sound in ([False] if args.no_soundtrack else [True, False]):
-                        name = re.sub(r"[^A-Za-z0-9_-]", "_", clip.stem)[:58]  # an avatar_id the API accepts
                         avatar_id = f"{name}-{'s' if with_sound else 'n'}{'-r' if args.reverse else ''}"
                         avatar = halves.avatar if with_sound else halves.silent_avatar
                         rendered, fps = render(client, avatar_id, avatar, halves.drive, folder)

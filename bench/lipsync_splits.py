@@ -44,7 +44,7 @@ import numpy as np
 import musetalk_server
 from bench import lipsync_eval as ev
 from musetalk_server.engines.lite.bank import MouthBank
-from musetalk_server.engines.lite.engine import BANK_FILE, speaking_bank
+from musetalk_server.engines.lite.engine import BANK_FILE, generic_shapes, speaking_bank
 from musetalk_server.engines.lite.shape import SHIPPED, GenericMapping, ShapeStream
 
 EXTRA_SHIFTS = (-2, -1, 0, 1, 2)  # frames, with --offsets-out: an unknown offset either way
@@ -67,9 +67,8 @@ def variant_bank(landmarks: np.ndarray, own_audio: np.ndarray, v: Variant) -> Mo
     if v.spread == "choice":
         return speaking_bank(landmarks, own_audio, ev.FPS, v.mapping)[0]
     bank, _ = speaking_bank(landmarks, None, ev.FPS, v.mapping)
-    if v.spread == "rank":
-        shapes = ShapeStream(own_audio, ev.FPS, len(bank), bank.shape_range(), mapping=v.mapping)
-        bank = bank.with_voiced(np.array([s.openness > 0 for s in shapes]))
+    if v.spread == "rank":  # voiced where the soundtrack opens the mouth, as speaking_bank ranks
+        bank = bank.with_voiced(generic_shapes(bank, own_audio, ev.FPS, v.mapping)[0] > 0)
     return bank
 
 

@@ -31,7 +31,7 @@ from .coverage import animation_facts, extended_bank, plan_mouths
 from .own_voice import MIN_OWN_R, NOT_THEIR_VOICE, RANK_MUST_WIN_BY, av_offset, shifted_r
 from .shape import SHIPPED, GenericMapping, ShapeStream
 
-__all__ = ["LiteEngine", "LiteRenderer"]
+__all__ = ["LiteEngine", "LiteRenderer", "generic_shapes", "speaking_bank"]
 
 ENGINE_NAME = "lite"
 ARTIFACT_VERSION = 1
@@ -141,12 +141,12 @@ def speaking_bank(landmarks: np.ndarray, audio: np.ndarray | None, fps: float,
     if audio is None:
         return bank, {}
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-    share_open, share_target = _generic(bank, audio, fps, mapping)
+    share_open, share_target = generic_shapes(bank, audio, fps, mapping)
     voiced = share_open > 0
     if int(voiced.sum()) < MIN_VOICED:
         return bank, {"spread": "share", "reason": "too little speech in the soundtrack"}
     ranked = bank.with_voiced(voiced)
-    _, rank_target = _generic(ranked, audio, fps, mapping)
+    _, rank_target = generic_shapes(ranked, audio, fps, mapping)
     # The same A/V offset for both (the file's own), then r.
     k = av_offset(share_target, bank.aperture)
     r_share, r_rank = (shifted_r(t, bank.aperture, k) or 0.0 for t in (share_target, rank_target))
@@ -158,7 +158,7 @@ def speaking_bank(landmarks: np.ndarray, audio: np.ndarray | None, fps: float,
     return bank, {"spread": "share"} | facts
 
 
-def _generic(bank: MouthBank, audio: np.ndarray, fps: float,
+def generic_shapes(bank: MouthBank, audio: np.ndarray, fps: float,
              mapping: GenericMapping) -> tuple[np.ndarray, np.ndarray]:
     """(openness, target aperture) of the generic mapping on each of the bank's frames."""
     shapes = list(ShapeStream(audio, fps, len(bank), bank.shape_range(), mapping=mapping))
