@@ -25,18 +25,27 @@ Scored two ways:
   change that holds with the offsets out does not lean on them.
 
 Variants are the spread (`--spread share|rank|choice`, the shipped per-avatar choice) and the
-generic mapping's settings (`--range-db`, `--vowel`, `--hold`), each against the shipped ones:
+generic mapping's settings (`--range-db`, `--vowel`, `--hold`), each against the shipped ones.
+
+Or another checkout's engine (`--release DIR`, e.g. a git worktree of an earlier release), rendered
+in a subprocess (bench/release_render.py) without the avatar's soundtrack, the one way every
+release can be driven, and read with dlib; against this checkout's engine as the other options
+say (`--spread share` is this checkout without the soundtrack too, like for like):
 
     python -m bench.lipsync_splits [CLIP ...] [--render] [--detector dlib] [--offsets-out] [--spread rank] [--hold 0] ...
+    python -m bench.lipsync_splits [CLIP ...] --release ../wt-old [--spread share]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +112,32 @@ class Rendered:
         return self.measure.read(frames[:drive.stop - drive.start])
 
 
+@dataclass
+class Release:
+    """The rendered aperture by another checkout's lite engine (`root`), read with dlib: each clip's
+    splits in one subprocess that imports that checkout's `musetalk_server` (bench/release_render.py)."""
+
+    root: Path
+    work: Path
+    done: dict[int, list[np.ndarray]] = field(default_factory=dict)  # id(clip) -> one aperture per split
+
+    def __call__(self, c: ev.TuningClip, avatar: slice, drive: slice, v: Variant) -> np.ndarray:
+        splits = ev.tuning_splits(len(c.filmed))
+        if id(c) not in self.done:
+            self.done = {id(c): self._render(c, splits)}  # one clip at a time: its frames are large
+        return self.done[id(c)][splits.index((avatar, drive))]
+
+    def _render(self, c: ev.TuningClip, splits: list[tuple[slice, slice]]) -> list[np.ndarray]:
+        src, dst = self.work / "splits.npz", self.work / "apertures.npz"
+        np.savez(src, frames=np.stack(c.frames), landmarks=c.landmarks, audio=c.audio, fps=ev.FPS,
+                 splits=np.array([(a.start, a.stop, d.start, d.stop) for a, d in splits]))
+        env = os.environ | {"PYTHONPATH": os.pathsep.join([str(self.root / "service"), str(ev.ROOT)])}
+        subprocess.run([sys.executable, "-m", "bench.release_render", str(src), str(dst)], cwd=ev.ROOT, env=env,
+                       check=True)
+        with np.load(dst) as z:
+            return [z[f"split{k}"] for k in range(len(splits))]
+
+
 @dataclass(frozen=True)
 class SplitScore:
     r: float  # against the filmed mouth
@@ -140,14 +175,16 @@ def clip_label(clip: ev.Clip) -> str:
     return clip.stem if isinstance(clip, Path) else clip
 
 
-def summary(label: str, base: list[SplitScore], new: list[SplitScore], with_env: bool) -> str:
+def summary(label: str, base: list[SplitScore], new: list[SplitScore], with_env: bool,
+            names: tuple[str, str] = ("shipped", "variant")) -> str:
     b, n = np.array([s.r for s in base]), np.array([s.r for s in new])
     d = n - b
-    line = (f"{label}: mean r over {len(d)} splits: shipped {b.mean():.3f}, variant {n.mean():.3f} ({d.mean():+.3f}); "
+    line = (f"{label}: mean r over {len(d)} splits: {names[0]} {b.mean():.3f}, {names[1]} {n.mean():.3f} ({d.mean():+.3f}); "
             f"better/same/worse by {SAME}: {(d > SAME).sum()}/{(abs(d) <= SAME).sum()}/{(d < -SAME).sum()}, "
             f"worst {d.min():+.3f}")
     if with_env:
-        line += f"; r_env shipped {np.mean([s.r_env for s in base]):.3f}, variant {np.mean([s.r_env for s in new]):.3f}"
+        line += (f"; r_env {names[0]} {np.mean([s.r_env for s in base]):.3f}, "
+                 f"{names[1]} {np.mean([s.r_env for s in new]):.3f}")
     return line
 
 
@@ -162,7 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--range-db", type=float, default=SHIPPED.range_db)
     ap.add_argument("--vowel", type=float, default=SHIPPED.vowel_weight)
     ap.add_argument("--hold", type=int, default=SHIPPED.hold)
+    ap.add_argument("--release", type=Path, metavar="DIR",
+                    help="another checkout (its root): its engine, rendered without the soundtrack, against this one's")
     args = ap.parse_args(argv)
+    if args.release is not None:
+        if not (args.release / "service" / "musetalk_server" / "engines" / "lite").is_dir():
+            ap.error(f"--release: no lite engine under {args.release}/service/musetalk_server")
+        if args.detector != "dlib":
+            ap.error("--release reads the renders with dlib (the release renders in its own process)")
+        args.render = True
     clips = [as_clip(a) for a in args.clips]
     missing = [str(ev.clip_path(c)) for c in clips if not ev.clip_path(c).is_file()]
     if missing:
@@ -177,16 +222,22 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         mouth: Mouth = Rendered(measure, Path(tmp)) if args.render else target
+        release = None if args.release is None else Release(args.release.resolve(), Path(tmp))
+        # With --release this checkout, as the options say, is the base and the release the variant.
+        names = ("shipped", "variant") if release is None else ("this checkout", "release")
         for clip in clips:
             t0 = time.perf_counter()
             c = ev.tuning_clip(clip, measure, keep_frames=args.render)
             offset = ev.lagged_r(c.filmed, ev.envelope(c.audio, len(c.filmed)))[1] if args.offsets_out else None
-            base = split_scores(c, mouth, SHIPPED_VARIANT, offset)
-            new = base if variant == SHIPPED_VARIANT else split_scores(c, mouth, variant, offset)
+            base = split_scores(c, mouth, SHIPPED_VARIANT if release is None else variant, offset)
+            if release is not None:
+                new = split_scores(c, release, variant, offset)
+            else:
+                new = base if variant == SHIPPED_VARIANT else split_scores(c, mouth, variant, offset)
             env = (f", r_env {np.mean([s.r_env for s in base]):.3f} → {np.mean([s.r_env for s in new]):.3f}"
                    if args.render else "")
             print(f"{clip_label(clip)} ({len(c.filmed)} frames, offset {offset}): "
-                  f"shipped {np.mean([s.r for s in base]):.3f}, variant {np.mean([s.r for s in new]):.3f}"
+                  f"{names[0]} {np.mean([s.r for s in base]):.3f}, {names[1]} {np.mean([s.r for s in new]):.3f}"
                   f"{env} [{time.perf_counter() - t0:.0f} s]", flush=True)
             b, n = groups[TUNING if clip in ev.GROUND_TRUTH else OTHERS]
             b += base
@@ -195,13 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     # Which engine was measured: from a worktree, the venv's editable install may be another checkout's.
     print(f"\n{mode} mouth, {args.detector}, {'offsets out' if args.offsets_out else 'as filmed'}; "
           f"variant: {ev.describe_mapping(variant.mapping)}, spread {variant.spread}; "
-          f"engine from {Path(musetalk_server.__file__).parent}")
+          f"engine from {Path(musetalk_server.__file__).parent}"
+          + ("" if release is None else f"; release from {release.root}, without the soundtrack"))
     given = {group: scores for group, scores in groups.items() if scores[0]}
     for group, (b, n) in given.items():
-        print(summary(group, b, n, args.render))
+        print(summary(group, b, n, args.render, names))
     if len(given) > 1:
         print(summary("all", [s for b, _ in groups.values() for s in b], [s for _, n in groups.values() for s in n],
-                      args.render))
+                      args.render, names))
     print(f"[{time.perf_counter() - started:.0f} s]")
     return 0
 

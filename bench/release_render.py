@@ -1,0 +1,47 @@
+"""Render a clip's splits with whichever lite engine `musetalk_server` resolves to; read them with dlib.
+
+`bench.lipsync_splits --release DIR` runs this in a subprocess with DIR/service first on the
+path, so the engine is another checkout's (an earlier release in a git worktree) while the
+clips, splits and measure are this checkout's. It touches only what every release since the
+lite engine began has had: `build_bank(landmarks)` and `LiteRenderer(frames, landmarks,
+bank).render(audio, fps)`. That is an avatar prepared without its soundtrack: the releases
+before the soundtrack was read had nothing else, and from those after it this is their
+generic path.
+
+    PYTHONPATH=DIR/service python -m bench.release_render SPLITS.npz APERTURES.npz
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bench.dlib_mouth import DlibMouth
+
+# The engines' own audio rate; a constant in every release, so not read from either checkout.
+SAMPLE_RATE = 16000
+
+
+def render_splits(src: Path, dst: Path) -> None:
+    """`src` (frames, landmarks, audio, fps, splits: (K, 4) avatar start/stop, drive start/stop)
+    -> `dst`: split0..split{K-1}, the dlib aperture of each split's rendered frames."""
+    from musetalk_server.engines.lite.bank import build_bank
+    from musetalk_server.engines.lite.engine import LiteRenderer
+
+    with np.load(src) as z:
+        frames, landmarks, audio, fps, splits = z["frames"], z["landmarks"], z["audio"], float(z["fps"]), z["splits"]
+    read = DlibMouth().apertures
+    out = {}
+    for k, (a0, a1, d0, d1) in enumerate(splits.tolist()):
+        points = landmarks[a0:a1]
+        renderer = LiteRenderer(list(frames[a0:a1]), points, build_bank(points))
+        drive = audio[round(d0 / fps * SAMPLE_RATE):round(d1 / fps * SAMPLE_RATE)]
+        shown = [frame.copy() for frame in renderer.render(drive, fps)][:d1 - d0]
+        out[f"split{k}"] = read(shown)
+    np.savez(dst, **out)
+
+
+if __name__ == "__main__":
+    render_splits(Path(sys.argv[1]), Path(sys.argv[2]))
