@@ -52,6 +52,7 @@ import numpy as np
 
 import musetalk_server
 from bench import lipsync_eval as ev
+from bench.release_render import DLIB_READER
 from musetalk_server.engines.lite.bank import MouthBank
 from musetalk_server.engines.lite.engine import BANK_FILE, generic_shapes, speaking_bank
 from musetalk_server.engines.lite.shape import SHIPPED, GenericMapping, ShapeStream
@@ -119,6 +120,7 @@ class Release:
 
     root: Path
     work: Path
+    reader: str = DLIB_READER  # module:Class, read in the subprocess (release_render.py)
     done: dict[int, list[np.ndarray]] = field(default_factory=dict)  # id(clip) -> one aperture per split
 
     def __call__(self, c: ev.TuningClip, avatar: slice, drive: slice, v: Variant) -> np.ndarray:
@@ -132,8 +134,8 @@ class Release:
         np.savez(src, frames=np.stack(c.frames), landmarks=c.landmarks, audio=c.audio, fps=ev.FPS,
                  splits=np.array([(a.start, a.stop, d.start, d.stop) for a, d in splits]))
         env = os.environ | {"PYTHONPATH": os.pathsep.join([str(self.root / "service"), str(ev.ROOT)])}
-        subprocess.run([sys.executable, "-m", "bench.release_render", str(src), str(dst)], cwd=ev.ROOT, env=env,
-                       check=True)
+        subprocess.run([sys.executable, "-m", "bench.release_render", str(src), str(dst), self.reader], cwd=ev.ROOT,
+                       env=env, check=True)
         with np.load(dst) as z:
             return [z[f"split{k}"] for k in range(len(splits))]
 

@@ -8,31 +8,37 @@ bank).render(audio, fps)`. That is an avatar prepared without its soundtrack: th
 before the soundtrack was read had nothing else, and from those after it this is their
 generic path.
 
-    PYTHONPATH=DIR/service python -m bench.release_render SPLITS.npz APERTURES.npz
+The renders are read here, in the same process, so that only one number per frame crosses back;
+the reader is dlib's (`bench/dlib_mouth.py`, which needs nothing of either checkout) or another
+class with the same `apertures(frames)`, named as `module:Class`.
+
+    PYTHONPATH=DIR/service python -m bench.release_render SPLITS.npz APERTURES.npz [MODULE:CLASS]
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from bench.dlib_mouth import DlibMouth
+DLIB_READER = "bench.dlib_mouth:DlibMouth"
 
 # The engines' own audio rate; a constant in every release, so not read from either checkout.
 SAMPLE_RATE = 16000
 
 
-def render_splits(src: Path, dst: Path) -> None:
+def render_splits(src: Path, dst: Path, reader: str = DLIB_READER) -> None:
     """`src` (frames, landmarks, audio, fps, splits: (K, 4) avatar start/stop, drive start/stop)
-    -> `dst`: split0..split{K-1}, the dlib aperture of each split's rendered frames."""
+    -> `dst`: split0..split{K-1}, the `reader`'s aperture of each split's rendered frames."""
     from musetalk_server.engines.lite.bank import build_bank
     from musetalk_server.engines.lite.engine import LiteRenderer
 
     with np.load(src) as z:
         frames, landmarks, audio, fps, splits = z["frames"], z["landmarks"], z["audio"], float(z["fps"]), z["splits"]
-    read = DlibMouth().apertures
+    module, name = reader.split(":")
+    read = getattr(importlib.import_module(module), name)().apertures
     out = {}
     for k, (a0, a1, d0, d1) in enumerate(splits.tolist()):
         points = landmarks[a0:a1]
@@ -44,4 +50,4 @@ def render_splits(src: Path, dst: Path) -> None:
 
 
 if __name__ == "__main__":
-    render_splits(Path(sys.argv[1]), Path(sys.argv[2]))
+    render_splits(Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:4])
