@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -115,24 +115,28 @@ class Rendered:
 
 @dataclass
 class Release:
-    """The rendered aperture by another checkout's lite engine (`root`), read with dlib: each clip's
-    splits in one subprocess that imports that checkout's `musetalk_server` (bench/release_render.py)."""
+    """The rendered aperture by another checkout's lite engine (`root`), read by `reader` (dlib):
+    each clip's splits in one subprocess that imports that checkout's `musetalk_server`
+    (bench/release_render.py)."""
 
     root: Path
     work: Path
     reader: str = DLIB_READER  # module:Class, read in the subprocess (release_render.py)
-    done: dict[int, list[np.ndarray]] = field(default_factory=dict)  # id(clip) -> one aperture per split
+    # The clip last rendered and one aperture per split: one clip at a time, its frames are large.
+    done: tuple[ev.TuningClip, list[np.ndarray]] | None = None
 
     def __call__(self, c: ev.TuningClip, avatar: slice, drive: slice, v: Variant) -> np.ndarray:
         splits = ev.tuning_splits(len(c.filmed))
-        if id(c) not in self.done:
-            self.done = {id(c): self._render(c, splits)}  # one clip at a time: its frames are large
-        return self.done[id(c)][splits.index((avatar, drive))]
+        if self.done is None or self.done[0] is not c:
+            self.done = (c, self._render(c, splits))
+        return self.done[1][splits.index((avatar, drive))]
 
     def _render(self, c: ev.TuningClip, splits: list[tuple[slice, slice]]) -> list[np.ndarray]:
         src, dst = self.work / "splits.npz", self.work / "apertures.npz"
-        np.savez(src, frames=np.stack(c.frames), landmarks=c.landmarks, audio=c.audio, fps=ev.FPS,
-                 splits=np.array([(a.start, a.stop, d.start, d.stop) for a, d in splits]))
+        # Each split's audio is cut here, by the eval's own rule, so both engines hear the same samples.
+        audio = {f"audio{k}": ev.audio_of(c.audio, drive) for k, (_, drive) in enumerate(splits)}
+        np.savez(src, frames=np.stack(c.frames), landmarks=c.landmarks, fps=ev.FPS,
+                 splits=np.array([(a.start, a.stop, d.start, d.stop) for a, d in splits]), **audio)
         env = os.environ | {"PYTHONPATH": os.pathsep.join([str(self.root / "service"), str(ev.ROOT)])}
         subprocess.run([sys.executable, "-m", "bench.release_render", str(src), str(dst), self.reader], cwd=ev.ROOT,
                        env=env, check=True)

@@ -25,27 +25,24 @@ import numpy as np
 
 DLIB_READER = "bench.dlib_mouth:DlibMouth"
 
-# The engines' own audio rate; a constant in every release, so not read from either checkout.
-SAMPLE_RATE = 16000
-
 
 def render_splits(src: Path, dst: Path, reader: str = DLIB_READER) -> None:
-    """`src` (frames, landmarks, audio, fps, splits: (K, 4) avatar start/stop, drive start/stop)
-    -> `dst`: split0..split{K-1}, the `reader`'s aperture of each split's rendered frames."""
+    """`src` (frames, landmarks, fps, splits: (K, 4) avatar start/stop, drive start/stop, and
+    audio0..audio{K-1}, each split's driving audio, cut by the caller) -> `dst`: split0..split{K-1},
+    the `reader`'s aperture of each split's rendered frames."""
     from musetalk_server.engines.lite.bank import build_bank
     from musetalk_server.engines.lite.engine import LiteRenderer
 
-    with np.load(src) as z:
-        frames, landmarks, audio, fps, splits = z["frames"], z["landmarks"], z["audio"], float(z["fps"]), z["splits"]
     module, name = reader.split(":")
     read = getattr(importlib.import_module(module), name)().apertures
     out = {}
-    for k, (a0, a1, d0, d1) in enumerate(splits.tolist()):
-        points = landmarks[a0:a1]
-        renderer = LiteRenderer(list(frames[a0:a1]), points, build_bank(points))
-        drive = audio[round(d0 / fps * SAMPLE_RATE):round(d1 / fps * SAMPLE_RATE)]
-        shown = [frame.copy() for frame in renderer.render(drive, fps)][:d1 - d0]
-        out[f"split{k}"] = read(shown)
+    with np.load(src) as z:
+        frames, landmarks, fps = z["frames"], z["landmarks"], float(z["fps"])
+        for k, (a0, a1, d0, d1) in enumerate(z["splits"].tolist()):
+            points = landmarks[a0:a1]
+            renderer = LiteRenderer(list(frames[a0:a1]), points, build_bank(points))
+            shown = [frame.copy() for frame in renderer.render(z[f"audio{k}"], fps)][:d1 - d0]
+            out[f"split{k}"] = read(shown)
     np.savez(dst, **out)
 
 
