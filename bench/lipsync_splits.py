@@ -55,7 +55,7 @@ from bench import lipsync_eval as ev
 from bench.release_render import DLIB_READER
 from musetalk_server.engines.lite.bank import MouthBank
 from musetalk_server.engines.lite.engine import BANK_FILE, generic_shapes, speaking_bank
-from musetalk_server.engines.lite.shape import SHIPPED, GenericMapping, ShapeStream
+from musetalk_server.engines.lite.shape import SHIPPED, GenericMapping, MouthShape, ShapeStream
 
 EXTRA_SHIFTS = (-2, -1, 0, 1, 2)  # frames, with --offsets-out: an unknown offset either way
 SAME = 0.02  # a split's r moving by less than this counts as unchanged
@@ -86,12 +86,16 @@ def variant_bank(landmarks: np.ndarray, own_audio: np.ndarray, v: Variant) -> Mo
 Mouth = Callable[[ev.TuningClip, slice, slice, Variant], np.ndarray]
 
 
-def target(c: ev.TuningClip, avatar: slice, drive: slice, v: Variant) -> np.ndarray:
-    """(drive frames,) the target aperture of the avatar made of `avatar`, driven by `drive`'s audio."""
+def target_shapes(c: ev.TuningClip, avatar: slice, drive: slice, v: Variant) -> list[MouthShape]:
+    """One target shape per driving frame: the avatar made of `avatar`, driven by `drive`'s audio."""
     bank = variant_bank(c.landmarks[avatar], ev.audio_of(c.audio, avatar), v)
     n = drive.stop - drive.start
-    return np.array([s.aperture for s in ShapeStream(ev.audio_of(c.audio, drive), ev.FPS, n, bank.shape_range(),
-                                                     mapping=v.mapping)])
+    return list(ShapeStream(ev.audio_of(c.audio, drive), ev.FPS, n, bank.shape_range(), mapping=v.mapping))
+
+
+def target(c: ev.TuningClip, avatar: slice, drive: slice, v: Variant) -> np.ndarray:
+    """(drive frames,) the target aperture of the avatar made of `avatar`, driven by `drive`'s audio."""
+    return np.array([s.aperture for s in target_shapes(c, avatar, drive, v)])
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import numpy as np
 
 from ...media.frame_timing import SAMPLE_RATE
 
-__all__ = ["WINDOW", "FrameFeatures", "frame_features"]
+__all__ = ["WINDOW", "FrameFeatures", "frame_features", "power_spectra"]
 
 WINDOW = 1024  # samples: 64 ms, long enough to resolve a 300 Hz first formant
 _BIN_HZ = SAMPLE_RATE / WINDOW  # 15.6 Hz per FFT bin
@@ -58,7 +58,7 @@ def frame_features(audio: np.ndarray, fps: float, start: int, stop: int) -> Fram
     Cost is proportional to stop - start only; audio outside the window reads as silence.
     """
     mid_s = (np.arange(start, stop) + 0.5) / fps
-    power = _power(audio, mid_s)  # (n, WINDOW/2+1)
+    power = power_spectra(audio, mid_s)  # (n, WINDOW/2+1)
     loud = power[:, slice(*_LOUD_BAND)].sum(axis=1)
     voiced = power[:, slice(*_CENTROID_BAND)]
     centroid = (voiced @ _CENTROID_HZ) / (voiced.sum(axis=1) + _EPS)
@@ -71,7 +71,7 @@ def frame_features(audio: np.ndarray, fps: float, start: int, stop: int) -> Fram
     )
 
 
-def _power(audio: np.ndarray, centres_s: np.ndarray) -> np.ndarray:
+def power_spectra(audio: np.ndarray, centres_s: np.ndarray) -> np.ndarray:
     """(n, WINDOW/2+1) Hann-windowed power spectra centred at `centres_s` seconds; zeros outside."""
     centres = np.round(centres_s * SAMPLE_RATE).astype(np.int64)
     # (n, WINDOW) sample indices, then a zero-padded gather.
