@@ -28,11 +28,11 @@ import numpy as np
 from bench import lipsync_eval as ev
 from bench.lipsync_splits import OTHERS, SHIPPED_VARIANT, TUNING, SplitScore, as_clip, clip_label, summary, target_shapes
 from musetalk_server.engines.lite.audio_features import WINDOW, frame_features, power_spectra
+from musetalk_server.engines.lite.shape import LEVEL_PERCENTILE  # the speech level, as the engine reads it
 from musetalk_server.media.frame_timing import SAMPLE_RATE
 
 MEL_HZ = (100.0, 8000.0)
 FLOOR_DB = 60.0  # bands further than this under the speech level read as this (silence is silence)
-LEVEL_PERCENTILE = 95.0  # the speech level, as the engine reads it (shape.LEVEL_PERCENTILE)
 
 
 @dataclass(frozen=True)
