@@ -27,8 +27,8 @@ import numpy as np
 
 from bench import lipsync_eval as ev
 from bench.lipsync_splits import OTHERS, SHIPPED_VARIANT, TUNING, SplitScore, as_clip, clip_label, summary, target_shapes
-from musetalk_server.engines.lite.audio_features import WINDOW, frame_features, power_spectra
-from musetalk_server.engines.lite.shape import LEVEL_PERCENTILE  # the speech level, as the engine reads it
+from musetalk_server.engines.lite.audio_features import WINDOW, power_spectra
+from musetalk_server.engines.lite.shape import LEVEL_PERCENTILE
 from musetalk_server.media.frame_timing import SAMPLE_RATE
 
 MEL_HZ = (100.0, 8000.0)
@@ -45,8 +45,10 @@ class Features:
         to this audio's speech level, so a recording's gain does not matter."""
         power = power_spectra(audio, (np.arange(n) + 0.5) / ev.FPS)
         bank = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=WINDOW, n_mels=self.mels, fmin=MEL_HZ[0], fmax=MEL_HZ[1])
-        mel_db = 10 * np.log10(power @ bank.T + 1e-10)
-        level = np.percentile(frame_features(audio, ev.FPS, 0, n).loudness, LEVEL_PERCENTILE)
+        mel = power @ bank.T
+        mel_db = 10 * np.log10(mel + 1e-10)
+        # The speech level: the frames' whole mel power at the engine's percentile, on the bands' scale.
+        level = np.percentile(10 * np.log10(mel.sum(axis=1) + 1e-10), LEVEL_PERCENTILE)
         rel = np.maximum(mel_db - level, -FLOOR_DB) / 20.0
         padded = np.pad(rel, ((self.context, self.context), (0, 0)), mode="edge")
         return np.concatenate([padded[k:k + n] for k in range(2 * self.context + 1)], axis=1)
