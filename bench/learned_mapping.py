@@ -21,12 +21,23 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 import librosa
 import numpy as np
 
 from bench import lipsync_eval as ev
-from bench.lipsync_splits import OTHERS, SHIPPED_VARIANT, TUNING, SplitScore, as_clip, clip_label, summary, target_shapes
+from bench.lipsync_splits import (
+    OTHERS,
+    SHIPPED_VARIANT,
+    TUNING,
+    Groups,
+    SplitScore,
+    clip_label,
+    existing_clips,
+    group_summaries,
+    target_shapes,
+)
 from musetalk_server.engines.lite.audio_features import WINDOW, power_spectra
 from musetalk_server.engines.lite.shape import LEVEL_PERCENTILE
 from musetalk_server.media.frame_timing import SAMPLE_RATE
@@ -40,12 +51,16 @@ class Features:
     mels: int
     context: int
 
+    @cached_property
+    def bank(self) -> np.ndarray:
+        """(mels, WINDOW/2+1) the mel filters, built once for every clip and split."""
+        return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=WINDOW, n_mels=self.mels, fmin=MEL_HZ[0], fmax=MEL_HZ[1])
+
     def __call__(self, audio: np.ndarray, n: int) -> np.ndarray:
         """(n, mels * (2 context + 1)): per frame, its log-mel spectrum and its neighbours', relative
         to this audio's speech level, so a recording's gain does not matter."""
         power = power_spectra(audio, (np.arange(n) + 0.5) / ev.FPS)
-        bank = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=WINDOW, n_mels=self.mels, fmin=MEL_HZ[0], fmax=MEL_HZ[1])
-        mel = power @ bank.T
+        mel = power @ self.bank.T
         mel_db = 10 * np.log10(mel + 1e-10)
         # The speech level: the frames' whole mel power at the engine's percentile, on the bands' scale.
         level = np.percentile(10 * np.log10(mel.sum(axis=1) + 1e-10), LEVEL_PERCENTILE)
@@ -115,21 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     speaker = speakers_of(args.clips, groups)
     if len(set(speaker.values())) < 2:
         ap.error("leaving one speaker out needs clips of at least two speakers")
-    clips = {a: as_clip(a) for a in args.clips}
-    missing = [str(ev.clip_path(c)) for c in clips.values() if not ev.clip_path(c).is_file()]
-    if missing:
-        ap.error(f"no such clip: {', '.join(missing)}")
-    measure = ev.FACEMESH
-    if args.detector == "dlib":
-        from bench.dlib_mouth import CLOSED_APERTURE, DlibMouth
-        measure = ev.Measure(DlibMouth().apertures, CLOSED_APERTURE)
+    clips = dict(zip(args.clips, existing_clips(ap, args.clips), strict=True))
+    measure = ev.measure_by(args.detector)
     features = Features(args.mels, args.context)
     started = time.perf_counter()
     loaded = {a: ev.tuning_clip(clip, measure) for a, clip in clips.items()}
     # Every clip whole, its filmed aperture standardised: people open their mouths by different amounts.
     data = {a: (features(c.audio, len(c.filmed)), (c.filmed - c.filmed.mean()) / (c.filmed.std() + 1e-9))
             for a, c in loaded.items()}
-    groups_out: dict[str, tuple[list[SplitScore], list[SplitScore]]] = {TUNING: ([], []), OTHERS: ([], [])}
+    groups_out: Groups = {TUNING: ([], []), OTHERS: ([], [])}
     for a, c in loaded.items():
         others = [data[b] for b in loaded if speaker[b] != speaker[a]]
         model = Ridge.fit(np.concatenate([x for x, _ in others]), np.concatenate([y for _, y in others]), args.ridge)
@@ -142,13 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         n += learned
     print(f"\ntarget mouth, {args.detector}, as filmed; learned: ridge {args.ridge:g} on {args.mels} mel bands, "
           f"±{args.context} frames, leaving each speaker out")
-    names = ("hand-written", "learned")
-    given = {group: scores for group, scores in groups_out.items() if scores[0]}
-    for group, (b, n) in given.items():
-        print(summary(group, b, n, False, names))
-    if len(given) > 1:
-        print(summary("all", [s for b, _ in given.values() for s in b], [s for _, n in given.values() for s in n],
-                      False, names))
+    print("\n".join(group_summaries(groups_out, False, ("hand-written", "learned"))))
     print(f"[{time.perf_counter() - started:.0f} s]")
     return 0
 

@@ -172,6 +172,16 @@ class Measure:
 FACEMESH = Measure(facemesh_apertures, CLOSED_APERTURE)
 
 
+def measure_by(detector: str) -> Measure:
+    """The mouth reader by name: "facemesh" (the engine's own landmarks) or "dlib" (68 points,
+    trained apart from FaceMesh; the `eval` extra, imported only when asked for)."""
+    if detector == "facemesh":
+        return FACEMESH
+    from bench.dlib_mouth import CLOSED_APERTURE as DLIB_CLOSED
+    from bench.dlib_mouth import DlibMouth
+    return Measure(DlibMouth().apertures, DLIB_CLOSED)
+
+
 def avatar_landmarks(frames: list[np.ndarray]) -> np.ndarray:
     """FaceMesh landmarks with faceless frames filled from the nearest face, as preprocess does."""
     return fill_missing(*detect_video(frames))[0]
@@ -523,11 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_docs:
         check_block(LITE_ENGINE, block)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    measure = FACEMESH
-    if args.detector == "dlib":
-        from bench.dlib_mouth import CLOSED_APERTURE as DLIB_CLOSED
-        from bench.dlib_mouth import DlibMouth
-        measure = Measure(DlibMouth().apertures, DLIB_CLOSED)
+    measure = measure_by(args.detector)
     engine = make_engine(args.engine)
     args.out.mkdir(parents=True, exist_ok=True)
     loco = args.engine == "lite" and not args.shipped and len(args.clips) > 1

@@ -163,8 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reverse", action="store_true", help="avatar from the second half, driven by the first")
     ap.add_argument("--no-soundtrack", action="store_true", help="only the avatar without its soundtrack")
     args = ap.parse_args(argv)
-    from bench.dlib_mouth import CLOSED_APERTURE, DlibMouth
-    reader = ev.Measure(DlibMouth().apertures, CLOSED_APERTURE)
+    reader = ev.measure_by("dlib")
     headers = {"X-API-Key": args.api_key} if args.api_key else {}
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -185,6 +185,28 @@ def clip_label(clip: ev.Clip) -> str:
     return clip.stem if isinstance(clip, Path) else clip
 
 
+def existing_clips(ap: argparse.ArgumentParser, args: list[str]) -> list[ev.Clip]:
+    """The clips the arguments name (as_clip), or the parser's error (exit 2) for any not on disk."""
+    clips = [as_clip(a) for a in args]
+    missing = [str(ev.clip_path(c)) for c in clips if not ev.clip_path(c).is_file()]
+    if missing:
+        ap.error(f"no such clip: {', '.join(missing)}")
+    return clips
+
+
+Groups = dict[str, tuple[list[SplitScore], list[SplitScore]]]  # group -> (base, variant) scores
+
+
+def group_summaries(groups: Groups, with_env: bool, names: tuple[str, str]) -> list[str]:
+    """A summary per group that has splits and, where two have, one over all of them."""
+    given = {group: scores for group, scores in groups.items() if scores[0]}
+    lines = [summary(group, b, n, with_env, names) for group, (b, n) in given.items()]
+    if len(given) > 1:
+        lines.append(summary("all", [s for b, _ in given.values() for s in b], [s for _, n in given.values() for s in n],
+                             with_env, names))
+    return lines
+
+
 def summary(label: str, base: list[SplitScore], new: list[SplitScore], with_env: bool,
             names: tuple[str, str] = ("shipped", "variant")) -> str:
     b, n = np.array([s.r for s in base]), np.array([s.r for s in new])
@@ -218,17 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.detector != "dlib":
             ap.error("--release reads the renders with dlib (the release renders in its own process)")
         args.render = True
-    clips = [as_clip(a) for a in args.clips]
-    missing = [str(ev.clip_path(c)) for c in clips if not ev.clip_path(c).is_file()]
-    if missing:
-        ap.error(f"no such clip: {', '.join(missing)}")
-    measure = ev.FACEMESH
-    if args.detector == "dlib":
-        from bench.dlib_mouth import CLOSED_APERTURE, DlibMouth
-        measure = ev.Measure(DlibMouth().apertures, CLOSED_APERTURE)
+    clips = existing_clips(ap, args.clips)
+    measure = ev.measure_by(args.detector)
     variant = Variant(GenericMapping(args.range_db, args.vowel, args.hold), args.spread)
     # The tuning clips apart from the rest: what holds on clips nothing was chosen on is what counts.
-    groups: dict[str, tuple[list[SplitScore], list[SplitScore]]] = {TUNING: ([], []), OTHERS: ([], [])}
+    groups: Groups = {TUNING: ([], []), OTHERS: ([], [])}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         mouth: Mouth = Rendered(measure, Path(tmp)) if args.render else target
@@ -258,12 +274,7 @@ def main(argv: list[str] | None = None) -> int:
           f"variant: {ev.describe_mapping(variant.mapping)}, spread {variant.spread}; "
           f"engine from {Path(musetalk_server.__file__).parent}"
           + ("" if release is None else f"; release from {release.root}, without the soundtrack"))
-    given = {group: scores for group, scores in groups.items() if scores[0]}
-    for group, (b, n) in given.items():
-        print(summary(group, b, n, args.render, names))
-    if len(given) > 1:
-        print(summary("all", [s for b, _ in groups.values() for s in b], [s for _, n in groups.values() for s in n],
-                      args.render, names))
+    print("\n".join(group_summaries(groups, args.render, names)))
     print(f"[{time.perf_counter() - started:.0f} s]")
     return 0
 
