@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from musetalk_server.engines.lite.audio_features import FrameFeatures
+from musetalk_server.engines.lite.audio_features import MEL_BANDS, FrameFeatures
 from musetalk_server.engines.lite.bank import MouthBank, shut_candidates
 from musetalk_server.engines.lite.coverage import OPEN_ENOUGH, animation_facts, plan_mouths
 from musetalk_server.engines.lite.geometry import mouth_aperture
@@ -111,7 +111,8 @@ def test_lips_close_as_the_sound_dies_away_and_are_shut_in_a_pause():
     cut to 0 at it; at and under the threshold it is exactly 0; above the fade it is the ramp."""
     level, under = -20.0, np.array([0, 6, 12, 15, 18, 21, 23, 24, 30], np.float32)  # dB under the level
     n = len(under)
-    feat = FrameFeatures(loudness=level - under, centroid=np.full(n, 1200, np.float32), f2_share=np.zeros(n, np.float32))
+    feat = FrameFeatures(loudness=level - under, centroid=np.full(n, 1200, np.float32), f2_share=np.zeros(n, np.float32),
+                         mel=np.zeros((n, MEL_BANDS), np.float32))
     opened = openness(feat, level)
     ramp = 1 - under / SHIPPED.range_db  # an open vowel: the vowel term is 1
     fading = under > SILENCE_DB - FADE_DB

@@ -14,7 +14,9 @@ numbers:
   Measured on the ground-truth clips it predicts the filmed aperture better than the share of
   200-1000 Hz energy above 450 Hz that an earlier version used;
 - `f2_share`: how much of the 600-3000 Hz energy lies above 1500 Hz. Spread vowels (/i/, /e/)
-  have a high second formant, rounded ones (/u/, /o/) a low one, so it tracks lip width.
+  have a high second formant, rounded ones (/u/, /o/) a low one, so it tracks lip width;
+- `mel`: the spectrum's shape in MEL_BANDS bands of equal width in pitch (the mel scale, 100-8000
+  Hz), in dB, which `learned_opening.py` reads.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 
 from ...media.frame_timing import SAMPLE_RATE
 
-__all__ = ["WINDOW", "FrameFeatures", "frame_features", "power_spectra"]
+__all__ = ["WINDOW", "MEL_BANDS", "FrameFeatures", "frame_features", "power_spectra", "mel_filters"]
 
 WINDOW = 1024  # samples: 64 ms, long enough to resolve a 300 Hz first formant
 _BIN_HZ = SAMPLE_RATE / WINDOW  # 15.6 Hz per FFT bin
@@ -38,6 +40,9 @@ _CENTROID_HZ = np.arange(*_CENTROID_BAND, dtype=np.float32) * _BIN_HZ
 _F2_BAND = (int(600 / _BIN_HZ), int(3000 / _BIN_HZ))
 _F2_SPLIT = int(1500 / _BIN_HZ)
 
+MEL_BANDS = 16
+MEL_HZ = (100.0, 8000.0)
+
 _HANN = np.hanning(WINDOW).astype(np.float32)
 # Window energy normalisation, so that loudness reads in dB relative to a full-scale sine.
 _DB_REF = float(np.sum(_HANN) ** 2 / 4)
@@ -45,11 +50,16 @@ _DB_REF = float(np.sum(_HANN) ** 2 / 4)
 
 @dataclass(frozen=True)
 class FrameFeatures:
-    """Features for a run of frames, each an (n,) float32 array."""
+    """Features for a run of frames, each an (n,) float32 array (`mel`: (n, MEL_BANDS))."""
 
     loudness: np.ndarray  # dB re full scale
     centroid: np.ndarray  # Hz, within 200-3000
     f2_share: np.ndarray  # [0, 1]
+    mel: np.ndarray  # (n, MEL_BANDS) dB re full scale
+
+    def since(self, k: int) -> FrameFeatures:
+        """The same features from the k-th frame on."""
+        return FrameFeatures(self.loudness[k:], self.centroid[k:], self.f2_share[k:], self.mel[k:])
 
 
 def frame_features(audio: np.ndarray, fps: float, start: int, stop: int) -> FrameFeatures:
@@ -68,6 +78,7 @@ def frame_features(audio: np.ndarray, fps: float, start: int, stop: int) -> Fram
         loudness=_db(loud),
         centroid=centroid.astype(np.float32),
         f2_share=(f2_high / (f2_all + _EPS)).astype(np.float32),
+        mel=_db(power @ _MEL.T),
     )
 
 
@@ -79,6 +90,24 @@ def power_spectra(audio: np.ndarray, centres_s: np.ndarray) -> np.ndarray:
     valid = (pos >= 0) & (pos < len(audio))
     seg = np.where(valid, audio[np.clip(pos, 0, max(len(audio) - 1, 0))] if len(audio) else 0.0, 0.0)
     return np.abs(np.fft.rfft(seg.astype(np.float32) * _HANN, axis=1)) ** 2
+
+
+def mel_filters(bands: int = MEL_BANDS, lo_hz: float = MEL_HZ[0], hi_hz: float = MEL_HZ[1]) -> np.ndarray:
+    """(bands, WINDOW/2+1) triangular filters, equally spaced in mel and overlapping by half, each
+    summing the power of its band (a flat spectrum gives each band its width in bins)."""
+    def mel(hz: np.ndarray) -> np.ndarray:
+        return 2595.0 * np.log10(1.0 + hz / 700.0)
+
+    edges_mel = np.linspace(mel(np.array(lo_hz)), mel(np.array(hi_hz)), bands + 2)
+    edges_hz = 700.0 * (10 ** (edges_mel / 2595.0) - 1.0)
+    bins_hz = np.arange(WINDOW // 2 + 1) * _BIN_HZ
+    lo, centre, hi = edges_hz[:-2, None], edges_hz[1:-1, None], edges_hz[2:, None]
+    rising = (bins_hz - lo) / (centre - lo)
+    falling = (hi - bins_hz) / (hi - centre)
+    return np.clip(np.minimum(rising, falling), 0.0, None).astype(np.float32)
+
+
+_MEL = mel_filters()
 
 
 def _db(power: np.ndarray) -> np.ndarray:

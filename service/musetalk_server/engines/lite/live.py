@@ -32,7 +32,7 @@ from .shape import (
     MouthShape,
     RunningPercentile,
     ShapeStream,
-    openness_level,
+    SpeechLevels,
 )
 
 __all__ = ["LiteSession", "lookahead_s"]
@@ -64,7 +64,7 @@ def lookahead_s(fps: float) -> float:
 class _Utterance:
     """One utterance's ShapeStream and MouthPicker, driven frame by frame."""
 
-    def __init__(self, renderer, fps: float, levels: tuple[RunningPercentile, RunningPercentile]) -> None:
+    def __init__(self, renderer, fps: float, levels: SpeechLevels) -> None:
         self.renderer, self.fps, self.levels = renderer, fps, levels
         self.picker = MouthPicker(renderer.bank, n_frames=len(renderer.frames))
         self.shapes: ShapeStream | None = None
@@ -97,7 +97,7 @@ class LiteSession(FrameSession):
         self._utterance: tuple[int, _Utterance] | None = None
         self._idle = idle_mouths(renderer)
         # Speech levels live as long as the session: later utterances start on the voice's scale.
-        self._levels = (WarmLevel(), openness_level())
+        self._levels = SpeechLevels(loudness=WarmLevel())
 
     @property
     def lookahead_s(self) -> float:

@@ -9,11 +9,17 @@ aperture quantiles, so the mouth opens as this person opens. A frame whose own
 sound is a pause is shut, whatever its neighbours do; over the last FADE_DB above a pause the
 mouth closes as the sound dies away.
 
+Beside the hand-written openness, the learned opening (learned_opening.py: the whole spectrum's
+shape, mapped to the mouth by a regression fitted across speakers) moves each voiced frame's
+aperture a little, by how far its prediction lies from its mean over this voice's voiced frames;
+pauses and the openness the spread is read from stay the hand-written ones.
+
 It is one mapping, the same for every face: nothing in it is fitted to the avatar but the
 spread's choice and the bank's own quantiles.
 
 Look-ahead: a frame's shape needs the audio up to four frames past its start at 25 fps (the
-smoothing's two frames and half the 64 ms window; the peak hold looks back only). Features are
+smoothing's two frames and half the 64 ms window; the peak hold and the learned opening look back
+only). Features are
 computed CHUNK frames at a time and join the running level before any of them is shown, so as
 written a frame waits on up to CHUNK + 4 frames of audio; the levels are primed on the first
 seconds of `audio`.
@@ -22,13 +28,14 @@ seconds of `audio`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .audio_features import FrameFeatures, frame_features
+from .learned_opening import CONTEXT, SHIPPED_OPENING, LearnedOpening, RunningMoments
 
-__all__ = ["SHIPPED", "GenericMapping", "ShapeRange", "MouthShape", "ShapeStream", "openness"]
+__all__ = ["SHIPPED", "GenericMapping", "ShapeRange", "MouthShape", "ShapeStream", "SpeechLevels", "openness"]
 
 PRIME_S = 10.0  # seconds read before the first frame to learn the speech level (bounded cost: ~3 ms)
 LEVEL_PERCENTILE = 95.0  # the speech level is this percentile of frame loudness
@@ -54,6 +61,12 @@ MIN_RANK = 0.01  # a voiced frame is never exactly 0, which means a pause
 VOWEL_WEIGHT = 0.6  # how much the vowel's spectral centroid modulates the opening (GenericMapping)
 CENTROID_HZ = (400.0, 1200.0)  # centroids from closed (/u/, nasals) to open (/a/) sounds
 WIDTH_GAIN = 0.8  # share of the bank's width range spanned by the second formant
+# The learned opening (learned_opening.py) moves a voiced frame's aperture by this share of the
+# spread of the person's openings (ShapeRange.spread) per spread of its own prediction. Leaving
+# each speaker out (bench/learned_mapping.py), the target rose for every speaker at 0.25 (a
+# weight fixed before those runs); docs/lite-engine.md has the figures, rendered too.
+LEARNED_WEIGHT = 0.25
+MIN_LEARNED_FRAMES = 25  # voiced frames heard before the learned opening's spread is trusted (1 s)
 CHUNK = 8  # frames of features computed per step
 # The jaw is slower than the sound: between the syllables of a phrase the level dips for a frame
 # or two while the filmed mouth stays open. So each frame first takes the widest opening of
@@ -77,6 +90,8 @@ class GenericMapping:
     range_db: float = RANGE_DB
     vowel_weight: float = VOWEL_WEIGHT
     hold: int = MAX_HOLD  # earlier frames the peak hold looks back over, at most MAX_HOLD
+    learned_weight: float = LEARNED_WEIGHT
+    learned: LearnedOpening = SHIPPED_OPENING
 
 
 SHIPPED = GenericMapping()
@@ -94,6 +109,13 @@ class ShapeRange:
     # shown with the spread of openings this person actually makes, not a straight ramp.
     curve: tuple[float, ...] = ()
     by_rank: bool = False  # voiced openness is spread by rank, not by share (see OPEN_REF_PERCENTILE)
+
+    @property
+    def spread(self) -> float:
+        """How widely this person's openings vary: the standard deviation of the curve (or the ramp)."""
+        if not self.curve:
+            return (self.open - self.closed) / np.sqrt(12.0)
+        return float(np.std(self.curve))
 
     def aperture(self, openness: float) -> float:
         if not self.curve:
@@ -115,8 +137,13 @@ def openness(feat: FrameFeatures, level_db: float, mapping: GenericMapping = SHI
     lo, hi = CENTROID_HZ
     vowel = np.clip((feat.centroid - lo) / (hi - lo), 0.0, 1.0)
     out = loud * ((1 - mapping.vowel_weight) + mapping.vowel_weight * vowel)
-    out *= np.clip((feat.loudness - (level_db - SILENCE_DB)) / FADE_DB, 0.0, 1.0)
+    out *= fade(feat.loudness, level_db)
     return out.astype(np.float32)
+
+
+def fade(loudness: np.ndarray, level_db: float) -> np.ndarray:
+    """(n,) 1 above the last FADE_DB over a pause, falling to 0 at it: lips close as a sound dies away."""
+    return np.clip((loudness - (level_db - SILENCE_DB)) / FADE_DB, 0.0, 1.0)
 
 
 class RunningPercentile:
@@ -163,63 +190,86 @@ def openness_level() -> RunningPercentile:
     return RunningPercentile(*OPENNESS_BINS, OPEN_REF_PERCENTILE, 0.0)
 
 
+@dataclass
+class SpeechLevels:
+    """What a stream has learned of this voice so far; a live session keeps it across utterances."""
+
+    loudness: RunningPercentile = field(default_factory=loudness_level)
+    openness: RunningPercentile = field(default_factory=openness_level)  # of the voiced frames
+    learned: RunningMoments = field(default_factory=RunningMoments)  # the learned opening of voiced frames
+
+
 class ShapeStream:
     """Yields one `MouthShape` per output frame, computing features a chunk at a time."""
 
     def __init__(self, audio: np.ndarray, fps: float, n_frames: int, shapes: ShapeRange,
-                 levels: tuple[RunningPercentile, RunningPercentile] | None = None,
-                 mapping: GenericMapping = SHIPPED) -> None:
+                 levels: SpeechLevels | None = None, mapping: GenericMapping = SHIPPED) -> None:
         self.audio, self.fps, self.n_frames, self.range = audio, fps, n_frames, shapes
         self.mapping = mapping
-        # Prime both levels on the first seconds, so the first frame is already on scale. A live
+        # Prime the levels on the first seconds, so the first frame is already on scale. A live
         # session (live.py) passes in its own, which already know the voice of earlier utterances.
-        self._level, self._open_ref = levels or (loudness_level(), openness_level())
-        self._seen = min(n_frames, int(PRIME_S * fps))
-        feat = frame_features(audio, fps, 0, self._seen)
-        self._level.add(feat.loudness)
-        self._add_voiced(openness(feat, self._level.value(), mapping))
+        self._levels = levels or SpeechLevels()
+        self._seen = 0
+        self._opened(0, min(n_frames, int(PRIME_S * fps)))
 
     def grow(self, audio: np.ndarray, n_frames: int) -> None:
         """A live utterance's audio so far (live.py): frames are read lazily, so later ones see it."""
         self.audio, self.n_frames = audio, n_frames
 
-    def _add_voiced(self, opened: np.ndarray) -> None:
-        self._open_ref.add(opened[opened > 0])
-
-    def _raw(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        feat = frame_features(self.audio, self.fps, start, stop)
-        new = slice(max(self._seen - start, 0), None)  # frames past the priming window join the levels
+    def _opened(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, FrameFeatures]:
+        """Openness of frames [start, stop), their learned opening in spreads from its mean over this
+        voice's voiced frames, and their features; frames not seen before join the levels."""
+        ext = frame_features(self.audio, self.fps, start - CONTEXT, stop)  # the learned opening looks back
+        feat = ext.since(CONTEXT)
+        lv, new = self._levels, slice(max(self._seen - start, 0), None)
         if stop > self._seen:
-            self._level.add(feat.loudness[new])
-        opened = openness(feat, self._level.value(), self.mapping)
+            lv.loudness.add(feat.loudness[new])
+        level = lv.loudness.value()
+        opened = openness(feat, level, self.mapping)
+        learned = self.mapping.learned.predict(ext.mel, level)
         if stop > self._seen:
-            self._add_voiced(opened[new])
+            voiced = opened[new] > 0
+            lv.openness.add(opened[new][voiced])
+            lv.learned.add(learned[new][voiced])
             self._seen = stop
+        spread = lv.learned.std
+        if lv.learned.count < MIN_LEARNED_FRAMES or spread == 0.0:  # a live voice's first second
+            return opened, np.zeros_like(learned), feat
+        # It fades with the sound as the openness does, so it opens nothing that is closing.
+        z = (learned - lv.learned.mean) / spread * fade(feat.loudness, level)
+        return opened, z.astype(np.float32), feat
+
+    def _raw(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        opened, learned, feat = self._opened(start, stop)
         # Relative to this speech's own voiced frames, so typical speech spans the bank's shapes.
-        wide = self._open_ref.value()
+        wide = self._levels.openness.value()
         ref = max(wide, MIN_OPEN_REF)
         if self.range.by_rank:
-            ranked = np.maximum(self._open_ref.rank(opened), MIN_RANK) * (wide / ref)
+            ranked = np.maximum(self._levels.openness.rank(opened), MIN_RANK) * (wide / ref)
             opened = np.where(opened > 0, ranked, 0.0).astype(np.float32)
         else:
             opened = np.clip(opened / ref, 0.0, 1.0).astype(np.float32)
         spread = np.clip((feat.f2_share - 0.05) / 0.5, 0.0, 1.0) - 0.5
-        return opened, (spread * opened).astype(np.float32)
+        return opened, (spread * opened).astype(np.float32), learned
 
     def __iter__(self) -> Iterator[MouthShape]:
         r = self.range
         width_mid, width_span = (r.width_lo + r.width_hi) / 2, (r.width_hi - r.width_lo) * WIDTH_GAIN
+        # The learned opening moves a voiced frame's aperture by this much per spread of its own.
+        learned_step = self.mapping.learned_weight * r.spread
         # Rolling buffer of raw targets for frames [base, base + len(buf)).
         base, done = -LOOKAHEAD, 0
         open_buf = np.zeros(LOOKAHEAD, np.float32)  # silence before the start
         spread_buf = np.zeros(LOOKAHEAD, np.float32)
+        learned_buf = np.zeros(LOOKAHEAD, np.float32)
         computed = 0
         while done < self.n_frames:
             need = min(done + LOOKAHEAD + 1, self.n_frames)
             if computed < need:
                 stop = min(max(need, computed + CHUNK), self.n_frames)
-                o, s = self._raw(computed, stop)
+                o, s, z = self._raw(computed, stop)
                 open_buf, spread_buf = np.concatenate([open_buf, o]), np.concatenate([spread_buf, s])
+                learned_buf = np.concatenate([learned_buf, z])
                 computed = stop
             # Pad past the end with silence so the last frames still have look-ahead.
             i = done - base
@@ -228,8 +278,11 @@ class ShapeStream:
             swindow = _take(spread_buf, i - LOOKAHEAD, len(SMOOTH_KERNEL))
             # A frame that is itself silent is shut: smoothing must not leak opening into pauses.
             shown = float(window @ SMOOTH_KERNEL) if open_buf[i] > 0.0 else 0.0
+            aperture = r.aperture(shown)
+            if shown > 0.0:
+                aperture = min(max(aperture + learned_step * float(learned_buf[i]), r.closed), r.open)
             yield MouthShape(
-                aperture=r.aperture(shown),
+                aperture=aperture,
                 width=width_mid + width_span * float(swindow @ SMOOTH_KERNEL),
                 openness=shown,
             )
@@ -237,7 +290,8 @@ class ShapeStream:
             # Drop what no later frame needs.
             if i > 2 * LOOKAHEAD + MAX_HOLD + CHUNK:
                 cut = i - LOOKAHEAD - MAX_HOLD
-                open_buf, spread_buf, base = open_buf[cut:], spread_buf[cut:], base + cut
+                open_buf, spread_buf, learned_buf = open_buf[cut:], spread_buf[cut:], learned_buf[cut:]
+                base += cut
 
 
 def _held(raw: np.ndarray, hold: int) -> np.ndarray:
