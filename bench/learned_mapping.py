@@ -11,9 +11,9 @@ For each speaker, a model fitted on every other speaker's clips whole drives the
 the six splits of the held-out speaker's clips (`lipsync_eval.tuning_splits`), and the mouth is
 scored as `lipsync_splits` scores one, against the filmed mouth at lag 0 (read by `--detector`),
 against the engine without it (hand-written only). `--render` renders the splits and reads the
-frames back. Each clip is one speaker unless `--speaker` names clips of one person (two clips of the same
-face would otherwise teach each other). `--coefficients` fits on every clip given and prints what
-`learned_opening.COEFFICIENTS` ships:
+frames back. Each clip is one speaker unless `--speaker` names clips of one person (two clips of
+the same face would otherwise teach each other). `--coefficients` fits on every clip given and
+prints what `learned_opening.COEFFICIENTS` ships:
 
     python -m bench.learned_mapping [CLIP ...] [--speaker A.mp4,B.mp4] [--detector facemesh]
         [--weight 0.25] [--ridge 10] [--render] [--coefficients]

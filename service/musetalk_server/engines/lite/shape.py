@@ -63,8 +63,9 @@ CENTROID_HZ = (400.0, 1200.0)  # centroids from closed (/u/, nasals) to open (/a
 WIDTH_GAIN = 0.8  # share of the bank's width range spanned by the second formant
 # The learned opening (learned_opening.py) moves a voiced frame's aperture by this share of the
 # spread of the person's openings (ShapeRange.spread) per spread of its own prediction. Leaving
-# each speaker out (bench/learned_mapping.py), the target rose for every speaker at 0.25 (a
-# weight fixed before those runs); docs/lite-engine.md has the figures, rendered too.
+# each speaker out (bench/learned_mapping.py), at 0.25 (a weight fixed before those runs) the
+# mean r over 36 splits rose and no speaker's fell by more than 0.002; docs/lite-engine.md has
+# the figures, rendered too.
 LEARNED_WEIGHT = 0.25
 MIN_LEARNED_FRAMES = 25  # voiced frames heard before the learned opening's spread is trusted (1 s)
 CHUNK = 8  # frames of features computed per step
