@@ -45,6 +45,7 @@ from bench.lipsync_splits import (
 )
 from musetalk_server.engines.lite.audio_features import frame_features
 from musetalk_server.engines.lite.learned_opening import CONTEXT, LearnedOpening, context_features
+from musetalk_server.engines.lite.own_voice import paired
 from musetalk_server.engines.lite.shape import LEVEL_PERCENTILE, SHIPPED
 
 RIDGE = 10.0  # the L2 penalty per 100 frames; set before the first leave-one-speaker-out run
@@ -96,9 +97,7 @@ def aligned(c: ev.TuningClip) -> tuple[np.ndarray, np.ndarray]:
     do, by 1-3 frames; the psychopy speaker's testMovie leads by 3)."""
     x, y = features(c.audio, len(c.filmed)), filmed_by_facemesh(c)
     k = ev.lagged_r(y, ev.envelope(c.audio, len(y)))[1]  # the mouth at frame t + k shows the sound of t
-    if k > 0:
-        return x[:-k], y[k:]
-    return (x[-k:], y[:k]) if k < 0 else (x, y)
+    return paired(x, y, k)
 
 
 def fit(clips: list[ev.TuningClip], ridge: float = RIDGE) -> Ridge:

@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from bench.doc_blocks import LITE_ENGINE, check_block, measured_on, write_block  # noqa: E402
 from musetalk_server.avatars.preprocess import fill_missing  # noqa: E402
 from musetalk_server.engines.base import AvatarFrames, Engine, LoadedAvatar  # noqa: E402
-from musetalk_server.engines.lite.own_voice import NOT_THEIR_VOICE  # noqa: E402
+from musetalk_server.engines.lite.own_voice import NOT_THEIR_VOICE, paired  # noqa: E402
 from musetalk_server.engines.lite.shape import SHIPPED, GenericMapping  # noqa: E402
 from musetalk_server.face.landmarks import JAW, detect_video, inner_lip_gap, interocular  # noqa: E402
 from musetalk_server.media.audio import decode_audio, soundtrack  # noqa: E402
@@ -130,10 +130,8 @@ def lagged_r(aperture: np.ndarray, env: np.ndarray, max_lag: int = MAX_LAG) -> t
     """Best r over lags; lag k pairs aperture[t + k] with env[t] (positive: mouth follows sound)."""
     best = (-2.0, 0)
     for k in range(-max_lag, max_lag + 1):
-        a = aperture[k:] if k >= 0 else aperture[:k]
-        e = env[:len(env) - k] if k >= 0 else env[-k:]
-        n = min(len(a), len(e))
-        r = pearson(a[:n], e[:n])
+        e, a = paired(env, aperture, k)
+        r = pearson(a, e)
         if r > best[0]:
             best = (r, k)
     return best

@@ -14,7 +14,7 @@ from helpers import media
 from musetalk_server.avatars.layout import ENGINE_DIR
 from musetalk_server.engines.base import AvatarFrames, LoadedAvatar
 from musetalk_server.engines.lite import LiteEngine
-from musetalk_server.engines.lite.own_voice import MIN_OWN_R, NOT_THEIR_VOICE
+from musetalk_server.engines.lite.own_voice import MIN_OWN_R, NOT_THEIR_VOICE, av_offset, paired
 from musetalk_server.face.landmarks import detect_video
 from musetalk_server.media.audio import decode_audio, soundtrack
 from musetalk_server.media.frame_timing import SAMPLE_RATE
@@ -39,6 +39,19 @@ def prepare(tmp_path, frames, points, audio):
     info = engine.prepare(AvatarFrames(frames, points, FPS, audio), 0, path / ENGINE_DIR)
     avatar = LoadedAvatar("a", path, {"fps": FPS, "engine_info": info}, frames, points, path / ENGINE_DIR)
     return engine, avatar, info["openness_spread"]
+
+
+def test_a_lag_pairs_each_sound_with_the_mouth_that_many_frames_later():
+    sound, mouth = np.arange(10), np.arange(100, 108)  # the mouth's frame t is 100 + t
+    for lag in range(-4, 5):
+        s, m = paired(sound, mouth, lag)
+        assert len(s) == len(m) == 8 - abs(lag)
+        assert (m - 100 == s + lag).all(), lag
+    assert [len(x) for x in paired(sound, mouth, 9)] == [0, 0]
+    # A mouth that shows the sound three frames late is found three frames late.
+    speech = np.random.default_rng(1).normal(size=60)
+    assert av_offset(speech, np.roll(speech, 3)) == 3
+    assert av_offset(speech, np.roll(speech, -2)) == -2
 
 
 def test_soundtrack_is_the_videos_audio_or_none():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MAX_OFFSET", "MIN_OWN_R", "NOT_THEIR_VOICE", "RANK_MUST_WIN_BY", "av_offset", "shifted_r"]
+__all__ = ["MAX_OFFSET", "MIN_OWN_R", "NOT_THEIR_VOICE", "RANK_MUST_WIN_BY", "av_offset", "paired", "shifted_r"]
 
 # Every speaker's jaw follows the loudness of their own speech (shut in pauses, open on vowels),
 # so the generic mapping, with nothing fitted to the clip, follows the filmed mouth from it: r
@@ -38,13 +38,20 @@ def av_offset(predicted: np.ndarray, filmed: np.ndarray, max_offset: int = MAX_O
     return best
 
 
+def paired(sound: np.ndarray, mouth: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
+    """sound[t] beside mouth[t + lag], for every t where both exist (lag > 0: the mouth follows
+    the sound). Anything per frame can stand for the sound: its envelope, its features, a target."""
+    n = min(len(sound), len(mouth))
+    lo = max(-lag, 0)
+    hi = max(n - max(lag, 0), lo)
+    return sound[lo:hi], mouth[lo + lag:hi + lag]
+
+
 def shifted_r(predicted: np.ndarray, filmed: np.ndarray, offset: int) -> float | None:
     """r of the prediction against the mouth `offset` frames later; None with under 3 frames left."""
-    n = len(filmed)
-    lo, hi = max(-offset, 0), n - max(offset, 0)
-    if hi - lo < 3:
+    a, b = paired(predicted, filmed, offset)
+    if len(a) < 3:
         return None
-    a, b = predicted[lo:hi], filmed[lo + offset:hi + offset]
     if np.std(a) < _EPS or np.std(b) < _EPS:
         return 0.0
     return float(np.corrcoef(a, b)[0, 1])
