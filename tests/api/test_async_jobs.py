@@ -134,6 +134,25 @@ def test_a_queued_job_waits_for_the_worker_and_cancels_without_rendering(served)
     assert not (folder / f"{first}.mp4").exists() and not (folder / f"{second}.mp4").exists()
 
 
+def test_jobs_accepted_before_their_avatar_is_deleted_still_render(served, tmp_path):
+    """docs/api.md: a job already accepted keeps the avatar it was accepted for (local mode)."""
+    _, engine, client, _ = served
+    still = tmp_path / "gone.png"
+    write_still(media("vr_face2.mp4"), still)
+    assert preprocess(client, "gone", still).status_code == 200
+    engine.delay_s = 0.01
+    running, queued = submit(client, "gone").json()["job_id"], submit(client, "gone").json()["job_id"]
+    eventually(lambda: client.get(f"/jobs/{running}").json()["state"] == "running")
+    assert client.delete("/avatars/gone").json() == {"message": "Avatar deleted", "avatar_id": "gone"}
+    assert client.get("/avatars/gone").status_code == 404
+    engine.delay_s = 0.0
+    for job_id in (running, queued):
+        eventually(lambda job=job_id: client.get(f"/jobs/{job}").json()["state"] in ("done", "failed"))
+        assert client.get(f"/jobs/{job_id}").json()["state"] == "done"
+        result = client.get(f"/jobs/{job_id}/result")
+        assert result.status_code == 200 and result.headers["x-frame-count"] == str(FRAMES)
+
+
 def test_a_failed_render_reports_its_error(tmp_path):
     engine = FakeEngine(fail_at=3)
     with make_server(tmp_path, engine) as server, httpx.Client(base_url=server.url, timeout=30) as client:

@@ -76,6 +76,9 @@ def test_refusals_have_exact_statuses_and_bodies(api, offers):
     assert error(client.post(create, content="hello", headers=SDP)) == (422, {
         "detail": "the body is not an SDP offer: it must begin with `v=0`", "code": "invalid_sdp"})
     assert error(client.post(create, content="v=0\r\nm=video abc", headers=SDP))[1]["code"] == "invalid_sdp"
+    assert error(client.post(create, content="v=0\r\nthis is not sdp", headers=SDP)) == (422, {
+        "detail": "the SDP offer has no media sections (`m=` lines): it needs an audio and a video one",
+        "code": "invalid_sdp"})
     assert error(client.post(create, content=without(feeder, "video"), headers=SDP)) == (422, {
         "detail": "the offer needs a video transceiver that receives (`recvonly`); it has none", "code": "invalid_sdp"})
     assert error(client.post(create, content=without(feeder, "audio"), headers=SDP)) == (422, {

@@ -40,6 +40,8 @@ def check_offer(text: str, role: Role) -> Offer:
         description = SessionDescription.parse(text)
     except Exception as e:  # aiortc's parser raises whatever its line splitting meets
         raise InvalidOffer(f"the SDP offer does not parse: {type(e).__name__} {e}".rstrip()) from e
+    if not description.media:  # aiortc's parser skips lines it does not know, so garbage parses to nothing
+        raise InvalidOffer("the SDP offer has no media sections (`m=` lines): it needs an audio and a video one")
     audio = _section(description, "audio")
     video = _section(description, "video")
     if video is None or video.direction not in _RECEIVES:
