@@ -95,6 +95,42 @@ def test_lite_session_given_the_whole_utterance_renders_the_batch_frames(lite_re
     assert len(batch) == 50 and all(np.array_equal(a, b) for a, b in zip(batch, live, strict=True))
 
 
+def test_lite_session_fed_just_in_time_speaks_like_batch(lite_renderer, speech_2s):
+    """A feed only just ahead of the clock (a TTS at real time): each frame gets its own audio
+    and none of its look-ahead. Frames computed ahead of their audio used to be kept as silence,
+    so nearly every frame was shut; now each opens as in batch, less the look-ahead's smoothing.
+    Read back from the pictures with the face landmarks."""
+    from musetalk_server.engines.lite.geometry import mouth_aperture
+    from musetalk_server.face.landmarks import detect_video
+
+    fps, n, share = 25.0, len(lite_renderer.frames), 640
+    session = lite_renderer.session(fps)
+    live = [session.speech_frame(1, i, pingpong_index(i, n), speech_2s[:(i + 1) * share], False) for i in range(50)]
+    batch = list(lite_renderer.render(speech_2s, fps))
+    opened, filmed = (np.nan_to_num(mouth_aperture(detect_video(f)[0])) for f in (live, batch))
+    assert np.corrcoef(opened, filmed)[0, 1] > 0.8
+    assert opened.mean() > 0.7 * filmed.mean()
+
+
+def test_lite_session_stays_shut_through_room_noise_before_the_first_word(lite_renderer, speech_2s):
+    """Two seconds of a recording's room noise (mt_eng.wav's second before its first word, -53 to
+    -56 dB, twice), then speech, fed in real time with the look-ahead: the noise teaches the speech
+    level nothing, so the mouth stays shut through it as in batch, and opens for the speech."""
+    from helpers import media
+    from musetalk_server.engines.lite.geometry import mouth_aperture
+    from musetalk_server.face.landmarks import detect_video
+    from musetalk_server.media.audio import decode_audio
+
+    noise = decode_audio(media("mt_eng.wav"))[16000:32000]
+    audio = np.r_[noise, noise, speech_2s[:16000]].astype(np.float32)
+    fps, n, share = 25.0, len(lite_renderer.frames), 640
+    session = lite_renderer.session(fps)
+    live = [session.speech_frame(1, i, pingpong_index(i, n), audio[:(i + 4) * share], False) for i in range(75)]
+    opened = np.nan_to_num(mouth_aperture(detect_video(live)[0]))
+    assert opened[:50].max() < 0.03, opened[:50]
+    assert opened[50:].max() > 0.05
+
+
 def test_lite_idle_frames_are_still_and_shut(lite_renderer):
     frames = lite_renderer.session(25.0)
     again = lite_renderer.session(25.0)

@@ -72,8 +72,9 @@ async def test_the_agent_speaks_through_the_avatar_and_hears_when_playback_start
 
 @pytest.mark.parametrize("own_server", [{"max_realtime_streams": "1"}], indirect=True)
 async def test_a_refusal_and_a_killed_server_each_raise_a_clear_error(own_server, caplog):
-    """One server for both, since each start costs seconds: full (MUSETALK_MAX_REALTIME_STREAMS = 1),
-    then killed under the avatar that filled it, which was told not to fall back to audio only."""
+    """One server for all three, since each start costs seconds: full (MUSETALK_MAX_REALTIME_STREAMS = 1),
+    then killed under the avatar that filled it, which was told not to fall back to audio only, then
+    gone when the next avatar starts."""
     holder, _, _ = await started_avatar(own_server, audio_passthrough_on_error=False)
     try:
         agent = AgentSession()
@@ -92,6 +93,11 @@ async def test_a_refusal_and_a_killed_server_each_raise_a_clear_error(own_server
             await asyncio.wait_for(holder.runner.wait_for_complete(), 2.0)
         assert (lost.value.status, lost.value.code) == (1006, "session_lost")
         assert "Error in _forward_video" in caplog.text  # the runner logs it, with the reason
+        # Nothing listens there now: the connection's own error, the output again left alone.
+        agent = AgentSession()
+        with pytest.raises(OSError):
+            await AvatarSession(avatar_id=own_server.avatar_id, url=own_server.url).start(agent, OfflineRoom())
+        assert agent.output.audio is None
     finally:
         await holder.aclose()
 

@@ -38,27 +38,39 @@ from .shape import (
 __all__ = ["LiteSession", "lookahead_s"]
 
 # The batch path learns the speech level from the first 10 s; live, the first frames may be
-# a breath of room noise at -60 dB, which that level would read as speech. Until WARM_FRAMES
-# have been heard the level is at least PRIOR_LEVEL_DB, a plain speaking level in the
-# 300-3000 Hz band (the media clips' speech sits at -5 to -18 dB there), so noise stays shut.
+# room noise at -50 to -60 dB, which a level learnt from them alone would read as speech. Until
+# WARM_FRAMES louder than noise (MIN_LEVEL_DB) have been heard, the level is at least
+# PRIOR_LEVEL_DB, a plain speaking level in the 300-3000 Hz band (the media clips' speech sits at
+# -5 to -18 dB there), so noise stays shut however long it lasts before the first word.
 PRIOR_LEVEL_DB = -25.0
 WARM_FRAMES = 25
 
 
 class WarmLevel(RunningPercentile):
-    """The loudness level, held at PRIOR_LEVEL_DB or above while it has seen few frames."""
+    """The loudness level, held at PRIOR_LEVEL_DB or above until it has heard enough that is not noise."""
 
     def __init__(self) -> None:
         super().__init__(*LOUDNESS_BINS_DB, LEVEL_PERCENTILE, MIN_LEVEL_DB)
+        self.heard = 0  # frames louder than noise
+
+    def add(self, values: np.ndarray) -> None:
+        super().add(values)
+        self.heard += int(np.count_nonzero(values >= MIN_LEVEL_DB))
 
     def value(self) -> float:
         v = super().value()
-        return max(v, PRIOR_LEVEL_DB) if self.counts.sum() < WARM_FRAMES else v
+        return max(v, PRIOR_LEVEL_DB) if self.heard < WARM_FRAMES else v
 
 
 def lookahead_s(fps: float) -> float:
     """Seconds of audio past frame i's end that its shape reads (see the module docstring)."""
     return (LOOKAHEAD - 0.5) / fps + WINDOW / 2 / SAMPLE_RATE
+
+
+def heard_frames(samples: int, fps: float) -> int:
+    """Frames whose whole analysis window (WINDOW samples centred on the frame's midpoint) lies
+    within the first `samples` of the audio."""
+    return max(math.floor((samples - WINDOW // 2) * fps / SAMPLE_RATE - 0.5) + 1, 0)
 
 
 class _Utterance:
@@ -75,8 +87,11 @@ class _Utterance:
         assert i == self.next, f"utterance frames come in order: expected {self.next}, got {i}"
         total = math.ceil(len(audio) * self.fps / SAMPLE_RATE - 1e-9)
         # Frames whose features may be computed now: all of them once final, else up to the
-        # smoothing look-ahead of frame i (the caller waited for its audio).
-        n = max(total, i + 1) if final else i + LOOKAHEAD + 1
+        # smoothing look-ahead of frame i, but only those whose audio is all here. A frame's
+        # features are computed once and kept: one computed before its audio came would read as
+        # silence, and stay shut when the audio does come. A feed that keeps only just ahead of
+        # the clock leaves frame i without its look-ahead; frame i then speaks without it.
+        n = max(total, i + 1) if final else max(min(i + LOOKAHEAD + 1, heard_frames(len(audio), self.fps)), i + 1)
         if self.shapes is None:
             # Priming reads frames [0, n): only audio that is here.
             self.shapes = ShapeStream(audio, self.fps, n, self.renderer.shape_range,
