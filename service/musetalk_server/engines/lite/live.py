@@ -3,9 +3,11 @@
 `ShapeStream` computes mouth shapes lazily, a few frames ahead of the one it yields, and reads
 its `audio` and `n_frames` as it goes. A live utterance therefore drives one ShapeStream by
 handing it the audio received so far and, before each frame, a frame count that ends just past
-that frame's smoothing look-ahead: it never reads audio that has not arrived. Given the whole
-utterance up front it yields exactly the batch path's shapes; in real time the only difference
-is that the speech level is learnt from the audio heard so far instead of the first 10 s.
+that frame's smoothing look-ahead, or sooner, at the last frame whose audio is all here: it never
+reads audio that has not arrived. Given the whole utterance up front it yields exactly the batch
+path's shapes; in real time the differences are that the speech level is learnt from the audio
+heard so far instead of the first 10 s, and that a frame whose look-ahead is late is smoothed
+without it.
 
 The look-ahead frame i needs past its own end (25 fps): the smoothing's LOOKAHEAD frames after
 it, each analysed at its midpoint with a half-window of WINDOW/2 samples:
