@@ -7,7 +7,7 @@ that frame's smoothing look-ahead, or sooner, at the last frame whose audio is a
 reads audio that has not arrived. Given the whole utterance up front it yields exactly the batch
 path's shapes; in real time the differences are that the speech level is learnt from the audio
 heard so far instead of the first 10 s, and that a frame whose look-ahead is late is smoothed
-without it.
+as if the late frames were silent.
 
 The look-ahead frame i needs past its own end (25 fps): the smoothing's LOOKAHEAD frames after
 it, each analysed at its midpoint with a half-window of WINDOW/2 samples:
