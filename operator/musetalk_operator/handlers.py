@@ -88,7 +88,16 @@ def launch(body: kopf.Body, name: str, namespace: str, memo: kopf.Memo, logger: 
             logger.info("superseded job %s deleted", old["metadata"]["name"])
             record(body, NORMAL, "JobSuperseded", f"job {old['metadata']['name']} deleted: replaced by {wanted}",
                    memo.cfg, logger)
-    if kube.create_job(namespace, manifest):
+    try:
+        created = kube.create_job(namespace, manifest)
+    except kube.JobRefused as e:
+        # The spec passed the CRD's schema but asks for a Job the API server refuses (a resource
+        # request over its limit, a negative quantity): only a new spec can fix it, so no retry.
+        message = f"the API server refuses the preprocessing Job: {e}"
+        publish(namespace, name, generation, status.Outcome(status.FAILED, "InvalidSpec", message),
+                job_name="", cfg=memo.cfg, logger=logger)
+        raise kopf.PermanentError(message) from e
+    if created:
         metrics.JOBS_STARTED.inc()
         logger.info("job %s created for generation %d", wanted, generation)
         record(body, NORMAL, "JobCreated", f"job {wanted} created for generation {generation}", memo.cfg, logger)

@@ -18,6 +18,7 @@ from .config import GROUP, KIND, PLURAL, VERSION
 
 __all__ = [
     "ApiException",
+    "JobRefused",
     "create_job",
     "delete_job",
     "get_avatar",
@@ -81,15 +82,30 @@ def get_job(namespace: str, name: str) -> dict[str, Any] | None:
         raise
 
 
+class JobRefused(Exception):
+    """The API server will not take the Job as specified (422): its own validation's message."""
+
+
 def create_job(namespace: str, job: dict[str, Any]) -> bool:
-    """Create the Job; False if it already exists (a re-run handler, or a restart)."""
+    """Create the Job; False if it already exists (a re-run handler, or a restart); JobRefused if
+    the API server's validation refuses it (e.g. resources whose request exceeds their limit)."""
     try:
         client.BatchV1Api().create_namespaced_job(namespace, job, _preload_content=False)  # type: ignore[arg-type]
         return True
     except ApiException as e:
         if e.status == 409:
             return False
+        if e.status == 422:
+            raise JobRefused(_status_message(e)) from e
         raise
+
+
+def _status_message(e: ApiException) -> str:
+    """The message of the Status an error answer carries, else the HTTP reason."""
+    try:
+        return str(json.loads(e.body or "")["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(e.reason)
 
 
 def delete_job(namespace: str, name: str) -> None:

@@ -118,3 +118,22 @@ def test_a_name_only_the_cel_rule_would_refuse_fails_in_the_operator(cluster: Cl
     assert eventually(lambda: cluster.event_reasons(namespace, "not.a.label")) == ["InvalidSpec"]
     cluster.delete_avatar(namespace, "not.a.label")  # and it can be deleted (it once could not)
     eventually(lambda: cluster.avatar_gone(namespace, "not.a.label"), timeout=10, what="the Avatar gone")
+
+
+def test_a_job_the_api_server_refuses_fails_the_avatar_until_the_spec_is_fixed(cluster: Cluster, namespace: str,
+                                                                              operator: Operator) -> None:
+    # The CRD admits any quantities; the Job API refuses a request over the operator's 12Gi memory
+    # limit. That once left the Avatar blank while the operator retried every minute.
+    cluster.create_avatar(namespace, "greedy", videoPath="uploads/x.mp4", engine="lite",
+                          resources={"requests": {"memory": "20Gi"}})
+    eventually(lambda: cluster.phase(namespace, "greedy") == "Failed", what="Failed")
+    status = cluster.avatar(namespace, "greedy")["status"]
+    assert status["conditions"][0]["reason"] == "InvalidSpec"
+    assert status["message"].startswith("the API server refuses the preprocessing Job: ")
+    assert "must be less than or equal to memory limit" in status["message"]
+    assert cluster.job_names(namespace) == []
+    assert eventually(lambda: cluster.event_reasons(namespace, "greedy")) == ["InvalidSpec"]
+    # A fixed spec is a new generation: its Job comes at once, not at a retry a minute later.
+    cluster.patch_avatar_spec(namespace, "greedy", {"resources": {"requests": {"memory": "8Gi"}}})
+    eventually(lambda: cluster.job_names(namespace) == ["avatar-greedy-g2"], timeout=10, what="the g2 Job")
+    no_forbidden(operator)
