@@ -113,8 +113,8 @@ def test_lite_session_fed_just_in_time_speaks_like_batch(lite_renderer, speech_2
 
 
 def test_lite_session_stays_shut_through_room_noise_before_the_first_word(lite_renderer, speech_2s):
-    """Two seconds of a recording's room noise (mt_eng.wav's second before its first word, -53 to
-    -56 dB, twice), then speech, fed in real time with the look-ahead: the noise teaches the speech
+    """Two seconds of a recording's room noise (mt_eng.wav's second second, -53 to -56 dB, twice;
+    its first word comes at 3 s), then speech, fed in real time with the look-ahead: the noise teaches the speech
     level nothing, so the mouth stays shut through it as in batch, and opens for the speech."""
     from helpers import media
     from musetalk_server.engines.lite.geometry import mouth_aperture

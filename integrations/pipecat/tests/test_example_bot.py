@@ -52,8 +52,8 @@ def idle_and_speaking(server: RunningServer) -> tuple[list[bytes], list[bytes]]:
     with Client(server.url) as client:
         frames = client.avatar(server.avatar_id)["info"]["frames"]
     # Speech from its first frame: speech.wav's first 3 s are room noise, which leaves the mouth shut.
-    speech, _ = read_wav_mono(MEDIA / "speech.wav", seconds=6.0)
-    speech = speech[3 * 16000 * 2:]
+    speech, rate = read_wav_mono(MEDIA / "speech.wav", seconds=6.0)
+    speech = speech[3 * rate * 2:]  # PCM16 mono: two bytes a sample
     return jpegs_of(server, frames), jpegs_of(server, BOX_FRAMES, speech)
 
 
