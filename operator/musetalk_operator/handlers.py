@@ -21,7 +21,7 @@ from . import jobs, kube, metrics, status, volume
 from .config import GROUP, PLURAL, VERSION, OperatorConfig
 
 __all__ = ["UPLOAD_ANNOTATION", "api_server_reachable", "clean_up", "configure", "follow_job", "follow_pod",
-           "launch"]
+           "launch", "recheck_pending"]
 
 # Set by the service on Avatars it created from an upload; the finalizer removes that file.
 UPLOAD_ANNOTATION = f"{GROUP}/upload"
@@ -31,6 +31,9 @@ POD_WAIT_S = 5.0  # between checks while deletion waits for pods to stop
 WAITING = "waiting for"  # how deletion's wait for pods begins its message
 PROBE_TIMEOUT_S = 3.0  # /healthz's check of the API server
 NORMAL, WARNING = "Normal", "Warning"
+# How often a Pending Avatar's Job is read again. A Job whose pod the API server refuses changes
+# nothing the watchers see; the Job controller's Event is the only record, and it is looked up here.
+PENDING_RECHECK_S = 15.0
 
 
 class WaitIsNotAnError(logging.Filter):
@@ -41,6 +44,14 @@ class WaitIsNotAnError(logging.Filter):
         if record.levelno == logging.ERROR and f"failed temporarily: {WAITING} " in record.getMessage():
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True
+
+
+class QuietRecheck(logging.Filter):
+    """Kopf logs every timer run that succeeds: a line every PENDING_RECHECK_S for each Pending
+    Avatar, saying nothing. They are dropped; what a recheck finds is logged by `publish`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timer 'recheck_pending")
 
 
 @kopf.on.startup()
@@ -56,8 +67,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     objects = logging.getLogger("kopf.objects")  # the logger of Kopf's per-object messages
-    if not any(isinstance(f, WaitIsNotAnError) for f in objects.filters):
-        objects.addFilter(WaitIsNotAnError())
+    for quieter in (WaitIsNotAnError, QuietRecheck):
+        if not any(isinstance(f, quieter) for f in objects.filters):
+            objects.addFilter(quieter())
     logger.info("preprocessing image %s, volume claim %s", memo.cfg.image, memo.cfg.pvc_name)
 
 
@@ -131,6 +143,15 @@ def follow_pod(labels: kopf.Labels, namespace: str, memo: kopf.Memo, logger: log
         follow(job, namespace, memo.cfg, logger)
 
 
+@kopf.timer(GROUP, VERSION, PLURAL, field="status.phase", value=status.PENDING, interval=PENDING_RECHECK_S)
+def recheck_pending(body: kopf.Body, namespace: str, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    """While an Avatar is Pending, its Job is read again, with its pods and, having none, its Events."""
+    job_name = (body.get("status") or {}).get("jobName")
+    job = kube.get_job(namespace, job_name) if job_name else None
+    if job is not None and not job["metadata"].get("deletionTimestamp"):
+        follow(job, namespace, memo.cfg, logger)
+
+
 def _avatar_of(labels: Any, job_name: str, logger: logging.Logger) -> str | None:
     """The Avatar a Job names, checked: anyone who may create Jobs can set this label."""
     avatar_name = labels[jobs.AVATAR_LABEL]
@@ -154,9 +175,21 @@ def follow(job: Any, namespace: str, cfg: OperatorConfig, logger: logging.Logger
         if outcome.phase == status.READY and not {"frames", "engine"} <= info.keys():
             info = volume.stored_info(cfg.avatar_root, avatar_name) | info
     alive = any(not (p.get("metadata") or {}).get("deletionTimestamp") for p in pods)
+    if outcome.reason == status.JOB_PENDING and not pods:
+        outcome = status.creation_problem(job_events(namespace, name, logger)) or outcome
     if publish(namespace, avatar_name, generation, outcome, job_name=name, cfg=cfg, logger=logger, info=info,
                pod_alive=alive):
         count_finish(outcome, job.get("status") or {})
+
+
+def job_events(namespace: str, job_name: str, logger: logging.Logger) -> list[dict[str, Any]]:
+    """The Job's Events; none where the operator may not list them (a Role from before it needed
+    to), which costs only the reason a refused pod would have been reported with."""
+    try:
+        return kube.job_events(namespace, job_name)
+    except kube.ApiException as e:
+        logger.warning("events of job %s not read: %s %s", job_name, e.status, e.reason)
+        return []
 
 
 def publish(namespace: str, name: str, generation: int, outcome: status.Outcome, *, job_name: str,

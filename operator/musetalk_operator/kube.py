@@ -23,6 +23,7 @@ __all__ = [
     "delete_job",
     "get_avatar",
     "get_job",
+    "job_events",
     "list_jobs",
     "list_pods",
     "patch_avatar_message",
@@ -122,6 +123,13 @@ def list_pods(namespace: str, label: str, value: str) -> list[dict[str, Any]]:
     items = _json(client.CoreV1Api().list_namespaced_pod(
         namespace, label_selector=f"{label}={value}", _preload_content=False))["items"]
     return [p for p in items if (p.get("metadata", {}).get("labels") or {}).get(label) == value]
+
+
+def job_events(namespace: str, job_name: str) -> list[dict[str, Any]]:
+    """The Events about one Job (the Job controller's `FailedCreate`, for one)."""
+    return _json(client.CoreV1Api().list_namespaced_event(
+        namespace, field_selector=f"involvedObject.kind=Job,involvedObject.name={job_name}",
+        _preload_content=False))["items"]
 
 
 def post_event(avatar: dict[str, Any], event_type: str, reason: str, message: str) -> None:

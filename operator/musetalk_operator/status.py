@@ -4,8 +4,9 @@ Phases: Pending (Job exists, no pod running yet, e.g. waiting for a GPU node), R
 Ready (the CLI committed the avatar), Failed (the Job gave up; the message says why).
 While Pending, the reason is the pod's own when it has one: the scheduler's (`Unschedulable`:
 no GPU free, a taint, an unbound volume) or its container's waiting reason (`ImagePullBackOff`,
-`CreateContainerConfigError`, ...). A Job that then fails on its deadline keeps that cause in its
-message, since the pod that held it is gone by then.
+`CreateContainerConfigError`, ...); with no pod at all, the Job controller's own (`FailedCreate`:
+a ResourceQuota, a PodSecurity or LimitRange refusal, a missing ServiceAccount). A Job that then
+fails on its deadline keeps that cause in its message, since the pod that held it is gone by then.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from typing import Any
 
 from .jobs import CONTAINER
 
-__all__ = ["Outcome", "avatar_status", "is_problem", "job_outcome", "keep_cause", "pod_problem", "pod_result", "pod_running",
-           "reason_name"]
+__all__ = ["Outcome", "avatar_status", "creation_problem", "is_problem", "job_outcome", "keep_cause", "pod_problem",
+           "pod_result", "pod_running", "reason_name"]
 
 PENDING, RUNNING, READY, FAILED = "Pending", "Running", "Ready", "Failed"
 MAX_MESSAGE = 4000  # the CRD caps status.message at 4096 characters
 JOB_PENDING, JOB_RETRYING = "JobPending", "JobRetrying"  # Pending for no reason the pod gives
+FAILED_CREATE = "FailedCreate"  # the Job controller's Event reason when the API refuses its pod
 # Container waiting reasons that are progress, not a problem to report.
 STARTING = frozenset({"ContainerCreating", "PodInitializing"})
 
@@ -77,6 +79,24 @@ def pod_problem(pods: Iterable[Mapping[str, Any]]) -> Outcome | None:
                 detail = waiting.get("message") or reason
                 return Outcome(PENDING, reason, f"container {cs.get('name')} is waiting: {reason}: {detail}")
     return None
+
+
+def creation_problem(events: Iterable[Mapping[str, Any]]) -> Outcome | None:
+    """Why a Job has no pod, from the Job controller's newest `FailedCreate` Warning: the API server
+    refused the pod it made (a quota, a PodSecurity or LimitRange rule, a missing ServiceAccount).
+    Such a Job's status never changes, so nothing else would ever say so."""
+    refused = [e for e in events if e.get("type") == "Warning" and e.get("reason") == FAILED_CREATE]
+    if not refused:
+        return None
+    newest = max(refused, key=_event_time)
+    detail = str(newest.get("message") or "no reason given")
+    return Outcome(PENDING, FAILED_CREATE, f"the Job cannot create the preprocessing pod: {detail}")
+
+
+def _event_time(event: Mapping[str, Any]) -> str:
+    # RFC 3339 UTC strings: they sort as times. Older servers set lastTimestamp, newer eventTime.
+    return str(event.get("lastTimestamp") or event.get("eventTime")
+               or (event.get("metadata") or {}).get("creationTimestamp") or "")
 
 
 def is_problem(outcome: Outcome) -> bool:

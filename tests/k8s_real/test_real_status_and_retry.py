@@ -14,7 +14,8 @@ SHOWN_WITHIN_S = 5.0
 RETRY = "operator.musetalk.io/retry"
 
 
-def shown(cluster: Cluster, ns: str, name: str, reason: str, says: str) -> dict[str, Any]:
+def shown(cluster: Cluster, ns: str, name: str, reason: str, says: str,
+          within: float = SHOWN_WITHIN_S) -> dict[str, Any]:
     """The reason in status, as an Event and in the printed columns, all within a few seconds."""
     def everywhere() -> dict[str, Any] | None:
         status = cluster.avatar(ns, name).get("status") or {}
@@ -24,7 +25,7 @@ def shown(cluster: Cluster, ns: str, name: str, reason: str, says: str) -> dict[
                 and row.get("Reason") == reason and says in row.get("Message", ""):
             return {"status": status, "event": events[-1], "row": row}
         return None
-    return eventually(everywhere, timeout=SHOWN_WITHIN_S, what=f"{reason} shown on {name}")
+    return eventually(everywhere, timeout=within, what=f"{reason} shown on {name}")
 
 
 def test_the_schedulers_reason_shows_on_the_avatar(cluster: Cluster, namespace: str, operator: Operator) -> None:
@@ -77,3 +78,26 @@ def test_the_reason_outlives_the_deadline_and_a_retry_makes_a_new_job(cluster: C
     cluster.annotate_avatar(ns, "stuck", {RETRY: "1", "unrelated": "x"})
     assert cluster.job_names(ns) == retried
     assert "JobCreated" in cluster.event_reasons(ns, "stuck")
+
+
+def test_a_pod_the_api_server_refuses_shows_on_the_avatar(cluster: Cluster, namespace: str,
+                                                          operator: Operator) -> None:
+    # A namespace's ResourceQuota (as a shared cluster sets one) refuses the Job's pod. The Job's
+    # status never changes; the Job controller's FailedCreate Event is the one record, and it once
+    # left the Avatar saying "waiting for the preprocessing pod to start" for ever.
+    ns = namespace
+    cluster.core.create_namespaced_resource_quota(
+        ns, {"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}, _preload_content=False)
+    cluster.create_avatar(ns, "over-quota", videoPath="uploads/q.mp4", engine="lite")
+    eventually(lambda: cluster.job_names(ns) == ["avatar-over-quota-g1"], what="the Job")
+    # The operator reads the Job again every PENDING_RECHECK_S (15 s) while the Avatar is Pending.
+    seen = shown(cluster, ns, "over-quota", "FailedCreate", "exceeded quota: no-pods", within=40)
+    assert seen["status"]["phase"] == "Pending" and seen["event"]["type"] == "Warning"
+    assert seen["status"]["message"].startswith("the Job cannot create the preprocessing pod: Error creating: pods ")
+    assert cluster.pods_of(ns, "avatar-over-quota-g1") == []
+    # Quota lifted: the Job controller's next try makes the pod, and the Avatar says so.
+    cluster.core.delete_namespaced_resource_quota("no-pods", ns, _preload_content=False)
+    eventually(lambda: cluster.pods_of(ns, "avatar-over-quota-g1"), timeout=90, what="the pod, once allowed")
+    eventually(lambda: cluster.avatar(ns, "over-quota")["status"]["reason"] == "JobPending", what="JobPending again")
+
+    assert "Timer 'recheck_pending" not in operator.log()  # Kopf's line per recheck is dropped

@@ -76,6 +76,25 @@ def test_pending_says_what_the_scheduler_or_the_kubelet_says() -> None:
     assert not status.is_problem(status.job_outcome({"active": 1}, [creating]))
 
 
+def test_a_job_with_no_pod_says_why_the_api_server_refused_it() -> None:
+    quota = ('Error creating: pods "avatar-a-g1-x7k2p" is forbidden: exceeded quota: gpu-quota, '
+             'requested: requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu=4, limited: requests.nvidia.com/gpu=4')
+    events = [
+        {"type": "Normal", "reason": "SuccessfulCreate", "message": "Created pod: x", "lastTimestamp": "2030-01-01T00:00:09Z"},
+        {"type": "Warning", "reason": "FailedCreate", "message": "Error creating: an older refusal",
+         "lastTimestamp": "2030-01-01T00:00:01Z"},
+        {"type": "Warning", "reason": "FailedCreate", "message": quota, "lastTimestamp": "2030-01-01T00:00:05Z"},
+    ]
+    refused = status.creation_problem(events)
+    assert refused == status.Outcome("Pending", "FailedCreate", f"the Job cannot create the preprocessing pod: {quota}")
+    assert status.is_problem(refused)  # a Warning Event on the Avatar, and kept if the Job then fails
+    # Newer servers time an Event by eventTime alone.
+    newer = [{"type": "Warning", "reason": "FailedCreate", "message": "a", "eventTime": "2030-01-01T00:00:01.000000Z"},
+             {"type": "Warning", "reason": "FailedCreate", "message": "b", "eventTime": "2030-01-01T00:00:02.000000Z"}]
+    assert status.creation_problem(newer).message.endswith(": b")
+    assert status.creation_problem(events[:1]) is None and status.creation_problem([]) is None
+
+
 def test_a_deadline_keeps_the_reason_the_pod_gave_and_a_redelivery_keeps_it_too() -> None:
     stuck = status.avatar_status(status.job_outcome({"active": 1}, [pending_pod([UNSCHEDULABLE])]), generation=1,
                                  job_name="j", frames=None, previous=None, now="2030-01-01T00:00:00Z")
