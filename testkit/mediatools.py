@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -44,6 +45,35 @@ def write_video(frames: list[np.ndarray], dst: Path, codec: str, fps: float, fmt
         for f in frames:
             out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="bgr24")))
         out.mux(stream.encode(None))
+    return dst
+
+
+def with_display_rotation(mp4: Path, degrees: int) -> Path:
+    """`mp4` (one track) marked, as a phone marks a portrait video, to be shown turned by `degrees`
+    counterclockwise (FFmpeg's convention: a phone held upright records -90): its track header's
+    matrix is rewritten in place. What players show is the stored picture turned that way."""
+    data = bytearray(mp4.read_bytes())
+    at = data.index(b"tkhd") + 4  # the box's version byte
+    # After version/flags: two times, track id, reserved, duration (32 or 64 bits each but the
+    # id and reserved), then 8 reserved bytes, layer, group, volume, 2 reserved: the matrix.
+    matrix = at + 4 + (32 if data[at] == 1 else 20) + 16
+    turn = {0: (1, 0), 90: (0, 1), 180: (-1, 0), 270: (0, -1)}[degrees % 360]  # (cos, sin)
+    cos, sin = (v << 16 for v in turn)
+    data[matrix:matrix + 36] = struct.pack(">9i", cos, -sin, 0, sin, cos, 0, 0, 0, 1 << 30)
+    mp4.write_bytes(bytes(data))
+    return mp4
+
+
+def jpeg_with_orientation(image: np.ndarray, dst: Path, orientation: int) -> Path:
+    """`image` as a JPEG whose EXIF Orientation tag (1-8) says how to show it, as a phone's photo does
+    (6: turn a quarter clockwise)."""
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    # APP1 "Exif": a big-endian TIFF header and one IFD entry, Orientation (0x0112), a SHORT.
+    tiff = b"MM\x00\x2a" + struct.pack(">IH", 8, 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + bytes(4)
+    payload = b"Exif\x00\x00" + tiff
+    data = encoded.tobytes()
+    dst.write_bytes(data[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + data[2:])
     return dst
 
 

@@ -130,3 +130,23 @@ def test_a_photo_speaks_and_says_its_mouth_is_made(lite, tmp_path, clip, frame, 
     assert aperture[speaking].max() > 0.08 and aperture[speaking].std() > 0.01, aperture[speaking]
     assert (aperture[silent] < 0.03).all(), aperture[silent]
     assert np.corrcoef(aperture, level_db)[0, 1] >= 0.5
+
+
+def test_a_phones_portrait_video_is_preprocessed_upright(lite, tmp_path):
+    """A phone stores a portrait video on its side and marks it to be turned (the display matrix):
+    preprocess turns it as players do, so the avatar is portrait, its talking mouth is measured as
+    filmed (read sideways it looked shut, and got a made one), and its frames stream upright."""
+    from testkit.mediatools import first_frames, with_display_rotation, write_video
+
+    upright = [f[:, 106:738] for f in first_frames(media("vr_face2.mp4"), 75)]  # 632x844, the news reader talking
+    on_its_side = [cv2.rotate(f, cv2.ROTATE_90_COUNTERCLOCKWISE) for f in upright]
+    video = with_display_rotation(write_video(on_its_side, tmp_path / "portrait.mp4", "libx264", 25), -90)
+    r = preprocess(client := lite[0], "portrait", video)
+    assert r.status_code == 200, r.text
+    info = r.json()["info"]
+    assert info["size"] == [632, 844] and info["width"] == 632 and info["height"] == 844
+    assert info["engine_info"]["animation"]["status"] == "filmed", info["engine_info"]["animation"]
+    preview = cv2.imdecode(np.frombuffer(client.get("/avatars/portrait/preview.jpg").content, np.uint8),
+                           cv2.IMREAD_COLOR)
+    assert preview.shape[:2] == (844, 632)
+    assert np.abs(preview.astype(int) - upright[0]).mean() < 4  # the picture itself, not just its size

@@ -10,7 +10,16 @@ from musetalk_server.media.audio import decode_audio, soundtrack
 from musetalk_server.media.frame_timing import SAMPLE_RATE
 from musetalk_server.media.mp4 import Mp4Writer
 from musetalk_server.media.video import read_video
-from testkit.mediatools import first_frames, read_mp4, silent_wav, transcode_audio, write_offset_av, write_video
+from testkit.mediatools import (
+    first_frames,
+    jpeg_with_orientation,
+    read_mp4,
+    silent_wav,
+    transcode_audio,
+    with_display_rotation,
+    write_offset_av,
+    write_video,
+)
 
 AUDIO_FORMATS = [
     ("mp3", "libmp3lame", 44_100, "stereo", "mp3"),
@@ -89,6 +98,27 @@ def test_still_image_is_one_frame(tmp_path):
         clip = read_video(path, 25.0)
         assert len(clip.frames) == 1 and clip.source_fps is None
         assert clip.frames[0].shape == frame.shape
+
+
+# How a phone stores an upright picture (cv2's turn of it), and the mark that says so: the MP4's
+# display rotation (counterclockwise degrees), the JPEG's EXIF Orientation.
+PHONE_TURNS = [(-90, 6, "ROTATE_90_COUNTERCLOCKWISE"), (90, 8, "ROTATE_90_CLOCKWISE"), (180, 3, "ROTATE_180")]
+
+
+@pytest.mark.parametrize(("degrees", "orientation", "stored"), PHONE_TURNS)
+def test_a_phones_portrait_video_and_photo_come_out_upright(tmp_path, degrees, orientation, stored):
+    import cv2
+
+    upright = [cv2.resize(f, (256, 256))[:, 32:224] for f in first_frames(media("vr_face2.mp4"), 6)]  # 192x256
+    on_its_side = [cv2.rotate(f, getattr(cv2, stored)) for f in upright]
+    video = with_display_rotation(write_video(on_its_side, tmp_path / "phone.mp4", "libx264", 25, pix_fmt="yuv444p"),
+                                  degrees)
+    photo = jpeg_with_orientation(on_its_side[0], tmp_path / "phone.jpg", orientation)
+    for path, want in ((video, upright), (photo, upright[:1])):
+        clip = read_video(path, 25.0)
+        assert clip.size == (192, 256) and len(clip.frames) == len(want)
+        # The picture itself is turned, not only its size: within coding loss of the upright one.
+        assert max(np.abs(got.astype(int) - w).mean() for got, w in zip(clip.frames, want, strict=True)) < 3
 
 
 @pytest.mark.parametrize(("ext", "codec", "fmt"), [("mov", "libx264", "mov"), ("webm", "libvpx-vp9", "webm"),

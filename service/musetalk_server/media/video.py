@@ -4,6 +4,10 @@ Any container and codec FFmpeg knows (mp4, mov, webm, mkv; h264, mpeg4, vp9), an
 images (png, jpg), which give a one-frame clip. Source timestamps are mapped onto the output
 clock by taking, for each output tick, the latest source frame shown at that instant; that is
 how a 22.13 fps clip becomes a steady 25 fps avatar without speeding it up.
+
+Frames come out as they are shown, not as they are stored: a phone keeps a portrait video (or
+photo) as its sensor saw it, on its side, and marks how to turn it (the MP4's display matrix, a
+JPEG's EXIF orientation), which every player applies and PyAV does not.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from .probe import declared_seconds, ffmpeg_reason, over_declared_limit
 __all__ = ["VideoClip", "read_video"]
 
 _EPS = 1e-6  # seconds; absorbs timestamp rounding so a frame exactly on a tick counts for it
+# Quarter turns clockwise -> how cv2 makes them. A sideways face would be measured sideways
+# (FaceMesh's mouth measures assume an upright head), and rendered sideways.
+_TURNS = {1: cv2.ROTATE_90_CLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
 
 @dataclass(frozen=True)
@@ -113,13 +120,22 @@ def _decode_timed(container, stream, rate, limits: _Limits) -> list[tuple[float,
         for index, frame in enumerate(container.decode(stream)):
             t = frame.time if frame.time is not None else index / (rate or 25.0)
             _check_frame(index, frame, t, timed[0][0] if timed else None, limits)
-            timed.append((t, _fit(frame.to_ndarray(format="bgr24"), limits.side)))
+            timed.append((t, _fit(_upright(frame), limits.side)))
     except av.FFmpegError as e:
         if len(timed) < 2:
             raise UnsupportedMedia(f"video could not be decoded ({ffmpeg_reason(e)})") from e
         # A truncated tail after good frames: keep what decoded.
     timed.sort(key=lambda item: item[0])  # decode order is presentation order only without B-frames
     return timed
+
+
+def _upright(frame: av.VideoFrame) -> np.ndarray:
+    """The frame as players show it. `rotation` is the display matrix's angle, counterclockwise in
+    degrees (FFmpeg's convention; a JPEG's EXIF orientation arrives as one too): -90 for a phone
+    held upright, whose sensor's picture must turn a quarter clockwise."""
+    image = frame.to_ndarray(format="bgr24")
+    turn = _TURNS.get(round(-frame.rotation / 90) % 4)
+    return image if turn is None else cv2.rotate(image, turn)
 
 
 def _fit(frame: np.ndarray, max_side: int | None) -> np.ndarray:
