@@ -37,11 +37,14 @@ def transcode_audio(src: Path, dst: Path, codec: str, *, rate: int, layout: str 
 
 
 def write_video(frames: list[np.ndarray], dst: Path, codec: str, fps: float, fmt: str | None = None,
-                pix_fmt: str = "yuv420p") -> Path:
+                pix_fmt: str = "yuv420p", pixel_aspect: Fraction | None = None) -> Path:
+    """`frames` encoded; `pixel_aspect`: their sample aspect ratio, for an anamorphic video."""
     with av.open(str(dst), "w", format=fmt) as out:
         stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         h, w = frames[0].shape[:2]
         stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+        if pixel_aspect is not None:
+            stream.codec_context.sample_aspect_ratio = pixel_aspect
         for f in frames:
             out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="bgr24")))
         out.mux(stream.encode(None))

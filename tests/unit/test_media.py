@@ -1,5 +1,6 @@
 """Decoders and encoders on real clips from ../shared/media."""
 
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -119,6 +120,19 @@ def test_a_phones_portrait_video_and_photo_come_out_upright(tmp_path, degrees, o
         assert clip.size == (192, 256) and len(clip.frames) == len(want)
         # The picture itself is turned, not only its size: within coding loss of the upright one.
         assert max(np.abs(got.astype(int) - w).mean() for got, w in zip(clip.frames, want, strict=True)) < 3
+
+
+@pytest.mark.parametrize(("codec", "fmt", "pixel_aspect"), [("libx264", "mp4", Fraction(4, 3)),
+                                                          ("mpeg4", "matroska", Fraction(3, 4))])
+def test_an_anamorphic_video_comes_out_with_square_pixels(tmp_path, codec, fmt, pixel_aspect):
+    import cv2
+
+    shown = [cv2.resize(f, (256, 256)) for f in first_frames(media("vr_face2.mp4"), 3)]
+    stored = [cv2.resize(f, (round(256 / pixel_aspect), 256), interpolation=cv2.INTER_AREA) for f in shown]
+    clip = read_video(write_video(stored, tmp_path / f"anamorphic.{fmt}", codec, 25, fmt, pixel_aspect=pixel_aspect),
+                      25.0)
+    assert clip.size == (256, 256)
+    assert max(np.abs(got.astype(int) - want).mean() for got, want in zip(clip.frames, shown, strict=True)) < 6
 
 
 @pytest.mark.parametrize(("ext", "codec", "fmt"), [("mov", "libx264", "mov"), ("webm", "libvpx-vp9", "webm"),

@@ -7,7 +7,9 @@ how a 22.13 fps clip becomes a steady 25 fps avatar without speeding it up.
 
 Frames come out as they are shown, not as they are stored: a phone keeps a portrait video (or
 photo) as its sensor saw it, on its side, and marks how to turn it (the MP4's display matrix, a
-JPEG's EXIF orientation), which every player applies and PyAV does not.
+JPEG's EXIF orientation); an anamorphic video (DV, HDV, a PAL or NTSC DVD's 16:9) stores pixels
+that are shown wider or narrower than they are tall (its sample aspect ratio). Every player
+applies both, and PyAV neither; a face read as stored would be sideways or squeezed.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ def _decode_timed(container, stream, rate, limits: _Limits) -> list[tuple[float,
         for index, frame in enumerate(container.decode(stream)):
             t = frame.time if frame.time is not None else index / (rate or 25.0)
             _check_frame(index, frame, t, timed[0][0] if timed else None, limits)
-            timed.append((t, _fit(_upright(frame), limits.side)))
+            timed.append((t, _fit(_as_shown(frame, _pixel_aspect(stream)), limits.side)))
     except av.FFmpegError as e:
         if len(timed) < 2:
             raise UnsupportedMedia(f"video could not be decoded ({ffmpeg_reason(e)})") from e
@@ -129,11 +131,24 @@ def _decode_timed(container, stream, rate, limits: _Limits) -> list[tuple[float,
     return timed
 
 
-def _upright(frame: av.VideoFrame) -> np.ndarray:
-    """The frame as players show it. `rotation` is the display matrix's angle, counterclockwise in
-    degrees (FFmpeg's convention; a JPEG's EXIF orientation arrives as one too): -90 for a phone
-    held upright, whose sensor's picture must turn a quarter clockwise."""
-    image = frame.to_ndarray(format="bgr24")
+def _pixel_aspect(stream) -> float:
+    """Width over height of one stored pixel as shown: the container's or, failing it, the
+    bitstream's sample aspect ratio; 1 where neither says (0/1 means unknown)."""
+    for sar in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio):
+        if sar:
+            return float(sar)
+    return 1.0
+
+
+def _as_shown(frame: av.VideoFrame, pixel_aspect: float) -> np.ndarray:
+    """The frame as players show it: its pixels made square, then turned. `rotation` is the display
+    matrix's angle, counterclockwise in degrees (FFmpeg's convention; a JPEG's EXIF orientation
+    arrives as one too): -90 for a phone held upright, whose picture must turn a quarter clockwise."""
+    image: np.ndarray = frame.to_ndarray(format="bgr24")
+    if abs(pixel_aspect - 1.0) > 0.01:  # DV's 10:11 and 40:33, 16:9 DVD's 64:45 and 16:11, HDV's 4:3
+        h, w = image.shape[:2]
+        width = max(2, round(w * pixel_aspect / 2) * 2)  # even, for yuv420p encoders downstream
+        image = cv2.resize(image, (width, h), interpolation=cv2.INTER_AREA if width < w else cv2.INTER_LINEAR)
     turn = _TURNS.get(round(-frame.rotation / 90) % 4)
     return image if turn is None else cv2.rotate(image, turn)
 
