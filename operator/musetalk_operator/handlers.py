@@ -1,7 +1,8 @@
 """Kopf handlers: an Avatar's spec becomes a preprocessing Job; the Job's fate becomes its status.
 
-Who writes `status.phase`: the Job and Pod watchers (`follow_job`, `follow_pod`, both through
-`follow`), for the generation that Job was made for, and nothing else while a Job exists. `launch`
+Who writes `status.phase`: the Job and Pod watchers (`follow_job`, `follow_pod`) and, while the
+Avatar is Pending, a timer that reads its Job again (`recheck_pending`), all through `follow`, for
+the generation that Job was made for, and nothing else while a Job exists. `launch`
 never writes Pending (that race, Pending landing over Running, is in docs/k8s-testing.md); it only
 reports Failed for a generation that cannot get a Job at all. Every write is guarded by the Avatar's
 generation, its current Job's name (a retry replaces the Job) and its resourceVersion, so a superseded
