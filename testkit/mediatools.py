@@ -51,15 +51,20 @@ def write_video(frames: list[np.ndarray], dst: Path, codec: str, fps: float, fmt
     return dst
 
 
-def with_display_rotation(mp4: Path, degrees: int) -> Path:
+def with_display_rotation(mp4: Path, degrees: int | None) -> Path:
     """`mp4` (one track) marked, as a phone marks a portrait video, to be shown turned by `degrees`
     counterclockwise (FFmpeg's convention: a phone held upright records -90): its track header's
-    matrix is rewritten in place. What players show is the stored picture turned that way."""
+    matrix is rewritten in place. What players show is the stored picture turned that way.
+    `degrees` None writes a degenerate matrix (all zeros), as a broken or hostile file may."""
     data = bytearray(mp4.read_bytes())
     at = data.index(b"tkhd") + 4  # the box's version byte
     # After version/flags: two times, track id, reserved, duration (32 or 64 bits each but the
     # id and reserved), then 8 reserved bytes, layer, group, volume, 2 reserved: the matrix.
     matrix = at + 4 + (32 if data[at] == 1 else 20) + 16
+    if degrees is None:
+        data[matrix:matrix + 36] = bytes(36)
+        mp4.write_bytes(bytes(data))
+        return mp4
     turn = {0: (1, 0), 90: (0, 1), 180: (-1, 0), 270: (0, -1)}[degrees % 360]  # (cos, sin)
     cos, sin = (v << 16 for v in turn)
     data[matrix:matrix + 36] = struct.pack(">9i", cos, -sin, 0, sin, cos, 0, 0, 0, 1 << 30)

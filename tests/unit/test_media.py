@@ -122,6 +122,14 @@ def test_a_phones_portrait_video_and_photo_come_out_upright(tmp_path, degrees, o
         assert max(np.abs(got.astype(int) - w).mean() for got, w in zip(clip.frames, want, strict=True)) < 3
 
 
+def test_a_degenerate_display_matrix_leaves_the_picture_as_stored(tmp_path):
+    import cv2
+
+    stored = [cv2.resize(f, (256, 256))[:, 32:224] for f in first_frames(media("vr_face2.mp4"), 2)]
+    clip = read_video(with_display_rotation(write_video(stored, tmp_path / "zeros.mp4", "libx264", 25), None), 25.0)
+    assert clip.size == (192, 256)  # PyAV reads an angle of -2**31 there; it once turned the picture
+
+
 @pytest.mark.parametrize(("codec", "fmt", "pixel_aspect"), [("libx264", "mp4", Fraction(4, 3)),
                                                           ("mpeg4", "matroska", Fraction(3, 4))])
 def test_an_anamorphic_video_comes_out_with_square_pixels(tmp_path, codec, fmt, pixel_aspect):

@@ -149,7 +149,10 @@ def _as_shown(frame: av.VideoFrame, pixel_aspect: float) -> np.ndarray:
         h, w = image.shape[:2]
         width = max(2, round(w * pixel_aspect / 2) * 2)  # even, for yuv420p encoders downstream
         image = cv2.resize(image, (width, h), interpolation=cv2.INTER_AREA if width < w else cv2.INTER_LINEAR)
-    turn = _TURNS.get(round(-frame.rotation / 90) % 4)
+    # A degenerate matrix (all zeros) has no angle; PyAV then reads one of -2**31. Players show such
+    # a frame as stored, and so does this.
+    rotation = frame.rotation if abs(frame.rotation) <= 360 else 0
+    turn = _TURNS.get(round(-rotation / 90) % 4)
     return image if turn is None else cv2.rotate(image, turn)
 
 
