@@ -51,6 +51,28 @@ def write_video(frames: list[np.ndarray], dst: Path, codec: str, fps: float, fmt
     return dst
 
 
+def write_size_change(dst: Path, first: list[np.ndarray], then: list[np.ndarray], fps: int = 25) -> Path:
+    """One H.264 stream in MPEG-TS whose frames change size after `first` (as a browser's recording
+    does when the camera's resolution changes): two encodes, the second's clock going on from the
+    first's, joined byte for byte."""
+    parts = []
+    for frames, start in ((first, 0), (then, len(first) + 2)):  # +2: the muxer's own delay
+        part = dst.with_suffix(f".{start}.ts")
+        with av.open(str(part), "w", format="mpegts") as out:
+            stream = out.add_stream("libx264", rate=fps)
+            h, w = frames[0].shape[:2]
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            for i, f in enumerate(frames):
+                image = av.VideoFrame.from_ndarray(f, format="bgr24")
+                image.time_base, image.pts = Fraction(1, fps), start + i
+                out.mux(stream.encode(image))
+            out.mux(stream.encode(None))
+        parts.append(part.read_bytes())
+        part.unlink()
+    dst.write_bytes(b"".join(parts))
+    return dst
+
+
 def with_display_rotation(mp4: Path, degrees: int | None) -> Path:
     """`mp4` (one track) marked, as a phone marks a portrait video, to be shown turned by `degrees`
     counterclockwise (FFmpeg's convention: a phone held upright records -90): its track header's

@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     cors_origins: str = Field("", description=(
         "comma-separated origins (`https://app.example.com,http://localhost:3000`) whose pages may call the API; "
         "empty leaves CORS off. Preflights then succeed, and `X-Frame-Rate`, `X-Frame-Count`, "
-        "`X-Audio-Duration-Ms` and `Content-Disposition` are exposed to scripts"))
+        "`X-Audio-Duration-Ms`, `Content-Disposition`, `Location` and `Retry-After` are exposed to scripts. "
+        "A browser still sends another origin's simple POSTs (a form upload) and only hides the answer: "
+        "set `MUSETALK_API_KEY` where pages you do not trust can reach the server"))
 
     # Real-time sessions (WS /inference/realtime/{avatar_id}).
     realtime_idle_timeout_s: float = Field(60.0, gt=0, description=(

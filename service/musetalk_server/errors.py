@@ -35,6 +35,7 @@ __all__ = [
     "Unauthorized",
     "RouteNotFound",
     "MethodNotAllowed",
+    "CorsRefused",
     "NotReady",
     "Busy",
     "WeightsError",
@@ -181,7 +182,8 @@ class NotSdp(UnsupportedMedia):
 
 class NoFaceDetected(MuseTalkError):
     status, code = 422, "no_face_detected"
-    when = "no face in the video; the message names the frame"
+    when = ("no face in the video, or none in over a fifth of the frames from the first with a face to the last "
+            "(frames before the first and after the last are cut off); the message names the frame")
     raised_by = frozenset({"preprocess"})
 
 
@@ -204,6 +206,15 @@ class RouteNotFound(MuseTalkError):
 
     status, code = 404, "not_found"
     when = "no route has this path"
+    raised_by = frozenset()
+
+
+class CorsRefused(MuseTalkError):
+    """A CORS preflight from a page whose origin MUSETALK_CORS_ORIGINS does not list (or asking for a
+    method or header it may not use); its browser then sends nothing. OpenAPI has no preflights."""
+
+    status, code = 400, "cors_refused"
+    when = "a CORS preflight from an origin `MUSETALK_CORS_ORIGINS` does not list; the message names what it refused"
     raised_by = frozenset()
 
 

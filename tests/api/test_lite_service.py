@@ -150,3 +150,22 @@ def test_a_phones_portrait_video_is_preprocessed_upright(lite, tmp_path):
                            cv2.IMREAD_COLOR)
     assert preview.shape[:2] == (844, 632)
     assert np.abs(preview.astype(int) - upright[0]).mean() < 4  # the picture itself, not just its size
+
+
+def test_a_recording_that_starts_and_ends_black_is_cut_to_the_face(lite, tmp_path):
+    """A browser's camera warms up for a second of black, and a clip may fade out: the frames
+    before the first face and after the last leave the avatar (they once looped through it, a
+    black second on every pass, or failed it with 422 when they were over a fifth of it)."""
+    from testkit.mediatools import first_frames, write_video
+
+    face = [cv2.resize(f, (320, 320)) for f in first_frames(media("vr_face2.mp4"), 50)]
+    black = np.zeros_like(face[0])
+    video = write_video([black] * 20 + face + [black] * 10, tmp_path / "warm_up.mp4", "libx264", 25)
+    r = preprocess(client := lite[0], "warm-up", video)
+    assert r.status_code == 200, r.text
+    info = r.json()["info"]
+    assert info["frames"] == 50 and info["face"]["cut_frames"] == {"start": 20, "end": 10}
+    assert info["face"]["missing_frames"] == 0
+    preview = cv2.imdecode(np.frombuffer(client.get("/avatars/warm-up/preview.jpg").content, np.uint8),
+                           cv2.IMREAD_COLOR)
+    assert np.abs(preview.astype(int) - face[0]).mean() < 4  # the face's first frame, not black

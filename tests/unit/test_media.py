@@ -2,6 +2,7 @@
 
 from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 
@@ -19,6 +20,7 @@ from testkit.mediatools import (
     transcode_audio,
     with_display_rotation,
     write_offset_av,
+    write_size_change,
     write_video,
 )
 
@@ -120,6 +122,22 @@ def test_a_phones_portrait_video_and_photo_come_out_upright(tmp_path, degrees, o
         assert clip.size == (192, 256) and len(clip.frames) == len(want)
         # The picture itself is turned, not only its size: within coding loss of the upright one.
         assert max(np.abs(got.astype(int) - w).mean() for got, w in zip(clip.frames, want, strict=True)) < 3
+
+
+def test_a_size_change_mid_stream_keeps_the_longest_stretch_at_one_size(tmp_path):
+    import cv2
+
+    faces = first_frames(media("vr_face2.mp4"), 30)
+    path = write_size_change(tmp_path / "resized.ts", [cv2.resize(f, (256, 256)) for f in faces[:12]],
+                             [cv2.resize(f, (192, 256)) for f in faces[12:]])
+    clip = read_video(path, 25.0)
+    assert {f.shape for f in clip.frames} == {(256, 192, 3)}  # every frame one size: the later, longer stretch
+    assert clip.other_size_frames == 12 and clip.source_frames == 18 and len(clip.frames) == 18
+    # It starts where that stretch is shown, so its soundtrack is read from there.
+    with av.open(str(path)) as container:
+        first_narrow = next(f.time for f in container.decode(video=0) if f.width == 192)
+    assert clip.start_s == pytest.approx(first_narrow)
+    assert clip.source_fps == pytest.approx(25.0)
 
 
 def test_a_degenerate_display_matrix_leaves_the_picture_as_stored(tmp_path):

@@ -12,19 +12,23 @@ import fastapi_offline
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import Headers
 
 from ..config import Settings
+from ..errors import CorsRefused
 
-__all__ = ["EXPOSED_HEADERS", "STATIC_DIR", "install_cors", "install_offline_docs", "install_page"]
+__all__ = ["EXPOSED_HEADERS", "STATIC_DIR", "ErrorShapedCORS", "install_cors", "install_offline_docs", "install_page"]
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 # Swagger UI and ReDoc, shipped inside the fastapi-offline wheel.
 DOCS_ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
 # Response headers a script on another origin may read: the stream's and the MP4's timing facts,
-# and the download's file name.
-EXPOSED_HEADERS = ["X-Frame-Rate", "X-Frame-Count", "X-Audio-Duration-Ms", "Content-Disposition"]
+# the download's file name, where a made resource is (a WebRTC session, which its page DELETEs to
+# hang up; an async job) and when to come back after a 429.
+EXPOSED_HEADERS = ["X-Frame-Rate", "X-Frame-Count", "X-Audio-Duration-Ms", "Content-Disposition", "Location",
+                   "Retry-After"]
 # The docs pages may load nothing from elsewhere: ReDoc's bundle fetches a logo from its CDN, and
 # Swagger UI a validator badge, which would hang or leak on an air-gapped machine.
 REDOC_BUNDLE = "redoc.standalone.js"
@@ -86,6 +90,19 @@ def install_cors(app: FastAPI, settings: Settings) -> None:
     if not origins:
         return
     app.add_middleware(
-        CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"],
+        ErrorShapedCORS, allow_origins=origins, allow_methods=["*"], allow_headers=["*"],
         expose_headers=EXPOSED_HEADERS, max_age=600,
     )
+
+
+class ErrorShapedCORS(CORSMiddleware):
+    """Starlette's CORS, whose refused preflight (a plain-text 400, "Disallowed CORS origin") has the
+    one error shape instead: `cors_refused`, with Starlette's words."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        error = CorsRefused(f"the preflight is refused: {bytes(response.body).decode(errors='replace')}")
+        return JSONResponse(error.body(), status_code=error.status,
+                            headers={k: v for k, v in response.headers.items() if k.startswith("access-control-")})

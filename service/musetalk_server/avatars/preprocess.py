@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,14 +18,16 @@ from ..engines.base import AvatarFrames, Engine, LoadedAvatar
 from ..errors import NoFaceDetected
 from ..face.landmarks import detect_video
 from ..media.audio import soundtrack
-from ..media.video import read_video
+from ..media.video import VideoClip, read_video
 from .layout import ENGINE_DIR, FORMAT_VERSION, MANIFEST
 from .store import AvatarStore
 
-__all__ = ["MAX_MISSING_FACE_SHARE", "PreprocessLimits", "preprocess_avatar", "fill_missing"]
+__all__ = ["MAX_MISSING_FACE_SHARE", "PreprocessLimits", "faceless_ends_cut", "fill_missing", "preprocess_avatar"]
 
 # Up to this share of frames may lose the face (a blink of motion blur, a hand): they borrow
-# the nearest detected frame's landmarks. Beyond it the clip is not a usable avatar.
+# the nearest detected frame's landmarks. Beyond it the clip is not a usable avatar. Frames
+# before the first face and after the last (a camera warming up, a fade from black, a title
+# card) are cut off first, so they neither count nor loop through the avatar.
 MAX_MISSING_FACE_SHARE = 0.2
 
 
@@ -67,8 +69,9 @@ def preprocess_avatar(
     # 1. decode onto the output clock, within the limits
     clip = read_video(video_path, fps, max_seconds=limits.max_seconds, max_side=limits.max_side,
                       max_pixels=limits.max_pixels, max_frames=limits.max_frames)
-    # 2. landmarks, (N, 478, 2)
+    # 2. landmarks, (N, 478, 2), of the frames from the first face to the last
     points, found = detect_video(clip.frames)
+    clip, points, found, cut = faceless_ends_cut(clip, points, found)
     points, missing = fill_missing(points, found)
     # 3. write frames, landmarks and the engine's artifacts into a staging folder
     with store.stage(avatar_id, overwrite=overwrite) as staging:
@@ -93,9 +96,10 @@ def preprocess_avatar(
                 "fps": clip.source_fps,
                 "frames": clip.source_frames,
                 "duration_s": round(clip.duration_s, 3),
+                "other_size_frames": clip.other_size_frames,
                 **({"sha256": source_sha256} if source_sha256 else {}),
             },
-            "face": face_stats(points, missing),
+            "face": face_stats(points, missing) | {"cut_frames": cut},
             "engine_info": engine_info,
             "server_version": __version__,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -108,15 +112,31 @@ def preprocess_avatar(
     return manifest
 
 
+def faceless_ends_cut(clip: VideoClip, points: np.ndarray,
+                      found: np.ndarray) -> tuple[VideoClip, np.ndarray, np.ndarray, dict[str, int]]:
+    """The clip from its first frame with a face to its last, and how many frames went from each
+    end. Its soundtrack then starts where its first kept frame is shown."""
+    if not found.any():
+        raise NoFaceDetected("no face detected in frame 0 (nor in any other frame)")
+    first, last = int(np.argmax(found)), len(found) - int(np.argmax(found[::-1]))
+    cut = {"start": first, "end": len(found) - last}
+    if last - first == len(found):
+        return clip, points, found, cut
+    kept = replace(clip, frames=clip.frames[first:last], start_s=clip.start_s + first / clip.fps)
+    return kept, points[first:last], found[first:last], cut
+
+
 def fill_missing(points: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, list[int]]:
     """Give faceless frames the landmarks of the nearest frame with a face."""
     missing = [int(i) for i in np.flatnonzero(~found)]
     if not found.any():
         raise NoFaceDetected("no face detected in frame 0 (nor in any other frame)")
     if len(missing) > MAX_MISSING_FACE_SHARE * len(found):
+        share = round(100 * (1 - MAX_MISSING_FACE_SHARE))
         raise NoFaceDetected(
             f"no face detected in frame {missing[0]} and {len(missing) - 1} other frames "
-            f"({len(missing)} of {len(found)}); the face must be visible in most frames"
+            f"({len(missing)} of {len(found)}, counted from the first frame with a face to the last); "
+            f"the face must be visible in at least {share} % of them"
         )
     good = np.flatnonzero(found)
     filled = points.copy()

@@ -44,6 +44,10 @@ class VideoClip:
     # the soundtrack is read from it too (media/audio.py `soundtrack`): a stream that starts
     # after its audio (common in camera and phone files) would otherwise play out of sync.
     start_s: float = 0.0
+    # Source frames left out because the picture changed size mid-stream (a browser's recording
+    # when the camera's resolution changes): an avatar's frames share one size, so the longest
+    # stretch at one size is kept, `source_frames` and `duration_s` being that stretch's.
+    other_size_frames: int = 0
 
     @property
     def size(self) -> tuple[int, int]:
@@ -88,10 +92,26 @@ def read_video(
         timed = _decode_timed(container, stream, rate, limits)
     if not timed:
         raise UnsupportedMedia("the video holds no decodable frames")
-    if len(timed) == 1:
-        return VideoClip([timed[0][1]], fps, None, 1, 0.0)
-    frames, duration = _resample(timed, fps, rate)
-    return VideoClip(frames, fps, rate, len(timed), duration, start_s=timed[0][0])
+    kept = _longest_one_size(timed)
+    if len(kept) == 1:
+        return VideoClip([kept[0][1]], fps, None, 1, 0.0, start_s=kept[0][0], other_size_frames=len(timed) - 1)
+    frames, duration = _resample(kept, fps, rate)
+    # A header without a rate (a browser's WebM) still has timestamps to tell it.
+    span = kept[-1][0] - kept[0][0]
+    source_fps = rate or ((len(kept) - 1) / span if span > 0 else None)
+    return VideoClip(frames, fps, source_fps, len(kept), duration, start_s=kept[0][0],
+                     other_size_frames=len(timed) - len(kept))
+
+
+def _longest_one_size(timed: list[tuple[float, np.ndarray]]) -> list[tuple[float, np.ndarray]]:
+    """The longest run of consecutive frames of one size (all of them, mostly)."""
+    best, start = (0, 0), 0
+    for i in range(1, len(timed) + 1):
+        if i == len(timed) or timed[i][1].shape != timed[start][1].shape:
+            if i - start > best[1] - best[0]:
+                best = (start, i)
+            start = i
+    return timed[best[0]:best[1]]
 
 
 def _check_declared(container, stream, limits: _Limits) -> None:
