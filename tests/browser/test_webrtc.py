@@ -85,17 +85,20 @@ def test_the_microphone_drives_the_avatar_over_webrtc(context, site, avatar):
     # The video decodes every frame the server sends, at the avatar's rate (as far as a loaded
     # machine's server keeps it: frame indices advance with the session's clock). A shared VM can
     # stall every process for part of a second (one clean CI run: 17 fps over a 2 s window, the
-    # test alone 25), so the rate must hold over one of up to three windows in a row: a server
-    # that cannot keep it fails all three.
+    # test alone 25; another: 19.5 sent against the browser's own 25 over the same window), so
+    # all three must hold over one of up to three windows in a row: a server that cannot keep the
+    # rate, or a browser that drops what it is sent, fails all three.
     index_at = "() => window.musetalk.session.stats.lastDrawn.index"
     for _window in range(3):
         before, first_index, t0 = stats(page)["framesDecoded"], page.evaluate(index_at), time.monotonic()
         page.wait_for_timeout(2000)
         s, seconds = stats(page), time.monotonic() - t0
         sent_rate = (page.evaluate(index_at) - first_index) / seconds
-        if sent_rate > 0.75 * FPS:
+        decoded_rate = (s["framesDecoded"] - before) / seconds
+        if (sent_rate > 0.75 * FPS and decoded_rate == pytest.approx(sent_rate, rel=0.15)
+                and s["fps"] == pytest.approx(sent_rate, rel=0.25)):
             break
-    assert (s["framesDecoded"] - before) / seconds == pytest.approx(sent_rate, rel=0.15)
+    assert decoded_rate == pytest.approx(sent_rate, rel=0.15)
     assert sent_rate > 0.75 * FPS and s["fps"] == pytest.approx(sent_rate, rel=0.25)
     assert s["audioPacketsReceived"] > 100 and s["audioBytesReceived"] > 5000  # Opus, 50 packets a second
     # The latency clock starts at the page's own gate's pre-roll, as on the socket.
