@@ -31,6 +31,7 @@ _EPS = 1e-6  # seconds; absorbs timestamp rounding so a frame exactly on a tick 
 # Quarter turns clockwise -> how cv2 makes them. A sideways face would be measured sideways
 # (FaceMesh's mouth measures assume an upright head), and rendered sideways.
 _TURNS = {1: cv2.ROTATE_90_CLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_COUNTERCLOCKWISE}
+MAX_PIXEL_ASPECT = 4.0  # a sample aspect ratio (or its inverse) beyond this is not honoured
 
 
 @dataclass(frozen=True)
@@ -165,10 +166,14 @@ def _as_shown(frame: av.VideoFrame, pixel_aspect: float) -> np.ndarray:
     matrix's angle, counterclockwise in degrees (FFmpeg's convention; a JPEG's EXIF orientation
     arrives as one too): -90 for a phone held upright, whose picture must turn a quarter clockwise."""
     image: np.ndarray = frame.to_ndarray(format="bgr24")
-    if abs(pixel_aspect - 1.0) > 0.01:  # DV's 10:11 and 40:33, 16:9 DVD's 64:45 and 16:11, HDV's 4:3
+    # DV's 10:11 and 40:33, 16:9 DVD's 64:45 and 16:11, HDV's 4:3 are all well inside these bounds;
+    # a ratio beyond them is a broken header, shown as stored.
+    if abs(pixel_aspect - 1.0) > 0.01 and 1 / MAX_PIXEL_ASPECT <= pixel_aspect <= MAX_PIXEL_ASPECT:
         h, w = image.shape[:2]
-        width = max(2, round(w * pixel_aspect / 2) * 2)  # even, for yuv420p encoders downstream
-        image = cv2.resize(image, (width, h), interpolation=cv2.INTER_AREA if width < w else cv2.INTER_LINEAR)
+        # Made square by shrinking one side, never by growing the other: a header cannot make a
+        # frame bigger than the pixel limit checked it at. Even sides, for yuv420p encoders.
+        size = (w, round(h / pixel_aspect / 2) * 2) if pixel_aspect > 1 else (round(w * pixel_aspect / 2) * 2, h)
+        image = cv2.resize(image, (max(size[0], 2), max(size[1], 2)), interpolation=cv2.INTER_AREA)
     # A degenerate matrix (all zeros) has no angle; PyAV then reads one of -2**31. Players show such
     # a frame as stored, and so does this.
     rotation = frame.rotation if abs(frame.rotation) <= 360 else 0
