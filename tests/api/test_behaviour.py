@@ -96,7 +96,7 @@ def test_failure_after_first_byte_ends_with_an_error_part(tmp_path):
         assert r.status_code == 200
         parts, closed = parse_mjpeg(r.content)
         assert closed and [p.headers["Content-Type"] for p in parts] == ["image/jpeg"] * 3 + ["application/json"]
-        assert parts[-1].headers["X-Stream-Error"] == "true"
+        assert parts[-1].headers["X-Stream-Error"] == "true" and parts[-1].headers["X-Stream-Error-Status"] == "500"
         err = json.loads(parts[-1].body)
         assert err["code"] == "internal_error" and "after 3 of 125 frames" in err["detail"]
         assert "Traceback" not in r.text

@@ -39,3 +39,29 @@ async def test_a_refusal_is_a_client_error_with_the_close_code(server):
         await open_realtime(server.url, "no-such-avatar")
     assert (e.value.status, e.value.code) == (4404, "avatar_not_found")
 
+
+
+async def test_how_a_session_ended_is_told_apart(server):
+    """Iteration ends however the session does; `failure` says whether it failed. A voice agent
+    must tell the server ending a session for an error (or crashing) from its own close."""
+    async with await open_realtime(server.url, server.avatar) as rt:
+        await rt.ws.send('{"type": "no-such-message"}')  # the server ends the session: 4400
+        events = [item async for item in rt if isinstance(item, dict)]
+    assert events[-1]["type"] == "error" and events[-1]["code"] == "invalid_input"
+    assert isinstance(rt.failure, ClientError)
+    assert (rt.failure.status, rt.failure.code) == (4400, "invalid_input") and "no-such-message" in rt.failure.detail
+
+    async with await open_realtime(server.url, server.avatar) as rt:
+        await asyncio.wait_for(rt.receive(), RECV_S)  # an idle frame
+        await rt.close()
+        assert [item async for item in rt] == [] and rt.failure is None
+
+
+def test_the_sync_session_says_how_it_ended_too(server):
+    from musetalk_client import Client
+
+    with Client(server.url) as client, client.realtime(server.avatar) as rt:
+        rt.ws.send(b"\x00")  # odd-length PCM16: 4400
+        for _item in rt:
+            pass
+    assert isinstance(rt.failure, ClientError) and (rt.failure.status, rt.failure.code) == (4400, "invalid_input")

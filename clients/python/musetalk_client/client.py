@@ -17,6 +17,7 @@ from websockets.sync.client import connect
 
 from .errors import ClientError
 from .mjpeg import MjpegPart, mjpeg_parts
+from .paths import segment
 from .realtime import OPEN_TIMEOUT_S, RealtimeSession, realtime_url, refusal
 
 __all__ = ["Client"]
@@ -29,10 +30,11 @@ REQUEST_TIMEOUT_S = 30.0  # everything else
 
 
 def _save(response: httpx.Response, out: Path) -> Path:
-    """A streamed MP4 response into `out`, or its error raised as a ClientError."""
+    """A streamed MP4 response into `out` (its folder made if missing), or its error raised as a ClientError."""
     if response.status_code >= 400:
         response.read()
         _raise_for(response)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("wb") as sink:
         for chunk in response.iter_bytes():
             sink.write(chunk)
@@ -40,13 +42,24 @@ def _save(response: httpx.Response, out: Path) -> Path:
 
 
 def _raise_for(r: httpx.Response) -> None:
-    """An error response as a ClientError with the body's `code` and `detail`; a success passes."""
-    if r.status_code >= 400:
-        try:
-            body = r.json()
-            raise ClientError(r.status_code, body.get("code", "http_error"), body.get("detail", r.text))
-        except ValueError:
-            raise ClientError(r.status_code, "http_error", r.text) from None
+    """An error response as a ClientError with the body's `code` and `detail` (and `Retry-After`);
+    a success passes."""
+    if r.status_code < 400:
+        return
+    retry_after = _seconds(r.headers.get("Retry-After"))
+    try:
+        body = r.json()
+    except ValueError:
+        raise ClientError(r.status_code, "http_error", r.text, retry_after) from None
+    raise ClientError(r.status_code, body.get("code", "http_error"), body.get("detail", r.text), retry_after)
+
+
+def _seconds(value: str | None) -> float | None:
+    """`Retry-After` in seconds (the server sends a number; an HTTP date from a proxy is left out)."""
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 class Client:
@@ -96,15 +109,21 @@ class Client:
 
     def avatar(self, avatar_id: str) -> dict[str, Any]:
         """One avatar: `avatar_id`, `loaded`, and `info` (frames, fps, width, height, engine...)."""
-        r = self.http.get(f"/avatars/{avatar_id}")
+        r = self.http.get(f"/avatars/{segment(avatar_id)}")
+        _raise_for(r)
+        return r.json()
+
+    def delete_avatar(self, avatar_id: str) -> dict[str, Any]:
+        """Delete an avatar: `{"message": "Avatar deleted", "avatar_id": ...}`."""
+        r = self.http.delete(f"/avatars/{segment(avatar_id)}")
         _raise_for(r)
         return r.json()
 
     def batch(self, avatar_id: str, audio: str | Path, out: str | Path) -> Path:
-        """Render an MP4 (video + the uploaded audio) into `out`."""
+        """Render an MP4 (video + the uploaded audio) into `out` (its folder made if missing)."""
         audio, out = Path(audio), Path(out)
         with audio.open("rb") as f, self.http.stream(
-            "POST", f"/inference/batch/{avatar_id}", files={"audio_file": (audio.name, f, "application/octet-stream")},
+            "POST", f"/inference/batch/{segment(avatar_id)}", files={"audio_file": (audio.name, f, "application/octet-stream")},
             timeout=httpx.Timeout(BATCH_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
         ) as r:
             return _save(r, out)
@@ -113,7 +132,7 @@ class Client:
         """Queue an async batch job (`?async=true`); returns the 202 body with `job_id` and `status_url`."""
         audio = Path(audio)
         with audio.open("rb") as f:
-            r = self.http.post(f"/inference/batch/{avatar_id}", params={"async": "true"},
+            r = self.http.post(f"/inference/batch/{segment(avatar_id)}", params={"async": "true"},
                                files={"audio_file": (audio.name, f, "application/octet-stream")},
                                timeout=httpx.Timeout(PREPROCESS_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
         _raise_for(r)
@@ -121,20 +140,21 @@ class Client:
 
     def job(self, job_id: str) -> dict[str, Any]:
         """An async job's state and progress (`progress.frames_done` of `progress.frames_total`)."""
-        r = self.http.get(f"/jobs/{job_id}")
+        r = self.http.get(f"/jobs/{segment(job_id)}")
         _raise_for(r)
         return r.json()
 
     def job_result(self, job_id: str, out: str | Path) -> Path:
-        """Save a done job's MP4 into `out` (ClientError 409 job_not_finished before that)."""
+        """Save a done job's MP4 into `out`, its folder made if missing (ClientError 409
+        job_not_finished before that)."""
         out = Path(out)
-        with self.http.stream("GET", f"/jobs/{job_id}/result",
+        with self.http.stream("GET", f"/jobs/{segment(job_id)}/result",
                               timeout=httpx.Timeout(BATCH_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)) as r:
             return _save(r, out)
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         """Cancel a job in flight, or discard a finished one and its file."""
-        r = self.http.delete(f"/jobs/{job_id}")
+        r = self.http.delete(f"/jobs/{segment(job_id)}")
         _raise_for(r)
         return r.json()
 
@@ -142,7 +162,7 @@ class Client:
         """The MJPEG stream, part by part, as the server renders it."""
         audio = Path(audio)
         with audio.open("rb") as f, self.http.stream(
-            "POST", f"/inference/stream/{avatar_id}", params={"realtime": str(realtime).lower()},
+            "POST", f"/inference/stream/{segment(avatar_id)}", params={"realtime": str(realtime).lower()},
             files={"audio_file": (audio.name, f, "application/octet-stream")},
             timeout=httpx.Timeout(STREAM_READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
         ) as r:
@@ -162,4 +182,6 @@ class Client:
                          open_timeout=OPEN_TIMEOUT_S, max_size=None)
         except InvalidStatus as e:
             raise refusal(e.response.status_code, e.response.body or b"") from e
-        return RealtimeSession(ws, sample_rate)
+        # The session owns the connection and closes it. websockets 17.1 warns when a connection is
+        # used outside `with` (its `legacy=True` is not in 13-17.0); entering it says it is owned.
+        return RealtimeSession(ws.__enter__(), sample_rate)

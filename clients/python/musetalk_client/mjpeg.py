@@ -43,5 +43,7 @@ def mjpeg_parts(chunks: Iterator[bytes]) -> Iterator[MjpegPart]:
             body, buf = buf[body_start:body_end], buf[body_end + PART_END:]
             if fields.get("X-Stream-Error") == "true":
                 err = json.loads(body)
-                raise ClientError(500, err.get("code", "internal_error"), err.get("detail", ""))
+                # The status the error would have had; a server before the header sent 500s only.
+                status = int(fields.get("X-Stream-Error-Status", "500"))
+                raise ClientError(status, err.get("code", "internal_error"), err.get("detail", ""))
             yield MjpegPart(int(fields["X-Frame-Index"]), float(fields["X-Timestamp-Ms"]), body)

@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
 from .errors import ClientError
+from .paths import segment
 
 __all__ = ["LAST", "SPEAKING", "UNDERRUN", "FrameHeader", "RealtimeFrame", "RealtimeSession", "SessionReader",
            "realtime_url", "refusal", "unpack_frame"]
@@ -37,6 +38,7 @@ UNDERRUN = 4  # the utterance's audio ran short: closed mouth and zeros
 OPEN_TIMEOUT_S = 30.0  # the first session on an avatar loads it from disk
 CLOSE_WAIT_S = 5.0  # after a refusal's error event, for its close code
 ABNORMAL_CLOSURE = 1006  # RFC 6455: the connection dropped without a close frame
+NORMAL_CLOSURE = 1000  # the server ended the session from outside (its WebRTC resource deleted)
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ class RealtimeFrame:
 
 def realtime_url(base_url: str, avatar_id: str, sample_rate: int | None) -> str:
     """The session's WebSocket URL: `sample_rate` (the server's 16000 if None) holds from frame 0."""
-    url = base_url.rstrip("/").replace("http", "ws", 1) + f"/inference/realtime/{avatar_id}"
+    url = base_url.rstrip("/").replace("http", "ws", 1) + f"/inference/realtime/{segment(avatar_id)}"
     return url if sample_rate is None else f"{url}?sample_rate={int(sample_rate)}"
 
 
@@ -101,6 +103,7 @@ class SessionReader:
         self.ready: dict[str, Any] = {}
         self.sample_rate = 0
         self.config_applied: dict[str, Any] | None = None  # the latest `config_applied` event read
+        self.error: dict[str, Any] | None = None  # the latest `error` event that ends a session
         self._rates: deque[tuple[int, int]] = deque()  # (first frame, rate): rate changes not yet reached
 
     def opening(self, message: str | bytes) -> dict[str, Any]:
@@ -128,9 +131,24 @@ class SessionReader:
             if event.get("type") == "config_applied":
                 self.config_applied, self.sample_rate = event, event["sample_rate"]
                 self._rates.append((event["frame"], event["sample_rate"]))
+            elif event.get("type") == "error" and event.get("code") != "too_large":  # too_large: it goes on
+                self.error = event
             return event
         header, jpeg, audio = unpack_frame(message)
         return RealtimeFrame(header, jpeg, audio, self._rate_of(header.index))
+
+    def ended(self, closed: ConnectionClosed, by_client: bool) -> ClientError | None:
+        """Why a session ended, from how its connection closed: None for a normal end (this client
+        closed it, or the server did with 1000), else a ClientError whose status is the close code
+        and whose code and detail are the `error` event's before it (`connection_closed` without
+        one: a server restarting closes with 1012, a connection that drops reads 1006)."""
+        code = closed.rcvd.code if closed.rcvd is not None else ABNORMAL_CLOSURE
+        if by_client or code == NORMAL_CLOSURE:
+            return None
+        if self.error is not None:
+            return ClientError(code, self.error.get("code", "internal_error"), self.error.get("detail", ""))
+        reason = closed.rcvd.reason if closed.rcvd is not None and closed.rcvd.reason else "no reason given"
+        return ClientError(code, "connection_closed", f"the session's connection closed ({code}: {reason})")
 
     def _rate_of(self, index: int) -> int:
         """The audio rate of frame `index`; frames come in index order, so passed changes are dropped."""
@@ -149,6 +167,9 @@ class RealtimeSession:
 
     def __init__(self, ws: ClientConnection, sample_rate: int | None = None) -> None:
         self.ws = ws
+        # Why the session ended (`SessionReader.ended`): None while it runs and after a normal end.
+        self.failure: ClientError | None = None
+        self._closing = False
         self._send = threading.Lock()
         self._reader = SessionReader(sample_rate)
         try:
@@ -204,10 +225,16 @@ class RealtimeSession:
         self._control({"type": "ping"})
 
     def receive(self, timeout: float | None = None) -> RealtimeFrame | dict[str, Any]:
-        """The next frame or event; ConnectionClosed when the session is over."""
-        return self._reader.read(self.ws.recv(timeout=timeout))
+        """The next frame or event; ConnectionClosed when the session is over (`failure` then says
+        whether it failed), TimeoutError after `timeout` seconds without one."""
+        try:
+            return self._reader.read(self.ws.recv(timeout=timeout))
+        except ConnectionClosed as e:
+            self.failure = self._reader.ended(e, self._closing)
+            raise
 
     def __iter__(self) -> Iterator[RealtimeFrame | dict[str, Any]]:
+        """Frames and events until the session ends, however it ends: `failure` says how."""
         while True:
             try:
                 yield self.receive()
@@ -215,4 +242,5 @@ class RealtimeSession:
                 return
 
     def close(self) -> None:
+        self._closing = True
         self.ws.close()

@@ -17,6 +17,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from .errors import ClientError
 from .realtime import CLOSE_WAIT_S, OPEN_TIMEOUT_S, RealtimeFrame, SessionReader, realtime_url, refusal
 
 __all__ = ["AsyncRealtimeSession", "open_realtime"]
@@ -60,6 +61,9 @@ class AsyncRealtimeSession:
         self.ws = ws
         self._reader = reader
         self.ready = reader.ready
+        # Why the session ended (`SessionReader.ended`): None while it runs and after a normal end.
+        self.failure: ClientError | None = None
+        self._closing = False
 
     @property
     def sample_rate(self) -> int:
@@ -94,11 +98,16 @@ class AsyncRealtimeSession:
         await self._control({"type": "ping"})
 
     async def receive(self) -> RealtimeFrame | dict[str, Any]:
-        """The next frame or event; ConnectionClosed when the session is over (`ws.close_code`
-        and `ws.close_reason` say why)."""
-        return self._reader.read(await self.ws.recv())
+        """The next frame or event; ConnectionClosed when the session is over (`failure` then says
+        whether it failed; `ws.close_code` and `ws.close_reason` are the raw facts)."""
+        try:
+            return self._reader.read(await self.ws.recv())
+        except ConnectionClosed as e:
+            self.failure = self._reader.ended(e, self._closing)
+            raise
 
     async def __aiter__(self) -> AsyncIterator[RealtimeFrame | dict[str, Any]]:
+        """Frames and events until the session ends, however it ends: `failure` says how."""
         while True:
             try:
                 yield await self.receive()
@@ -106,4 +115,5 @@ class AsyncRealtimeSession:
                 return
 
     async def close(self) -> None:
+        self._closing = True
         await self.ws.close()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-Reply = tuple[int, str, bytes]  # status, content type, body
+Reply = tuple[int, str, bytes] | tuple[int, str, bytes, dict[str, str]]  # status, content type, body[, headers]
 
 
 class CannedServer:
     """`with CannedServer({"/health": (200, "application/json", b"{}")}) as server:` answers every method
-    at `server.url` and keeps what it was sent in `server.requests`."""
+    at `server.url` and keeps what it was sent in `server.requests` (paths as sent: still escaped)."""
 
     def __init__(self, replies: dict[str, Reply]) -> None:
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # method, path, headers
@@ -23,8 +23,10 @@ class CannedServer:
                 seen.append((self.command, self.path, dict(self.headers)))
                 length = int(self.headers.get("Content-Length", "0"))
                 self.rfile.read(length)  # the upload, drained so the client sees the reply
-                status, kind, body = replies.get(self.path.split("?")[0], (404, "text/plain", b"no such path"))
+                status, kind, body, *more = replies.get(self.path.split("?")[0], (404, "text/plain", b"no such path"))
                 self.send_response(status)
+                for name, value in (more[0] if more else {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -33,6 +33,41 @@ def test_an_error_body_is_raised_with_its_code(tmp_path) -> None:
         assert not (tmp_path / "out.mp4").exists()  # nothing written for a refusal
 
 
+def test_ids_stay_one_path_segment(tmp_path) -> None:
+    """A job or avatar id from a user cannot reach another route: `../avatars/victim` as a job id
+    once deleted that avatar (httpx resolves the dots)."""
+    replies = {"/jobs/..%2Favatars%2Fvictim": error(422, "invalid_input", "not a job id"),
+               "/avatars/a%20b%3Fc": error(422, "invalid_avatar_id", "not an avatar id"),
+               "/avatars/gone": (200, JSON, b'{"message": "Avatar deleted", "avatar_id": "gone"}')}
+    with CannedServer(replies) as server, Client(server.url) as client:
+        with pytest.raises(ClientError) as caught:
+            client.cancel_job("../avatars/victim")
+        assert caught.value.code == "invalid_input"
+        with pytest.raises(ClientError) as caught:
+            client.avatar("a b?c")
+        assert caught.value.code == "invalid_avatar_id"
+        assert client.delete_avatar("gone") == {"message": "Avatar deleted", "avatar_id": "gone"}
+    assert [(m, p) for m, p, _ in server.requests] == [
+        ("DELETE", "/jobs/..%2Favatars%2Fvictim"), ("GET", "/avatars/a%20b%3Fc"), ("DELETE", "/avatars/gone")]
+
+
+def test_a_429_says_when_to_come_back() -> None:
+    busy = (*error(429, "busy", "no capacity; retry in 7 s"), {"Retry-After": "7"})
+    with CannedServer({"/avatars": busy}) as server, Client(server.url) as client, \
+            pytest.raises(ClientError) as caught:
+        client.avatars()
+    assert (caught.value.status, caught.value.code, caught.value.retry_after) == (429, "busy", 7.0)
+
+
+def test_an_mp4_is_saved_into_a_folder_made_for_it(tmp_path) -> None:
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"RIFF")
+    with CannedServer({"/inference/batch/a": (200, "video/mp4", b"mp4 bytes")}) as server, \
+            Client(server.url) as client:
+        out = client.batch("a", audio, tmp_path / "new" / "folder" / "a.mp4")
+    assert out.read_bytes() == b"mp4 bytes"
+
+
 def test_a_body_that_is_not_json_is_an_http_error() -> None:
     with (CannedServer({"/health": (502, "text/html", b"<h1>Bad Gateway</h1>")}) as server, Client(server.url) as client,
           pytest.raises(ClientError) as caught):

@@ -43,5 +43,13 @@ def test_an_error_part_raises_the_servers_code_and_detail() -> None:
                                                                              "render failed at frame 1")
 
 
+def test_an_error_part_keeps_the_status_it_would_have_had() -> None:
+    error = json.dumps({"code": "not_ready", "detail": "the server is shutting down"}).encode()
+    chunks = iter([part(0, error, **{"X-Stream-Error": "true", "X-Stream-Error-Status": "503"})])
+    with pytest.raises(ClientError) as caught:
+        next(mjpeg_parts(chunks))
+    assert (caught.value.status, caught.value.code) == (503, "not_ready")
+
+
 def test_a_stream_cut_short_ends_without_a_partial_part() -> None:
     assert [p.index for p in mjpeg_parts(iter([STREAM[: len(part(0, JPEGS[0])) + 30]]))] == [0]

@@ -71,7 +71,7 @@ STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
     "description": "MJPEG: one JPEG per part, with Content-Type, Content-Length, X-Frame-Index (0, 1, ...) and "
                    "X-Timestamp-Ms (the frame's time in whole milliseconds, floor(index x 1000 / fps), as a "
                    "real-time frame's pts_ms); a failure after the first byte ends with an application/json part carrying "
-                   "X-Stream-Error: true and the error body",
+                   "X-Stream-Error: true, X-Stream-Error-Status (the status the error would have had) and the error body",
     "content": {MJPEG_MEDIA_TYPE: _BINARY},
     "headers": _SYNC_HEADERS,
 }}

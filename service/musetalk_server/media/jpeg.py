@@ -36,16 +36,18 @@ def jpeg_part(jpeg: bytes, index: int, timestamp_ms: float) -> bytes:
     return head.encode() + jpeg + b"\r\n"
 
 
-def error_part(error: dict[str, str]) -> bytes:
+def error_part(error: dict[str, str], status: int) -> bytes:
     """The last part of a stream that failed after its first byte: never a silent truncation.
 
-    `error` is the project's error body (`errors.error_body`)."""
+    `error` is the project's error body (`errors.error_body`), `status` the HTTP status it would
+    have had (`X-Stream-Error-Status`): the response's own status went out with the first byte."""
     body = json.dumps(error).encode()
     head = (
         f"--{BOUNDARY}\r\n"
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n"
-        "X-Stream-Error: true\r\n\r\n"
+        "X-Stream-Error: true\r\n"
+        f"X-Stream-Error-Status: {status}\r\n\r\n"
     )
     return head.encode() + body + b"\r\n" + closing_boundary()
 

@@ -118,7 +118,7 @@ def rate_from_query(value: str | None) -> int:
 
 def check_pcm(data: bytes) -> None:
     if len(data) % PCM_BYTES:
-        raise InvalidInput(f"PCM16 audio has an even number of bytes, got {len(data)}")
+        raise InvalidInput(f"PCM16 audio must have an even number of bytes, got {len(data)}")
 
 
 # Close codes: 4000 + the HTTP status for the ones a client acts on, 4400 for any other

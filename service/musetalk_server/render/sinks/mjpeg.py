@@ -91,7 +91,7 @@ class MjpegStream:
             where = f"after {sent} of {speech.frames} frames"
             error = as_render_error(e, f"stream of {self.render.avatar_id} {where}", f"rendering failed {where}")
             assert isinstance(error, MuseTalkError)  # an Exception always maps to one
-            yield error_part(error.body())
+            yield error_part(error.body(), error.status)
         finally:
             self.close()
 
