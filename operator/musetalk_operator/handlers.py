@@ -35,6 +35,7 @@ NORMAL, WARNING = "Normal", "Warning"
 # How often a Pending Avatar's Job is read again. A Job whose pod the API server refuses changes
 # nothing the watchers see; the Job controller's Event is the only record, and it is looked up here.
 PENDING_RECHECK_S = 15.0
+TIMER_EXIT_POLL_S = 1.0
 
 
 class WaitIsNotAnError(logging.Filter):
@@ -64,6 +65,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     # Namespaced Role RBAC is enough: no cluster-wide watching of namespaces and CRDs.
     settings.scanning.disabled = True
     settings.persistence.finalizer = f"{GROUP}/cleanup"
+    # A timer (`recheck_pending`) caught mid-run when its Avatar is deleted is waited for, and Kopf
+    # looks again only after this: its default of 60 s held a deleted Avatar that long.
+    settings.background.cancellation_polling = TIMER_EXIT_POLL_S
     # Progress in annotations: the CRD's structural status schema would prune Kopf's status.kopf.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)

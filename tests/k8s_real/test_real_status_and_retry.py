@@ -99,5 +99,9 @@ def test_a_pod_the_api_server_refuses_shows_on_the_avatar(cluster: Cluster, name
     cluster.core.delete_namespaced_resource_quota("no-pods", ns, _preload_content=False)
     eventually(lambda: cluster.pods_of(ns, "avatar-over-quota-g1"), timeout=90, what="the pod, once allowed")
     eventually(lambda: cluster.avatar(ns, "over-quota")["status"]["reason"] == "JobPending", what="JobPending again")
+    # A Pending Avatar has the recheck timer running: its deletion must not wait on it (Kopf's default
+    # 60 s poll for a timer caught mid-run once held a deleted Avatar past a 20 s wait).
+    cluster.delete_avatar(ns, "over-quota")
+    eventually(lambda: cluster.avatar_gone(ns, "over-quota"), timeout=10, what="the Avatar gone")
 
     assert "Timer 'recheck_pending" not in operator.log()  # Kopf's line per recheck is dropped
