@@ -15,10 +15,10 @@ import httpx
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from .errors import ClientError
+from .errors import error_from
 from .mjpeg import MjpegPart, mjpeg_parts
 from .paths import segment
-from .realtime import OPEN_TIMEOUT_S, RealtimeSession, realtime_url, refusal
+from .realtime import OPEN_TIMEOUT_S, RealtimeSession, realtime_url
 
 __all__ = ["Client"]
 
@@ -42,24 +42,9 @@ def _save(response: httpx.Response, out: Path) -> Path:
 
 
 def _raise_for(r: httpx.Response) -> None:
-    """An error response as a ClientError with the body's `code` and `detail` (and `Retry-After`);
-    a success passes."""
-    if r.status_code < 400:
-        return
-    retry_after = _seconds(r.headers.get("Retry-After"))
-    try:
-        body = r.json()
-    except ValueError:
-        raise ClientError(r.status_code, "http_error", r.text, retry_after) from None
-    raise ClientError(r.status_code, body.get("code", "http_error"), body.get("detail", r.text), retry_after)
-
-
-def _seconds(value: str | None) -> float | None:
-    """`Retry-After` in seconds (the server sends a number; an HTTP date from a proxy is left out)."""
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    """An error response as a ClientError (`errors.error_from`); a success passes."""
+    if r.status_code >= 400:
+        raise error_from(r.status_code, r.content, r.headers.get("Retry-After"))
 
 
 class Client:
@@ -181,7 +166,8 @@ class Client:
             ws = connect(realtime_url(self.base_url, avatar_id, sample_rate), additional_headers=headers,
                          open_timeout=OPEN_TIMEOUT_S, max_size=None)
         except InvalidStatus as e:
-            raise refusal(e.response.status_code, e.response.body or b"") from e
+            raise error_from(e.response.status_code, e.response.body or b"",
+                             e.response.headers.get("Retry-After")) from e
         # The session owns the connection and closes it. websockets 17.1 warns when a connection is
         # used outside `with` (its `legacy=True` is not in 13-17.0); entering it says it is owned.
         return RealtimeSession(ws.__enter__(), sample_rate)

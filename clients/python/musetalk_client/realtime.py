@@ -26,7 +26,7 @@ from .errors import ClientError
 from .paths import segment
 
 __all__ = ["LAST", "SPEAKING", "UNDERRUN", "FrameHeader", "RealtimeFrame", "RealtimeSession", "SessionReader",
-           "realtime_url", "refusal", "unpack_frame"]
+           "realtime_url", "unpack_frame"]
 
 MAGIC = b"MTF1"
 HEADER = struct.Struct("<4sIIIHHI")
@@ -83,15 +83,6 @@ def realtime_url(base_url: str, avatar_id: str, sample_rate: int | None) -> str:
     """The session's WebSocket URL: `sample_rate` (the server's 16000 if None) holds from frame 0."""
     url = base_url.rstrip("/").replace("http", "ws", 1) + f"/inference/realtime/{segment(avatar_id)}"
     return url if sample_rate is None else f"{url}?sample_rate={int(sample_rate)}"
-
-
-def refusal(status: int, body: bytes | bytearray) -> ClientError:
-    """An HTTP answer to the upgrade request (a proxy's 429, a 404) as a ClientError."""
-    try:
-        fields = json.loads(body)
-        return ClientError(status, fields.get("code", "http_error"), fields.get("detail", ""))
-    except ValueError:
-        return ClientError(status, "http_error", body.decode(errors="replace"))
 
 
 class SessionReader:

@@ -17,8 +17,8 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from .errors import ClientError
-from .realtime import CLOSE_WAIT_S, OPEN_TIMEOUT_S, RealtimeFrame, SessionReader, realtime_url, refusal
+from .errors import ClientError, error_from
+from .realtime import CLOSE_WAIT_S, OPEN_TIMEOUT_S, RealtimeFrame, SessionReader, realtime_url
 
 __all__ = ["AsyncRealtimeSession", "open_realtime"]
 
@@ -32,7 +32,7 @@ async def open_realtime(base_url: str, avatar_id: str, *, sample_rate: int | Non
         ws = await connect(realtime_url(base_url, avatar_id, sample_rate), additional_headers=headers,
                            open_timeout=OPEN_TIMEOUT_S, max_size=None)
     except InvalidStatus as e:
-        raise refusal(e.response.status_code, e.response.body or b"") from e
+        raise error_from(e.response.status_code, e.response.body or b"", e.response.headers.get("Retry-After")) from e
     reader = SessionReader(sample_rate)
     try:
         opening = reader.opening(await asyncio.wait_for(ws.recv(), OPEN_TIMEOUT_S))

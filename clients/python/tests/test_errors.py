@@ -98,7 +98,7 @@ def test_a_stream_over_http(tmp_path) -> None:
 @pytest.mark.parametrize("opener", ["sync", "async"])
 def test_an_http_status_on_the_realtime_upgrade_is_a_client_error(opener: str) -> None:
     """A proxy, or a server refusing before the upgrade, answers the WebSocket handshake with HTTP."""
-    replies = {"/inference/realtime/anchor": error(429, "busy", "too many sessions")}
+    replies = {"/inference/realtime/anchor": (*error(429, "busy", "too many sessions"), {"Retry-After": "3"})}
     with CannedServer(replies) as server, pytest.raises(ClientError) as caught:
         if opener == "sync":
             with Client(server.url) as client:
@@ -106,3 +106,4 @@ def test_an_http_status_on_the_realtime_upgrade_is_a_client_error(opener: str) -
         else:
             asyncio.run(open_realtime(server.url, "anchor"))
     assert (caught.value.status, caught.value.code, caught.value.detail) == (429, "busy", "too many sessions")
+    assert caught.value.retry_after == 3.0  # one parser for both: the upgrade's 429 once lost it
