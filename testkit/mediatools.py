@@ -37,16 +37,21 @@ def transcode_audio(src: Path, dst: Path, codec: str, *, rate: int, layout: str 
 
 
 def write_video(frames: list[np.ndarray], dst: Path, codec: str, fps: float, fmt: str | None = None,
-                pix_fmt: str = "yuv420p", pixel_aspect: Fraction | None = None) -> Path:
-    """`frames` encoded; `pixel_aspect`: their sample aspect ratio, for an anamorphic video."""
+                pix_fmt: str = "yuv420p", pixel_aspect: Fraction | None = None, first_frame: int | None = None) -> Path:
+    """`frames` encoded; `pixel_aspect`: their sample aspect ratio, for an anamorphic video;
+    `first_frame`: the first one's place on the stream's 1/fps clock (the encoder's own otherwise)."""
+    rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(dst), "w", format=fmt) as out:
-        stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream = out.add_stream(codec, rate=rate)
         h, w = frames[0].shape[:2]
         stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
         if pixel_aspect is not None:
             stream.codec_context.sample_aspect_ratio = pixel_aspect
-        for f in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="bgr24")))
+        for i, f in enumerate(frames):
+            image = av.VideoFrame.from_ndarray(f, format="bgr24")
+            if first_frame is not None:
+                image.time_base, image.pts = 1 / rate, first_frame + i
+            out.mux(stream.encode(image))
         out.mux(stream.encode(None))
     return dst
 
@@ -57,16 +62,7 @@ def write_size_change(dst: Path, first: list[np.ndarray], then: list[np.ndarray]
     first's, joined byte for byte."""
     parts = []
     for frames, start in ((first, 0), (then, len(first) + 2)):  # +2: the muxer's own delay
-        part = dst.with_suffix(f".{start}.ts")
-        with av.open(str(part), "w", format="mpegts") as out:
-            stream = out.add_stream("libx264", rate=fps)
-            h, w = frames[0].shape[:2]
-            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            for i, f in enumerate(frames):
-                image = av.VideoFrame.from_ndarray(f, format="bgr24")
-                image.time_base, image.pts = Fraction(1, fps), start + i
-                out.mux(stream.encode(image))
-            out.mux(stream.encode(None))
+        part = write_video(frames, dst.with_suffix(f".{start}.ts"), "libx264", fps, "mpegts", first_frame=start)
         parts.append(part.read_bytes())
         part.unlink()
     dst.write_bytes(b"".join(parts))

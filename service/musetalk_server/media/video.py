@@ -95,7 +95,7 @@ def read_video(
         raise UnsupportedMedia("the video holds no decodable frames")
     kept = _longest_one_size(timed)
     if len(kept) == 1:
-        return VideoClip([kept[0][1]], fps, None, 1, 0.0, start_s=kept[0][0], other_size_frames=len(timed) - 1)
+        return VideoClip([kept[0][1]], fps, None, 1, 0.0, start_s=kept[0][0], other_size_frames=len(timed) - len(kept))
     frames, duration = _resample(kept, fps, rate)
     # A header without a rate (a browser's WebM) still has timestamps to tell it.
     span = kept[-1][0] - kept[0][0]
