@@ -325,7 +325,7 @@ class JobFailed(MuseTalkError):
 
     status, code = 409, "job_failed"
     when = ("`GET /jobs/{id}/result` of a job that failed (its `error` is on `GET /jobs/{id}`) or was "
-            "cancelled")
+            "cancelled, or whose MP4 is no longer on the volume")
     raised_by = frozenset({"job_result"})
 
 

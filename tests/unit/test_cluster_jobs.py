@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from musetalk_server.errors import AvatarNotFound
+from musetalk_server.errors import AvatarNotFound, JobFailed
+from musetalk_server.render.async_jobs import JobState
 from musetalk_server.render.cluster_jobs import ClusterJobs
 
 
@@ -124,3 +125,38 @@ def test_a_lease_that_still_runs_is_left_alone(tmp_path: Path, owner: str, taken
     jobs.tend()
     assert (store.items["job1"]["status"]["owner"] == "b") is taken
     assert store.items["job1"]["status"]["attempts"] == (2 if taken else 1)
+
+
+def test_a_render_that_ends_while_its_lease_is_renewed_keeps_its_file(tmp_path: Path) -> None:
+    """The heartbeat lists a running job, its render ends before the renewal is written: the
+    renewal must not publish "done" itself (without the file's name), or the worker's own
+    publish finds the job no longer held and removes the finished MP4 (a 500 on its result)."""
+    store = Store()
+    jobs = replica(store, tmp_path, "a", lease_s=60)
+    job = jobs._held("job1", "anchor", 10, 25.0, attempt=1)
+    job.state = JobState.RUNNING
+    jobs._jobs["job1"] = job
+    store.put("job1", {"avatarId": "anchor", "framesTotal": 10, "fps": 25.0}, jobs._holding(1, JobState.RUNNING))
+    job.path.write_bytes(b"\0\0\0\x18ftypisom")
+    reads = store.get
+
+    def render_ends_meanwhile(name: str) -> dict[str, Any] | None:
+        store.get = reads  # type: ignore[method-assign]
+        resource = reads(name)  # read for the renewal, after the heartbeat listed the job...
+        job.state = JobState.DONE  # ...and then the worker's last frame is written
+        return resource
+
+    store.get = render_ends_meanwhile  # type: ignore[method-assign]
+    jobs.tend()
+    jobs._finish(job, JobState.DONE)
+    status = store.items["job1"]["status"]
+    assert status["state"] == "done" and status["output"] == "job1-1.mp4"
+    assert jobs.result("job1").path == job.path and job.path.is_file()
+
+
+def test_a_done_job_whose_file_is_gone_answers_job_failed(tmp_path: Path) -> None:
+    store = Store()
+    store.put("job1", {"avatarId": "anchor", "framesTotal": 10, "fps": 25.0},
+              {"state": "done", "output": "job1-1.mp4", "finishedAt": "2026-01-01T00:00:00+00:00"})
+    with pytest.raises(JobFailed, match="no longer on the volume"):
+        replica(store, tmp_path, "a").result("job1")

@@ -158,6 +158,8 @@ class Jobs:
             raise JobFailed(f"job {job_id!r} failed: {(job.error or {}).get('detail', RENDER_FAILED)}")
         if job.state is JobState.CANCELLED:
             raise JobFailed(f"job {job_id!r} was cancelled")
+        if not job.path.is_file():  # removed from the volume by hand, or by another replica's sweep
+            raise JobFailed(f"job {job_id!r} is done but its MP4 is no longer on the volume; submit it again")
         return job
 
     def cancel(self, job_id: str) -> Job:

@@ -150,17 +150,19 @@ class ClusterJobs(Jobs):
     # -- renewing and taking over --------------------------------------------------------------
 
     def _renew(self) -> None:
+        # Each job's state as it was when listed: a render that ends meanwhile is published by its
+        # worker (_publish, with its file's name); a renewal writing "done" first would hide the file.
         with self._lock:
-            held = [job for job in self._jobs.values() if job.state not in FINISHED]
+            held = [(job, job.state) for job in self._jobs.values() if job.state not in FINISHED]
         now = time.monotonic()
-        for job in held:
+        for job, state in held:
             try:
                 resource = self.resources.get(job.job_id)
                 if not self._holds(resource):  # cancelled, deleted, or claimed by another
                     job.cancel.set()
                     continue
                 assert resource is not None
-                renewal = {"state": job.state.value, "framesDone": job.frames_done, "renewedAt": _iso(time.time())}
+                renewal = {"state": state.value, "framesDone": job.frames_done, "renewedAt": _iso(time.time())}
                 if self.resources.update(resource, renewal) is not None:
                     self._renewed[job.job_id] = now
             except Exception:
