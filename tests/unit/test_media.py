@@ -124,6 +124,28 @@ def test_a_phones_portrait_video_and_photo_come_out_upright(tmp_path, degrees, o
         assert max(np.abs(got.astype(int) - w).mean() for got, w in zip(clip.frames, want, strict=True)) < 3
 
 
+# Each EXIF Orientation's stored picture, made from the upright one (the tag says how to undo it).
+MIRRORED_STORAGE = {
+    2: lambda image, cv2: cv2.flip(image, 1),
+    4: lambda image, cv2: cv2.flip(image, 0),
+    5: lambda image, cv2: cv2.transpose(image),
+    7: lambda image, cv2: cv2.flip(cv2.transpose(image), -1),
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(MIRRORED_STORAGE))
+def test_a_mirrored_photo_comes_out_as_shown(tmp_path, orientation):
+    """A selfie stored mirrored (EXIF 2, 4, 5, 7): before, 2 came out upside down, 4 mirrored and
+    upside down, 5 and 7 mirrored."""
+    import cv2
+
+    upright = cv2.resize(first_frames(media("vr_face2.mp4"), 1)[0], (256, 256))[:, 32:224]  # 192x256
+    photo = jpeg_with_orientation(MIRRORED_STORAGE[orientation](upright, cv2), tmp_path / "selfie.jpg", orientation)
+    clip = read_video(photo, 25.0)
+    assert clip.size == (192, 256)
+    assert np.abs(clip.frames[0].astype(int) - upright).mean() < 3
+
+
 def test_a_size_change_mid_stream_keeps_the_longest_stretch_at_one_size(tmp_path):
     import cv2
 

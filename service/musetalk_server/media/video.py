@@ -15,12 +15,14 @@ applies both, and PyAV neither; a face read as stored would be sideways or squee
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
+from PIL import Image
 
 from ..errors import TooLarge, UnsupportedMedia
 from .probe import declared_seconds, ffmpeg_reason, over_declared_limit
@@ -32,6 +34,18 @@ _EPS = 1e-6  # seconds; absorbs timestamp rounding so a frame exactly on a tick 
 # (FaceMesh's mouth measures assume an upright head), and rendered sideways.
 _TURNS = {1: cv2.ROTATE_90_CLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_COUNTERCLOCKWISE}
 MAX_PIXEL_ASPECT = 4.0  # a sample aspect ratio (or its inverse) beyond this is not honoured
+# A photo's EXIF Orientation -> the stored picture as shown. The display matrix FFmpeg makes of a
+# mirrored one (2, 4, 5, 7: a front camera's selfie, some editors) loses its mirror in PyAV's angle:
+# 2, a left-right mirror, reads as half a turn, so the face came out upside down; 4 as none.
+_EXIF_SHOWN: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda image: cv2.flip(image, 1),
+    3: lambda image: cv2.rotate(image, cv2.ROTATE_180),
+    4: lambda image: cv2.flip(image, 0),
+    5: cv2.transpose,
+    6: lambda image: cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE),
+    7: lambda image: cv2.flip(cv2.transpose(image), -1),
+    8: lambda image: cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE),
+}
 
 
 @dataclass(frozen=True)
@@ -90,7 +104,7 @@ def read_video(
         stream = container.streams.video[0]
         _check_declared(container, stream, limits)
         rate = float(stream.average_rate) if stream.average_rate else None
-        timed = _decode_timed(container, stream, rate, limits)
+        timed = _decode_timed(container, stream, rate, limits, _exif_orientation(path))
     if not timed:
         raise UnsupportedMedia("the video holds no decodable frames")
     kept = _longest_one_size(timed)
@@ -137,13 +151,13 @@ def _check_frame(index: int, frame: av.VideoFrame, t: float, start: float | None
         raise TooLarge(f"video is longer than the limit of {limits.seconds:g} s")
 
 
-def _decode_timed(container, stream, rate, limits: _Limits) -> list[tuple[float, np.ndarray]]:
+def _decode_timed(container, stream, rate, limits: _Limits, orientation: int | None) -> list[tuple[float, np.ndarray]]:
     timed: list[tuple[float, np.ndarray]] = []
     try:
         for index, frame in enumerate(container.decode(stream)):
             t = frame.time if frame.time is not None else index / (rate or 25.0)
             _check_frame(index, frame, t, timed[0][0] if timed else None, limits)
-            timed.append((t, _fit(_as_shown(frame, _pixel_aspect(stream)), limits.side)))
+            timed.append((t, _fit(_as_shown(frame, _pixel_aspect(stream), orientation), limits.side)))
     except av.FFmpegError as e:
         if len(timed) < 2:
             raise UnsupportedMedia(f"video could not be decoded ({ffmpeg_reason(e)})") from e
@@ -161,10 +175,21 @@ def _pixel_aspect(stream) -> float:
     return 1.0
 
 
-def _as_shown(frame: av.VideoFrame, pixel_aspect: float) -> np.ndarray:
-    """The frame as players show it: its pixels made square, then turned. `rotation` is the display
-    matrix's angle, counterclockwise in degrees (FFmpeg's convention; a JPEG's EXIF orientation
-    arrives as one too): -90 for a phone held upright, whose picture must turn a quarter clockwise."""
+def _exif_orientation(path: Path) -> int | None:
+    """A photo's EXIF Orientation (1-8); None for a video, or an image without one."""
+    try:
+        with Image.open(path) as image:  # reads the header and its tags, not the picture
+            value = image.getexif().get(0x0112)
+    except Exception:  # not an image Pillow knows, or tags it cannot parse: FFmpeg's reading stands
+        return None
+    return value if isinstance(value, int) and 1 <= value <= 8 else None
+
+
+def _as_shown(frame: av.VideoFrame, pixel_aspect: float, orientation: int | None = None) -> np.ndarray:
+    """The frame as players show it: its pixels made square, then turned. A photo's EXIF
+    `orientation` says how, with its mirror; else `rotation`, the display matrix's angle,
+    counterclockwise in degrees (FFmpeg's convention): -90 for a phone held upright, whose picture
+    must turn a quarter clockwise."""
     image: np.ndarray = frame.to_ndarray(format="bgr24")
     # DV's 10:11 and 40:33, 16:9 DVD's 64:45 and 16:11, HDV's 4:3 are all well inside these bounds;
     # a ratio beyond them is a broken header, shown as stored.
@@ -174,6 +199,9 @@ def _as_shown(frame: av.VideoFrame, pixel_aspect: float) -> np.ndarray:
         # frame bigger than the pixel limit checked it at. Even sides, for yuv420p encoders.
         size = (w, round(h / pixel_aspect / 2) * 2) if pixel_aspect > 1 else (round(w * pixel_aspect / 2) * 2, h)
         image = cv2.resize(image, (max(size[0], 2), max(size[1], 2)), interpolation=cv2.INTER_AREA)
+    if orientation is not None:
+        shown = _EXIF_SHOWN.get(orientation)
+        return image if shown is None else shown(image)
     # A degenerate matrix (all zeros) has no angle; PyAV then reads one of -2**31. Players show such
     # a frame as stored, and so does this.
     rotation = frame.rotation if abs(frame.rotation) <= 360 else 0
