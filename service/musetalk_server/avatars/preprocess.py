@@ -115,9 +115,10 @@ def preprocess_avatar(
 def faceless_ends_cut(clip: VideoClip, points: np.ndarray,
                       found: np.ndarray) -> tuple[VideoClip, np.ndarray, np.ndarray, dict[str, int]]:
     """The clip from its first frame with a face to its last, and how many frames went from each
-    end. Its soundtrack then starts where its first kept frame is shown."""
+    end. Its soundtrack then starts where its first kept frame is shown. A clip with no face at
+    all is left whole, for fill_missing to refuse."""
     if not found.any():
-        raise NoFaceDetected("no face detected in frame 0 (nor in any other frame)")
+        return clip, points, found, {"start": 0, "end": 0}
     first, last = int(np.argmax(found)), len(found) - int(np.argmax(found[::-1]))
     cut = {"start": first, "end": len(found) - last}
     if last - first == len(found):
