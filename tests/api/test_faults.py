@@ -142,6 +142,9 @@ def test_full_disk_during_preprocess_answers_507_and_keeps_nothing(tmp_path, sho
                             "code": "insufficient_storage"}
         assert client.get("/avatars/full").status_code == 404
         assert client.get("/health/live").status_code == 200
+        # The log names the OS's own error, so an operator can tell a full disk from a quota or a file limit.
+        assert "insufficient_storage on /avatars/preprocess: the server ran out of storage while writing avatar " \
+               "'full' (OSError: [Errno 27] File too large" in srv.log.read_text()
     assert _files(results / "avatars" / STAGING) == [] and _files(results / "uploads") == []
     assert not (results / "avatars" / "full").exists()
 

@@ -37,8 +37,9 @@ _FRAMEWORK_ERRORS: dict[int, type[MuseTalkError]] = {
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MuseTalkError)
     async def _ours(request: Request, exc: MuseTalkError) -> JSONResponse:
-        if exc.status >= 500:
-            log.error("%s on %s: %s", exc.code, request.url.path, exc.detail)
+        if exc.status >= 500:  # with its cause, which the client is not told: "[Errno 28] No space left on device: '...'"
+            cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ is not None else ""
+            log.error("%s on %s: %s%s", exc.code, request.url.path, exc.detail, cause)
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
