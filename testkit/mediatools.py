@@ -37,9 +37,11 @@ def transcode_audio(src: Path, dst: Path, codec: str, *, rate: int, layout: str 
 
 
 def write_video(frames: list[np.ndarray], dst: Path, codec: str, fps: float, fmt: str | None = None,
-                pix_fmt: str = "yuv420p", pixel_aspect: Fraction | None = None, first_frame: int | None = None) -> Path:
+                pix_fmt: str = "yuv420p", pixel_aspect: Fraction | None = None, first_frame: int | None = None,
+                interlaced: bool = False) -> Path:
     """`frames` encoded; `pixel_aspect`: their sample aspect ratio, for an anamorphic video;
-    `first_frame`: the first one's place on the stream's 1/fps clock (the encoder's own otherwise)."""
+    `first_frame`: the first one's place on the stream's 1/fps clock (the encoder's own otherwise);
+    `interlaced`: coded as fields (frames from `weave`), top field first, as a 1080i camera does."""
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(dst), "w", format=fmt) as out:
         stream = out.add_stream(codec, rate=rate)
@@ -47,6 +49,8 @@ def write_video(frames: list[np.ndarray], dst: Path, codec: str, fps: float, fmt
         stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
         if pixel_aspect is not None:
             stream.codec_context.sample_aspect_ratio = pixel_aspect
+        if interlaced:
+            stream.codec_context.flags |= av.codec.context.Flags.interlaced_dct | av.codec.context.Flags.interlaced_me
         for i, f in enumerate(frames):
             image = av.VideoFrame.from_ndarray(f, format="bgr24")
             if first_frame is not None:
@@ -54,6 +58,17 @@ def write_video(frames: list[np.ndarray], dst: Path, codec: str, fps: float, fmt
             out.mux(stream.encode(image))
         out.mux(stream.encode(None))
     return dst
+
+
+def weave(pictures: list[np.ndarray]) -> list[np.ndarray]:
+    """Interlaced frames of pictures filmed at twice their rate: each frame's even lines from one
+    picture, its odd lines from the next, as a camera films two fields per frame."""
+    frames = []
+    for top, bottom in zip(pictures[::2], pictures[1::2], strict=False):
+        frame = top.copy()
+        frame[1::2] = bottom[1::2]
+        frames.append(frame)
+    return frames
 
 
 def write_size_change(dst: Path, first: list[np.ndarray], then: list[np.ndarray], fps: int = 25) -> Path:

@@ -9,11 +9,13 @@ Frames come out as they are shown, not as they are stored: a phone keeps a portr
 photo) as its sensor saw it, on its side, and marks how to turn it (the MP4's display matrix, a
 JPEG's EXIF orientation); an anamorphic video (DV, HDV, a PAL or NTSC DVD's 16:9) stores pixels
 that are shown wider or narrower than they are tall (its sample aspect ratio). Every player
-applies both, and PyAV neither; a face read as stored would be sideways or squeezed.
+applies both, and PyAV neither; a face read as stored would be sideways or squeezed. Interlaced
+video (a camcorder's or a broadcast's 1080i) is deinterlaced, as players do (deinterlace.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import TooLarge, UnsupportedMedia
+from .deinterlace import Deinterlacer
 from .probe import declared_seconds, ffmpeg_reason, over_declared_limit
 
 __all__ = ["VideoClip", "read_video"]
@@ -153,12 +156,22 @@ def _check_frame(index: int, frame: av.VideoFrame, t: float, start: float | None
 
 def _decode_timed(container, stream, rate, limits: _Limits, orientation: int | None) -> list[tuple[float, np.ndarray]]:
     timed: list[tuple[float, np.ndarray]] = []
+    pixel_aspect, fields = _pixel_aspect(stream), Deinterlacer(stream.time_base)
+
+    def keep(frames: list[av.VideoFrame]) -> None:
+        for frame in frames:
+            t = frame.time if frame.time is not None else len(timed) / (rate or 25.0)
+            timed.append((t, _fit(_as_shown(frame, pixel_aspect, orientation), limits.side)))
+
     try:
         for index, frame in enumerate(container.decode(stream)):
             t = frame.time if frame.time is not None else index / (rate or 25.0)
             _check_frame(index, frame, t, timed[0][0] if timed else None, limits)
-            timed.append((t, _fit(_as_shown(frame, _pixel_aspect(stream), orientation), limits.side)))
+            keep(fields.shown(frame))
+        keep(fields.flush())
     except av.FFmpegError as e:
+        with contextlib.suppress(av.FFmpegError):
+            keep(fields.flush())
         if len(timed) < 2:
             raise UnsupportedMedia(f"video could not be decoded ({ffmpeg_reason(e)})") from e
         # A truncated tail after good frames: keep what decoded.
