@@ -266,3 +266,37 @@ def test_mp4_writer_muxes_h264_and_aac(tmp_path):
     assert (facts.video_codec, facts.pix_fmt, facts.frames, facts.fps) == ("h264", "yuv420p", 50, 25.0)
     assert facts.audio_codec == "aac"
     assert abs(facts.audio_seconds - 2.0) < 0.05
+
+
+def bt601_to_bgr(planes: np.ndarray) -> np.ndarray:
+    """A yuv420p picture (PyAV's one-array layout) as float BGR, by the BT.601 limited-range
+    formulas, exactly: what an accurate player shows."""
+    h = planes.shape[0] * 2 // 3
+    w = planes.shape[1]
+    y = (planes[:h].astype(float) - 16) * 255 / 219
+    u, v = (planes[h + k * h // 4: h + (k + 1) * h // 4].reshape(h // 2, w // 2).repeat(2, 0).repeat(2, 1)
+            for k in (0, 1))
+    cb, cr = (u.astype(float) - 128) * 255 / 224, (v.astype(float) - 128) * 255 / 224
+    return np.stack([y + 1.772 * cb, y - 0.344136 * cb - 0.714136 * cr, y + 1.402 * cr], axis=-1)
+
+
+def test_an_mp4_shows_the_colours_it_was_given(tmp_path):
+    """Before, FFmpeg's default conversion made greys green (chroma 127) and every frame 1.5-2
+    levels darker than the same frame as MJPEG; the file carried no colour tags either."""
+    grey = np.full((64, 64, 3), 118, np.uint8)
+    face = first_frames(media("lp_d12.mp4"), 1)[0]
+    for picture in (grey, face):
+        out = tmp_path / "colours.mp4"
+        h, w = picture.shape[:2]
+        writer = Mp4Writer(out, fps=25, width=w, height=h, audio=np.zeros(4800, np.float32), audio_rate=48_000)
+        for _ in range(3):
+            writer.write(picture)
+        writer.close()
+        with av.open(str(out)) as c:
+            context = c.streams.video[0].codec_context
+            assert (context.colorspace, context.color_range) == (6, 1)  # SMPTE 170M (BT.601), MPEG range
+            planes = next(c.decode(video=0)).to_ndarray(format="yuv420p")
+        shown = bt601_to_bgr(planes)
+        assert np.abs((shown - picture).reshape(-1, 3).mean(axis=0)).max() < 0.5  # no cast, no shift
+        if picture is grey:
+            assert set(np.unique(planes[h:])) == {128}  # neutral chroma

@@ -10,6 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 __all__ = ["AUDIO_RATE", "Mp4Writer"]
@@ -22,6 +23,8 @@ _AUDIO_BITRATE = 128_000
 # the lower slices) on another machine, under another CPU limit or affinity. A fixed count makes
 # identical requests give identical files everywhere.
 ENCODER_THREADS = 4
+# FFmpeg's colour tags (AVColorSpace, AVColorRange, AVColorPrimaries, AVColorTransferCharacteristic).
+_BT601, _LIMITED, _BT709 = 6, 1, 1  # SMPTE 170M (the BT.601 matrix), MPEG range, BT.709 primaries / transfer
 
 
 class Mp4Writer:
@@ -34,6 +37,11 @@ class Mp4Writer:
         self._video.width, self._video.height = width - width % 2, height - height % 2
         self._video.pix_fmt = "yuv420p"
         self._video.options = {"preset": "veryfast", "crf": "20"}
+        # Tagged as converted (write): BT.601 matrix, limited range, sRGB's BT.709 primaries. Untagged,
+        # a player guesses, and some guess BT.709's matrix for HD sizes.
+        context = self._video.codec_context
+        context.colorspace, context.color_range = _BT601, _LIMITED
+        context.color_primaries, context.color_trc = _BT709, _BT709
         self._video.codec_context.thread_count = ENCODER_THREADS
         self._audio = self._out.add_stream("aac", rate=audio_rate, layout="mono")
         self._audio.bit_rate = _AUDIO_BITRATE
@@ -45,7 +53,12 @@ class Mp4Writer:
 
     def write(self, frame_bgr: np.ndarray) -> None:
         h, w = self._video.height, self._video.width
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_bgr[:h, :w]), format="bgr24")
+        # OpenCV's BT.601 conversion rounds to nearest: neutral grey stays neutral and a frame keeps
+        # its brightness (within 0.3 of a level). FFmpeg's default bgr24 -> yuv420p truncates: greys
+        # came out green and every frame 1.5-2 levels darker than its MJPEG twin.
+        yuv = np.asarray(cv2.cvtColor(np.ascontiguousarray(frame_bgr[:h, :w]), cv2.COLOR_BGR2YUV_I420), np.uint8)
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame.colorspace, frame.color_range = _BT601, _LIMITED
         frame.pts = self._frames
         self._out.mux(self._video.encode(frame))
         self._frames += 1
