@@ -182,7 +182,8 @@ def measure_by(detector: str) -> Measure:
 
 def avatar_landmarks(frames: list[np.ndarray]) -> np.ndarray:
     """FaceMesh landmarks with faceless frames filled from the nearest face, as preprocess does."""
-    return fill_missing(*detect_video(frames))[0]
+    points, found = detect_video(frames)
+    return points[fill_missing(points, found)[0]]
 
 
 def build_avatar(engine: Engine, frames: list[np.ndarray], work: Path, avatar_id: str,

@@ -169,3 +169,24 @@ def test_a_recording_that_starts_and_ends_black_is_cut_to_the_face(lite, tmp_pat
     preview = cv2.imdecode(np.frombuffer(client.get("/avatars/warm-up/preview.jpg").content, np.uint8),
                            cv2.IMREAD_COLOR)
     assert np.abs(preview.astype(int) - face[0]).mean() < 4  # the face's first frame, not black
+
+
+def test_frames_where_the_face_is_gone_hold_the_nearest_face(lite, tmp_path):
+    """The speaker turns away for a third of a second (here: the picture cuts to the wall behind):
+    those frames once kept their wall and borrowed a neighbour's landmarks, so a talking mouth was
+    pasted onto the wall, and the wall could be picked as a mouth for the face."""
+    from testkit.mediatools import first_frames, write_video
+
+    face = [cv2.resize(f, (320, 320)) for f in first_frames(media("vr_face2.mp4"), 50)]
+    wall = cv2.resize(face[0][:60, :60], (320, 320))  # the backdrop above the reader's shoulder
+    video = write_video(face[:20] + [wall] * 8 + face[28:], tmp_path / "turned_away.mp4", "libx264", 25)
+    r = preprocess(client := lite[0], "turned-away", video)
+    assert r.status_code == 200, r.text
+    info = r.json()["info"]
+    assert info["frames"] == 50 and info["face"]["missing_frames"] == 8 and info["source"]["duration_s"] == 2.0
+    r = post_audio(client, "/inference/stream/turned-away", media("vr_audio1.wav"))
+    assert r.status_code == 200
+    parts, _ = parse_mjpeg(r.content)
+    shown = [cv2.imdecode(np.frombuffer(p.body, np.uint8), cv2.IMREAD_COLOR) for p in parts]
+    _, found = detect_video(shown)
+    assert len(shown) == 125 and found.all()  # a face on every frame: no frame of wall with a mouth on it

@@ -23,9 +23,11 @@ def test_the_ends_without_a_face_are_cut_and_the_soundtrack_follows():
     assert int(clip.frames[0][0, 0, 0]) == 5 and kept_found.tolist() == [True, False, True, True, True, True]
     # Frame k is shown at start_s + k / fps: the kept first frame's instant is where the audio starts.
     assert clip.start_s == pytest.approx(0.3 + 5 / 25)
-    # A gap inside stays, and borrows its neighbour's landmarks.
-    filled, missing = fill_missing(kept_points, kept_found)
-    assert missing == [1] and filled[1, 0, 0] == 5.0
+    # What was kept is 6 frames long, in time and in source frames, not the 14 filmed.
+    assert clip.duration_s == pytest.approx(6 / 25) and clip.source_frames == 6
+    # A gap inside stays, and shows its nearest frame with a face (the earlier one, on a tie).
+    shown, missing = fill_missing(kept_points, kept_found)
+    assert missing == [1] and shown.tolist() == [0, 0, 2, 3, 4, 5]
 
 
 def test_a_clip_with_a_face_everywhere_is_left_as_it_is():

@@ -72,7 +72,12 @@ def preprocess_avatar(
     # 2. landmarks, (N, 478, 2), of the frames from the first face to the last
     points, found = detect_video(clip.frames)
     clip, points, found, cut = faceless_ends_cut(clip, points, found)
-    points, missing = fill_missing(points, found)
+    shown, missing = fill_missing(points, found)
+    # A frame without a face (turned away, covered, a cutaway) holds its nearest frame with one:
+    # its borrowed landmarks then fit its pixels, so no mouth is pasted onto a wall, and no wall
+    # is ever a mouth to paste. The frame count, and the soundtrack's clock, stay as filmed.
+    points = points[shown]
+    clip = replace(clip, frames=[clip.frames[k] for k in shown]) if missing else clip
     # 3. write frames, landmarks and the engine's artifacts into a staging folder
     with store.stage(avatar_id, overwrite=overwrite) as staging:
         engine_dir = store.write_contents(staging, list(clip.frames), points)
@@ -123,12 +128,15 @@ def faceless_ends_cut(clip: VideoClip, points: np.ndarray,
     cut = {"start": first, "end": len(found) - last}
     if last - first == len(found):
         return clip, points, found, cut
-    kept = replace(clip, frames=clip.frames[first:last], start_s=clip.start_s + first / clip.fps)
+    frames = clip.frames[first:last]
+    kept = replace(clip, frames=frames, start_s=clip.start_s + first / clip.fps, duration_s=len(frames) / clip.fps,
+                   source_frames=round(clip.source_frames * len(frames) / len(clip.frames)))
     return kept, points[first:last], found[first:last], cut
 
 
 def fill_missing(points: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, list[int]]:
-    """Give faceless frames the landmarks of the nearest frame with a face."""
+    """For each frame, the frame whose face it shows: itself, or for a faceless frame the nearest
+    frame with a face; and the faceless frames. `points[shown]` are then everyone's landmarks."""
     missing = [int(i) for i in np.flatnonzero(~found)]
     if not found.any():
         raise NoFaceDetected("no face detected in frame 0 (nor in any other frame)")
@@ -140,10 +148,10 @@ def fill_missing(points: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, lis
             f"the face must be visible in at least {share} % of them"
         )
     good = np.flatnonzero(found)
-    filled = points.copy()
+    shown = np.arange(len(found))
     for i in missing:
-        filled[i] = points[good[np.argmin(np.abs(good - i))]]
-    return filled, missing
+        shown[i] = good[np.argmin(np.abs(good - i))]
+    return shown, missing
 
 
 def face_stats(points: np.ndarray, missing: list[int]) -> dict[str, Any]:
