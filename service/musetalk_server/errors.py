@@ -148,7 +148,8 @@ class TooLarge(MuseTalkError):
     status, code = 413, "too_large"
     when = ("upload over `MUSETALK_MAX_UPLOAD_MB`, audio over `MUSETALK_MAX_AUDIO_SECONDS`, video over "
             "`MUSETALK_MAX_VIDEO_SECONDS`, `MUSETALK_MAX_VIDEO_FRAMES` or `MUSETALK_MAX_VIDEO_PIXELS` per frame "
-            "(refused from the header when it declares so, else as soon as decoding crosses the limit)")
+            "(refused from the header when it declares so, else as soon as decoding crosses the limit; a bare "
+            "AAC or MP3 stream declares nothing, as its length would only be guessed)")
     raised_by = frozenset({"upload", "realtime"})
 
 

@@ -101,3 +101,22 @@ def test_video_past_its_seconds_stops_while_decoding(tmp_path):
     # Within the header's slack, the decoder stops it instead.
     with pytest.raises(TooLarge, match="longer than the limit of 11.5 s"):
         read_video(path, 25.0, max_seconds=11.5)
+
+
+def test_a_bare_stream_is_judged_by_its_decoded_length_not_ffmpegs_guess(tmp_path):
+    """ADTS AAC (and an MP3 without a Xing header) stores no length: FFmpeg guesses one from the
+    first frames' bitrate. 9 s that open with a second of silence were guessed at 38 s, and an
+    upload well under the limit was refused as over it."""
+    import av
+
+    from helpers import media
+    from testkit.mediatools import transcode_audio, write_wav
+
+    speech = decode_audio(media("mt_eng.wav"), rate=44_100)[:8 * 44_100]
+    wav = write_wav(tmp_path / "pause_first.wav", np.concatenate([np.zeros(44_100, np.float32), speech]), 44_100)
+    path = transcode_audio(wav, tmp_path / "pause_first.aac", "aac", rate=44_100, fmt="adts")
+    with av.open(str(path)) as guessed:
+        assert guessed.duration / av.time_base > 30  # what a header check would have refused
+    assert decode_audio(path, max_seconds=20).size == pytest.approx(9 * SAMPLE_RATE, abs=0.05 * SAMPLE_RATE)
+    with pytest.raises(TooLarge, match="longer than the limit of 5 s"):  # the decoder still holds the limit
+        decode_audio(path, max_seconds=5)
