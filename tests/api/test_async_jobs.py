@@ -117,6 +117,26 @@ def test_cancel_stops_the_render_and_removes_the_file(served):
     assert result.json() == {"detail": f"job '{job_id}' was cancelled", "code": "job_failed"}
 
 
+def test_a_long_job_cancels_as_promptly_as_a_short_one(served, tmp_path):
+    """A cancelled render once closed its MP4 as if finished, encoding the rest of the soundtrack
+    first: for ten minutes of audio, seconds after the cancel, past DELETE's wait, so the answer
+    still said "running"."""
+    import numpy as np
+
+    from testkit.mediatools import write_wav
+
+    _, engine, client, folder = served
+    engine.delay_s = 0.05
+    hiss = np.random.default_rng(7).normal(0, 0.1, 590 * 16_000).astype(np.float32)  # AAC encodes silence fast
+    long = write_wav(tmp_path / "ten_minutes.wav", hiss, 16_000)
+    job_id = post_audio(client, "/inference/batch/face", long, params={"async": "true"}).json()["job_id"]
+    eventually(lambda: client.get(f"/jobs/{job_id}").json()["progress"]["frames_done"] >= 5)
+    r = client.delete(f"/jobs/{job_id}")
+    engine.delay_s = 0.0
+    assert r.status_code == 200 and r.json()["state"] == "cancelled", r.json()
+    assert r.json()["progress"]["frames_total"] == 590 * 25 and not (folder / f"{job_id}.mp4").exists()
+
+
 def test_a_queued_job_waits_for_the_worker_and_cancels_without_rendering(served):
     _, engine, client, folder = served
     engine.delay_s = 0.05  # MUSETALK_JOB_WORKERS=1: the second job waits for the first

@@ -43,8 +43,13 @@ def write_mp4(render: Render, out: Path, *, audio_rate: int, cancel: threading.E
     except BaseException:
         writer.abort()
         raise
+    if cancel is not None and cancel.is_set():
+        # Not closed: closing encodes the soundtrack to its end, seconds of AAC for a long one,
+        # for a file that is removed anyway. A cancel is done within the frame it was seen at.
+        writer.abort()
+        return written
     writer.close()
-    if written != speech.frames and not (cancel and cancel.is_set()):
+    if written != speech.frames:
         raise RenderError(f"engine produced {written} frames, expected {speech.frames}")
     return written
 
