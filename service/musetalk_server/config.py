@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # Checked on the header before decoding, then frame by frame: 4K UHD, and 120 s at 60 fps.
     max_video_pixels: int = Field(3840 * 2160, ge=64 * 64, description=(
         "largest source frame (3840×2160) before any scaling; checked on the header before a frame is decoded"))
+    max_image_pixels: int = Field(8192 * 6144, ge=64 * 64, description=(
+        "largest still image (a 50 MP phone photo), which is decoded once and then scaled like a video's frames; "
+        "MUSETALK_MAX_VIDEO_PIXELS when that is larger"))
     max_video_frames: int = Field(7200, ge=1, description="most source frames decoded (120 s at 60 fps)")
     api_key: str | None = Field(None, description="when set, required on avatar, inference and job endpoints")
     temp_ttl_s: float = Field(3600.0, gt=0, description=(

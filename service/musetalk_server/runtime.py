@@ -107,7 +107,7 @@ class Runtime:
                 stopping=lambda: scheduler.draining)
         else:
             limits = PreprocessLimits(settings.fps, settings.max_video_seconds, settings.max_video_side,
-                                      settings.max_video_pixels, settings.max_video_frames)
+                                      settings.max_video_pixels, settings.max_video_frames, settings.max_image_pixels)
             avatars = LocalAvatars(store, limits, metrics, scheduler=scheduler)
         return cls(settings, choice, store, avatars, scheduler, metrics)
 

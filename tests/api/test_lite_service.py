@@ -190,3 +190,15 @@ def test_frames_where_the_face_is_gone_hold_the_nearest_face(lite, tmp_path):
     shown = [cv2.imdecode(np.frombuffer(p.body, np.uint8), cv2.IMREAD_COLOR) for p in parts]
     _, found = detect_video(shown)
     assert len(shown) == 125 and found.all()  # a face on every frame: no frame of wall with a mouth on it
+
+
+def test_a_phones_12_megapixel_photo_is_an_avatar(lite, tmp_path):
+    """4032x3024, every phone camera's default, was refused 413 by the 4K video frame limit."""
+    from testkit.mediatools import first_frames
+
+    face = cv2.resize(first_frames(media("vr_face2.mp4"), 1)[0], (3024, 3024))
+    photo = tmp_path / "IMG_0001.jpg"
+    cv2.imwrite(str(photo), cv2.copyMakeBorder(face, 0, 0, 504, 504, cv2.BORDER_REPLICATE))
+    r = preprocess(lite[0], "phone-photo", photo)
+    assert r.status_code == 200, r.text
+    assert r.json()["info"]["size"] == [1920, 1440]  # scaled to MUSETALK_MAX_VIDEO_SIDE, as a video's frames are

@@ -120,3 +120,26 @@ def test_a_bare_stream_is_judged_by_its_decoded_length_not_ffmpegs_guess(tmp_pat
     assert decode_audio(path, max_seconds=20).size == pytest.approx(9 * SAMPLE_RATE, abs=0.05 * SAMPLE_RATE)
     with pytest.raises(TooLarge, match="longer than the limit of 5 s"):  # the decoder still holds the limit
         decode_audio(path, max_seconds=5)
+
+
+def test_a_phones_photo_may_be_bigger_than_a_video_frame(tmp_path):
+    """Every phone's photo is 12 MP (4032x3024), over a 4K video frame's 8.3 MP: a still image has
+    MUSETALK_MAX_IMAGE_PIXELS, its one frame decoded once; a video's frames keep the video limit."""
+    import cv2
+
+    photo = tmp_path / "phone.jpg"
+    cv2.imwrite(str(photo), np.full((3024, 4032, 3), 128, np.uint8))
+    limits = {"max_pixels": 3840 * 2160, "max_photo_pixels": 8192 * 6144, "max_side": 1920}
+    clip = read_video(photo, 25.0, **limits)
+    assert clip.size == (1920, 1440) and len(clip.frames) == 1
+    with pytest.raises(TooLarge, match=r"4032x3024 \(12192768 pixels\); the limit is 8294400 pixels"):
+        read_video(photo, 25.0, max_pixels=3840 * 2160)  # without the allowance, as before
+    # Two such pictures in one file are a video: its frames have the video's limit.
+    from testkit.mediatools import write_video
+
+    video = write_video([np.full((3024, 4032, 3), 128, np.uint8)] * 2, tmp_path / "big.avi", "mjpeg", 25,
+                        pix_fmt="yuvj420p")
+    with pytest.raises(TooLarge, match="4032x3024"):
+        read_video(video, 25.0, **limits)
+    with pytest.raises(TooLarge, match=r"8192x8192 \(67108864 pixels\); the limit is 50331648 pixels"):
+        read_video(png_claiming(tmp_path / "huge.png", HUGE_SIDE, HUGE_SIDE), 25.0, **limits)

@@ -33,14 +33,15 @@ MAX_MISSING_FACE_SHARE = 0.2
 
 @dataclass(frozen=True)
 class PreprocessLimits:
-    """The output clock and the bounds on a source video (MUSETALK_FPS and MUSETALK_MAX_VIDEO_*),
-    enforced while it decodes."""
+    """The output clock and the bounds on a source video (MUSETALK_FPS, MUSETALK_MAX_VIDEO_* and
+    MUSETALK_MAX_IMAGE_PIXELS), enforced while it decodes."""
 
     fps: float = 25.0
     max_seconds: float | None = None
     max_side: int | None = None
     max_pixels: int | None = None
     max_frames: int | None = None
+    max_image_pixels: int | None = None
 
 
 def preprocess_avatar(
@@ -68,7 +69,8 @@ def preprocess_avatar(
     fps = limits.fps
     # 1. decode onto the output clock, within the limits
     clip = read_video(video_path, fps, max_seconds=limits.max_seconds, max_side=limits.max_side,
-                      max_pixels=limits.max_pixels, max_frames=limits.max_frames)
+                      max_pixels=limits.max_pixels, max_frames=limits.max_frames,
+                      max_photo_pixels=limits.max_image_pixels)
     # 2. landmarks, (N, 478, 2), of the frames from the first face to the last
     points, found = detect_video(clip.frames)
     clip, points, found, cut = faceless_ends_cut(clip, points, found)

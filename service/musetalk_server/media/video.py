@@ -79,6 +79,13 @@ class _Limits:
     side: int | None
     pixels: int | None
     frames: int | None
+    photo_pixels: int | None = None  # a still image's one frame may have this many instead
+
+    def pixels_of(self, index: int, photo: bool) -> int | None:
+        """The pixel limit of frame `index` (-1: the header's size)."""
+        if photo and index <= 0 and self.photo_pixels is not None:
+            return max(self.photo_pixels, self.pixels or 0)
+        return self.pixels
 
 
 def read_video(
@@ -89,14 +96,17 @@ def read_video(
     max_side: int | None = None,
     max_pixels: int | None = None,
     max_frames: int | None = None,
+    max_photo_pixels: int | None = None,
 ) -> VideoClip:
     """Decode `path` and resample its timeline to `fps` (nearest previous frame).
 
     Frames larger than `max_side` on their long edge are scaled down, keeping the aspect.
-    Raises TooLarge for a stream over `max_pixels` per frame, `max_frames` source frames or
-    `max_seconds`: from the header when it says so, else as soon as decoding gets there.
+    Raises TooLarge for a stream over `max_pixels` per frame (`max_photo_pixels` for a still
+    image's one frame: a phone's 12 or 48 MP photo decodes once, a video's frames 25 times a
+    second), `max_frames` source frames or `max_seconds`: from the header when it says so, else as
+    soon as decoding gets there.
     """
-    limits = _Limits(max_seconds, max_side, max_pixels, max_frames)
+    limits = _Limits(max_seconds, max_side, max_pixels, max_frames, max_photo_pixels)
     try:
         container = av.open(str(path))
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as e:
@@ -105,9 +115,10 @@ def read_video(
         if not container.streams.video:
             raise UnsupportedMedia("the file has no video stream")
         stream = container.streams.video[0]
-        _check_declared(container, stream, limits)
+        photo = _is_photo(container)
+        _check_declared(container, stream, limits, photo)
         rate = float(stream.average_rate) if stream.average_rate else None
-        timed = _decode_timed(container, stream, rate, limits, _exif_orientation(path))
+        timed = _decode_timed(container, stream, rate, limits, photo, _exif_orientation(path))
     if not timed:
         raise UnsupportedMedia("the video holds no decodable frames")
     kept = _longest_one_size(timed)
@@ -132,11 +143,18 @@ def _longest_one_size(timed: list[tuple[float, np.ndarray]]) -> list[tuple[float
     return timed[best[0]:best[1]]
 
 
-def _check_declared(container, stream, limits: _Limits) -> None:
+def _is_photo(container) -> bool:
+    """A still image's file (jpg, png, webp, bmp, tiff...): FFmpeg reads it with its image demuxers."""
+    name = container.format.name
+    return name == "image2" or name.endswith("_pipe")
+
+
+def _check_declared(container, stream, limits: _Limits, photo: bool) -> None:
     """Refuse what the header already says is too big, before a single frame is decoded."""
     w, h = stream.codec_context.width, stream.codec_context.height
-    if limits.pixels is not None and w * h > limits.pixels:
-        raise TooLarge(f"video frames are {w}x{h} ({w * h} pixels); the limit is {limits.pixels} pixels")
+    pixels = limits.pixels_of(-1, photo)
+    if pixels is not None and w * h > pixels:
+        raise TooLarge(f"video frames are {w}x{h} ({w * h} pixels); the limit is {pixels} pixels")
     if limits.frames is not None and stream.frames > limits.frames:
         raise TooLarge(f"video declares {stream.frames} frames; the limit is {limits.frames}")
     declared = declared_seconds(container, stream)
@@ -144,17 +162,20 @@ def _check_declared(container, stream, limits: _Limits) -> None:
         raise TooLarge(f"video declares {declared:.0f} s; the limit is {limits.seconds:g} s")
 
 
-def _check_frame(index: int, frame: av.VideoFrame, t: float, start: float | None, limits: _Limits) -> None:
+def _check_frame(index: int, frame: av.VideoFrame, t: float, start: float | None, limits: _Limits,
+                 photo: bool) -> None:
     """The same limits, frame by frame: headers can lie, and sizes can change mid-stream."""
     if limits.frames is not None and index >= limits.frames:
         raise TooLarge(f"video has more than the limit of {limits.frames} frames")
-    if limits.pixels is not None and frame.width * frame.height > limits.pixels:
-        raise TooLarge(f"video frame {index} is {frame.width}x{frame.height}; the limit is {limits.pixels} pixels")
+    pixels = limits.pixels_of(index, photo)
+    if pixels is not None and frame.width * frame.height > pixels:
+        raise TooLarge(f"video frame {index} is {frame.width}x{frame.height}; the limit is {pixels} pixels")
     if limits.seconds is not None and start is not None and t - start > limits.seconds:
         raise TooLarge(f"video is longer than the limit of {limits.seconds:g} s")
 
 
-def _decode_timed(container, stream, rate, limits: _Limits, orientation: int | None) -> list[tuple[float, np.ndarray]]:
+def _decode_timed(container, stream, rate, limits: _Limits, photo: bool,
+                  orientation: int | None) -> list[tuple[float, np.ndarray]]:
     timed: list[tuple[float, np.ndarray]] = []
     pixel_aspect, fields = _pixel_aspect(stream), Deinterlacer(stream.time_base)
 
@@ -166,7 +187,7 @@ def _decode_timed(container, stream, rate, limits: _Limits, orientation: int | N
     try:
         for index, frame in enumerate(container.decode(stream)):
             t = frame.time if frame.time is not None else index / (rate or 25.0)
-            _check_frame(index, frame, t, timed[0][0] if timed else None, limits)
+            _check_frame(index, frame, t, timed[0][0] if timed else None, limits, photo)
             keep(fields.shown(frame))
         keep(fields.flush())
     except av.FFmpegError as e:
