@@ -150,6 +150,8 @@ async def test_a_failed_job_answers_like_local_mode(k8s: Any, job_volume: Path) 
             assert response.json() == {"detail": "no face found in the video", "code": "no_face_detected"}
             listed = (await asyncio.to_thread(httpx.get, f"{server.url}/avatars")).json()["avatars"]
             assert listed[0]["phase"] == "Failed" and "info" not in listed[0]
+            shown = (await asyncio.to_thread(httpx.get, f"{server.url}/avatars/wall")).json()
+            assert shown == listed[0] and shown["message"]
             bad = await asyncio.to_thread(httpx.post, f"{server.url}/avatars/preprocess", timeout=30,
                                           data={"avatar_id": "Not_A_Dns_Label"}, files={"video_file": ("f.mp4", b"x")})
             assert bad.status_code == 422 and bad.json()["code"] == "invalid_avatar_id"
@@ -169,12 +171,18 @@ async def test_an_avatar_applied_with_kubectl_is_served(k8s: Any, job_volume: Pa
             job = await eventually(lambda: current(k8s, JOB, "avatar-kubectl-made-g1"))
             listed = (await asyncio.to_thread(httpx.get, f"{server.url}/avatars")).json()["avatars"]
             assert [(x["avatar_id"], x["phase"]) for x in listed] == [("kubectl-made", "Pending")]
+            # Shown alone as it is listed: a Pending avatar was a 404, a Ready one had no phase.
+            shown = await asyncio.to_thread(httpx.get, f"{server.url}/avatars/kubectl-made")
+            assert shown.status_code == 200 and shown.json() == listed[0]
             result = await asyncio.to_thread(run_job_work, job)
             await finish_pod(k8s, "avatar-kubectl-made-g1", "kubectl-made", exit_code=0, message=json.dumps(result))
             await set_job_status(k8s, "avatar-kubectl-made-g1", COMPLETE)
             await eventually(lambda: current(k8s, AVATAR, "kubectl-made")["status"]["phase"] == "Ready")
             shown = await asyncio.to_thread(httpx.get, f"{server.url}/avatars/kubectl-made")
             assert shown.status_code == 200 and shown.json()["info"]["frames"] == 125
+            assert shown.json()["phase"] == "Ready" and shown.json()["message"]
+            missing = await asyncio.to_thread(httpx.get, f"{server.url}/avatars/never-made")
+            assert missing.status_code == 404 and missing.json()["code"] == "avatar_not_found"
     assert runner.exception is None
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..device.scheduler import DeviceScheduler
 from ..engines.base import Engine, LoadedAvatar
@@ -214,24 +214,29 @@ class ClusterAvatars(_Shared):
 
     def list(self) -> list[AvatarEntry]:
         """The resources, with their phase; `info` once the avatar is on the volume."""
-        loaded, entries = self.loaded(), []
-        for item in self.resources.list():
-            name, status = item["metadata"]["name"], item.get("status") or {}
-            phase = status.get("phase") or "Pending"
-            info = None
-            if phase == "Ready" and self.store.exists(name):
-                info = AvatarInfo.from_manifest(self.store.manifest(name))
-            entries.append(AvatarEntry(name, name in loaded, info, phase, status.get("message")))
-        return entries
+        loaded = self.loaded()
+        return [self._entry(item, loaded) for item in self.resources.list()]
+
+    def get(self, avatar_id: str) -> AvatarEntry:
+        """One resource, in whatever phase, as it is listed. What the volume still holds of a
+        deleted avatar is not shown."""
+        item = self.resources.get(avatar_id) if _DNS_LABEL.fullmatch(avatar_id) else None
+        if item is None:
+            raise AvatarNotFound(f"avatar {avatar_id!r} does not exist; preprocess it first")
+        return self._entry(item, self.loaded())
+
+    def _entry(self, item: dict[str, Any], loaded: set[str]) -> AvatarEntry:
+        name, status = item["metadata"]["name"], item.get("status") or {}
+        phase = status.get("phase") or "Pending"
+        info = None
+        if phase == "Ready" and self.store.exists(name):
+            info = AvatarInfo.from_manifest(self.store.manifest(name))
+        return AvatarEntry(name, name in loaded, info, phase, status.get("message"))
 
     def delete(self, avatar_id: str) -> None:
         """Delete the resource; the operator's finalizer then removes the files from the volume."""
         self.resources.delete(check_resource_name(avatar_id))
         self._evict(avatar_id)
-
-    def get(self, avatar_id: str) -> AvatarEntry:
-        self.serving_identity(avatar_id)  # what the volume still holds of a deleted avatar is not shown
-        return super().get(avatar_id)
 
     def serving_identity(self, avatar_id: str) -> Identity:
         """The avatar's resource says it may be served (the cache's check): its identity, or AvatarNotFound."""
