@@ -255,9 +255,14 @@ def count_finish(outcome: status.Outcome, job_status: dict[str, Any]) -> None:
         metrics.JOBS_FAILED.inc()
     else:
         return
-    start, end = job_status.get("startTime"), job_status.get("completionTime")
+    # Kubernetes sets completionTime on success only; a failed Job (its backoff spent, its deadline
+    # passed) ends when its Failed condition became true. Both are timed, an hour-long failure too.
+    failed: dict[str, Any] = next((c for c in job_status.get("conditions") or [] if c.get("type") == "Failed"
+                   and c.get("status") == "True"), {})
+    start, end = job_status.get("startTime"), job_status.get("completionTime") or failed.get("lastTransitionTime")
     if start and end:
-        metrics.JOB_SECONDS.observe((_parse(end) - _parse(start)).total_seconds())
+        finished = "succeeded" if outcome.phase == status.READY else "failed"
+        metrics.JOB_SECONDS.labels(finished).observe((_parse(end) - _parse(start)).total_seconds())
 
 
 def record(avatar: Any, event_type: str, reason: str, message: str, cfg: OperatorConfig,

@@ -11,6 +11,7 @@ JOBS_SUCCEEDED = Counter("musetalk_operator_jobs_succeeded_total", "Avatars that
 JOBS_FAILED = Counter("musetalk_operator_jobs_failed_total", "Avatars whose preprocessing Job failed")
 JOB_SECONDS = Histogram(
     "musetalk_operator_job_seconds",
-    "Wall time of finished preprocessing Jobs, from start to completion",
+    "Wall time of finished preprocessing Jobs, from start to completion or failure",
+    ["outcome"],  # succeeded, failed
     buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600),
 )

@@ -161,3 +161,25 @@ def test_reason_names_are_condition_identifiers() -> None:
     assert status.reason_name("no_face_detected") == "NoFaceDetected"
     assert status.reason_name("OOMKilled") == "OOMKilled"
     assert status.reason_name("_") == "Failed"
+
+
+def test_a_failed_job_is_timed_as_a_succeeded_one_is() -> None:
+    """Kubernetes sets completionTime on success only: failed Jobs, hour-long ones included, never
+    reached musetalk_operator_job_seconds."""
+    from musetalk_operator import metrics
+    from musetalk_operator.handlers import count_finish
+
+    def observed(outcome: str) -> tuple[float, float]:
+        samples = {s.name: s.value for family in metrics.JOB_SECONDS.collect() for s in family.samples
+                   if s.labels.get("outcome") == outcome}
+        return samples.get("musetalk_operator_job_seconds_count", 0.0), samples.get("musetalk_operator_job_seconds_sum", 0.0)
+
+    before = observed("failed"), observed("succeeded")
+    count_finish(status.Outcome(status.FAILED, "DeadlineExceeded", "too slow"), {
+        "startTime": "2026-12-07T10:00:00Z", "failed": 1,
+        "conditions": [{"type": "Failed", "status": "True", "lastTransitionTime": "2026-12-07T11:00:00Z"}]})
+    count_finish(status.Outcome(status.READY, "Preprocessed", "ok"),
+                 {"startTime": "2026-12-07T10:00:00Z", "completionTime": "2026-12-07T10:00:42Z"})
+    (failed_n, failed_s), (ok_n, ok_s) = observed("failed"), observed("succeeded")
+    assert (failed_n - before[0][0], failed_s - before[0][1]) == (1, 3600)
+    assert (ok_n - before[1][0], ok_s - before[1][1]) == (1, 42)
