@@ -51,7 +51,8 @@ class Settings(BaseSettings):
     api_key: str | None = Field(None, description="when set, required on avatar, inference and job endpoints")
     temp_ttl_s: float = Field(3600.0, gt=0, description=(
         "leftover uploads and MP4s (from a killed process or request) older than this are removed, checked every "
-        "quarter of it (at most 5 minutes apart); in local mode all of them go at start-up"))
+        "quarter of it (at most 5 minutes apart); in local mode all of them go at start-up; in cluster mode an "
+        "upload an Avatar resource still reads (its videoPath) stays until the Avatar is deleted"))
 
     # Serving.
     jpeg_quality: int = Field(85, ge=10, le=100, description="MJPEG quality")

@@ -298,3 +298,33 @@ def test_auto_on_a_gpu_in_cluster_mode_without_weights_refuses_to_start(tmp_path
     # Local mode keeps its fallback, and lite by name is a choice, not a surprise.
     assert choose_engine(cluster.model_copy(update={"avatar_source": "local"})).name == "lite"
     assert choose_engine(cluster.model_copy(update={"engine": "lite"})).name == "lite"
+
+
+async def test_the_sweeper_leaves_the_uploads_avatars_still_read(k8s: Any, job_volume: Path) -> None:
+    """A kept upload waits as long as its Avatar: for a GPU an hour away, for a later spec edit.
+    The temp sweeper once removed it after MUSETALK_TEMP_TTL_S like any leftover, and the Job then
+    found no video. An old file no Avatar names still goes."""
+    import os
+    import time
+
+    uploads = job_volume / "uploads"
+    uploads.mkdir()
+    for name in ("waiting-0a1b2c3d.mp4", "by-hand.mp4", "leftover.mp4"):
+        (uploads / name).write_bytes(b"video")
+        hour_ago = time.time() - 3600
+        os.utime(uploads / name, (hour_ago, hour_ago))
+    made_by_rest = {"apiVersion": "musetalk.io/v1", "kind": "Avatar",
+                    "metadata": {"name": "waiting", "annotations": {"musetalk.io/upload": "uploads/waiting-0a1b2c3d.mp4"}},
+                    "spec": {"videoPath": "uploads/waiting-0a1b2c3d.mp4", "engine": "lite"}}
+    made_by_hand = {"apiVersion": "musetalk.io/v1", "kind": "Avatar", "metadata": {"name": "by-hand"},
+                    "spec": {"videoPath": "./uploads/by-hand.mp4", "engine": "lite"}}
+    for body in (made_by_rest, made_by_hand):
+        assert (await k8s.post(AVATARS_URL, json=body)).status in (200, 201)
+    settings = settings_for(job_volume).model_copy(update={"temp_ttl_s": 60.0})
+
+    def start_and_stop() -> None:  # its start-up sweep; off the loop, which serves the API
+        with LiveServer(create_app(settings, engine=FakeEngine())):
+            pass
+
+    await asyncio.to_thread(start_and_stop)
+    assert sorted(p.name for p in uploads.iterdir()) == ["by-hand.mp4", "waiting-0a1b2c3d.mp4"]

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
+from ..avatars.service import ClusterAvatars
 from ..config import Settings
 from ..disk.sweeper import sweep_forever, sweep_temp
 from ..engines.base import Engine
@@ -48,9 +49,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         runtime.store.ensure()
         # In local mode this process is the only writer, so any staging folder is a dead one.
         runtime.store.sweep(older_than_s=0 if settings.avatar_source == "local" else 6 * 3600)
-        # Likewise uploads and outputs; on a shared volume other replicas' files wait for the TTL.
-        sweep_temp(settings.result_dir, 0 if settings.avatar_source == "local" else settings.temp_ttl_s)
-        sweeper = asyncio.create_task(sweep_forever(settings.result_dir, settings.temp_ttl_s))
+        # Likewise uploads and outputs; on a shared volume other replicas' files wait for the TTL,
+        # and the uploads Avatar resources still read stay.
+        in_use = runtime.avatars.uploads_in_use if isinstance(runtime.avatars, ClusterAvatars) else None
+        try:
+            sweep_temp(settings.result_dir, 0 if settings.avatar_source == "local" else settings.temp_ttl_s, in_use)
+        except Exception:  # the API server not answering yet: the periodic sweep will do it
+            log.exception("sweeping %s at start-up failed", settings.result_dir)
+        sweeper = asyncio.create_task(sweep_forever(settings.result_dir, settings.temp_ttl_s, in_use))
         pool_size = max(2, os.cpu_count() or 2)
         state = AppState(runtime, metrics, ThreadPoolExecutor(pool_size, thread_name_prefix="encode"), pool_size,
                          WebRtc(settings, metrics))

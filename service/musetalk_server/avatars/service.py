@@ -33,7 +33,7 @@ from ..metrics import Metrics
 from .cache import AvatarCache
 from .idempotency import SOURCE_ANNOTATION, file_sha256, manifest_differences, resource_differences
 from .info import ALREADY_PROCESSED, AvatarEntry, AvatarInfo, PreprocessResult
-from .kube import AvatarResources, Identity, ServingCheck, remove_upload, upload_name
+from .kube import UPLOAD_ANNOTATION, AvatarResources, Identity, ServingCheck, remove_upload, upload_name
 from .layout import validate_avatar_id
 from .preprocess import PreprocessLimits, preprocess_avatar
 from .store import AvatarStore
@@ -232,6 +232,17 @@ class ClusterAvatars(_Shared):
         if phase == "Ready" and self.store.exists(name):
             info = AvatarInfo.from_manifest(self.store.manifest(name))
         return AvatarEntry(name, name in loaded, info, phase, status.get("message"))
+
+    def uploads_in_use(self) -> set[str]:
+        """Volume files the Avatar resources still read (their videoPath and kept upload), which
+        the temp sweeper must leave alone. Raises when the resources cannot be listed."""
+        used = set()
+        for item in self.resources.list():
+            annotations = item["metadata"].get("annotations") or {}
+            for path in ((item.get("spec") or {}).get("videoPath"), annotations.get(UPLOAD_ANNOTATION)):
+                if path:
+                    used.add(os.path.normpath(path))
+        return used
 
     def delete(self, avatar_id: str) -> None:
         """Delete the resource; the operator's finalizer then removes the files from the volume."""
