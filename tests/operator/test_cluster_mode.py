@@ -322,9 +322,11 @@ async def test_the_sweeper_leaves_the_uploads_avatars_still_read(k8s: Any, job_v
         assert (await k8s.post(AVATARS_URL, json=body)).status in (200, 201)
     settings = settings_for(job_volume).model_copy(update={"temp_ttl_s": 60.0})
 
-    def start_and_stop() -> None:  # its start-up sweep; off the loop, which serves the API
+    def serve_until_swept() -> None:  # its first sweep, at start-up; off the loop, which serves the API
         with LiveServer(create_app(settings, engine=FakeEngine())):
-            pass
+            deadline = time.monotonic() + 20
+            while (uploads / "leftover.mp4").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
 
-    await asyncio.to_thread(start_and_stop)
+    await asyncio.to_thread(serve_until_swept)
     assert sorted(p.name for p in uploads.iterdir()) == ["by-hand.mp4", "waiting-0a1b2c3d.mp4"]

@@ -49,14 +49,15 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         runtime.store.ensure()
         # In local mode this process is the only writer, so any staging folder is a dead one.
         runtime.store.sweep(older_than_s=0 if settings.avatar_source == "local" else 6 * 3600)
-        # Likewise uploads and outputs; on a shared volume other replicas' files wait for the TTL,
-        # and the uploads Avatar resources still read stay.
-        in_use = runtime.avatars.uploads_in_use if isinstance(runtime.avatars, ClusterAvatars) else None
-        try:
-            sweep_temp(settings.result_dir, 0 if settings.avatar_source == "local" else settings.temp_ttl_s, in_use)
-        except Exception:  # the API server not answering yet: the periodic sweep will do it
-            log.exception("sweeping %s at start-up failed", settings.result_dir)
-        sweeper = asyncio.create_task(sweep_forever(settings.result_dir, settings.temp_ttl_s, in_use))
+        # Likewise uploads and outputs. On a shared volume other replicas' files wait for the TTL,
+        # and the uploads Avatar resources still read stay: asking the API server which those are
+        # is the sweeper's first round, in the background, so that start-up never waits on it.
+        if isinstance(runtime.avatars, ClusterAvatars):
+            sweeper = asyncio.create_task(sweep_forever(settings.result_dir, settings.temp_ttl_s,
+                                                        runtime.avatars.uploads_in_use, at_once=True))
+        else:
+            sweep_temp(settings.result_dir, 0)
+            sweeper = asyncio.create_task(sweep_forever(settings.result_dir, settings.temp_ttl_s))
         pool_size = max(2, os.cpu_count() or 2)
         state = AppState(runtime, metrics, ThreadPoolExecutor(pool_size, thread_name_prefix="encode"), pool_size,
                          WebRtc(settings, metrics))

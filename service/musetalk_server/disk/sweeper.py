@@ -59,11 +59,14 @@ def sweep_interval(ttl_s: float) -> float:
     return min(MAX_INTERVAL_S, max(MIN_INTERVAL_S, ttl_s / SWEEPS_PER_TTL))
 
 
-async def sweep_forever(result_dir: Path, ttl_s: float, in_use: InUse | None = None) -> None:
-    """Sweep every `sweep_interval(ttl_s)` seconds until cancelled; a failed sweep is logged, not
-    fatal. One that cannot learn what is in use (the API server unreachable) removes nothing."""
+async def sweep_forever(result_dir: Path, ttl_s: float, in_use: InUse | None = None, at_once: bool = False) -> None:
+    """Sweep every `sweep_interval(ttl_s)` seconds (the first at once if `at_once`) until cancelled;
+    a failed sweep is logged, not fatal. One that cannot learn what is in use (the API server
+    unreachable) removes nothing."""
     while True:
-        await asyncio.sleep(sweep_interval(ttl_s))
+        if not at_once:
+            await asyncio.sleep(sweep_interval(ttl_s))
+        at_once = False
         try:
             await run_in_threadpool(sweep_temp, result_dir, ttl_s, in_use)
         except Exception:
