@@ -175,7 +175,7 @@ def follow(job: Any, namespace: str, cfg: OperatorConfig, logger: logging.Logger
         return
     pods = kube.list_pods(namespace, "job-name", name)
     outcome, info = status.job_outcome(job.get("status"), pods), dict[str, Any]()
-    if outcome.phase in TERMINAL:
+    if outcome.phase in TERMINAL or outcome.reason == status.JOB_RETRYING:
         outcome, info = status.refine(outcome, status.pod_result(pods))
         if outcome.phase == status.READY and not {"frames", "engine"} <= info.keys():
             info = volume.stored_info(cfg.avatar_root, avatar_name) | info

@@ -173,15 +173,24 @@ def refine(outcome: Outcome, result: dict[str, Any] | None) -> tuple[Outcome, di
         message = report.get("message") or outcome.message
         return Outcome(READY, outcome.reason, message), dict(report.get("info") or {})
     if outcome.phase == FAILED:
-        if report.get("detail"):
-            code = report.get("code") or "preprocess_failed"
-            return Outcome(FAILED, reason_name(code), f"{code}: {report['detail']}"), {}
-        # No JSON: the container died on its own (OOMKilled, a crash); say so with the log tail.
-        container = result["reason"] or f"exit code {result['exitCode']}"
-        tail = result["raw"].strip()
-        message = f"{container}: {tail}" if tail else f"{container} ({outcome.message})"
-        return Outcome(FAILED, reason_name(result["reason"]) if result["reason"] else outcome.reason, message), {}
+        reason, message = _failure(report, result, context=outcome.message)
+        return Outcome(FAILED, reason or outcome.reason, message), {}
+    if outcome.reason == JOB_RETRYING:  # the attempt that failed says why, while the next one runs
+        return Outcome(PENDING, JOB_RETRYING, f"{outcome.message} ({_failure(report, result)[1]})"), {}
     return outcome, {}
+
+
+def _failure(report: Mapping[str, Any], result: Mapping[str, Any], context: str | None = None) -> tuple[str | None, str]:
+    """The reason (None if it gives none) and message of a failed container: its JSON report,
+    else how it died, with its log's tail, or `context` where it left none."""
+    if report.get("detail"):
+        code = report.get("code") or "preprocess_failed"
+        return reason_name(code), f"{code}: {report['detail']}"
+    # No JSON: the container died on its own (OOMKilled, a crash); say so with the log tail.
+    container = result["reason"] or f"exit code {result['exitCode']}"
+    tail = result["raw"].strip()
+    message = f"{container}: {tail}" if tail else f"{container} ({context})" if context else container
+    return (reason_name(result["reason"]) if result["reason"] else None), message
 
 
 def avatar_status(

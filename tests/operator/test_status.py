@@ -133,6 +133,17 @@ def test_failure_reasons_the_cli_json_then_the_container_then_the_job() -> None:
     assert outcome.reason == "BackoffLimitExceeded"
 
 
+def test_a_retry_says_why_the_attempt_before_it_failed() -> None:
+    """It said only "attempt 1 failed; retrying" until the last attempt had failed too."""
+    retrying = status.job_outcome({"failed": 1, "active": 1})
+    first = pod(json.dumps({"detail": "no face found in the video", "code": "no_face_detected"}), 2, "Error")
+    outcome, info = status.refine(retrying, status.pod_result([first, pending_pod()]))
+    assert (outcome.phase, outcome.reason, info) == ("Pending", "JobRetrying", {})
+    assert outcome.message == "attempt 1 failed; retrying (no_face_detected: no face found in the video)"
+    oom, _ = status.refine(retrying, status.pod_result([pod("", 137, "OOMKilled")]))
+    assert oom.message == "attempt 1 failed; retrying (OOMKilled)"
+
+
 def test_the_newest_attempt_wins() -> None:
     old = pod(json.dumps({"detail": "first", "code": "a"}), 1, "Error", "2030-01-01T00:00:00Z")
     new = pod(json.dumps({"detail": "second", "code": "b"}), 1, "Error", "2030-01-01T00:05:00Z")
