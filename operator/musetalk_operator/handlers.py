@@ -222,7 +222,8 @@ def publish(namespace: str, name: str, generation: int, outcome: status.Outcome,
         frames = info.get("frames")
         desired = status.avatar_status(outcome, generation=generation, job_name=job_name,
                                        frames=int(frames) if frames is not None else None,
-                                       previous=current, now=_now(), engine=engine_of(avatar, info))
+                                       previous=current, now=_now(), engine=engine_of(avatar, info),
+                                       serving=volume.is_stored(cfg.avatar_root, name))
         if all(current.get(key) == value for key, value in desired.items()):
             return False  # an unchanged re-delivery: nothing to do
         try:

@@ -202,12 +202,30 @@ def avatar_status(
     previous: Mapping[str, Any] | None,
     now: str,
     engine: str | None = None,
+    serving: bool = False,
 ) -> dict[str, Any]:
-    """The full status to publish. Keeps lastTransitionTime when the Ready condition holds still."""
+    """The full status to publish. Keeps each condition's lastTransitionTime while it holds still.
+
+    Ready is this generation's: Unknown while its Job runs, False if it failed. Available says
+    whether the service can serve the avatar at all (`serving`: a preprocessed avatar is on the
+    volume), which an earlier generation's is while a spec edit's Job runs, or after it failed."""
     ready = {READY: "True", FAILED: "False"}.get(outcome.phase, "Unknown")
-    old = next((c for c in (previous or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
-    since = old["lastTransitionTime"] if old and old.get("status") == ready and old.get("lastTransitionTime") else now
     message = outcome.message[:MAX_MESSAGE]
+    if not serving:
+        available = ("False", "NotPreprocessed", "no preprocessed video is on the volume yet")
+    elif outcome.phase == READY:
+        available = ("True", "Serving", "served")
+    else:
+        available = ("True", "ServingEarlier", "the last preprocessed video is served until this generation's "
+                                               "is Ready" if outcome.phase != FAILED else
+                     "this generation failed; the last preprocessed video is still served")
+    earlier = {c.get("type"): c for c in (previous or {}).get("conditions") or []}
+    conditions: list[dict[str, Any]] = []
+    for kind, state, reason, says in (("Ready", ready, outcome.reason, message), ("Available", *available)):
+        old = earlier.get(kind) or {}
+        since = old.get("lastTransitionTime") if old.get("status") == state else None
+        conditions.append({"type": kind, "status": state, "reason": reason, "message": says,
+                           "lastTransitionTime": since or now, "observedGeneration": generation})
     status: dict[str, Any] = {
         "phase": outcome.phase,
         "reason": outcome.reason,
@@ -218,9 +236,6 @@ def avatar_status(
         # null and then refuses it as not a string (found on the real server in tests/k8s_real).
         "jobName": job_name or None,
         "frames": frames,  # None clears a stale count from an earlier generation (merge patch)
-        "conditions": [{
-            "type": "Ready", "status": ready, "reason": outcome.reason, "message": message,
-            "lastTransitionTime": since, "observedGeneration": generation,
-        }],
+        "conditions": conditions,
     }
     return status

@@ -8,9 +8,18 @@ from typing import Any
 from musetalk_server.avatars.layout import AvatarLayout
 from musetalk_server.errors import AvatarCorrupt
 
-from .jobs import avatar_id
+from .jobs import InvalidAvatar, avatar_id
 
-__all__ = ["remove_avatar", "remove_upload", "stored_info"]
+__all__ = ["is_stored", "remove_avatar", "remove_upload", "stored_info"]
+
+
+def is_stored(root: Path, name: str) -> bool:
+    """A preprocessed avatar (any generation's) is on the volume: the service can serve it. Never
+    for a name that is no avatar id (an InvalidSpec), or a volume that cannot be read."""
+    try:
+        return AvatarLayout(root).exists(avatar_id(name))
+    except (InvalidAvatar, OSError):
+        return False
 
 
 def remove_avatar(root: Path, name: str) -> bool:

@@ -67,6 +67,7 @@ async def test_create_runs_a_job_and_reports_ready_then_delete_cleans_up(k8s: An
         status = current(k8s, AVATAR, "alice")["status"]
         assert status["frames"] == 125 and status["observedGeneration"] == 1
         assert status["conditions"][0]["type"] == "Ready" and status["conditions"][0]["status"] == "True"
+        assert (status["conditions"][1]["type"], status["conditions"][1]["status"]) == ("Available", "True")
         assert metrics.JOBS_STARTED._value.get() == started + 1
 
         response = await k8s.delete(f"{AVATARS_URL}/alice")
@@ -93,6 +94,9 @@ async def test_failed_job_reports_the_containers_reason(k8s: Any) -> None:
     assert status["message"] == "no_face_detected: no face found in the first 40 frames"
     assert status["conditions"][0]["reason"] == "NoFaceDetected"
     assert status["conditions"][0]["status"] == "False"
+    assert status["conditions"][1] | {"lastTransitionTime": None} == {  # nothing of bob's on the volume
+        "type": "Available", "status": "False", "reason": "NotPreprocessed", "lastTransitionTime": None,
+        "message": "no preprocessed video is on the volume yet", "observedGeneration": 1}
     assert metrics.JOBS_FAILED._value.get() == failed + 1
     assert runner.exception is None
 

@@ -194,3 +194,29 @@ def test_a_failed_job_is_timed_as_a_succeeded_one_is() -> None:
     (failed_n, failed_s), (ok_n, ok_s) = observed("failed"), observed("succeeded")
     assert (failed_n - before[0][0], failed_s - before[0][1]) == (1, 3600)
     assert (ok_n - before[1][0], ok_s - before[1][1]) == (1, 42)
+
+
+def test_available_says_whether_any_generation_is_served_while_ready_is_this_ones() -> None:
+    """A spec edit's Job: Ready went Unknown (then False if it failed) while the avatar before it was
+    still served, and nothing in the status said so; `kubectl wait --for=condition=Available` now can."""
+    def conditions(outcome: status.Outcome, serving: bool, previous: dict | None = None, now: str = "t1") -> dict:
+        written = status.avatar_status(outcome, generation=2, job_name="j", frames=None, previous=previous,
+                                       now=now, serving=serving)
+        jsonschema.validate({k: v for k, v in written.items() if v is not None}, STATUS_SCHEMA)  # a merge patch drops None
+        return {c["type"]: c for c in written["conditions"]}
+
+    ready = status.Outcome(status.READY, "Preprocessed", "ok")
+    editing = status.Outcome(status.PENDING, "JobRunning", "preprocessing")
+    failed = status.Outcome(status.FAILED, "NoFaceDetected", "no_face_detected: no face")
+    first = conditions(editing, serving=False)
+    assert (first["Ready"]["status"], first["Available"]["status"], first["Available"]["reason"]) == (
+        "Unknown", "False", "NotPreprocessed")
+    served = conditions(ready, serving=True)
+    assert (served["Ready"]["status"], served["Available"]["reason"]) == ("True", "Serving")
+    edit = conditions(editing, serving=True, previous={"conditions": list(served.values())}, now="t2")
+    assert (edit["Ready"]["status"], edit["Available"]["status"], edit["Available"]["reason"]) == (
+        "Unknown", "True", "ServingEarlier")
+    assert edit["Available"]["lastTransitionTime"] == "t1" and edit["Ready"]["lastTransitionTime"] == "t2"
+    broken = conditions(failed, serving=True)
+    assert broken["Ready"]["status"] == "False" and broken["Available"]["status"] == "True"
+    assert broken["Available"]["message"] == "this generation failed; the last preprocessed video is still served"
