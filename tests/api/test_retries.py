@@ -91,7 +91,7 @@ def test_an_avatar_made_before_hashing_is_not_taken_for_the_same(tmp_path, still
         manifest.write_text(json.dumps(old))
         r = upload(client, a, 30)
         assert r.status_code == 409 and r.json()["code"] == "avatar_exists"
-        assert "it was made before sources were hashed" in r.json()["detail"]
+        assert "its source was never hashed (made before sources were, or applied with kubectl)" in r.json()["detail"]
 
 
 def test_the_seed_client_retry_pattern_on_a_real_clip(tmp_path):

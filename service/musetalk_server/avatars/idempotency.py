@@ -18,7 +18,7 @@ __all__ = ["SOURCE_ANNOTATION", "file_sha256", "manifest_differences", "resource
 
 SOURCE_ANNOTATION = "musetalk.io/source-sha256"
 _CHUNK = 1 << 20
-_NO_HASH = "it was made before sources were hashed"
+_NO_HASH = "its source was never hashed (made before sources were, or applied with kubectl)"
 
 
 def file_sha256(path: Path) -> str:
