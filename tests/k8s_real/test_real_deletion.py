@@ -54,6 +54,10 @@ def test_a_pod_stuck_terminating_holds_deletion_only_for_a_bounded_wait(cluster:
                what="the pod Terminating")
     assert cluster.avatar(ns, "erin")["metadata"]["deletionTimestamp"]
     assert folder.exists()  # the finalizer waits first: a live pod could still commit files
+    # The columns say so while `kubectl delete` hangs, not "Running ... preprocessing".
+    saying = eventually(lambda: cluster.avatar(ns, "erin")["status"]["message"], what="a message")
+    eventually(lambda: cluster.avatar(ns, "erin")["status"]["message"].startswith(
+        f"deleting: waiting for preprocessing pod(s) {pod} to stop (at most "), what=f"the wait said, not {saying!r}")
 
     wait_s = int(operator.env["MUSETALK_OPERATOR_CLEANUP_WAIT_S"])
     eventually(lambda: cluster.avatar_gone(ns, "erin"), timeout=wait_s + 20, what="the Avatar gone")
