@@ -172,6 +172,10 @@ def test_an_interlaced_video_comes_out_deinterlaced(tmp_path):
     # rebuilt lines' loss (a woven frame is 7.5 grey levels from the nearer).
     for i, frame in enumerate(clip.frames):
         assert min(np.abs(frame.astype(int) - p).mean() for p in pictures[2 * i: 2 * i + 2]) < 6, i
+    # A picture too small for the filter (bwdif wants a few lines and columns) is shown as stored.
+    tiny = write_video([np.full((4, 4, 3), v, np.uint8) for v in range(0, 240, 40)], tmp_path / "4x4.mp4",
+                       "libx264", 25, interlaced=True)
+    assert len(read_video(tiny, 25.0).frames) == 6
 
 
 def test_a_size_change_mid_stream_keeps_the_longest_stretch_at_one_size(tmp_path):

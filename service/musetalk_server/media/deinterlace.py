@@ -28,16 +28,21 @@ class Deinterlacer:
         self._time_base = time_base
         self._graph: av.filter.Graph | None = None
         self._shape: tuple[int, int, str] | None = None
+        self._refused = False  # bwdif refused the stream (a picture a few pixels small): shown as stored
 
     def shown(self, frame: av.VideoFrame) -> list[av.VideoFrame]:
-        if self._graph is None and not frame.interlaced_frame:
+        if self._refused or (self._graph is None and not frame.interlaced_frame):
             return [frame]
         shape = (frame.width, frame.height, frame.format.name)
         out = self.flush() if shape != self._shape else []  # a filter is made for one picture size
-        if self._graph is None:
-            self._graph, self._shape = self._new_graph(frame), shape
-        self._graph.push(frame)
-        return out + self._pull()
+        try:
+            if self._graph is None:
+                self._graph, self._shape = self._new_graph(frame), shape
+            self._graph.push(frame)
+            return out + self._pull()
+        except (av.FFmpegError, ValueError):
+            self._graph, self._refused = None, True
+            return [*out, frame]
 
     def flush(self) -> list[av.VideoFrame]:
         if self._graph is None:
