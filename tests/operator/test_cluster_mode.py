@@ -330,3 +330,29 @@ async def test_the_sweeper_leaves_the_uploads_avatars_still_read(k8s: Any, job_v
 
     await asyncio.to_thread(serve_until_swept)
     assert sorted(p.name for p in uploads.iterdir()) == ["by-hand.mp4", "waiting-0a1b2c3d.mp4"]
+
+
+def test_an_avatar_being_deleted_is_gone_from_the_listing_and_the_show(tmp_path: Path) -> None:
+    """While its finalizer runs (a pod stopping: up to two minutes), an Avatar with a
+    deletionTimestamp was shown Ready by GET /avatars/{id}, while streams of it answered 404."""
+    from musetalk_server.avatars.service import ClusterAvatars
+    from musetalk_server.errors import AvatarNotFound
+
+    class Resources:
+        def __init__(self) -> None:
+            self.items = [{"metadata": {"name": "leaving", "deletionTimestamp": "2026-12-07T10:00:00Z"},
+                           "status": {"phase": "Ready", "message": "Avatar processed successfully"}},
+                          {"metadata": {"name": "staying"}, "status": {"phase": "Pending", "message": "waiting"}}]
+
+        def list(self) -> list[dict[str, Any]]:
+            return self.items
+
+        def get(self, name: str) -> dict[str, Any] | None:
+            return next((i for i in self.items if i["metadata"]["name"] == name), None)
+
+    avatars = ClusterAvatars(AvatarStore(tmp_path / "avatars"), Resources(), volume=tmp_path,  # type: ignore[arg-type]
+                             engine="lite", fps=25.0, timeout_s=1, recheck_s=1)
+    assert [(e.avatar_id, e.phase) for e in avatars.list()] == [("staying", "Pending")]
+    assert avatars.get("staying").message == "waiting"
+    with pytest.raises(AvatarNotFound):
+        avatars.get("leaving")

@@ -75,7 +75,8 @@ class AvatarInfo(BaseModel):
 class Avatar(BaseModel):
     avatar_id: str
     loaded: bool = Field(description="In this replica's memory now")
-    info: AvatarInfo | None = Field(None, description="Absent in cluster mode until the Avatar is Ready")
+    info: AvatarInfo | None = Field(None, description="Absent in cluster mode until a preprocessed avatar is on the "
+                                                      "volume (during a spec edit: the earlier one, still served)")
     phase: str | None = Field(None, description="Cluster mode only: the Avatar's phase (Pending, Running, Ready, "
                                                 "Failed)")
     message: str | None = Field(None, description="Cluster mode only: why the Avatar is in its phase")

@@ -213,25 +213,23 @@ class ClusterAvatars(_Shared):
         return PreprocessResult(avatar_id, info, ALREADY_PROCESSED)
 
     def list(self) -> list[AvatarEntry]:
-        """The resources, with their phase; `info` once the avatar is on the volume."""
+        """The resources, with their phase; `info` while a preprocessed avatar is on the volume
+        (an earlier generation's during a spec edit: it is what is served). An avatar being
+        deleted is gone already, as the stream and batch routes see it."""
         loaded = self.loaded()
-        return [self._entry(item, loaded) for item in self.resources.list()]
+        return [self._entry(item, loaded) for item in self.resources.list() if not _deleting(item)]
 
     def get(self, avatar_id: str) -> AvatarEntry:
-        """One resource, in whatever phase, as it is listed. What the volume still holds of a
-        deleted avatar is not shown."""
+        """One resource, in whatever phase, as it is listed."""
         item = self.resources.get(avatar_id) if _DNS_LABEL.fullmatch(avatar_id) else None
-        if item is None:
+        if item is None or _deleting(item):
             raise AvatarNotFound(f"avatar {avatar_id!r} does not exist; preprocess it first")
         return self._entry(item, self.loaded())
 
     def _entry(self, item: dict[str, Any], loaded: set[str]) -> AvatarEntry:
         name, status = item["metadata"]["name"], item.get("status") or {}
-        phase = status.get("phase") or "Pending"
-        info = None
-        if phase == "Ready" and self.store.exists(name):
-            info = AvatarInfo.from_manifest(self.store.manifest(name))
-        return AvatarEntry(name, name in loaded, info, phase, status.get("message"))
+        info = AvatarInfo.from_manifest(self.store.manifest(name)) if self.store.exists(name) else None
+        return AvatarEntry(name, name in loaded, info, status.get("phase") or "Pending", status.get("message"))
 
     def uploads_in_use(self) -> set[str]:
         """Volume files the Avatar resources still read (their videoPath and kept upload), which
@@ -258,6 +256,10 @@ class ClusterAvatars(_Shared):
     def _evict(self, avatar_id: str) -> None:
         self.check.forget(avatar_id)
         super()._evict(avatar_id)
+
+
+def _deleting(item: dict[str, Any]) -> bool:
+    return bool(item["metadata"].get("deletionTimestamp"))
 
 
 def _exists(avatar_id: str, differences: list[str]) -> AvatarExists:
