@@ -304,3 +304,14 @@ def test_an_mp4_shows_the_colours_it_was_given(tmp_path):
         assert np.abs((shown - picture).reshape(-1, 3).mean(axis=0)).max() < 0.5  # no cast, no shift
         if picture is grey:
             assert set(np.unique(planes[h:])) == {128}  # neutral chroma
+
+
+def test_a_blocks_chroma_is_its_average_colour():
+    """One red and three blue pixels make a bluish purple, as JPEG and FFmpeg have it, not red."""
+    from musetalk_server.media.mp4 import bgr_to_i420
+
+    block = np.zeros((2, 2, 3), np.uint8)
+    block[:] = (255, 0, 0)
+    block[0, 0] = (0, 0, 255)
+    planes = bgr_to_i420(np.tile(block, (2, 2, 1)))  # 4x4: four such blocks
+    assert set(planes[4:5].ravel()) == {203} and set(planes[5:6].ravel()) == {142}  # FFmpeg's: 202, 142

@@ -13,7 +13,7 @@ import av
 import cv2
 import numpy as np
 
-__all__ = ["AUDIO_RATE", "Mp4Writer"]
+__all__ = ["AUDIO_RATE", "Mp4Writer", "bgr_to_i420"]
 
 AUDIO_RATE = 48_000  # Hz; the muxed track is re-decoded from the upload at this rate, not upsampled from 16 kHz
 _AAC_FRAME = 1024  # samples per AAC frame
@@ -53,11 +53,7 @@ class Mp4Writer:
 
     def write(self, frame_bgr: np.ndarray) -> None:
         h, w = self._video.height, self._video.width
-        # OpenCV's BT.601 conversion rounds to nearest: neutral grey stays neutral and a frame keeps
-        # its brightness (within 0.3 of a level). FFmpeg's default bgr24 -> yuv420p truncates: greys
-        # came out green and every frame 1.5-2 levels darker than its MJPEG twin.
-        yuv = np.asarray(cv2.cvtColor(np.ascontiguousarray(frame_bgr[:h, :w]), cv2.COLOR_BGR2YUV_I420), np.uint8)
-        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame = av.VideoFrame.from_ndarray(bgr_to_i420(np.ascontiguousarray(frame_bgr[:h, :w])), format="yuv420p")
         frame.colorspace, frame.color_range = _BT601, _LIMITED
         frame.pts = self._frames
         self._out.mux(self._video.encode(frame))
@@ -83,3 +79,20 @@ class Mp4Writer:
             frame.pts = self._audio_pos
             self._audio_pos += chunk.size
             self._out.mux(self._audio.encode(frame))
+
+
+def bgr_to_i420(image: np.ndarray) -> np.ndarray:
+    """An even-sized BGR picture as yuv420p planes (PyAV's one-array layout): BT.601, limited range,
+    rounded to nearest, each 2x2 block's chroma from its average colour, as JPEG's is.
+
+    FFmpeg's default conversion truncates: greys came out green (chroma 127) and every frame 1.5-2
+    levels darker than its MJPEG twin. OpenCV's rounds right but takes a block's chroma from one of
+    its pixels, so a thin coloured edge would alias: its luma is kept, its chroma made here."""
+    yuv = np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), np.uint8)
+    h, w = image.shape[:2]
+    block = cv2.resize(image.astype(np.float32), (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    b, g, r = cv2.split(block)
+    for row, plane in ((h, 128 - 0.148223 * r - 0.290993 * g + 0.439216 * b),  # Cb: 224/255 of the BT.601 row
+                       (h + h // 4, 128 + 0.439216 * r - 0.367788 * g - 0.071427 * b)):  # Cr
+        yuv[row:row + h // 4] = np.clip(np.rint(plane), 0, 255).astype(np.uint8).reshape(h // 4, w)
+    return yuv
