@@ -132,6 +132,13 @@ def test_a_phones_photo_may_be_bigger_than_a_video_frame(tmp_path):
     limits = {"max_pixels": 3840 * 2160, "max_photo_pixels": 8192 * 6144, "max_side": 1920}
     clip = read_video(photo, 25.0, **limits)
     assert clip.size == (1920, 1440) and len(clip.frames) == 1
+    # A HEIF still (here AVIF, as Pillow writes it; an iPhone's HEIC is the same container) too,
+    # which FFmpeg reads with its MP4 demuxer.
+    from PIL import Image
+
+    heif = tmp_path / "phone.avif"
+    Image.fromarray(np.full((3024, 4032, 3), 128, np.uint8)).save(heif)
+    assert read_video(heif, 25.0, **limits).size == (1920, 1440)
     with pytest.raises(TooLarge, match=r"4032x3024 \(12192768 pixels\); the limit is 8294400 pixels"):
         read_video(photo, 25.0, max_pixels=3840 * 2160)  # without the allowance, as before
     # Two such pictures in one file are a video: its frames have the video's limit.

@@ -143,10 +143,15 @@ def _longest_one_size(timed: list[tuple[float, np.ndarray]]) -> list[tuple[float
     return timed[best[0]:best[1]]
 
 
+# HEIF's brands of a still image (an iPhone's HEIC, an AVIF), which FFmpeg reads with its MP4 demuxer;
+# not their sequence brands (msf1, hevs, avis: animations).
+_STILL_BRANDS = frozenset({"heic", "heix", "mif1", "avif"})
+
+
 def _is_photo(container) -> bool:
-    """A still image's file (jpg, png, webp, bmp, tiff...): FFmpeg reads it with its image demuxers."""
+    """A still image's file (jpg, png, webp, bmp, tiff... with FFmpeg's image demuxers; HEIC, AVIF)."""
     name = container.format.name
-    return name == "image2" or name.endswith("_pipe")
+    return name == "image2" or name.endswith("_pipe") or container.metadata.get("major_brand") in _STILL_BRANDS
 
 
 def _check_declared(container, stream, limits: _Limits, photo: bool) -> None:
