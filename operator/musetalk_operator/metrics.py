@@ -15,3 +15,5 @@ JOB_SECONDS = Histogram(
     ["outcome"],  # succeeded, failed
     buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600),
 )
+for _outcome in ("succeeded", "failed"):  # exported (as zeros) before the first Job ends, as the counters are
+    JOB_SECONDS.labels(_outcome)
