@@ -249,3 +249,25 @@ def test_the_python_client_runs_a_job(served, tmp_path):
         with pytest.raises(ClientError) as missing:
             c.job(job["job_id"])
         assert missing.value.status == 404 and missing.value.code == "job_not_found"
+
+
+def test_a_result_removed_just_before_it_is_sent_answers_409(served, monkeypatch):
+    """The MP4 gone between the job's check and the answer (a DELETE of the job meanwhile) was
+    Starlette's 500: "File at path ... does not exist"."""
+    from musetalk_server.render.async_jobs import Jobs
+
+    _, _, client, _ = served
+    job_id = submit(client).json()["job_id"]
+    eventually(lambda: client.get(f"/jobs/{job_id}").json()["state"] == "done")
+    checked = Jobs.result
+
+    def checked_then_removed(self, job_id):
+        job = checked(self, job_id)
+        job.path.unlink()
+        return job
+
+    monkeypatch.setattr(Jobs, "result", checked_then_removed)
+    r = client.get(f"/jobs/{job_id}/result")
+    assert r.status_code == 409
+    assert r.json() == {"detail": f"job '{job_id}' is done but its MP4 is no longer on the volume; submit it again",
+                        "code": "job_failed"}

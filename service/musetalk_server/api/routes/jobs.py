@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
+from ...errors import JobFailed
 from ...render.async_jobs import Job, Jobs
 from ...render.entry import Render
 from ..deps import JobsDep, require_api_key
@@ -41,14 +44,31 @@ async def show_job(jobs: JobsDep, job_id: JobIdPath) -> dict[str, Any]:
     return job_body(jobs, await run_in_threadpool(jobs.get, job_id))
 
 
+class _JobFile(FileResponse):
+    """The MP4, or 409 job_failed if it went between the job's check and this answer (a DELETE of
+    the job meanwhile): Starlette finds it missing before it sends anything, and raises."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(job.path, media_type="video/mp4", filename=f"{job.avatar_id}.mp4",
+                         headers={"X-Frame-Rate": f"{job.fps:g}", "X-Frame-Count": str(job.frames_total),
+                                  "Cache-Control": "no-store"})
+        self.job_id = job.job_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except RuntimeError:
+            if os.path.exists(self.path):
+                raise
+            gone = JobFailed(f"job {self.job_id!r} is done but its MP4 is no longer on the volume; submit it again")
+            await JSONResponse(gone.body(), status_code=gone.status)(scope, receive, send)
+
+
 @router.get("/jobs/{job_id}/result", response_class=FileResponse,
             responses={**JOB_RESULT, **error_responses("job", "job_result")})
 async def job_result(jobs: JobsDep, job_id: JobIdPath) -> FileResponse:
     """The MP4 once the job is done (409 job_not_finished before, 409 job_failed if there is none)."""
-    job = await run_in_threadpool(jobs.result, job_id)
-    return FileResponse(job.path, media_type="video/mp4", filename=f"{job.avatar_id}.mp4",
-                        headers={"X-Frame-Rate": f"{job.fps:g}", "X-Frame-Count": str(job.frames_total),
-                                 "Cache-Control": "no-store"})
+    return _JobFile(await run_in_threadpool(jobs.result, job_id))
 
 
 @router.delete("/jobs/{job_id}", response_model=JobModel, responses=error_responses("job"))
