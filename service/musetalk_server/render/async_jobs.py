@@ -44,7 +44,7 @@ from .entry import Render
 from .sinks import RENDER_FAILED, as_render_error
 from .sinks.mp4 import write_mp4
 
-__all__ = ["JobState", "Job", "Jobs", "FINISHED", "expire_forever", "CANCEL_WAIT_S"]
+__all__ = ["JobState", "Job", "Jobs", "FINISHED", "expire_forever", "mp4_gone", "CANCEL_WAIT_S"]
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class Jobs:
         if job.state is JobState.CANCELLED:
             raise JobFailed(f"job {job_id!r} was cancelled")
         if not job.path.is_file():  # removed from the volume by hand, or by another replica's sweep
-            raise JobFailed(f"job {job_id!r} is done but its MP4 is no longer on the volume; submit it again")
+            raise mp4_gone(job_id)
         return job
 
     def cancel(self, job_id: str) -> Job:
@@ -285,6 +285,11 @@ async def expire_forever(jobs: Jobs) -> None:
             await asyncio.to_thread(jobs.sweep)
         except OSError:
             log.exception("sweeping job files failed; trying again in %.1f s", interval)
+
+
+def mp4_gone(job_id: str) -> JobFailed:
+    """The answer for a done job whose MP4 is no longer there to send."""
+    return JobFailed(f"job {job_id!r} is done but its MP4 is no longer on the volume; submit it again")
 
 
 def _older_than(path: Path, cutoff: float) -> bool:

@@ -10,8 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
-from ...errors import JobFailed
-from ...render.async_jobs import Job, Jobs
+from ...render.async_jobs import Job, Jobs, mp4_gone
 from ...render.entry import Render
 from ..deps import JobsDep, require_api_key
 from ..models import Job as JobModel
@@ -60,7 +59,7 @@ class _JobFile(FileResponse):
         except RuntimeError:
             if os.path.exists(self.path):
                 raise
-            gone = JobFailed(f"job {self.job_id!r} is done but its MP4 is no longer on the volume; submit it again")
+            gone = mp4_gone(self.job_id)
             await JSONResponse(gone.body(), status_code=gone.status)(scope, receive, send)
 
 
