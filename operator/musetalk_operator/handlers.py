@@ -296,7 +296,7 @@ def clean_up(name: str, namespace: str, body: kopf.Body, annotations: kopf.Annot
         # `kubectl delete` hangs (a pod on a lost node stays Terminating until the limit).
         saying = f"deleting: {e} (at most {limit:.0f}s, then the files go anyway)"
         if ((body.get("status") or {}).get("message") or "") != saying:
-            give_up(body, "", saying, memo.cfg, logger, event=False)
+            say_in_status(body, saying, logger)
         raise kopf.TemporaryError(str(e), delay=min(POD_WAIT_S, limit - waited)) from e
     except Exception as e:  # the API or the volume refused: retry, but only until the limit
         if not out_of_time:
@@ -340,14 +340,16 @@ def _clean_up(name: str, namespace: str, annotations: kopf.Annotations, cfg: Ope
     return running
 
 
-def give_up(avatar: Any, reason: str, message: str, cfg: OperatorConfig, logger: logging.Logger,
-            event: bool = True) -> None:
-    """Deletion's word on what it could not finish (yet, without the `event`): its status message,
-    and a Warning Event. Best effort, never raises."""
+def give_up(avatar: Any, reason: str, message: str, cfg: OperatorConfig, logger: logging.Logger) -> None:
+    """Deletion's last word on what it could not finish: best effort, never raises."""
+    logger.warning("avatar %s: %s", avatar["metadata"]["name"], message)
+    record(avatar, WARNING, reason, message, cfg, logger)
+    say_in_status(avatar, message, logger)
+
+
+def say_in_status(avatar: Any, message: str, logger: logging.Logger) -> None:
+    """The Avatar's status message alone, its phase as it was (a deletion's news). Never raises."""
     meta = avatar["metadata"]
-    if event:
-        logger.warning("avatar %s: %s", meta["name"], message)
-        record(avatar, WARNING, reason, message, cfg, logger)
     try:
         kube.patch_avatar_message(meta["namespace"], meta["name"], message[:status.MAX_MESSAGE])
     except kube.ApiException as e:

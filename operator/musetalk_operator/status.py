@@ -215,10 +215,10 @@ def avatar_status(
         available = ("False", "NotPreprocessed", "no preprocessed video is on the volume yet")
     elif outcome.phase == READY:
         available = ("True", "Serving", "served")
+    elif outcome.phase == FAILED:
+        available = ("True", "ServingEarlier", "this generation failed; the last preprocessed video is still served")
     else:
-        available = ("True", "ServingEarlier", "the last preprocessed video is served until this generation's "
-                                               "is Ready" if outcome.phase != FAILED else
-                     "this generation failed; the last preprocessed video is still served")
+        available = ("True", "ServingEarlier", "the last preprocessed video is served until this generation's is Ready")
     earlier = {c.get("type"): c for c in (previous or {}).get("conditions") or []}
     conditions: list[dict[str, Any]] = []
     for kind, state, reason, says in (("Ready", ready, outcome.reason, message), ("Available", *available)):
