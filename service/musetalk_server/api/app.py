@@ -52,12 +52,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         # Likewise uploads and outputs. On a shared volume other replicas' files wait for the TTL,
         # and the uploads Avatar resources still read stay: asking the API server which those are
         # is the sweeper's first round, in the background, so that start-up never waits on it.
-        if isinstance(runtime.avatars, ClusterAvatars):
-            sweeper = asyncio.create_task(sweep_forever(settings.result_dir, settings.temp_ttl_s,
-                                                        runtime.avatars.uploads_in_use, at_once=True))
-        else:
+        in_use = runtime.avatars.uploads_in_use if isinstance(runtime.avatars, ClusterAvatars) else None
+        if in_use is None:
             sweep_temp(settings.result_dir, 0)
-            sweeper = asyncio.create_task(sweep_forever(settings.result_dir, settings.temp_ttl_s))
+        sweeper = asyncio.create_task(sweep_forever(settings.result_dir, settings.temp_ttl_s, in_use,
+                                                    at_once=in_use is not None))
         pool_size = max(2, os.cpu_count() or 2)
         state = AppState(runtime, metrics, ThreadPoolExecutor(pool_size, thread_name_prefix="encode"), pool_size,
                          WebRtc(settings, metrics))

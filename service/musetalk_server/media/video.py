@@ -82,8 +82,8 @@ class _Limits:
     photo_pixels: int | None = None  # a still image's one frame may have this many instead
 
     def pixels_of(self, index: int, photo: bool) -> int | None:
-        """The pixel limit of frame `index` (-1: the header's size)."""
-        if photo and index <= 0 and self.photo_pixels is not None:
+        """The pixel limit of frame `index` (0 for the header's size, which is the first frame's)."""
+        if photo and index == 0 and self.photo_pixels is not None:
             return max(self.photo_pixels, self.pixels or 0)
         return self.pixels
 
@@ -157,7 +157,7 @@ def _is_photo(container) -> bool:
 def _check_declared(container, stream, limits: _Limits, photo: bool) -> None:
     """Refuse what the header already says is too big, before a single frame is decoded."""
     w, h = stream.codec_context.width, stream.codec_context.height
-    pixels = limits.pixels_of(-1, photo)
+    pixels = limits.pixels_of(0, photo)
     if pixels is not None and w * h > pixels:
         raise TooLarge(f"video frames are {w}x{h} ({w * h} pixels); the limit is {pixels} pixels")
     if limits.frames is not None and stream.frames > limits.frames:
