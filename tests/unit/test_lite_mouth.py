@@ -173,6 +173,7 @@ def test_no_shirt_is_carried_onto_the_chin(monkeypatch):
     from helpers import media
     from musetalk_server.engines.lite import compose
     from musetalk_server.engines.lite.geometry import apply_affine
+    from musetalk_server.engines.lite.jaw import follow_jaw
     from musetalk_server.face.landmarks import JAW, detect_video
     from musetalk_server.media.video import read_video
 
@@ -184,15 +185,81 @@ def test_no_shirt_is_carried_onto_the_chin(monkeypatch):
     outside = np.ones(frames[bg].shape[:2], np.uint8)
     cv2.fillPoly(outside, [np.round(jaw).astype(np.int32)], 0)
 
+    # What the paste is laid on: the background with its jaw moved onto the source's (jaw.py).
+    under = np.empty_like(frames[bg])
+    follow_jaw(frames[bg], points[bg], jaw, under)
+
     def foreign_pixels() -> int:
         out = compose.paste_mouth(frames[bg], points[bg], frames[src], points[src])
-        changed = np.abs(out.astype(int) - frames[bg].astype(int)).sum(axis=2) > 90
+        changed = np.abs(out.astype(int) - under.astype(int)).sum(axis=2) > 90
         return int((changed & outside.astype(bool)).sum())
 
     now = foreign_pixels()
     monkeypatch.setattr(compose, "_drop_foreign", lambda mask, *a: mask)
     before = foreign_pixels()
     assert before > 200 and now < before / 10, (before, now)
+
+
+def synthetic_jaw_face() -> tuple[np.ndarray, np.ndarray]:
+    """open_mouth_face's frame and landmarks with a jaw line: a U from ear to ear, the chin at 230."""
+    from musetalk_server.face.landmarks import JAW
+
+    frame, pts = open_mouth_face()
+    angle = np.linspace(np.pi, 0, len(JAW))
+    pts[list(JAW)] = np.stack([128 + 80 * np.cos(angle), 130 + 100 * np.sin(angle)], 1)
+    return frame, pts
+
+
+def test_the_jaw_moves_onto_the_pasted_jaw_and_nothing_above_the_mouth_moves():
+    from musetalk_server.engines.lite.jaw import MAX_SHIFT, follow_jaw
+    from musetalk_server.face.landmarks import JAW
+
+    frame, pts = synthetic_jaw_face()
+    out = np.empty_like(frame)
+    same = follow_jaw(frame, pts, pts[list(JAW)], out)
+    assert np.array_equal(out, frame) and np.allclose(same, pts), "the same jaw: nothing resampled"
+    raised = pts[list(JAW)] - [0, 10]  # the pasted mouth's chin is 10 px higher (shut)
+    moved = follow_jaw(frame, pts, raised, out)
+    assert abs(moved[CHIN, 1] - 220) < 1.5, moved[CHIN]
+    ear = JAW[0]
+    assert np.allclose(moved[ear], pts[ear]), "the mandible turns about the ear"
+    assert np.array_equal(out[:170], frame[:170]), "above the mouth line every pixel is the frame's"
+    assert not np.array_equal(out[170:], frame[170:])
+    follow_jaw(frame, pts, pts[list(JAW)] + [0, 200], out)  # a jaw far off: moved by MAX_SHIFT at most
+    rows = np.flatnonzero(np.abs(out.astype(int) - frame.astype(int)).sum(axis=(1, 2)))
+    assert rows.max() <= 230 + MAX_SHIFT * 100 + 0.2 * 100 + 2
+
+
+def test_the_chin_line_shows_once_where_a_shut_mouth_is_pasted_on_an_open_one(monkeypatch):
+    """lp_d11's most open frame as background, her most shut one pasted in: before jaw.py the
+    chin sat at the pasted height while the jaw line beside it, and the shadow under it, stayed
+    where the open mouth had put them (read back by FaceMesh 0.074 inter-ocular units from the
+    pasted jaw; dlib's 68 points, which fit the whole jaw, read the mouth between the two)."""
+    from helpers import media
+    from musetalk_server.engines.lite import compose
+    from musetalk_server.engines.lite.geometry import apply_affine
+    from musetalk_server.face.landmarks import JAW, detect_video, interocular
+    from musetalk_server.media.video import read_video
+
+    frames = read_video(media("lp_d11.mp4"), FPS).frames[:100]
+    points, found = detect_video(frames)
+    assert found.all()
+    aperture = mouth_aperture(points)
+    bg, src = int(np.argmax(aperture)), int(np.argmin(aperture))
+    assert aperture[bg] > 0.2 and aperture[src] < 0.02
+    chin_side = list(JAW)[6:17]
+    pasted_jaw = apply_affine(compose.mouth_transform(points[src], points[bg]), points[src])[chin_side]
+
+    def jaw_read_off() -> float:
+        out = compose.paste_mouth(frames[bg], points[bg], frames[src], points[src])
+        read, ok = detect_video([out])
+        assert ok.all()
+        return float(np.abs(read[0][chin_side] - pasted_jaw)[:, 1].mean() / interocular(points[bg]))
+
+    now = jaw_read_off()
+    monkeypatch.setattr(compose, "follow_jaw", lambda frame, pts, jaw, out: (np.copyto(out, frame), pts)[1])
+    before = jaw_read_off()
+    assert now < 0.045 and now < before * 0.6, (before, now)
 
 
 def _bank(aperture: np.ndarray, voiced: np.ndarray | None = None) -> MouthBank:
