@@ -210,24 +210,52 @@ def synthetic_jaw_face() -> tuple[np.ndarray, np.ndarray]:
     return frame, pts
 
 
-def test_the_jaw_moves_onto_the_pasted_jaw_and_nothing_above_the_mouth_moves():
+def test_the_jaw_lands_on_the_pasted_jaw_pixels_and_landmarks_alike_and_nothing_above_the_mouth_moves():
     from musetalk_server.engines.lite.jaw import MAX_SHIFT, follow_jaw
     from musetalk_server.face.landmarks import JAW
 
     frame, pts = synthetic_jaw_face()
+    frame[150:256, 118:139] = 100
+    frame[229:232, 118:139] = 255  # a white bar on a grey chin (rows 229-231), to find in the pixels
     out = np.empty_like(frame)
     same = follow_jaw(frame, pts, pts[list(JAW)], out)
     assert np.array_equal(out, frame) and np.allclose(same, pts), "the same jaw: nothing resampled"
-    raised = pts[list(JAW)] - [0, 10]  # the pasted mouth's chin is 10 px higher (shut)
-    moved = follow_jaw(frame, pts, raised, out)
-    assert abs(moved[CHIN, 1] - 220) < 1.5, moved[CHIN]
+
+    def bar_rows() -> tuple[int, int]:
+        """First and last rows where the chin's column shows the bar (stretched or squeezed with the face)."""
+        bright = np.flatnonzero(out[150:256, 128].astype(int).min(axis=1) > 180) + 150
+        return int(bright.min()), int(bright.max())
+
     ear = JAW[0]
-    assert np.allclose(moved[ear], pts[ear]), "the mandible turns about the ear"
-    assert np.array_equal(out[:170], frame[:170]), "above the mouth line every pixel is the frame's"
-    assert not np.array_equal(out[170:], frame[170:])
-    follow_jaw(frame, pts, pts[list(JAW)] + [0, 200], out)  # a jaw far off: moved by MAX_SHIFT at most
-    rows = np.flatnonzero(np.abs(out.astype(int) - frame.astype(int)).sum(axis=(1, 2)))
-    assert rows.max() <= 230 + MAX_SHIFT * 100 + 0.2 * 100 + 2
+    for shift in (-10, 10):  # the pasted mouth's chin 10 px higher (shut), or lower (open)
+        moved = follow_jaw(frame, pts, pts[list(JAW)] + [0, shift], out)
+        assert abs(moved[CHIN, 1] - (230 + shift)) < 0.01, (shift, moved[CHIN])
+        top, bottom = bar_rows()
+        assert top <= moved[CHIN, 1] <= bottom and bottom - top <= 3, (shift, top, bottom, moved[CHIN])
+        assert np.allclose(moved[ear], pts[ear]), "the mandible turns about the ear"
+        assert np.array_equal(out[:170], frame[:170]), "above the mouth line every pixel is the frame's"
+    moved = follow_jaw(frame, pts, pts[list(JAW)] + [0, 200], out)  # far off: MAX_SHIFT (iod 100)
+    assert abs(moved[CHIN, 1] - (230 + MAX_SHIFT * 100)) < 0.01
+
+
+def test_the_jaw_warp_is_exactly_invertible_and_never_folds():
+    """Any jaw, any difference: down each column of the face the warp keeps order (no fold) and
+    its inverse, which the pixels are read by, undoes it."""
+    from musetalk_server.engines.lite.jaw import MAX_SHIFT, MAX_SHRINK, NECK_REACH, JawWarp
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        jaw_u = np.sort(rng.uniform(-80, 80, 23))
+        jaw_v = rng.uniform(-20, 70, 23)
+        chin = jaw_v.max()
+        limit = min(MAX_SHIFT * 100 / chin, MAX_SHRINK)
+        stretch = np.where(jaw_v > 0, rng.uniform(-limit, limit, 23), 0.0)
+        warp = JawWarp(jaw_u, jaw_v, stretch, NECK_REACH * 100)
+        u = rng.uniform(-100, 100, (1, 200))
+        v = np.linspace(-30, 150, 400)[:, None]
+        landed = warp.forward(np.broadcast_to(u, (400, 200)), np.broadcast_to(v, (400, 200)))
+        assert (np.diff(landed, axis=0) > 0).all(), "order kept down every column"
+        assert np.allclose(warp.inverse(np.broadcast_to(u, (400, 200)), landed), v, atol=1e-6)
 
 
 def test_the_chin_line_shows_once_where_a_shut_mouth_is_pasted_on_an_open_one(monkeypatch):

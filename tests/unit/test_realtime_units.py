@@ -127,9 +127,11 @@ def test_lite_session_stays_shut_through_room_noise_before_the_first_word(lite_r
     session = lite_renderer.session(fps)
     live = [session.speech_frame(1, i, pingpong_index(i, n), audio[:(i + 4) * share], False) for i in range(75)]
     opened = np.nan_to_num(mouth_aperture(detect_video(live)[0]))
-    # Shut lips read 0.00-0.03 by FaceMesh, a pasted shut mouth now and then a little over (0.031 on
-    # one frame of 50 here once the jaw follows the pasted mouth, jaw.py); the bug read 0.14.
-    assert opened[:50].max() < 0.04 and np.median(opened[:50]) < 0.02, opened[:50]
+    # Shut lips read 0.00-0.03 by FaceMesh. Since the background's jaw rises with a pasted shut
+    # mouth (jaw.py) FaceMesh reads these 50 of the same lips a little more open, median 0.007 ->
+    # 0.016 (the most: 0.027 either way); over random pastes of lp_d11, vr_face2 and testMovie,
+    # shut mouths read back as before, within 0.003 of their own frames' reading. The bug read 0.14.
+    assert opened[:50].max() < 0.03 and np.median(opened[:50]) < 0.02, opened[:50]
     assert opened[50:].max() > 0.05
 
 

@@ -81,9 +81,11 @@ def paste_mouth(
     m = mouth_transform(src_points, bg_points)
     src_in_bg = apply_affine(m, src_points)
     # 0. The background's jaw moves to the pasted mouth's, so the chin line shows once (jaw.py).
-    #    The region below still covers the background's mouth where it was filmed: an open mouth's
-    #    dark inside, pulled up with the jaw, must not show through the soft edge under a shut one.
-    moved_points = follow_jaw(background, bg_points, src_in_bg[_JAW], out)
+    #    The region below is drawn from where the background's face was filmed, as before: it
+    #    still reaches under the lower of the two chins, so its soft edge lies on the neck, not
+    #    across the jaw's edge, which is the pasted frame's own in the middle and the warped
+    #    background's at the sides, where the two now meet.
+    follow_jaw(background, bg_points, src_in_bg[_JAW], out)
     poly = np.vstack([region_polygon(bg_points), apply_affine(m, region_polygon(src_points))])
     iod = float(interocular(bg_points))
     feather = max(FEATHER * iod, 1.0)
@@ -95,7 +97,7 @@ def paste_mouth(
     if x1 - x0 < 2 or y1 - y0 < 2:
         return out
     # 1. The region's hull, softened: full strength inside, fading out over `feather`.
-    mask = _soft_region(poly, moved_points, src_in_bg, (x0, y0), (x1 - x0, y1 - y0), feather)
+    mask = _soft_region(poly, bg_points, src_in_bg, (x0, y0), (x1 - x0, y1 - y0), feather)
     # 2. The source warped straight into the box (one resampling).
     m_box = m.copy()
     m_box[:, 2] -= (x0, y0)
