@@ -173,7 +173,6 @@ def test_no_shirt_is_carried_onto_the_chin(monkeypatch):
     from helpers import media
     from musetalk_server.engines.lite import compose
     from musetalk_server.engines.lite.geometry import apply_affine
-    from musetalk_server.engines.lite.jaw import follow_jaw
     from musetalk_server.face.landmarks import JAW, detect_video
     from musetalk_server.media.video import read_video
 
@@ -185,118 +184,15 @@ def test_no_shirt_is_carried_onto_the_chin(monkeypatch):
     outside = np.ones(frames[bg].shape[:2], np.uint8)
     cv2.fillPoly(outside, [np.round(jaw).astype(np.int32)], 0)
 
-    # What the paste is laid on: the background with its jaw moved onto the source's (jaw.py).
-    under = np.empty_like(frames[bg])
-    follow_jaw(frames[bg], points[bg], jaw, under)
-
     def foreign_pixels() -> int:
         out = compose.paste_mouth(frames[bg], points[bg], frames[src], points[src])
-        changed = np.abs(out.astype(int) - under.astype(int)).sum(axis=2) > 90
+        changed = np.abs(out.astype(int) - frames[bg].astype(int)).sum(axis=2) > 90
         return int((changed & outside.astype(bool)).sum())
 
     now = foreign_pixels()
     monkeypatch.setattr(compose, "_drop_foreign", lambda mask, *a: mask)
     before = foreign_pixels()
     assert before > 200 and now < before / 10, (before, now)
-
-
-def synthetic_jaw_face() -> tuple[np.ndarray, np.ndarray]:
-    """open_mouth_face's frame and landmarks with a jaw line: a U from ear to ear, the chin at 230."""
-    from musetalk_server.face.landmarks import JAW
-
-    frame, pts = open_mouth_face()
-    angle = np.linspace(np.pi, 0, len(JAW))
-    pts[list(JAW)] = np.stack([128 + 80 * np.cos(angle), 130 + 100 * np.sin(angle)], 1)
-    return frame, pts
-
-
-def test_the_jaw_lands_on_the_pasted_jaw_pixels_and_landmarks_alike_and_nothing_above_the_mouth_moves():
-    from musetalk_server.engines.lite.jaw import MAX_SHIFT, follow_jaw
-    from musetalk_server.face.landmarks import JAW
-
-    frame, pts = synthetic_jaw_face()
-    frame[150:256, 118:139] = 100
-    frame[229:232, 118:139] = 255  # a white bar on a grey chin (rows 229-231), to find in the pixels
-    out = np.empty_like(frame)
-    same = follow_jaw(frame, pts, pts[list(JAW)], out)
-    assert np.array_equal(out, frame) and np.allclose(same, pts), "the same jaw: nothing resampled"
-
-    def bar_rows() -> tuple[int, int]:
-        """First and last rows where the chin's column shows the bar (stretched or squeezed with the face)."""
-        bright = np.flatnonzero(out[150:256, 128].astype(int).min(axis=1) > 180) + 150
-        return int(bright.min()), int(bright.max())
-
-    jaw = np.array(JAW)
-    under = jaw[pts[jaw, 1] > 170]  # the jaw's vertices under the mouth line; the rest are level with the ears
-    for shift in (-10, 10):  # the pasted mouth's jaw 10 px higher (shut), or lower (open)
-        moved = follow_jaw(frame, pts, pts[list(JAW)] + [0, shift], out)
-        # Each lands on its pasted vertex, or as near as the face's stretch above it allows
-        # (0.25 here: MAX_SHIFT over the chin's 60 px depth): the jaw's sides near the ears move less.
-        depth = pts[under, 1] - 170
-        expected = np.clip(shift / depth, -0.25, 0.25) * depth
-        assert np.allclose(moved[under, 1] - pts[under, 1], expected, atol=0.01), (shift, moved[under] - pts[under])
-        assert (np.abs(expected - shift) < 0.01).sum() >= 5, "the chin and the vertices beside it land exactly"
-        top, bottom = bar_rows()
-        assert top <= moved[CHIN, 1] <= bottom and bottom - top <= 3, (shift, top, bottom, moved[CHIN])
-        assert np.allclose(moved[JAW[0]], pts[JAW[0]]), "the ears stay"
-        assert np.array_equal(out[:170], frame[:170]), "above the mouth line every pixel is the frame's"
-    moved = follow_jaw(frame, pts, pts[list(JAW)] + [0, 200], out)  # far off: MAX_SHIFT (iod 100)
-    assert abs(moved[CHIN, 1] - (230 + MAX_SHIFT * 100)) < 0.01
-
-
-def test_any_jaw_warp_is_exactly_invertible_and_never_folds():
-    """Jaws of any depth, pasted jaws anywhere: the warp jaw_warp makes keeps order down each
-    column of the face (no fold), and its inverse, which the pixels are read by, undoes it."""
-    from musetalk_server.engines.lite.jaw import MAX_STRETCH, jaw_warp
-    from musetalk_server.face.landmarks import JAW
-
-    _, pts = synthetic_jaw_face()
-    rng = np.random.default_rng(3)
-    angle = np.linspace(np.pi, 0, len(JAW))
-    stretches = []
-    for depth in rng.uniform(5, 120, 60):  # the chin 5 to 120 px under the mouth (iod 100)
-        pts[list(JAW)] = np.stack([128 + 80 * np.cos(angle), 170 - 20 + (depth + 20) * np.sin(angle)], 1)
-        warp = jaw_warp(pts, pts[list(JAW)] + rng.normal(0, 40, (len(JAW), 2)))
-        assert warp is not None
-        stretches.append(np.abs(warp.stretch).max())
-        u = np.broadcast_to(rng.uniform(-100, 100, (1, 200)), (400, 200))
-        v = np.broadcast_to(np.linspace(-30, 180, 400)[:, None], (400, 200))
-        landed = warp.forward(u, v)
-        assert (np.diff(landed, axis=0) > 0).all(), "order kept down every column"
-        assert np.allclose(warp.inverse(u, landed), v, atol=1e-6)
-    assert max(stretches) == MAX_STRETCH, "shallow jaws reach the stretch bound"
-
-
-def test_the_chin_line_shows_once_where_a_shut_mouth_is_pasted_on_an_open_one(monkeypatch):
-    """lp_d11's most open frame as background, her most shut one pasted in: before jaw.py the
-    chin sat at the pasted height while the jaw line beside it, and the shadow under it, stayed
-    where the open mouth had put them (read back by FaceMesh 0.074 inter-ocular units from the
-    pasted jaw; dlib's 68 points, which fit the whole jaw, read the mouth between the two)."""
-    from helpers import media
-    from musetalk_server.engines.lite import compose
-    from musetalk_server.engines.lite.geometry import apply_affine
-    from musetalk_server.face.landmarks import JAW, detect_video, interocular
-    from musetalk_server.media.video import read_video
-
-    frames = read_video(media("lp_d11.mp4"), FPS).frames[:100]
-    points, found = detect_video(frames)
-    assert found.all()
-    aperture = mouth_aperture(points)
-    bg, src = int(np.argmax(aperture)), int(np.argmin(aperture))
-    assert aperture[bg] > 0.2 and aperture[src] < 0.02
-    chin_side = list(JAW)[6:17]
-    pasted_jaw = apply_affine(compose.mouth_transform(points[src], points[bg]), points[src])[chin_side]
-
-    def jaw_read_off() -> float:
-        out = compose.paste_mouth(frames[bg], points[bg], frames[src], points[src])
-        read, ok = detect_video([out])
-        assert ok.all()
-        return float(np.abs(read[0][chin_side] - pasted_jaw)[:, 1].mean() / interocular(points[bg]))
-
-    now = jaw_read_off()
-    monkeypatch.setattr(compose, "follow_jaw", lambda frame, pts, jaw, out: (np.copyto(out, frame), pts)[1])
-    before = jaw_read_off()
-    assert now < 0.045 and now < before * 0.6, (before, now)
 
 
 def _bank(aperture: np.ndarray, voiced: np.ndarray | None = None) -> MouthBank:

@@ -1,9 +1,8 @@
 """Paste one frame's mouth into another frame, in the background's head pose, without seams.
 
 Only a box around the mouth-and-chin region is touched; the rest of the frame is copied as is.
-The background's jaw line is first moved onto the pasted mouth's (jaw.py), so the chin line shows
-once. The region stays inside both heads' jaw lines on the sides of the face, reaches under both
-chins, and its colour is matched by a smooth field read off the skin along its soft edge.
+The region stays inside both heads' jaw lines on the sides of the face, reaches under both chins,
+and its colour is matched by a smooth field read off the skin along its soft edge.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import numpy as np
 
 from ...face.landmarks import JAW, interocular
 from .geometry import STABLE_POINTS, apply_affine, region_polygon, similarity
-from .jaw import follow_jaw
 
 __all__ = ["FEATHER", "paste_mouth", "mouth_transform"]
 
@@ -73,19 +71,13 @@ def paste_mouth(
 ) -> np.ndarray:
     """`background` with its mouth region replaced by `source`'s mouth, aligned and colour-matched.
 
-    `out` may be a preallocated frame buffer; it receives the background first, its jaw moved
-    onto the pasted mouth's (jaw.py).
+    `out` may be a preallocated frame buffer; it receives a copy of the background first.
     """
     if out is None:
-        out = np.empty_like(background)
+        out = background.copy()
+    else:
+        np.copyto(out, background)
     m = mouth_transform(src_points, bg_points)
-    src_in_bg = apply_affine(m, src_points)
-    # 0. The background's jaw moves to the pasted mouth's, so the chin line shows once (jaw.py).
-    #    The region below is drawn from where the background's face was filmed, as before: it
-    #    still reaches under the lower of the two chins, so its soft edge lies on the neck, not
-    #    across the jaw's edge, which is the pasted frame's own in the middle and the warped
-    #    background's at the sides, where the two now meet.
-    follow_jaw(background, bg_points, src_in_bg[_JAW], out)
     poly = np.vstack([region_polygon(bg_points), apply_affine(m, region_polygon(src_points))])
     iod = float(interocular(bg_points))
     feather = max(FEATHER * iod, 1.0)
@@ -97,13 +89,14 @@ def paste_mouth(
     if x1 - x0 < 2 or y1 - y0 < 2:
         return out
     # 1. The region's hull, softened: full strength inside, fading out over `feather`.
+    src_in_bg = apply_affine(m, src_points)
     mask = _soft_region(poly, bg_points, src_in_bg, (x0, y0), (x1 - x0, y1 - y0), feather)
     # 2. The source warped straight into the box (one resampling).
     m_box = m.copy()
     m_box[:, 2] -= (x0, y0)
     patch = cv2.warpAffine(source, m_box, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REFLECT)
-    bg = out[y0:y1, x0:x1]  # the background, its jaw moved (blendLinear makes a new array before it is written)
+    bg = background[y0:y1, x0:x1]
     # 3. Colour: match the patch to the background along the soft edge, where the two meet.
     ring = cv2.inRange(mask, RING_LO, RING_HI)
     if cv2.countNonZero(ring):

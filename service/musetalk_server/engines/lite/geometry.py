@@ -14,7 +14,6 @@ __all__ = [
     "STABLE_POINTS",
     "REGION_POINTS",
     "mouth_aperture",
-    "mouth_axes",
     "mouth_width",
     "similarity",
     "apply_affine",
@@ -30,7 +29,6 @@ CHEEK_POINTS = (214, 434, 207, 427)
 UPPER_LIP_TOP = (164, 167, 393)  # between the nose and the upper lip
 REGION_POINTS = LIPS_OUTER + CHIN_POINTS + CHEEK_POINTS + UPPER_LIP_TOP
 MOUTH_CORNERS = (61, 291)
-CHIN = 152  # FaceMesh's chin vertex
 LIP_DILATION = 1.25  # the lips' outline grows by this factor about the mouth centre
 CHIN_MARGIN = 0.08  # inter-ocular units the region reaches below the chin, so that a chin which
 # rose or dropped with the pasted mouth covers the old chin line instead of leaving it half-blended
@@ -46,18 +44,6 @@ def mouth_width(points: np.ndarray) -> np.ndarray:
     """Outer mouth-corner distance over inter-ocular distance."""
     a, b = MOUTH_CORNERS
     return np.linalg.norm(points[..., a, :] - points[..., b, :], axis=-1) / interocular(points)
-
-
-def mouth_axes(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mouth centre and unit axes of one face: ex along the corners, ey perpendicular, pointing
-    to the chin (the face's own down, whatever the head's roll)."""
-    a, b = points[MOUTH_CORNERS[0]], points[MOUTH_CORNERS[1]]
-    centre = (a + b) / 2
-    ex = (b - a) / max(float(np.linalg.norm(b - a)), 1e-6)
-    ey = np.array([-ex[1], ex[0]])
-    if ey @ (points[CHIN] - centre) < 0:  # the chin is below the mouth
-        ey = -ey
-    return centre, ex, ey
 
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from ...face.landmarks import LIPS_INNER_LOWER, LIPS_INNER_UPPER, interocular
-from .geometry import CHIN, mouth_axes
+from .geometry import MOUTH_CORNERS
 
 __all__ = ["close_lips", "open_lips"]
 
@@ -28,7 +28,19 @@ REACH_UP = 0.3  # inter-ocular units above the lip line over which the pull fade
 REACH_DOWN = 0.5  # ... and below it (to the chin)
 BOX_HALF_WIDTH = 0.45  # the warped box spans this far either side of the mouth centre
 MAX_HALF_GAP = 0.06  # a gap wider than twice this is not closed (teeth would be squashed, not hidden)
+CHIN = 152  # FaceMesh's chin vertex
 INVERSE_STEPS = 4  # fixed-point steps that invert the warp for the landmarks
+
+
+def _mouth_frame(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mouth centre and unit axes: ex along the corners, ey perpendicular, pointing to the chin."""
+    a, b = points[MOUTH_CORNERS[0]], points[MOUTH_CORNERS[1]]
+    centre = (a + b) / 2
+    ex = (b - a) / max(float(np.linalg.norm(b - a)), 1e-6)
+    ey = np.array([-ex[1], ex[0]])
+    if ey @ (points[CHIN] - centre) < 0:  # the chin is below the mouth
+        ey = -ey
+    return centre, ex, ey
 
 
 def _contour(points: np.ndarray, idx: tuple[int, ...], centre: np.ndarray, ex: np.ndarray,
@@ -48,7 +60,7 @@ def close_lips(frame: np.ndarray, points: np.ndarray, keep: float = 0.0,
     lip may move, inter-ocular units."""
     points = points.astype(np.float64)
     iod = float(interocular(points))
-    centre, ex, ey = mouth_axes(points)
+    centre, ex, ey = _mouth_frame(points)
     up_u, up_v = _contour(points, LIPS_INNER_UPPER, centre, ex, ey)
     lo_u, lo_v = _contour(points, LIPS_INNER_LOWER, centre, ex, ey)
     reach_up, reach_down = REACH_UP * iod, REACH_DOWN * iod
@@ -113,7 +125,7 @@ def open_lips(frame: np.ndarray, points: np.ndarray, aperture: float,
     whose mouth is open, lends its interior (teeth); without it the cavity is dark."""
     points = points.astype(np.float64)
     iod = float(interocular(points))
-    centre, ex, ey = mouth_axes(points)
+    centre, ex, ey = _mouth_frame(points)
     up_u, up_v = _contour(points, LIPS_INNER_UPPER, centre, ex, ey)
     lo_u, lo_v = _contour(points, LIPS_INNER_LOWER, centre, ex, ey)
     drop = max(aperture * iod - float(np.linalg.norm(points[14] - points[13])), 0.0)  # px at the middle
@@ -198,7 +210,7 @@ def _with_donor_interior(cavity: np.ndarray, donor: tuple[np.ndarray, np.ndarray
     frame, points = donor
     points = points.astype(np.float64)
     iod = float(interocular(points))
-    centre, ex, ey = mouth_axes(points)
+    centre, ex, ey = _mouth_frame(points)
     up_u, up_v = _contour(points, LIPS_INNER_UPPER, centre, ex, ey)
     lo_u, lo_v = _contour(points, LIPS_INNER_LOWER, centre, ex, ey)
     u = (up_u[0] + up_u[-1]) / 2 + across * (up_u[-1] - up_u[0]) / 2
