@@ -135,14 +135,15 @@ def write_still(src: Path, dst: Path, frame: int = 0) -> Path:
 
 
 def write_wav(dst: Path, samples: np.ndarray, rate: int) -> Path:
-    """Float samples in [-1, 1] (clipped) as a PCM16 mono WAV file."""
+    """Float samples in [-1, 1] (clipped), (S,) mono or (C, S), as a PCM16 WAV file."""
     import wave
 
+    channels = np.atleast_2d(samples)
     with wave.open(str(dst), "wb") as w:
-        w.setnchannels(1)
+        w.setnchannels(channels.shape[0])
         w.setsampwidth(2)
         w.setframerate(rate)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+        w.writeframes((np.clip(channels.T, -1, 1) * 32767).astype("<i2").tobytes())  # interleaved
     return dst
 
 
@@ -200,19 +201,20 @@ class Mp4Facts:
     height: int
     audio_codec: str
     audio_seconds: float
+    audio_channels: int
 
 
 def read_mp4(path: Path) -> Mp4Facts:
     with av.open(str(path)) as c:
         v, a = c.streams.video[0], c.streams.audio[0]
         video = (v.codec_context.name, v.codec_context.pix_fmt, float(v.average_rate), v.width, v.height)
-        audio_codec = a.codec_context.name
+        audio_codec, channels = a.codec_context.name, a.channels
         frames = sum(1 for _ in c.decode(v))
     with av.open(str(path)) as c:
         samples = sum(f.samples for f in c.decode(audio=0))
         rate = c.streams.audio[0].rate
     codec, pix_fmt, fps, width, height = video
-    return Mp4Facts(codec, pix_fmt, frames, fps, width, height, audio_codec, samples / rate)
+    return Mp4Facts(codec, pix_fmt, frames, fps, width, height, audio_codec, samples / rate, channels)
 
 
 def write_offset_av(dst: Path, *, video_start: float, audio_start: float, burst_at: float,

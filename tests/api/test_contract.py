@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from helpers import media
+from musetalk_server.media.audio import decode_audio
 from servers import make_server, post_audio, preprocess
-from testkit.mediatools import parse_mjpeg, read_mp4, silent_wav
+from testkit.mediatools import parse_mjpeg, read_mp4, silent_wav, write_wav
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:
@@ -68,6 +69,28 @@ def test_batch_is_h264_aac_matching_the_audio(served, tmp_path):
     assert (facts.video_codec, facts.pix_fmt, facts.audio_codec) == ("h264", "yuv420p", "aac")
     assert facts.frames == 200 and facts.fps == 25.0 and (facts.width, facts.height) == (844, 844)
     assert abs(facts.frames / facts.fps - facts.audio_seconds) <= 1 / 25 + 0.03  # AAC frame padding
+
+
+@pytest.mark.parametrize("layout", ["mono", "left only", "right only"])
+def test_the_mp4_soundtrack_keeps_the_uploads_channels(served, tmp_path, layout):
+    """A mono upload gives a mono track; a stereo one keeps its two channels apart (each side's
+    speech stays on its side), not mixed down to mono."""
+    _, _, client = served
+    speech = decode_audio(media("vr_audio1.wav"), rate=48_000)[: 2 * 48_000]
+    silence = np.zeros_like(speech)
+    samples = {"mono": speech, "left only": np.stack([speech, silence]),
+               "right only": np.stack([silence, speech])}[layout]
+    r = post_audio(client, "/inference/batch/face2", write_wav(tmp_path / "in.wav", samples, 48_000))
+    assert r.status_code == 200
+    out = tmp_path / "o.mp4"
+    out.write_bytes(r.content)
+    assert read_mp4(out).audio_channels == (1 if layout == "mono" else 2)
+    track = decode_audio(out, rate=48_000, keep_stereo=True)
+    loud = np.sqrt(np.mean(track**2, axis=1))
+    assert loud.min() > 0.02 if layout == "mono" else loud.max() > 0.02
+    if layout != "mono":
+        quiet, heard = (1, 0) if layout == "left only" else (0, 1)
+        assert loud[quiet] < 0.01 * loud[heard], loud
 
 
 def test_batch_leaves_no_temporary_files(served, tmp_path):

@@ -1,4 +1,5 @@
-"""Audio decode: any container and codec FFmpeg knows, out as float32 mono at a fixed rate.
+"""Audio decode: any container and codec FFmpeg knows, out as float32 at a fixed rate: mono for the
+engines, or mono and stereo kept apart for an MP4's soundtrack.
 
 Resampling and down-mixing are FFmpeg's (libswresample through PyAV), not hand-rolled.
 """
@@ -18,7 +19,7 @@ __all__ = ["decode_audio", "soundtrack", "check_finite"]
 
 
 def check_finite(samples: np.ndarray, *, start: int = 0, rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Return `samples` unchanged, or raise InvalidSamples if any is NaN or infinite.
+    """Return `samples` ((S,) or (C, S)) unchanged, or raise InvalidSamples if any is NaN or infinite.
 
     Float WAVs can carry such values; clipping would hide NaN and the AAC encoder fails on it,
     so decoders call this on every chunk, and so must any caller that gets samples another way
@@ -27,7 +28,7 @@ def check_finite(samples: np.ndarray, *, start: int = 0, rate: int = SAMPLE_RATE
     finite = np.isfinite(samples)
     if finite.all():
         return samples
-    first = int(np.flatnonzero(~finite)[0])
+    first = int(np.flatnonzero(~finite.reshape(-1, finite.shape[-1]).all(axis=0))[0])  # (S,) or (C, S)
     # Not told apart: a resampler's filter turns an infinity into NaN among its neighbours.
     raise InvalidSamples(
         f"the audio holds non-finite sample values (NaN or infinity), first at {(start + first) / rate:.3f} s; "
@@ -35,8 +36,12 @@ def check_finite(samples: np.ndarray, *, start: int = 0, rate: int = SAMPLE_RATE
     )
 
 
-def decode_audio(path: Path, *, rate: int = SAMPLE_RATE, max_seconds: float | None = None) -> np.ndarray:
+def decode_audio(path: Path, *, rate: int = SAMPLE_RATE, max_seconds: float | None = None,
+                 keep_stereo: bool = False) -> np.ndarray:
     """Decode the first audio stream of `path` to (S,) float32 mono in [-1, 1] at `rate` Hz.
+
+    With `keep_stereo`, (C, S) instead: C = 1 for a mono stream, else 2 (FFmpeg mixes more
+    channels down to stereo), so a soundtrack played back sounds as it was given.
 
     Raises UnsupportedMedia when the file is not decodable audio or holds no samples, and
     TooLarge when it runs past `max_seconds`.
@@ -53,26 +58,28 @@ def decode_audio(path: Path, *, rate: int = SAMPLE_RATE, max_seconds: float | No
             # Refused from the header alone: a 6-hour WAV is never decoded.
             raise TooLarge(f"audio declares {declared:.0f} s; the limit is {max_seconds:.0f} s")
         limit = None if max_seconds is None else int(max_seconds * rate)
-        chunks = _decode_chunks(container, rate, limit)
-    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        stereo = keep_stereo and (container.streams.audio[0].channels or 1) > 1
+        chunks = _decode_chunks(container, rate, limit, "stereo" if stereo else "mono")
+    audio = np.concatenate(chunks, axis=1) if chunks else np.zeros((1, 0), np.float32)
     if audio.size == 0:
         raise EmptyMedia("the audio is empty (0 samples)")
-    return np.clip(audio, -1.0, 1.0)
+    return np.clip(audio if keep_stereo else audio[0], -1.0, 1.0)
 
 
-def _decode_chunks(container: av.container.InputContainer, rate: int, limit: int | None) -> list[np.ndarray]:
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+def _decode_chunks(container: av.container.InputContainer, rate: int, limit: int | None, layout: str) -> list[np.ndarray]:
+    """(C, n) chunks, one row per channel of `layout`."""
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
     chunks: list[np.ndarray] = []
     total = 0
     try:
         for frame in container.decode(audio=0):
             for out in resampler.resample(frame):
-                chunks.append(check_finite(out.to_ndarray().reshape(-1), start=total, rate=rate))
-                total += chunks[-1].size
+                chunks.append(check_finite(out.to_ndarray(), start=total, rate=rate))
+                total += chunks[-1].shape[1]
             if limit is not None and total > limit:  # stop here, however long the file says it is
                 raise TooLarge(f"audio is longer than the limit of {limit / rate:.0f} s")
         for out in resampler.resample(None):
-            chunks.append(check_finite(out.to_ndarray().reshape(-1), start=total, rate=rate))
+            chunks.append(check_finite(out.to_ndarray(), start=total, rate=rate))
     except av.FFmpegError as e:
         if not chunks:
             raise UnsupportedMedia(f"audio could not be decoded ({ffmpeg_reason(e)})") from e

@@ -17,7 +17,7 @@ __all__ = ["AUDIO_RATE", "Mp4Writer", "bgr_to_i420"]
 
 AUDIO_RATE = 48_000  # Hz; the muxed track is re-decoded from the upload at this rate, not upsampled from 16 kHz
 _AAC_FRAME = 1024  # samples per AAC frame
-_AUDIO_BITRATE = 128_000
+_AUDIO_BITRATE = {"mono": 128_000, "stereo": 192_000}
 # x264 splits each frame into one slice per thread, and by default takes its thread count from the
 # CPUs the encoding thread may run on: the same frames then encode differently (most visibly in
 # the lower slices) on another machine, under another CPU limit or affinity. A fixed count makes
@@ -28,7 +28,7 @@ _BT601, _LIMITED, _BT709 = 6, 1, 1  # SMPTE 170M (the BT.601 matrix), MPEG range
 
 
 class Mp4Writer:
-    """Write BGR frames and one mono float32 track to an MP4 file."""
+    """Write BGR frames and one float32 track, (S,) mono or (C, S) with C = 1 or 2, to an MP4 file."""
 
     def __init__(self, path: Path, *, fps: float, width: int, height: int, audio: np.ndarray, audio_rate: int) -> None:
         self._out = av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"})
@@ -43,9 +43,10 @@ class Mp4Writer:
         context.colorspace, context.color_range = _BT601, _LIMITED
         context.color_primaries, context.color_trc = _BT709, _BT709
         self._video.codec_context.thread_count = ENCODER_THREADS
-        self._audio = self._out.add_stream("aac", rate=audio_rate, layout="mono")
-        self._audio.bit_rate = _AUDIO_BITRATE
-        self._samples = np.ascontiguousarray(audio, dtype=np.float32)
+        self._samples = np.ascontiguousarray(np.atleast_2d(audio), dtype=np.float32)  # (C, S)
+        self._layout = "stereo" if self._samples.shape[0] == 2 else "mono"
+        self._audio = self._out.add_stream("aac", rate=audio_rate, layout=self._layout)
+        self._audio.bit_rate = _AUDIO_BITRATE[self._layout]
         self._audio_rate = audio_rate
         self._fps = float(rate)
         self._audio_pos = 0
@@ -71,13 +72,14 @@ class Mp4Writer:
         self._out.close()
 
     def _write_audio_until(self, seconds: float | None) -> None:
-        end = self._samples.size if seconds is None else min(self._samples.size, int(seconds * self._audio_rate))
+        length = self._samples.shape[1]
+        end = length if seconds is None else min(length, int(seconds * self._audio_rate))
         while self._audio_pos < end:
-            chunk = self._samples[self._audio_pos : self._audio_pos + _AAC_FRAME]
-            frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="flt", layout="mono")
+            chunk = np.ascontiguousarray(self._samples[:, self._audio_pos : self._audio_pos + _AAC_FRAME])
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=self._layout)
             frame.sample_rate = self._audio_rate
             frame.pts = self._audio_pos
-            self._audio_pos += chunk.size
+            self._audio_pos += chunk.shape[1]
             self._out.mux(self._audio.encode(frame))
 
 

@@ -51,7 +51,7 @@ class SpeechRequest(RenderRequest):
 
     audio: np.ndarray  # (S,) float32, 16 kHz mono
     frames: int  # = frame_count(S, fps), at least 1
-    mux: np.ndarray | None = None  # the upload again at the MP4's audio rate, for that sink only
+    mux: np.ndarray | None = None  # (C, S): the upload again at the MP4's audio rate, mono or stereo, for that sink only
 
     @property
     def duration_ms(self) -> float:
@@ -74,9 +74,10 @@ class RequestChecks:
 
     def speech(self, target: RenderRequest, audio_path: Path, *, mux_rate: int | None = None) -> SpeechRequest:
         """The audio for `target`: it decodes (UnsupportedMedia, EmptyMedia, TooLarge) and lasts a frame."""
-        # 1. the audio, 16 kHz mono; the MP4's own track is decoded again at its rate, not upsampled
+        # 1. the audio, 16 kHz mono; the MP4's own track is decoded again at its rate, not upsampled,
+        #    and in stereo where the upload is
         audio = decode_audio(audio_path, max_seconds=self.max_audio_seconds)
-        mux = decode_audio(audio_path, rate=mux_rate) if mux_rate else None
+        mux = decode_audio(audio_path, rate=mux_rate, keep_stereo=True) if mux_rate else None
         return self.decoded(target, audio, mux)
 
     def decoded(self, target: RenderRequest, audio: np.ndarray, mux: np.ndarray | None = None) -> SpeechRequest:
