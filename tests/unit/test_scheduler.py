@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -98,8 +99,11 @@ def test_a_late_paced_frame_refuses_new_paced_work():
     s.observe("lite", SIZE, 0.0001)
     with paced(s) as t:
         t.late(0.5)
-        with pytest.raises(Busy, match="running late"):
+        with pytest.raises(Busy, match="running late") as refused:
             paced(s)
+    # It says to come back when the lateness lapses, not when the open-ended session would end.
+    assert refused.value.retry_after_s == math.ceil(scheduler_module.LATE_WINDOW_S)
+    assert f"retry in {math.ceil(scheduler_module.LATE_WINDOW_S)} s" in str(refused.value)
 
 
 def test_frames_measured_from_several_threads_at_once_never_break_a_render(monkeypatch):

@@ -296,8 +296,12 @@ class DeviceScheduler:
 
     def _admit_paced(self, ticket: Ticket) -> None:
         paced = [t for t in self._admitted if t.paced]
-        if paced and time.monotonic() - self.last_late < LATE_WINDOW_S:
-            self._refuse(ticket, paced, "real-time work already admitted is running late")
+        since_late = time.monotonic() - self.last_late
+        if paced and since_late < LATE_WINDOW_S:
+            # Lateness passes: the hint is when this refusal would lapse, not when a stream ends
+            # (a live session's end is unknown, and a minute is far longer than the wait).
+            self._refuse(ticket, paced, "real-time work already admitted is running late",
+                         retry_s=LATE_WINDOW_S - since_late)
         if self.max_realtime and len(paced) >= self.max_realtime:
             self._refuse(ticket, paced,
                          f"{len(paced)} real-time streams, the most MUSETALK_MAX_REALTIME_STREAMS allows")
@@ -306,8 +310,10 @@ class DeviceScheduler:
             self._refuse(ticket, paced, f"the device would need {demand:.2f} of its {self.capacity():.2f} "
                                         "device-seconds per second for real-time work")
 
-    def _refuse(self, ticket: Ticket, paced: list[Ticket], why: str) -> None:
-        retry = max(MIN_RETRY_AFTER_S, math.ceil(min(t.ends_in_s() for t in paced)))
+    def _refuse(self, ticket: Ticket, paced: list[Ticket], why: str, retry_s: float | None = None) -> None:
+        """Busy, with a retry hint: `retry_s`, else when the first admitted stream should end."""
+        soonest = retry_s if retry_s is not None else min(t.ends_in_s() for t in paced)
+        retry = max(MIN_RETRY_AFTER_S, math.ceil(soonest))
         self._count("refused", ticket.kind)
         raise Busy(f"busy: {why}; retry in {retry} s", retry_after_s=retry)
 
