@@ -85,7 +85,8 @@ def test_refusals_have_exact_statuses_and_bodies(api, offers):
         "detail": "the offer needs an audio transceiver that is sendrecv or recvonly; it has none",
         "code": "invalid_sdp"})
     assert error(httpx.post(f"{server.url}{create}", content=feeder, headers=SDP)) == (401, {
-        "detail": "missing or wrong API key (send X-API-Key, or ?key= from a browser)", "code": "unauthorized"})
+        "detail": "missing or wrong API key (send X-API-Key, Authorization: Bearer, or ?key= from a browser)",
+        "code": "unauthorized"})
     assert error(httpx.post(f"{server.url}{create}?key=wrong", content=feeder, headers=SDP))[0] == 401
     assert error(client.post("/inference/webrtc/nobody", content=feeder, headers=SDP)) == (404, {
         "detail": "avatar 'nobody' does not exist; preprocess it first", "code": "avatar_not_found"})
@@ -93,8 +94,8 @@ def test_refusals_have_exact_statuses_and_bodies(api, offers):
     assert error(client.post(unknown, content=viewer, headers=SDP)) == (404, {
         "detail": "no live session 'no-such-session'", "code": "session_not_found"})
     assert error(httpx.post(f"{server.url}{unknown}", content=viewer, headers=SDP)) == (401, {
-        "detail": "missing or wrong API key or viewer token (send X-API-Key, ?key=, or the session's viewer_token "
-                  "as ?token= or X-Viewer-Token)", "code": "unauthorized"})
+        "detail": "missing or wrong API key or viewer token (send X-API-Key, Authorization: Bearer, ?key=, or the "
+                  "session's viewer_token as ?token= or X-Viewer-Token)", "code": "unauthorized"})
 
 
 def test_viewers_limit_tokens_and_busy_then_nothing_leaks(api, offers):

@@ -14,6 +14,7 @@
 from .client import Client
 from .errors import ClientError
 from .mjpeg import MjpegPart
+from .pcm import mono_pcm16
 from .realtime import LAST, SPEAKING, UNDERRUN, FrameHeader, RealtimeFrame, RealtimeSession, unpack_frame
 from .realtime_async import AsyncRealtimeSession, open_realtime
 
@@ -30,4 +31,5 @@ __all__ = [
     "SPEAKING",
     "LAST",
     "UNDERRUN",
+    "mono_pcm16",
 ]

@@ -35,12 +35,11 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import numpy as np
 from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
 from websockets.exceptions import ConnectionClosed
 
-from musetalk_client import AsyncRealtimeSession, ClientError, RealtimeFrame
+from musetalk_client import AsyncRealtimeSession, ClientError, RealtimeFrame, mono_pcm16
 
 from .frames import PCM_BYTES, JpegDecoder, pcm_frame
 
@@ -121,9 +120,7 @@ class MuseTalkVideoGenerator(VideoGenerator):
     def _session_pcm(self, frame: rtc.AudioFrame) -> list[bytes]:
         """The frame as mono PCM16 at the session's rate."""
         if frame.num_channels > 1:
-            samples = np.frombuffer(frame.data, np.int16).reshape(-1, frame.num_channels)
-            mono = samples.mean(axis=1).astype(np.int16).tobytes()
-            frame = pcm_frame(mono, frame.sample_rate)
+            frame = pcm_frame(mono_pcm16(bytes(frame.data), frame.num_channels), frame.sample_rate)
         if frame.sample_rate == self.sample_rate:
             return [bytes(frame.data)]
         if self._resampler is None or self._resampler_rate != frame.sample_rate:

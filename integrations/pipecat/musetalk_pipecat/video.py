@@ -40,7 +40,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.errors import ErrorCategory
 from websockets.exceptions import ConnectionClosed
 
-from musetalk_client import AsyncRealtimeSession, ClientError, RealtimeFrame, open_realtime
+from musetalk_client import AsyncRealtimeSession, ClientError, RealtimeFrame, mono_pcm16, open_realtime
 
 __all__ = ["MuseTalkVideoService"]
 
@@ -163,13 +163,15 @@ class MuseTalkVideoService(FrameProcessor):
             await self._send(self._session.send_audio(pcm))
 
     async def _resample(self, frame: TTSAudioRawFrame) -> bytes:
-        """The frame's audio at the session's rate (mono PCM16, as every Pipecat TTS makes)."""
+        """The frame's audio as mono PCM16 at the session's rate. Most Pipecat TTS services make
+        mono; a stereo one is mixed down, not read as mono at twice its length."""
         assert self._session is not None
+        pcm = mono_pcm16(frame.audio, frame.num_channels)
         if frame.sample_rate == self._session.sample_rate:
-            return frame.audio
+            return pcm
         if frame.sample_rate != self._resampled_from:  # a stream resampler serves one pair of rates
             self._resampler, self._resampled_from = create_stream_resampler(), frame.sample_rate
-        return await self._resampler.resample(frame.audio, frame.sample_rate, self._session.sample_rate)
+        return await self._resampler.resample(pcm, frame.sample_rate, self._session.sample_rate)
 
     async def _stop(self, frame: TTSStoppedFrame) -> None:
         """`end` the reply and hold its stop frame until the avatar has said it (or forward it

@@ -11,9 +11,10 @@ import asyncio
 import wave
 from pathlib import Path
 
-import numpy as np
 from pipecat.frames.frames import Frame, TTSAudioRawFrame, TTSSpeakFrame, TTSStartedFrame, TTSStoppedFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from musetalk_client import mono_pcm16
 
 __all__ = ["WavSpeaker", "read_wav_mono"]
 
@@ -27,8 +28,7 @@ def read_wav_mono(path: str | Path, seconds: float | None = None) -> tuple[bytes
             raise ValueError(f"{path}: {8 * w.getsampwidth()}-bit samples; WavSpeaker reads 16-bit WAV")
         rate, channels = w.getframerate(), w.getnchannels()
         frames = w.readframes(w.getnframes() if seconds is None else round(seconds * rate))
-    samples = np.frombuffer(frames, "<i2").reshape(-1, channels).mean(axis=1)
-    return samples.round().astype("<i2").tobytes(), rate
+    return mono_pcm16(frames, channels), rate
 
 
 class WavSpeaker(FrameProcessor):

@@ -20,6 +20,7 @@ from pipecat.frames.frames import (
     OutputImageRawFrame,
     TTSAudioRawFrame,
     TTSSpeakFrame,
+    TTSStartedFrame,
     TTSStoppedFrame,
 )
 from pipecat.metrics.metrics import TTFBMetricsData
@@ -134,6 +135,25 @@ async def test_an_interruption_cuts_the_reply_and_the_next_one_plays(musetalk_se
     next_reply = spoken(output(bot)[output(bot).index(after_cut[-1]) + 1:])
     per_frame = 2 * 16000 // 25
     assert next_reply == speaker.pcm + bytes(-len(speaker.pcm) % per_frame)
+
+
+async def test_a_stereo_tts_is_mixed_down_not_read_as_twice_as_long(musetalk_server):
+    """A TTS that sends stereo frames (num_channels 2): the avatar says the two channels' mean, for
+    as long as the reply lasts, not the interleaved samples read as mono at twice its length."""
+    speaker = WavSpeaker(SPEECH_16K, seconds=1.0)
+    left = np.frombuffer(speaker.pcm, "<i2")
+    stereo = np.stack([left, np.zeros_like(left)], axis=1).astype("<i2").tobytes()  # the right side silent
+    chunk = 2 * 2 * 320  # 20 ms of 16 kHz stereo
+    async with running_bot(service(musetalk_server), speaker, audio_out_sample_rate=16000) as bot:
+        await bot.queue(TTSStartedFrame())
+        for start in range(0, len(stereo), chunk):
+            await bot.queue(TTSAudioRawFrame(stereo[start:start + chunk], 16000, 2))
+        await bot.queue(TTSStoppedFrame())
+        await bot.down.wait_for(stopped())
+    said = spoken(output(bot))
+    per_frame = 2 * 16000 // 25
+    halved = (left / 2).round().astype("<i2").tobytes()
+    assert said == halved + bytes(-len(halved) % per_frame)
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,10 @@ def header_key(headers: Mapping[str, str]) -> str | None:
     return given
 
 
+# Where browsers call (the socket, WebRTC) a key may also come as ?key=: they cannot set headers there.
+WRONG_KEY_OR_QUERY = "missing or wrong API key (send X-API-Key, Authorization: Bearer, or ?key= from a browser)"
+
+
 def key_matches(given: str | None, expected: str) -> bool:
     """The one comparison of a presented key, in constant time."""
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())

@@ -22,7 +22,7 @@ from ...render.realtime.protocol import rate_from_query
 from ...render.realtime.session import IdleFrames, RealtimeSession, SessionConfig, observer_for
 from ...render.realtime.transport import SessionTransport
 from ...webrtc.live import LiveSession
-from ..deps import header_key, key_matches
+from ..deps import WRONG_KEY_OR_QUERY, header_key, key_matches
 from ..realtime_socket import WebSocketTransport
 from ..state import AppState
 
@@ -34,7 +34,7 @@ def _check_key(ws: WebSocket, state: AppState) -> None:
     """The X-API-Key header, Authorization: Bearer, or (browsers cannot set headers) `?key=`."""
     expected = state.settings.api_key
     if expected and not key_matches(header_key(ws.headers) or ws.query_params.get("key"), expected):
-        raise Unauthorized("missing or wrong API key (send X-API-Key, or ?key= from a browser)")
+        raise Unauthorized(WRONG_KEY_OR_QUERY)
 
 
 def session_config(s: Settings) -> SessionConfig:

@@ -28,7 +28,7 @@ from ...render.realtime.session import RealtimeSession
 from ...webrtc.live import LiveSession
 from ...webrtc.offer import Offer, Role, check_offer
 from ...webrtc.transport import MIC_RATE, WebRtcTransport
-from ..deps import AvatarIdPath, StateDep, header_key, key_matches
+from ..deps import WRONG_KEY_OR_QUERY, AvatarIdPath, StateDep, header_key, key_matches
 from ..models import WebRtcDeleted
 from ..openapi import error_responses
 from ..state import AppState
@@ -54,7 +54,7 @@ def require_key(request: Request, state: StateDep) -> None:
     """The API key, as a header or (browsers' fetch to another origin may not set one) `?key=`."""
     expected = state.settings.api_key
     if expected and not key_matches(_given_key(request), expected):
-        raise Unauthorized("missing or wrong API key (send X-API-Key, or ?key= from a browser)")
+        raise Unauthorized(WRONG_KEY_OR_QUERY)
 
 
 def _viewer_authorised(*, fresh: bool) -> Callable[[Request, AppState], None]:
@@ -70,8 +70,8 @@ def _viewer_authorised(*, fresh: bool) -> Callable[[Request, AppState], None]:
         token = request.query_params.get("token") or request.headers.get("x-viewer-token")
         if live is not None and (live.token_valid(token) if fresh else token == live.token):
             return
-        raise Unauthorized("missing or wrong API key or viewer token (send X-API-Key, ?key=, or the session's "
-                           "viewer_token as ?token= or X-Viewer-Token)")
+        raise Unauthorized("missing or wrong API key or viewer token (send X-API-Key, Authorization: Bearer, "
+                           "?key=, or the session's viewer_token as ?token= or X-Viewer-Token)")
 
     return check
 
