@@ -13,6 +13,8 @@ import av
 import cv2
 import numpy as np
 
+from .audio import PCM16_SCALE
+
 __all__ = ["AUDIO_RATE", "Mp4Writer", "bgr_to_i420"]
 
 AUDIO_RATE = 48_000  # Hz; the muxed track is re-decoded from the upload at this rate, not upsampled from 16 kHz
@@ -28,7 +30,7 @@ _BT601, _LIMITED, _BT709 = 6, 1, 1  # SMPTE 170M (the BT.601 matrix), MPEG range
 
 
 class Mp4Writer:
-    """Write BGR frames and one float32 track, (S,) mono or (C, S) with C = 1 or 2, to an MP4 file."""
+    """Write BGR frames and one track, (S,) mono or (C, S) with C = 1 or 2, float32 or int16, to an MP4 file."""
 
     def __init__(self, path: Path, *, fps: float, width: int, height: int, audio: np.ndarray, audio_rate: int) -> None:
         self._out = av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"})
@@ -43,7 +45,7 @@ class Mp4Writer:
         context.colorspace, context.color_range = _BT601, _LIMITED
         context.color_primaries, context.color_trc = _BT709, _BT709
         self._video.codec_context.thread_count = ENCODER_THREADS
-        self._samples = np.ascontiguousarray(np.atleast_2d(audio), dtype=np.float32)  # (C, S)
+        self._samples = np.atleast_2d(audio)  # (C, S), float32 or int16 (to_pcm16)
         self._layout = "stereo" if self._samples.shape[0] == 2 else "mono"
         self._audio = self._out.add_stream("aac", rate=audio_rate, layout=self._layout)
         self._audio.bit_rate = _AUDIO_BITRATE[self._layout]
@@ -75,7 +77,9 @@ class Mp4Writer:
         length = self._samples.shape[1]
         end = length if seconds is None else min(length, int(seconds * self._audio_rate))
         while self._audio_pos < end:
-            chunk = np.ascontiguousarray(self._samples[:, self._audio_pos : self._audio_pos + _AAC_FRAME])
+            chunk = np.ascontiguousarray(self._samples[:, self._audio_pos : self._audio_pos + _AAC_FRAME], np.float32)
+            if self._samples.dtype == np.int16:
+                chunk /= PCM16_SCALE
             frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=self._layout)
             frame.sample_rate = self._audio_rate
             frame.pts = self._audio_pos

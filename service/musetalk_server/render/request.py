@@ -21,7 +21,7 @@ import numpy as np
 from ..avatars.cache import AvatarCache
 from ..engines.base import LoadedAvatar, Renderer
 from ..errors import InvalidInput
-from ..media.audio import decode_audio
+from ..media.audio import decode_audio, to_pcm16
 from ..media.frame_timing import SAMPLE_RATE, frame_count
 
 __all__ = ["RenderRequest", "SpeechRequest", "RequestChecks"]
@@ -51,7 +51,7 @@ class SpeechRequest(RenderRequest):
 
     audio: np.ndarray  # (S,) float32, 16 kHz mono
     frames: int  # = frame_count(S, fps), at least 1
-    mux: np.ndarray | None = None  # (C, S): the upload again at the MP4's audio rate, mono or stereo, for that sink only
+    mux: np.ndarray | None = None  # (C, S) int16: the upload again at the MP4's audio rate, mono or stereo, for that sink only
 
     @property
     def duration_ms(self) -> float:
@@ -77,7 +77,7 @@ class RequestChecks:
         # 1. the audio, 16 kHz mono; the MP4's own track is decoded again at its rate, not upsampled,
         #    and in stereo where the upload is
         audio = decode_audio(audio_path, max_seconds=self.max_audio_seconds)
-        mux = decode_audio(audio_path, rate=mux_rate, keep_stereo=True) if mux_rate else None
+        mux = to_pcm16(decode_audio(audio_path, rate=mux_rate, keep_stereo=True)) if mux_rate else None
         return self.decoded(target, audio, mux)
 
     def decoded(self, target: RenderRequest, audio: np.ndarray, mux: np.ndarray | None = None) -> SpeechRequest:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import InvalidInput, TooLarge
+from ...media.audio import PCM16_SCALE
 from ...media.frame_timing import SAMPLE_RATE, pingpong_index
 from .protocol import DEFAULT_RATE, LAST, PCM_BYTES, SPEAKING, UNDERRUN
 from .resample import StreamResampler
@@ -33,7 +34,6 @@ from .resample import StreamResampler
 __all__ = ["IDLE", "SPEECH", "UNDERRUN_KIND", "Plan", "Timeline", "Utterance"]
 
 IDLE, SPEECH, UNDERRUN_KIND = "idle", "speech", "underrun"
-_PCM_SCALE = 32768.0
 
 
 class GrowingAudio:
@@ -74,7 +74,7 @@ class Utterance:
     def add(self, pcm: bytes) -> None:
         self.pcm += pcm
         self.received += len(pcm) // PCM_BYTES
-        samples = np.frombuffer(pcm, "<i2").astype(np.float32) / _PCM_SCALE
+        samples = np.frombuffer(pcm, "<i2").astype(np.float32) / PCM16_SCALE
         self.audio.append(self.resampler.push(samples))
 
     def finish(self) -> None:

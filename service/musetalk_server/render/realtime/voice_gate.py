@@ -15,6 +15,8 @@ from collections import deque
 
 import numpy as np
 
+from ...media.audio import PCM16_SCALE
+
 __all__ = ["END", "GATE_CLOSE_RMS", "GATE_HANG_S", "GATE_OPEN_RMS", "GATE_PREROLL_S", "VoiceGate"]
 
 GATE_OPEN_RMS = 0.02  # about -34 dBFS
@@ -22,7 +24,6 @@ GATE_CLOSE_RMS = 0.01
 GATE_HANG_S = 0.6  # this much quiet ends the utterance
 GATE_PREROLL_S = 0.2  # sent ahead of the first loud chunk
 END = '{"type": "end"}'  # what the gate says when an utterance is over: the socket's `end` message
-_PCM_SCALE = 32768.0
 
 
 class VoiceGate:
@@ -66,5 +67,5 @@ class VoiceGate:
 
 
 def _rms(pcm: bytes) -> float:
-    x = np.frombuffer(pcm, "<i2").astype(np.float32) / _PCM_SCALE
+    x = np.frombuffer(pcm, "<i2").astype(np.float32) / PCM16_SCALE
     return float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
