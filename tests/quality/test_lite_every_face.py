@@ -1,9 +1,10 @@
 """Every face the lite engine accepts speaks (issue 26): a photo (png and jpg), a clip whose mouth
 stays shut and the seed's one-second clip, whose lips barely part, each driven by speech and
-then silence, through the engine itself; and a photo taken mid-word, whose mouth never shuts.
+then silence, through the engine itself; and two photos taken mid-word, whose mouth never shuts.
 
 The first four hold no open mouth, so the engine makes openings by dropping the jaw
-(synth.open_lips); the last is warped shut and part-way (synth.close_lips). What is judged is
+(synth.open_lips); the photos open mid-word are warped shut and part-way (synth.close_lips), and
+the one open wide by raising the jaw (synth.raise_jaw). What is judged is
 what a viewer sees: the mouth opening read back from the rendered frames with FaceMesh, against
 the audio's envelope (bench/lipsync_eval.py's measures), shut in the silence, and nothing
 changed outside the lower face.
@@ -71,6 +72,8 @@ def driven(tmp_path_factory):
         "seed_short": list(read_video(media("seed_short_test_video.mp4"), FPS).frames),  # lips part by 0.025 at most
         # a photo taken mid-word, open in its only frame, so nothing filmed is near shut
         "open_still": still(tmp, "vr_face2", 0, "png", shut=False),
+        # ... and one open wide (0.36 inter-ocular units, tongue and teeth showing): its jaw rises
+        "agape_still": still(tmp, "lp_d12", 165, "jpg", shut=False),
     }
     engine, out = LiteEngine(), {}
     for name, frames in cases.items():
@@ -92,7 +95,7 @@ def driven(tmp_path_factory):
 
 
 NEVER_OPEN = ("still_png", "still_jpg", "closed_clip", "seed_short")
-CASES = (*NEVER_OPEN, "open_still")
+CASES = (*NEVER_OPEN, "open_still", "agape_still")
 
 
 @pytest.mark.parametrize("case", NEVER_OPEN)
@@ -106,6 +109,23 @@ def test_a_photo_open_mid_word_says_its_shut_mouths_are_made(driven):
     info = driven[0]["open_still"][0]["animation"]
     assert info["status"] == "synthesised" and info["shut"] == "synthesised" and info["open"] == "filmed", info
     assert "open in every frame" in info["reason"], info
+
+
+def test_a_photo_open_wide_says_its_shut_mouths_are_made(driven):
+    info = driven[0]["agape_still"][0]["animation"]
+    assert info["status"] == "synthesised" and info["shut"] == "synthesised", info
+
+
+def test_a_photo_whose_lips_do_not_meet_when_shut_says_it_is_limited(tmp_path):
+    """lp_d12's frame 121 (open 0.36, the tongue over the lower teeth): warped shut and pasted
+    back, the landmarker still reads its lips apart, and the avatar says so."""
+    le = _load_eval()
+    from musetalk_server.engines.lite import LiteEngine
+
+    avatar = le.build_avatar(LiteEngine(), still(tmp_path, "lp_d12", 121, "jpg", shut=False), tmp_path, "agape")
+    info = avatar.manifest["engine_info"]["animation"]
+    assert info["status"] == "limited" and info["shut"] == "missing", info
+    assert "still read" in info["reason"] and "pauses" in info["reason"], info
 
 
 @pytest.mark.parametrize("case", CASES)

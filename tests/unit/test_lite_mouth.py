@@ -11,7 +11,7 @@ from musetalk_server.engines.lite.coverage import OPEN_ENOUGH, animation_facts, 
 from musetalk_server.engines.lite.geometry import mouth_aperture
 from musetalk_server.engines.lite.live import lookahead_s
 from musetalk_server.engines.lite.shape import FADE_DB, SHIPPED, SILENCE_DB, ShapeRange, ShapeStream, openness
-from musetalk_server.engines.lite.synth import close_lips, open_lips
+from musetalk_server.engines.lite.synth import close_lips, open_lips, raise_jaw
 from musetalk_server.face.landmarks import LIPS_INNER_LOWER, LIPS_INNER_UPPER
 from musetalk_server.media.frame_timing import SAMPLE_RATE
 
@@ -89,9 +89,28 @@ def test_a_mouth_that_never_opens_gets_openings_and_says_so():
     assert plan.narrow_from == (0, 5, 10, 15) and plan.shut == () and plan.openings == ()
     facts = animation_facts(mid_word, plan)
     assert facts["status"] == "synthesised" and facts["shut"] == "synthesised", facts
-    agape = bank(np.full(20, 0.25))  # too open to warp shut
-    facts = animation_facts(agape, plan_mouths(agape))
+    agape = bank(np.full(20, 0.25))  # open wide: its jaw is raised (synth.raise_jaw)
+    plan = plan_mouths(agape)
+    assert plan.narrow_from == (0, 5, 10, 15)
+    assert animation_facts(agape, plan, shut_gap=0.01)["status"] == "synthesised"
+    # Read back after the warp with its lips still apart (a tongue between them): told so.
+    facts = animation_facts(agape, plan, shut_gap=0.2)
     assert facts["status"] == "limited" and facts["shut"] == "missing" and "pauses" in facts["reason"]
+
+
+def test_raise_jaw_shuts_a_wide_mouth_from_below_and_leaves_the_upper_lip_alone():
+    frame, pts = open_mouth_face(gap=30.0)
+    frame[185:256] = 200  # a plain pale lower face under the lower lip (rows 155-185 at the middle)
+    frame[157:184, 115:142] = 20  # the open mouth's dark interior
+    shut, moved = raise_jaw(frame, pts)
+    assert mouth_aperture(moved) < 0.01
+    assert np.array_equal(shut[:150], frame[:150]), "the upper lip, nose and eyes must not move"
+    assert np.allclose(moved[list(LIPS_INNER_UPPER)], pts[list(LIPS_INNER_UPPER)]), "the upper lip stays"
+    assert np.allclose(moved[CHIN], pts[CHIN]), "the jaw outline stays, so the paste covers the old chin"
+    assert shut[158:170, 120:137].mean() > 150, "the rising lower face covers the interior"
+    half, half_moved = raise_jaw(frame, pts, keep=0.5)
+    assert abs(mouth_aperture(half_moved) - mouth_aperture(pts) / 2) < 0.01
+    assert half[158:164, 120:137].mean() < 60, "part-way, the interior still shows under the upper lip"
 
 
 def test_close_lips_can_leave_part_of_the_gap():

@@ -11,16 +11,19 @@ this existed gains them when it is opened, and nothing but the bank is stored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from .bank import ALREADY_SHUT, OPEN_PERCENTILE, SHUT_LIMIT, MouthBank, build_bank, shut_candidates
+from .compose import paste_mouth
+from .geometry import mouth_aperture
 from .shape import ShapeRange
-from .synth import close_lips, open_lips
+from .synth import close_lips, open_lips, raise_jaw
 
-__all__ = ["MouthPlan", "animation_facts", "extended_bank", "plan_mouths"]
+__all__ = ["MouthPlan", "animation_facts", "extended_bank", "made_shut_gap", "plan_mouths"]
 
 # The four ground-truth speakers open to 0.13-0.31 inter-ocular units at the bank's 90th
 # percentile, the closed-mouth clips (seed_short_test_video, mt_yongen) to 0.018-0.020. Under
@@ -34,8 +37,13 @@ DONOR_MIN = 0.03
 # A mouth open in every frame (a photo taken mid-word: none of its frames is under bank.SHUT_LIMIT,
 # so none is warped shut the usual way) is warped shut with each lip moving up to this far, and
 # part-way, keeping these shares of its gap, so that it has narrower openings to speak with too.
+# A gap wider than twice this is an open jaw: it shuts by the jaw rising (synth.raise_jaw).
 WIDE_HALF_GAP = 0.1
 NARROWINGS = (0.0, 0.25, 0.5, 0.75)
+# Inter-ocular units: a mouth warped shut that the face landmarker still reads this far apart did
+# not shut (a tongue or teeth filling a wide mouth, which the rising lip cannot cover). Lips that
+# met read 0.00-0.01; smiling shut lips up to 0.035; a tongue left between the lips 0.18-0.32.
+STILL_APART = 0.05
 
 
 @dataclass(frozen=True)
@@ -52,8 +60,7 @@ class MouthPlan:
         """(frame, points) of every synthetic mouth, shut ones first."""
         donor = None if self.donor is None else (frames[self.donor], landmarks[self.donor])
         made = [close_lips(frames[k], landmarks[k]) for k in self.shut]
-        made += [close_lips(frames[k], landmarks[k], keep, WIDE_HALF_GAP)
-                 for k in self.narrow_from for keep in NARROWINGS]
+        made += [narrowed(frames[k], landmarks[k], keep) for k in self.narrow_from for keep in NARROWINGS]
         made += [open_lips(frames[k], landmarks[k], a, donor) for k in self.open_from for a in self.openings]
         return made
 
@@ -67,6 +74,14 @@ class MouthPlan:
         return replace(r, open=float(curve[-1]), curve=tuple(float(v) for v in curve))
 
 
+def narrowed(frame: np.ndarray, points: np.ndarray, keep: float) -> tuple[np.ndarray, np.ndarray]:
+    """A mouth open in every frame, shut (keep 0) or part-way: the lips moved towards each other
+    by up to WIDE_HALF_GAP each, or, opened wider than that allows, the jaw raised (synth.raise_jaw)."""
+    if float(mouth_aperture(points)) > 2 * WIDE_HALF_GAP:
+        return raise_jaw(frame, points, keep)
+    return close_lips(frame, points, keep, WIDE_HALF_GAP)
+
+
 def plan_mouths(bank: MouthBank) -> MouthPlan:
     """The mouths `bank`'s frames lack: shut ones (bank.shut_candidates) and, if it never opens
     as speech does, openings above its widest from its least-open frames."""
@@ -74,8 +89,7 @@ def plan_mouths(bank: MouthBank) -> MouthPlan:
     stretches = np.array_split(np.arange(len(bank)), min(OPEN_SOURCES, len(bank)))
     least_open = tuple(int(part[np.argmin(bank.aperture[part])]) for part in stretches)
     if float(bank.aperture.min()) >= SHUT_LIMIT:  # open in every frame
-        narrow_from = tuple(k for k in least_open if bank.aperture[k] <= 2 * WIDE_HALF_GAP)
-        return MouthPlan(shut, narrow_from=narrow_from)
+        return MouthPlan(shut, narrow_from=least_open)
     widest = float(np.percentile(bank.aperture, OPEN_PERCENTILE))
     if widest >= OPEN_ENOUGH:
         return MouthPlan(shut)
@@ -90,19 +104,34 @@ def extended_bank(bank: MouthBank, made: list[tuple[np.ndarray, np.ndarray]]) ->
     return bank.extended(build_bank(np.stack([p for _, p in made]))) if made else bank
 
 
-def animation_facts(bank: MouthBank, plan: MouthPlan) -> dict[str, Any]:
+def made_shut_gap(frames: list[np.ndarray], landmarks: np.ndarray, plan: MouthPlan,
+                  read: Callable[[list[np.ndarray]], np.ndarray]) -> float | None:
+    """The widest inner-lip gap `read` (frames -> their apertures) finds on the mouths warped shut
+    for a mouth open in every frame; None where there are none. Preprocess reads them back with
+    the face landmarker, so a mouth that did not shut is told so (animation_facts)."""
+    if not plan.narrow_from:
+        return None
+    # As a viewer sees them: pasted back into the frame they were made from (compose.py).
+    shut = [paste_mouth(frames[k], landmarks[k], *narrowed(frames[k], landmarks[k], 0.0)) for k in plan.narrow_from]
+    return float(np.nan_to_num(read(shut), nan=1.0).max())
+
+
+def animation_facts(bank: MouthBank, plan: MouthPlan, shut_gap: float | None = None) -> dict[str, Any]:
     """engine_info.animation: how the avatar's mouth is animated, for a client to show.
 
     `status` is "filmed" (its own mouths serve), "synthesised" (some are made, see `open` and
-    `shut`) or "limited", with a `reason` a person can read."""
+    `shut`) or "limited", with a `reason` a person can read. `shut_gap`: made_shut_gap, where
+    preprocess read the made shut mouths back."""
     opened = "synthesised" if plan.openings else "filmed"
-    made_shut = plan.shut or plan.narrow_from
-    shut = "filmed" if float(bank.aperture.min()) <= ALREADY_SHUT else ("synthesised" if made_shut else "missing")
+    # A mouth that never shut on camera is always warped shut: from its least-open frames
+    # (bank.shut_candidates), or, open in every frame, its least-open frames narrowed.
+    shut = "filmed" if float(bank.aperture.min()) <= ALREADY_SHUT else "synthesised"
     facts: dict[str, Any] = {"open": opened, "shut": shut}
-    if shut == "missing":
-        return {"status": "limited", **facts, "reason": (
-            f"the mouth is open in every frame (at least {bank.aperture.min():.2f} inter-ocular units) and too "
-            "open to warp shut: it cannot close in pauses; use a video where the lips meet at least once")}
+    if shut_gap is not None and shut_gap > STILL_APART:
+        return {"status": "limited", **facts, "shut": "missing", "reason": (
+            f"the mouth is open in every frame (at least {bank.aperture.min():.2f} inter-ocular units) and, warped "
+            f"shut, its lips still read {shut_gap:.2f} apart (a tongue or teeth fill it): it may not close in "
+            "pauses; use a video where the lips meet at least once")}
     if plan.narrow_from:
         return {"status": "synthesised", **facts, "reason": (
             "the mouth is open in every frame: it is warped shut for pauses and part-way for quieter sounds, "

@@ -6,8 +6,8 @@ prepare: measure every avatar frame's mouth (aperture, width) and head pose -> `
          decide which mouths speech needs that the frames lack (coverage.py) and say so
          (`engine_info.animation`).
 open:    add those to the bank: a few least-open mouths warped shut (part-way too, for a mouth
-         open in every frame), and for a still or a closed-mouth clip, its mouth opened by
-         dropping the jaw (synth.py).
+         open in every frame; one open wide shuts by raising the jaw), and for a still or a
+         closed-mouth clip, its mouth opened by dropping the jaw (synth.py).
 render:  audio -> target mouth shape per frame (shape.py) -> best bank entry (bank.py) ->
          its mouth pasted into the ping-pong background frame (compose.py).
 """
@@ -23,12 +23,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ...errors import AvatarEngineMismatch, InvalidInput
-from ...face.landmarks import interocular
+from ...face.landmarks import detect_video, interocular
 from ...media.frame_timing import SAMPLE_RATE, frame_count, pingpong_index
 from ..base import AvatarFrames, Engine, FrameSession, LoadedAvatar, Renderer
 from .bank import MIN_VOICED, MouthBank, MouthPicker, build_bank
 from .compose import paste_mouth
-from .coverage import animation_facts, extended_bank, plan_mouths
+from .coverage import animation_facts, extended_bank, made_shut_gap, plan_mouths
+from .geometry import mouth_aperture
 from .own_voice import MIN_OWN_R, NOT_THEIR_VOICE, RANK_MUST_WIN_BY, av_offset, shifted_r
 from .shape import SHIPPED, GenericMapping, ShapeStream
 
@@ -49,7 +50,7 @@ class LiteRenderer(Renderer):
         # Mouth sources: the avatar's frames, then the mouths they lack (coverage.py): a few
         # warped shut, so a speaker who never closed their lips on camera can close them in a
         # pause; for a still or a closed-mouth clip, its mouth opened to several openings; for a
-        # mouth open in every frame, shut and part-way.
+        # mouth open in every frame, shut and part-way (an open jaw raised).
         plan = plan_mouths(bank)
         made = plan.synthesise(frames, landmarks)
         self.sources = list(frames) + [f for f, _ in made]
@@ -102,13 +103,16 @@ class LiteEngine(Engine):
         out_dir.mkdir(parents=True, exist_ok=True)
         bank.save(out_dir / BANK_FILE)
         r = bank.shape_range()
+        plan = plan_mouths(bank)
+        # A mouth open in every frame is warped shut: read back, the client is told if it did not shut.
+        shut_gap = made_shut_gap(list(avatar.frames), landmarks, plan, read_apertures)
         return {
             "mouth_aperture": {"closed": round(r.closed, 4), "open": round(r.open, 4)},
             "mouth_width": {"lo": round(r.width_lo, 4), "hi": round(r.width_hi, 4)},
             "interocular_px": round(float(np.median(interocular(landmarks))), 1),
             "face_box": face_box_stats(landmarks, bbox_shift),
             "openness_spread": spread,
-            "animation": animation_facts(bank, plan_mouths(bank)),
+            "animation": animation_facts(bank, plan, shut_gap),
         }
 
     def open(self, avatar: LoadedAvatar) -> Renderer:
@@ -169,6 +173,11 @@ def generic_shapes(bank: MouthBank, audio: np.ndarray, fps: float,
     """(openness, target aperture) of the generic mapping on each of the bank's frames."""
     shapes = list(ShapeStream(audio, fps, len(bank), bank.shape_range(), mapping=mapping))
     return (np.array([s.openness for s in shapes], np.float32), np.array([s.aperture for s in shapes], np.float32))
+
+
+def read_apertures(frames: list[np.ndarray]) -> np.ndarray:
+    """(N,) inner-lip gap the face landmarker reads on each frame, NaN where it finds no face."""
+    return mouth_aperture(detect_video(frames)[0])
 
 
 def face_box_stats(landmarks: np.ndarray, bbox_shift: int) -> dict[str, Any]:

@@ -12,6 +12,10 @@ mouth, nothing at its corners), the chin with it, the neck under it gives way; t
 stays. The gap that opens is the inner mouth: a dark cavity, shaded deeper towards its middle,
 and, only if the person showed it on camera (`donor`), their own teeth and mouth interior,
 hanging from the upper lip as they were filmed.
+
+A photo taken on an open vowel has a gap too wide for `close_lips`: `raise_jaw` shuts it the way
+a jaw does, the lower lip and chin rising under an upper lip that stays. Both jaw moves are one
+warp (`_move_jaw`), down or up.
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ...face.landmarks import LIPS_INNER_LOWER, LIPS_INNER_UPPER, interocular
+from ...face.landmarks import JAW, LIPS_INNER_LOWER, LIPS_INNER_UPPER, interocular
 from .geometry import MOUTH_CORNERS
 
-__all__ = ["close_lips", "open_lips"]
+__all__ = ["close_lips", "open_lips", "raise_jaw"]
 
 REACH_UP = 0.3  # inter-ocular units above the lip line over which the pull fades out (to the nose)
 REACH_DOWN = 0.5  # ... and below it (to the chin)
@@ -123,24 +127,53 @@ def open_lips(frame: np.ndarray, points: np.ndarray, aperture: float,
     """(frame, points) with the inner-lip gap (vertices 13-14) opened to `aperture` inter-ocular
     units by dropping the lower lip and jaw; the upper face untouched. `donor`, a (frame, points)
     whose mouth is open, lends its interior (teeth); without it the cavity is dark."""
+    iod = float(interocular(points))
+    drop = max(aperture * iod - float(np.linalg.norm(points[14] - points[13])), 0.0)  # px at the middle
+    return _move_jaw(frame, points, drop, donor)
+
+
+def raise_jaw(frame: np.ndarray, points: np.ndarray, keep: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(frame, points) with the lower lip and jaw raised until the inner lips meet, or until
+    `keep` of the gap is left; the upper lip and the face above it untouched.
+
+    A mouth open wide is open because the jaw dropped, and it shuts by the jaw rising: `close_lips`,
+    which moves both lips towards each other, would have to drag the upper lip half-way down a
+    wide gap. Here the lower lip rises by its own gap at every point of the mouth (so the lips
+    meet along their whole length), the chin by the gap at the middle, and the neck under it
+    stretches to follow. The interior is covered by the rising lip, nothing is painted."""
+    return _move_jaw(frame, points, -(1 - keep) * float(np.linalg.norm(points[14] - points[13])))
+
+
+def _move_jaw(frame: np.ndarray, points: np.ndarray, drop: float,
+              donor: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The lower lip and jaw moved `drop` px down the face's axis at the middle of the mouth (up
+    where negative); the upper lip stays. Opening, the new gap is an open mouth's oval filled
+    with the inner mouth; closing, the lower lip follows the gap's own outline."""
     points = points.astype(np.float64)
     iod = float(interocular(points))
     centre, ex, ey = _mouth_frame(points)
     up_u, up_v = _contour(points, LIPS_INNER_UPPER, centre, ex, ey)
     lo_u, lo_v = _contour(points, LIPS_INNER_LOWER, centre, ex, ey)
-    drop = max(aperture * iod - float(np.linalg.norm(points[14] - points[13])), 0.0)  # px at the middle
     chin_v = float((points[CHIN] - centre) @ ey)
     mid_u, half_u = (up_u[0] + up_u[-1]) / 2, max((up_u[-1] - up_u[0]) / 2, 1e-6)
-    jaw_u, reach = JAW_HALF_WIDTH * iod, NECK_REACH * iod
+    gap_mid = max(float(np.interp(mid_u, lo_u, lo_v) - np.interp(mid_u, up_u, up_v)), 1e-6)
+    # Under the chin the shift fades out over `reach`; it must exceed a rising chin's lift, or
+    # the neck would fold over itself.
+    jaw_u, reach = JAW_HALF_WIDTH * iod, max(NECK_REACH * iod, 2 * -drop)
 
     def shift(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(upper lip, new lower lip, downward shift) at output mouth coordinates (u, v)."""
-        lip = drop * np.sqrt(np.clip(1 - ((u - mid_u) / half_u) ** 2, 0.0, 1.0))  # an open mouth's oval
+        top = np.interp(u, up_u, up_v)
+        inside = (u > up_u[0]) & (u < up_u[-1])
+        if drop >= 0:
+            lip = drop * np.sqrt(np.clip(1 - ((u - mid_u) / half_u) ** 2, 0.0, 1.0))  # an open mouth's oval
+        else:
+            lip = np.where(inside, drop / gap_mid * np.clip(np.interp(u, lo_u, lo_v) - top, 0.0, None), 0.0)
         chin = drop * np.clip(1 - (u / jaw_u) ** 2, 0.0, 1.0)
-        top, lower = np.interp(u, up_u, up_v), np.interp(u, lo_u, lo_v) + lip
+        lower = np.interp(u, lo_u, lo_v) + lip
         low_chin = chin_v + chin
-        # From the lower lip to the chin the shift turns from the lip's oval into the jaw's
-        # broad drop; under the chin it fades out. d(shift)/dv < 1 everywhere: no fold.
+        # From the lower lip to the chin the shift turns from the lip's into the jaw's broad
+        # move; under the chin it fades out. d(shift)/dv < 1 everywhere: no fold.
         s = np.clip((v - lower) / np.maximum(low_chin - lower, 1.0), 0.0, 1.0)
         below = chin * np.clip(1 - (v - low_chin) / reach, 0.0, 1.0)
         return top, lower, np.where(v <= low_chin, lip + (chin - lip) * s, below)
@@ -148,12 +181,13 @@ def open_lips(frame: np.ndarray, points: np.ndarray, aperture: float,
     # 1. The box to warp: the jaw's width, from the upper lip to the neck.
     h, w = frame.shape[:2]
     corners = np.array([centre + su * jaw_u * ex + sv * ey for su in (-1, 1)
-                        for sv in (float(up_v.min()) - 2, chin_v + drop + reach)])
+                        for sv in (float(up_v.min()) - 2, chin_v + max(drop, 0.0) + reach)])
     x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
     x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, (w, h))
-    if drop < 0.5 or x1 - x0 < 2 or y1 - y0 < 2:
+    if abs(drop) < 0.5 or x1 - x0 < 2 or y1 - y0 < 2:
         return frame.copy(), points.astype(np.float32)
-    # 2. Inverse map: below the upper lip each output pixel reads from `shift` higher up.
+    # 2. Inverse map: below the upper lip each output pixel reads from `shift` higher up (lower
+    # down where the jaw rises).
     gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
     rel_x, rel_y = gx - centre[0], gy - centre[1]
     u, v = rel_x * ex[0] + rel_y * ex[1], rel_x * ey[0] + rel_y * ey[1]
@@ -162,9 +196,9 @@ def open_lips(frame: np.ndarray, points: np.ndarray, aperture: float,
     map_x = (centre[0] + u * ex[0] + src_v * ey[0]).astype(np.float32)
     map_y = (centre[1] + u * ex[1] + src_v * ey[1]).astype(np.float32)
     box = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-    # 3. The gap between the lips: the inner mouth.
+    # 3. The gap a dropped jaw opens between the lips: the inner mouth.
     inside = np.clip((v - top) / EDGE_PX, 0, 1) * np.clip((lower - v) / EDGE_PX, 0, 1)
-    if inside.any():
+    if drop > 0 and inside.any():
         depth = np.sin(np.pi * np.clip((v - top) / np.maximum(lower - top, 1.0), 0, 1))
         depth *= np.sqrt(np.clip(1 - ((u - mid_u) / half_u) ** 2, 0, 1))
         lips = _lip_colour(frame, points, centre, ex, ey, iod)
@@ -174,12 +208,17 @@ def open_lips(frame: np.ndarray, points: np.ndarray, aperture: float,
         box = box * (1 - inside[..., None]) + cavity * inside[..., None]
     out = frame.copy()
     out[y0:y1, x0:x1] = np.clip(box + 0.5, 0, 255).astype(np.uint8)
-    # 4. The landmarks below the lip line move down: solve v_out = v_src + shift(v_out).
+    # 4. The landmarks below the lip line move with it: solve v_out = v_src + shift(v_out).
     rel = points - centre
     pu, pv = rel @ ex, rel @ ey
     lower_lip = pv > (np.interp(pu, up_u, up_v) + np.interp(pu, lo_u, lo_v)) / 2
     # Shut lips sit on one line: the contours, not the side of it, say which lip a vertex is on.
     lower_lip[list(LIPS_INNER_LOWER[1:-1])], lower_lip[list(LIPS_INNER_UPPER)] = True, False
+    if drop < 0:
+        # A raised jaw's outline stays where the filmed chin was: the paste reaches the lower of
+        # the two chins (compose.face_limits), so it covers the open jaw down to there with the
+        # neck the warp stretched up, instead of taking that neck for foreign content.
+        lower_lip[list(JAW)] = False
     dst_v = pv.copy()
     for _ in range(INVERSE_STEPS):
         dst_v = pv + shift(pu, dst_v)[2]
