@@ -7,7 +7,7 @@ import numpy as np
 
 from musetalk_server.engines.lite.audio_features import MEL_BANDS, FrameFeatures
 from musetalk_server.engines.lite.bank import MouthBank, shut_candidates
-from musetalk_server.engines.lite.coverage import OPEN_ENOUGH, animation_facts, plan_mouths
+from musetalk_server.engines.lite.coverage import OPEN_ENOUGH, WIDE_HALF_GAP, animation_facts, narrowed, plan_mouths
 from musetalk_server.engines.lite.geometry import mouth_aperture
 from musetalk_server.engines.lite.live import lookahead_s
 from musetalk_server.engines.lite.shape import FADE_DB, SHIPPED, SILENCE_DB, ShapeRange, ShapeStream, openness
@@ -111,6 +111,15 @@ def test_raise_jaw_shuts_a_wide_mouth_from_below_and_leaves_the_upper_lip_alone(
     half, half_moved = raise_jaw(frame, pts, keep=0.5)
     assert abs(mouth_aperture(half_moved) - mouth_aperture(pts) / 2) < 0.01
     assert half[158:164, 120:137].mean() < 60, "part-way, the interior still shows under the upper lip"
+
+
+def test_a_mouth_open_in_every_frame_shuts_by_the_jaw_and_narrows_by_the_lips():
+    frame, pts = open_mouth_face(gap=15.0)  # 0.15 inter-ocular units
+    for keep, made_by in ((0.0, raise_jaw(frame, pts)), (0.5, close_lips(frame, pts, 0.5, WIDE_HALF_GAP))):
+        out, moved = narrowed(frame, pts, keep)
+        assert np.array_equal(out, made_by[0]) and np.array_equal(moved, made_by[1]), keep
+    wide_frame, wide = open_mouth_face(gap=30.0)  # 0.3: too wide for the lips, the jaw narrows it too
+    assert np.array_equal(narrowed(wide_frame, wide, 0.5)[0], raise_jaw(wide_frame, wide, 0.5)[0])
 
 
 def test_close_lips_can_leave_part_of_the_gap():
