@@ -35,9 +35,9 @@ OPEN_SOURCES = 4  # ... each from the least-open frame of this many stretches of
 # openings; a narrower one is a slit, and the openings get a dark cavity without teeth.
 DONOR_MIN = 0.03
 # A mouth open in every frame (a photo taken mid-word: none of its frames is under bank.SHUT_LIMIT,
-# so none is warped shut the usual way) is warped shut with each lip moving up to this far, and
-# part-way, keeping these shares of its gap, so that it has narrower openings to speak with too.
-# Shut, and part-way where the gap is wider than twice this, the jaw rises instead (narrowed).
+# so none is warped shut the usual way) is shut by raising the jaw, and narrowed part-way, keeping
+# these shares of its gap, with each lip moving up to this far, so that it has narrower openings
+# to speak with too; where that is not far enough, the jaw narrows it (narrowed).
 WIDE_HALF_GAP = 0.1
 NARROWINGS = (0.0, 0.25, 0.5, 0.75)
 # Inter-ocular units: a mouth warped shut that the face landmarker still reads this far apart did

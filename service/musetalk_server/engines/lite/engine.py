@@ -5,9 +5,9 @@ prepare: measure every avatar frame's mouth (aperture, width) and head pose -> `
          predicts its own mouth better (shape.py, own_voice.py);
          decide which mouths speech needs that the frames lack (coverage.py) and say so
          (`engine_info.animation`).
-open:    add those to the bank: a few least-open mouths warped shut (part-way too, for a mouth
-         open in every frame; one open wide shuts by raising the jaw), and for a still or a
-         closed-mouth clip, its mouth opened by dropping the jaw (synth.py).
+open:    add those to the bank: a few least-open mouths warped shut (for a mouth open in every
+         frame, shut by raising the jaw, and part-way), and for a still or a closed-mouth clip,
+         its mouth opened by dropping the jaw (synth.py).
 render:  audio -> target mouth shape per frame (shape.py) -> best bank entry (bank.py) ->
          its mouth pasted into the ping-pong background frame (compose.py).
 """
@@ -50,7 +50,7 @@ class LiteRenderer(Renderer):
         # Mouth sources: the avatar's frames, then the mouths they lack (coverage.py): a few
         # warped shut, so a speaker who never closed their lips on camera can close them in a
         # pause; for a still or a closed-mouth clip, its mouth opened to several openings; for a
-        # mouth open in every frame, shut and part-way (an open jaw raised).
+        # mouth open in every frame, shut (the jaw raised) and part-way.
         plan = plan_mouths(bank)
         made = plan.synthesise(frames, landmarks)
         self.sources = list(frames) + [f for f, _ in made]

@@ -13,9 +13,9 @@ stays. The gap that opens is the inner mouth: a dark cavity, shaded deeper towar
 and, only if the person showed it on camera (`donor`), their own teeth and mouth interior,
 hanging from the upper lip as they were filmed.
 
-A photo taken on an open vowel has a gap too wide for `close_lips`: `raise_jaw` shuts it the way
-a jaw does, the lower lip and chin rising under an upper lip that stays. Both jaw moves are one
-warp (`_move_jaw`), down or up.
+A mouth open in every frame (a photo taken mid-word) shuts the way a jaw does at rest:
+`raise_jaw` lifts the lower lip and chin under an upper lip that stays, however wide the gap.
+Both jaw moves are one warp (`_move_jaw`), down or up.
 """
 
 from __future__ import annotations
