@@ -117,12 +117,12 @@ def test_a_photo_open_wide_says_its_shut_mouths_are_made(driven):
 
 
 def test_a_photo_whose_lips_do_not_meet_when_shut_says_it_is_limited(tmp_path):
-    """lp_d12's frame 121 (open 0.36, the tongue over the lower teeth): warped shut and pasted
-    back, the landmarker still reads its lips apart, and the avatar says so."""
+    """lp_d12's frame 120 (open 0.35, the tongue over the lower teeth): warped shut and pasted
+    back, the landmarker still reads its lips apart (0.23), and the avatar says so."""
     le = _load_eval()
     from musetalk_server.engines.lite import LiteEngine
 
-    avatar = le.build_avatar(LiteEngine(), still(tmp_path, "lp_d12", 121, "jpg", shut=False), tmp_path, "agape")
+    avatar = le.build_avatar(LiteEngine(), still(tmp_path, "lp_d12", 120, "jpg", shut=False), tmp_path, "agape")
     info = avatar.manifest["engine_info"]["animation"]
     assert info["status"] == "limited" and info["shut"] == "missing", info
     assert "still read" in info["reason"] and "pauses" in info["reason"], info
