@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import fcntl
 import glob
 import json
@@ -66,7 +65,7 @@ ADMIN_USER = "musetalk-test-admin"
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 10.0
 POLL_S = 0.2
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
+SETPRIV = "setpriv"  # util-linux, an essential package on Debian
 APT_ETC = Path("/etc/apt")
 
 
@@ -350,17 +349,18 @@ class ControlPlane:
             return e.code, e.read()
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the starting process dies, so a crashed test run leaks nothing."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def _spawn(name: str, cmd: list[str], state: Path, tied: bool) -> subprocess.Popen:
+    if tied:
+        # SIGTERM when the starting process dies, so a crashed test run leaks nothing. Set by
+        # util-linux's setpriv before it execs the binary, not by a preexec_fn: Python code run
+        # between fork and exec in a process with other threads (a test session's servers, the
+        # face landmarker's pool) can deadlock on a lock one of them held at the fork, and a CI
+        # run once hung there for the whole 300 s timeout of the fixture.
+        cmd = [SETPRIV, "--pdeathsig", "TERM", "--", *cmd]
     with open(state / f"{name}.log", "ab") as log:
         # Own session: a stop by PID reaches nothing else, and a Ctrl-C on pytest doesn't race us.
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=_die_with_parent if tied else None)
+                                start_new_session=True)
 
 
 def _write_pids(state: Path, pids: dict[str, int]) -> None:
