@@ -113,6 +113,10 @@ def test_kubectl_refuses_a_misspelt_field_and_explains_the_real_ones(cluster: Cl
                                                                       shared_release: dict[str, Any]) -> None:
     kubectl = ["kubectl", "--kubeconfig", str(cluster.kubeconfig)]
     typo = "apiVersion: musetalk.io/v1\nkind: Avatar\nmetadata: {name: typo}\nspec: {videoPath: a.mp4, bboxshift: 3}\n"
+    # The API server publishes a new CRD's schema a moment after creating it (about a second on
+    # 1.20); until then kubectl has nothing to validate against and lets the typo through.
+    eventually(lambda: subprocess.run([*kubectl, "explain", "avatar.spec.bboxShift"], capture_output=True,
+                                      timeout=60).returncode == 0, what="the Avatar schema published")
     done = subprocess.run([*kubectl, "-n", NS, "apply", "-f", "-"], input=typo, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode != 0 and 'unknown field "bboxshift"' in done.stderr  # not pruned in silence
