@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import socket
 import subprocess
@@ -17,8 +16,14 @@ import httpx
 
 from helpers import REPO
 
+# The file-size limit is set by the child itself, first thing: not by a preexec_fn, because Python
+# code run between fork and exec in a process with other threads can hang there (a thread's
+# locals freed in the child wait on threads the child does not have).
 _LAUNCH = """
-import json, sys
+import json, resource, signal, sys
+if sys.argv[6] != "-":  # RLIMIT_FSIZE, SIGXFSZ ignored: an oversized write fails with EFBIG
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[6]), int(sys.argv[6])))
 import uvicorn
 from fakes import FakeEngine
 from musetalk_server.api import create_app
@@ -55,19 +60,15 @@ class ServerProcess:
                  drain: bool = False) -> None:
         self.result_dir, self.port = Path(result_dir), _free_port()
         self._args = [sys.executable, "-c", _LAUNCH, str(result_dir), str(self.port),
-                      json.dumps(settings or {}), json.dumps(engine or {}), "drain" if drain else "plain"]
-        self._max_file_bytes, self._tmpdir, self._env = max_file_bytes, tmpdir, env or {}
+                      json.dumps(settings or {}), json.dumps(engine or {}), "drain" if drain else "plain",
+                      "-" if max_file_bytes is None else str(max_file_bytes)]
+        self._tmpdir, self._env = tmpdir, env or {}
         self.proc: subprocess.Popen | None = None
         self.log = self.result_dir.parent / f"server-{self.port}.log"  # stderr: its log lines
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def _limit(self) -> None:  # runs in the child before exec
-        if self._max_file_bytes is not None:
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (self._max_file_bytes, self._max_file_bytes))
 
     def __enter__(self) -> ServerProcess:
         return self.start()
@@ -77,8 +78,7 @@ class ServerProcess:
         if self._tmpdir is not None:
             env["TMPDIR"] = str(self._tmpdir)
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(self._args, env=env, preexec_fn=self._limit,
-                                         stdout=subprocess.DEVNULL, stderr=log)
+            self.proc = subprocess.Popen(self._args, env=env, stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if self.proc.poll() is not None:
